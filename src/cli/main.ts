@@ -1,0 +1,56 @@
+/**
+ * The `treecast` command: argv -> options -> library calls. Each command lives in its own file
+ * under commands/ and registers itself on the program; this file only wires them and maps errors
+ * to exit codes.
+ */
+import { Command, CommanderError } from 'commander';
+import { ExitCode, TreecastError } from '../errors.js';
+import { commands } from './commands/index.js';
+import { VERSION } from '../version.js';
+import { errorOutput } from './output.js';
+
+export function buildProgram(): Command {
+  const program = new Command('treecast')
+    .description('Capture file trees into a content-addressed store and materialize them anywhere.')
+    .version(VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+  program.addHelpText(
+    'after',
+    `
+Exit codes:
+  0    success
+  1    unexpected failure
+  2    bad arguments or options (also malformed digests and ref names)
+  3    digest or ref not found
+  4    checkout stopped: local changes would be overwritten (see --force)
+  5    integrity: a blob's bytes do not match its digest
+  6    unsafe or malformed input refused (tree, archive, special file with --strict)
+  7    file-system error (unreadable input, target not writable, disk full)
+  8    remote server error
+  130  interrupted (SIGINT/SIGTERM); run the same command again to finish
+
+Environment:
+  TREECAST_STORE   store location (default $XDG_CACHE_HOME/treecast or ~/.cache/treecast)
+  TREECAST_TOKEN   bearer token for remote commands`,
+  );
+  for (const register of commands) register(program);
+  return program;
+}
+
+/** Runs the CLI and returns the exit code (never calls process.exit, so output is flushed). */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
+      return ExitCode.usage;
+    }
+    errorOutput(err, process.argv.includes('--json'));
+    return err instanceof TreecastError ? err.exitCode : ExitCode.failure;
+  }
+}

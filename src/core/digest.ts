@@ -1,0 +1,56 @@
+/**
+ * Digests as Bazel writes them: SHA-256 of the bytes plus their size, `<64 hex>/<size>`.
+ */
+import { createHash } from 'node:crypto';
+import { InvalidDigestError } from '../errors.js';
+
+export interface Digest {
+  /** 64 lowercase hex characters. */
+  readonly hash: string;
+  /** Size in bytes. */
+  readonly size: number;
+}
+
+export const EMPTY_HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+export const EMPTY_DIGEST: Digest = Object.freeze({ hash: EMPTY_HASH, size: 0 });
+
+const HASH_RE = /^[0-9a-f]{64}$/;
+const DIGEST_RE = /^([0-9a-f]{64})\/(0|[1-9][0-9]{0,15})$/;
+
+export function isHash(s: string): boolean {
+  return HASH_RE.test(s);
+}
+
+export function looksLikeDigest(s: string): boolean {
+  return DIGEST_RE.test(s);
+}
+
+/** Parses `<hash>/<size>`; throws InvalidDigestError naming the input otherwise. */
+export function parseDigest(s: string): Digest {
+  const m = DIGEST_RE.exec(s);
+  if (!m) {
+    throw new InvalidDigestError(`malformed digest '${truncate(s)}': expected <64 lowercase hex>/<size>`, {
+      digest: s,
+      hint: 'digests look like e3b0c442...b855/0',
+    });
+  }
+  const size = Number(m[2]);
+  if (!Number.isSafeInteger(size)) throw new InvalidDigestError(`digest size out of range: '${truncate(s)}'`, { digest: s });
+  return { hash: m[1]!, size };
+}
+
+export function formatDigest(d: Digest): string {
+  return `${d.hash}/${d.size}`;
+}
+
+export function digestOf(data: Uint8Array): Digest {
+  return { hash: createHash('sha256').update(data).digest('hex'), size: data.byteLength };
+}
+
+export function sameDigest(a: Digest, b: Digest): boolean {
+  return a.hash === b.hash && a.size === b.size;
+}
+
+function truncate(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

@@ -1,0 +1,234 @@
+/**
+ * Typed errors with stable codes. Every failure the CLI can report is one of these classes; the
+ * `code` is part of the public API (scripts match on it), the `exitCode` is what the CLI exits with.
+ */
+
+/** Exit codes of the `treecast` command, documented in the README. */
+export const ExitCode = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  notFound: 3,
+  conflict: 4,
+  integrity: 5,
+  unsafeInput: 6,
+  io: 7,
+  remote: 8,
+  interrupted: 130,
+} as const;
+
+export interface ErrorDetails {
+  path?: string;
+  digest?: string;
+  hint?: string;
+  cause?: unknown;
+}
+
+export class TreecastError extends Error {
+  readonly code: string = 'ERR_TREECAST';
+  readonly exitCode: number = ExitCode.failure;
+  readonly path?: string;
+  readonly digest?: string;
+  readonly hint?: string;
+
+  constructor(message: string, details: ErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = new.target.name;
+    this.path = details.path;
+    this.digest = details.digest;
+    this.hint = details.hint;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, path: this.path, digest: this.digest, hint: this.hint };
+  }
+}
+
+/** Bad options or arguments, found before any I/O. */
+export class UsageError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_USAGE';
+  override readonly exitCode = ExitCode.usage;
+}
+
+export class InvalidDigestError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_INVALID_DIGEST';
+  override readonly exitCode = ExitCode.usage;
+}
+
+export class InvalidRefNameError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_INVALID_REF';
+  override readonly exitCode = ExitCode.usage;
+}
+
+export class BlobNotFoundError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_BLOB_NOT_FOUND';
+  override readonly exitCode = ExitCode.notFound;
+}
+
+export class RefNotFoundError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_REF_NOT_FOUND';
+  override readonly exitCode = ExitCode.notFound;
+}
+
+/** Bytes whose SHA-256 or size disagree with the digest they were stored or sent under. */
+export class DigestMismatchError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_DIGEST_MISMATCH';
+  override readonly exitCode = ExitCode.integrity;
+}
+
+/** A `Directory` message that is not canonical or names entries unsafely. */
+export class InvalidTreeError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_INVALID_TREE';
+  override readonly exitCode = ExitCode.unsafeInput;
+}
+
+/** A name from a tree, an archive or the network that would escape or confuse the target. */
+export class UnsafePathError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_UNSAFE_PATH';
+  override readonly exitCode = ExitCode.unsafeInput;
+}
+
+/** Checkout would overwrite or remove files changed since the last checkout. */
+export class LocalChangesError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_LOCAL_CHANGES';
+  override readonly exitCode = ExitCode.conflict;
+  readonly paths: string[];
+  constructor(paths: string[], details: ErrorDetails = {}) {
+    const shown = paths.slice(0, 20).map((p) => `  ${p}`).join('\n');
+    const more = paths.length > 20 ? `\n  ... and ${paths.length - 20} more` : '';
+    super(`checkout would overwrite ${paths.length} locally changed path(s):\n${shown}${more}`, {
+      hint: 'commit them with `treecast snapshot`, move them away, or pass --force to discard them',
+      ...details,
+    });
+    this.paths = paths;
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), paths: this.paths };
+  }
+}
+
+/** Snapshot input that cannot be captured faithfully (unreadable, not UTF-8, changed while read). */
+export class CaptureError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_CAPTURE';
+  override readonly exitCode = ExitCode.io;
+}
+
+export class SymlinkLoopError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_SYMLINK_LOOP';
+  override readonly exitCode = ExitCode.io;
+}
+
+/** A special file (socket, FIFO, device) met with --strict. */
+export class SpecialFileError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_SPECIAL_FILE';
+  override readonly exitCode = ExitCode.unsafeInput;
+}
+
+/** The target directory cannot be used (a file, not writable, ...). */
+export class TargetError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_TARGET';
+  override readonly exitCode = ExitCode.io;
+}
+
+/** An operating-system error while reading or writing, with the path named. */
+export class FileSystemError extends TreecastError {
+  override readonly code: string = 'ERR_TREECAST_FS';
+  override readonly exitCode = ExitCode.io;
+  readonly syscallCode?: string;
+  constructor(message: string, details: ErrorDetails & { syscallCode?: string } = {}) {
+    super(message, details);
+    this.syscallCode = details.syscallCode;
+  }
+}
+
+export class NoSpaceError extends FileSystemError {
+  override readonly code = 'ERR_TREECAST_NO_SPACE';
+}
+
+export class InterruptedError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_INTERRUPTED';
+  override readonly exitCode = ExitCode.interrupted;
+}
+
+/** A remote server failed, refused, or sent something unusable. */
+export class RemoteError extends TreecastError {
+  override readonly code: string = 'ERR_TREECAST_REMOTE';
+  override readonly exitCode = ExitCode.remote;
+  readonly status?: number;
+  constructor(message: string, details: ErrorDetails & { status?: number } = {}) {
+    super(message, details);
+    this.status = details.status;
+  }
+}
+
+/** An archive that is malformed or hostile. */
+export class ArchiveError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_ARCHIVE';
+  override readonly exitCode = ExitCode.unsafeInput;
+}
+
+/** Wraps a Node.js system error (`err.code` like ENOENT) into a FileSystemError naming the path. */
+export function fsError(err: unknown, action: string, path: string): TreecastError {
+  if (err instanceof TreecastError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const sys = e?.code ?? 'EUNKNOWN';
+  const message = `${action} ${path}: ${sys}${e?.message ? ` (${e.message.replace(/^\w+: /, '')})` : ''}`;
+  if (sys === 'ENOSPC' || sys === 'EDQUOT') {
+    return new NoSpaceError(message, { path, cause: err, syscallCode: sys, hint: 'free some space and run the same command again' });
+  }
+  return new FileSystemError(message, { path, cause: err, syscallCode: sys });
+}
+
+// ------------------------------------------------------------ crossing thread boundaries
+
+const classesByCode = new Map<string, new (message: string, details?: ErrorDetails) => TreecastError>();
+for (const C of [
+  UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, DigestMismatchError,
+  InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, FileSystemError,
+  NoSpaceError, InterruptedError, RemoteError, ArchiveError,
+]) {
+  classesByCode.set(new C('').code, C);
+}
+
+export interface SerializedError {
+  code?: string;
+  message: string;
+  path?: string;
+  digest?: string;
+  hint?: string;
+  syscallCode?: string;
+  paths?: string[];
+  stack?: string;
+}
+
+/** Turns any thrown value into plain data that can be posted between threads. */
+export function serializeError(err: unknown): SerializedError {
+  const e = err as TreecastError & NodeJS.ErrnoException & { syscallCode?: string; paths?: string[] };
+  if (!(err instanceof Error)) return { message: String(err) };
+  return {
+    code: e instanceof TreecastError ? e.code : undefined,
+    message: e.message,
+    path: e.path,
+    digest: e instanceof TreecastError ? e.digest : undefined,
+    hint: e instanceof TreecastError ? e.hint : undefined,
+    syscallCode: e instanceof TreecastError ? e.syscallCode : (err as NodeJS.ErrnoException).code,
+    paths: e.paths,
+    stack: e.stack,
+  };
+}
+
+/** Rebuilds the typed error a worker threw. */
+export function reviveError(s: SerializedError): Error {
+  if (s.code === 'ERR_TREECAST_LOCAL_CHANGES') return new LocalChangesError(s.paths ?? [], { path: s.path, hint: s.hint });
+  const C = s.code ? classesByCode.get(s.code) : undefined;
+  if (C) {
+    const err = C === FileSystemError || C === NoSpaceError
+      ? new (C as typeof FileSystemError)(s.message, { path: s.path, digest: s.digest, hint: s.hint, syscallCode: s.syscallCode })
+      : new C(s.message, { path: s.path, digest: s.digest, hint: s.hint });
+    return err;
+  }
+  const err = new Error(s.message) as NodeJS.ErrnoException;
+  if (s.syscallCode) err.code = s.syscallCode;
+  if (s.path) err.path = s.path;
+  return err;
+}

@@ -1,0 +1,124 @@
+/**
+ * A pool of worker threads that run batches of synchronous file-system calls.
+ *
+ * Perf: DESIGN.md measured one promise per file costing more than the syscall itself (hardlinking
+ * the Linux tree: 3.1 s with fs.promises, 0.74 s with sync calls in 2 workers). So callers group
+ * work into batches of a few hundred entries; each worker runs a batch with sync calls and posts
+ * one message back. With `size: 0` the same operations run inline on the calling thread, which is
+ * cheaper for small jobs than starting workers (~30 ms each).
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { reviveError, type SerializedError } from '../errors.js';
+import { runOp, type OpName, type OpContextInit } from './worker-ops.js';
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+}
+
+interface Slot {
+  worker: Worker;
+  inFlight: number;
+}
+
+export function defaultJobs(): number {
+  return availableParallelism();
+}
+
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private readonly pending = new Map<number, Pending & { slot: Slot }>();
+  private nextId = 1;
+  private closed = false;
+
+  /** `size` workers (0: run inline). `init` is handed to every worker's op context. */
+  constructor(
+    readonly size: number,
+    private readonly init: OpContextInit,
+  ) {
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+      const slot: Slot = { worker, inFlight: 0 };
+      worker.on('message', (m: { id: number; ok: boolean; value?: unknown; error?: SerializedError }) => {
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        slot.inFlight--;
+        if (m.ok) p.resolve(m.value);
+        else p.reject(reviveError(m.error!));
+      });
+      worker.on('error', (err) => this.failSlot(slot, err));
+      worker.on('exit', (code) => {
+        if (!this.closed) this.failSlot(slot, new Error(`worker thread exited with code ${code}`));
+      });
+      this.slots.push(slot);
+    }
+  }
+
+  /** Runs one batch on the least busy worker (or inline) and resolves with its result. */
+  run<T>(op: OpName, payload: unknown): Promise<T> {
+    if (this.size === 0) {
+      try {
+        return Promise.resolve(runOp(op, payload, this.init) as T);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
+    const id = this.nextId++;
+    slot.inFlight++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, slot });
+      slot.worker.postMessage({ id, op, payload });
+    });
+  }
+
+  /** Batches that can usefully be in flight at once: two per worker keeps each one busy. */
+  get parallelism(): number {
+    return Math.max(1, this.size * 2);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  private failSlot(slot: Slot, err: unknown): void {
+    for (const [id, p] of this.pending) {
+      if (p.slot !== slot) continue;
+      this.pending.delete(id);
+      p.reject(err);
+    }
+  }
+}
+
+/**
+ * Runs `batches` through `pool` with at most `pool.parallelism` in flight, calling `onResult` in
+ * completion order. Stops dispatching when `shouldStop()` turns true and waits for what is running.
+ */
+export async function runBatches<P, R>(
+  pool: WorkerPool,
+  op: OpName,
+  batches: Iterable<P>,
+  onResult: (result: R, payload: P) => void,
+  shouldStop: () => boolean = () => false,
+): Promise<void> {
+  const it = batches[Symbol.iterator]();
+  let firstError: unknown;
+  const lane = async () => {
+    for (;;) {
+      if (firstError !== undefined || shouldStop()) return;
+      const next = it.next();
+      if (next.done) return;
+      try {
+        onResult(await pool.run<R>(op, next.value), next.value);
+      } catch (e) {
+        if (firstError === undefined) firstError = e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: pool.parallelism }, lane));
+  if (firstError !== undefined) throw firstError;
+}

@@ -1,0 +1,379 @@
+/**
+ * The local content-addressed store on disk.
+ *
+ *   STORE/cas/ab/<sha256>        blobs, read-only (0444), sharded by the first two hex digits
+ *   STORE/cas-exec/ab/<sha256>   read-only executable twins (0555), made on demand for hardlink
+ *                                checkouts so that a shared inode is never chmod-ed
+ *   STORE/refs/<name>            "<digest>\n"
+ *   STORE/tmp/                   writes in progress; a blob reaches its final name only by rename
+ *   STORE/stat-cache/, checkouts/  per-directory records kept by snapshot and checkout
+ *
+ * Methods are synchronous so worker threads can batch them (see fs/worker-pool.ts); the async
+ * BlobStore methods wrap them for callers that want the common interface.
+ */
+import * as fs from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { threadId } from 'node:worker_threads';
+import { type Digest, EMPTY_DIGEST, formatDigest, isHash, parseDigest, sameDigest } from '../core/digest.js';
+import {
+  BlobNotFoundError,
+  CaptureError,
+  DigestMismatchError,
+  InvalidRefNameError,
+  RefNotFoundError,
+  fsError,
+} from '../errors.js';
+import type { BlobStore } from './store.js';
+
+const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** Files up to this size are read whole into a reused buffer; larger ones are streamed. */
+const WHOLE_READ_LIMIT = 8 << 20;
+const CHUNK = 1 << 20;
+
+let tmpCounter = 0;
+// Perf: one growable buffer per thread for whole-file reads, instead of an allocation per file.
+let scratch = Buffer.allocUnsafe(1 << 20);
+
+export interface IngestStat {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+/** Where the store lives: the option, then TREECAST_STORE, then $XDG_CACHE_HOME/treecast, then ~/.cache/treecast. */
+export function defaultStorePath(option?: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (option) return resolve(option);
+  if (env.TREECAST_STORE) return resolve(env.TREECAST_STORE);
+  const cache = env.XDG_CACHE_HOME && env.XDG_CACHE_HOME.startsWith('/') ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  return join(cache, 'treecast');
+}
+
+const REF_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*(\/[A-Za-z0-9_][A-Za-z0-9._-]*)*$/;
+
+export function checkRefName(name: string): void {
+  if (!REF_RE.test(name) || name.length > 200 || name.split('/').some((p) => p.endsWith('.lock') || p.includes('..'))) {
+    throw new InvalidRefNameError(`invalid ref name '${name}'`, {
+      hint: 'ref names use letters, digits, ".", "_", "-" and "/" between parts, and may not contain ".."',
+    });
+  }
+}
+
+export class LocalStore implements BlobStore {
+  readonly root: string;
+  private readonly casDir: string;
+  private readonly execDir: string;
+  private readonly tmpDir: string;
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.casDir = join(this.root, 'cas');
+    this.execDir = join(this.root, 'cas-exec');
+    this.tmpDir = join(this.root, 'tmp');
+  }
+
+  /** Opens (creating when absent) the store at `root`. */
+  static open(root: string): LocalStore {
+    const s = new LocalStore(root);
+    s.init();
+    return s;
+  }
+
+  /** Creates the layout once; safe to race with another process doing the same. */
+  init(): void {
+    try {
+      if (fs.existsSync(join(this.casDir, 'ff'))) return;
+      for (const d of [this.root, this.casDir, this.execDir, this.tmpDir, join(this.root, 'refs')]) fs.mkdirSync(d, { recursive: true });
+      for (const s of SHARDS) {
+        for (const top of [this.casDir, this.execDir]) {
+          try {
+            fs.mkdirSync(join(top, s));
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          }
+        }
+      }
+    } catch (e) {
+      throw fsError(e, 'cannot create store at', this.root);
+    }
+  }
+
+  blobPath(hash: string): string {
+    return `${this.casDir}/${hash.slice(0, 2)}/${hash}`;
+  }
+
+  /** A fresh, unique path in the store's tmp folder (same filesystem as the blobs). */
+  tmpPath(tag = 'w'): string {
+    return `${this.tmpDir}/${tag}-${process.pid}-${threadId}-${++tmpCounter}-${randomBytes(4).toString('hex')}`;
+  }
+
+  hasSync(d: Digest): boolean {
+    if (d.size === 0) return true;
+    return fs.statSync(this.blobPath(d.hash), { throwIfNoEntry: false }) !== undefined;
+  }
+
+  /** Reads and verifies a blob. A blob whose bytes disagree with its name is reported, never returned. */
+  readSync(d: Digest): Buffer {
+    if (d.size === 0) return Buffer.alloc(0);
+    const p = this.blobPath(d.hash);
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
+      }
+      throw fsError(e, 'cannot read blob', p);
+    }
+    const actual = { hash: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
+    if (!sameDigest(actual, d)) {
+      throw new DigestMismatchError(`corrupt blob ${formatDigest(d)}: its bytes hash to ${formatDigest(actual)}`, {
+        digest: formatDigest(d),
+        path: p,
+        hint: 'run `treecast verify --repair` to remove corrupt blobs, then fetch or snapshot them again',
+      });
+    }
+    return bytes;
+  }
+
+  /** Stores bytes (checked against `expected` when given) and returns their digest. */
+  putSync(bytes: Uint8Array, expected?: Digest): Digest {
+    const d = { hash: createHash('sha256').update(bytes).digest('hex'), size: bytes.byteLength };
+    if (expected && !sameDigest(d, expected)) {
+      throw new DigestMismatchError(`bytes hash to ${formatDigest(d)}, not ${formatDigest(expected)}; not stored`, {
+        digest: formatDigest(expected),
+      });
+    }
+    if (d.size === 0) return EMPTY_DIGEST;
+    if (this.hasSync(d)) return d;
+    const tmp = this.tmpPath();
+    try {
+      fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
+      this.commitTmp(tmp, d.hash);
+    } catch (e) {
+      removeQuietly(tmp);
+      throw fsError(e, 'cannot write blob', this.blobPath(d.hash));
+    }
+    return d;
+  }
+
+  /** Moves a complete, verified tmp file to its final name. Racing writers of one blob both succeed. */
+  commitTmp(tmp: string, hash: string): void {
+    fs.renameSync(tmp, this.blobPath(hash));
+  }
+
+  /**
+   * Hashes the regular file at `path` and stores it unless present. When `expect` is given (from the
+   * walker's lstat), a file whose identity or size differs, or that changes while it is read, is a
+   * CaptureError naming the path: nothing partial is stored.
+   */
+  ingestFileSync(path: string, expect?: IngestStat): { digest: Digest; stat: IngestStat } {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch (e) {
+      throw new CaptureError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path, cause: e });
+    }
+    let tmp: string | undefined;
+    try {
+      const before = fs.fstatSync(fd, { bigint: true });
+      const stat = toIngestStat(before);
+      if (!before.isFile()) throw new CaptureError(`${path} is no longer a regular file`, { path });
+      if (expect && (expect.ino !== stat.ino || expect.size !== stat.size || expect.mtimeNs !== stat.mtimeNs)) {
+        throw changedError(path);
+      }
+      const hash = createHash('sha256');
+      let total = 0;
+      let digest: Digest;
+      if (stat.size <= WHOLE_READ_LIMIT) {
+        // Read one byte past the expected size so a file that grew is noticed.
+        if (scratch.length < stat.size + 1) scratch = Buffer.allocUnsafe(Math.max(stat.size + 1, scratch.length * 2));
+        let n: number;
+        while (total <= stat.size && (n = fs.readSync(fd, scratch, total, stat.size + 1 - total, total)) > 0) total += n;
+        if (total !== stat.size) throw changedError(path);
+        const data = scratch.subarray(0, total);
+        digest = { hash: hash.update(data).digest('hex'), size: total };
+        checkUnchanged(fd, before, path);
+        if (total > 0 && !this.hasSync(digest)) {
+          tmp = this.tmpPath();
+          fs.writeFileSync(tmp, data, { mode: 0o444, flag: 'wx' });
+          this.commitTmp(tmp, digest.hash);
+          tmp = undefined;
+        }
+      } else {
+        tmp = this.tmpPath();
+        const out = fs.openSync(tmp, 'wx', 0o444);
+        try {
+          const buf = Buffer.allocUnsafe(CHUNK);
+          let n: number;
+          while ((n = fs.readSync(fd, buf, 0, CHUNK, total)) > 0) {
+            hash.update(buf.subarray(0, n));
+            writeAll(out, buf, n);
+            total += n;
+          }
+        } finally {
+          fs.closeSync(out);
+        }
+        if (total !== stat.size) throw changedError(path);
+        checkUnchanged(fd, before, path);
+        digest = { hash: hash.digest('hex'), size: total };
+        if (this.hasSync(digest)) removeQuietly(tmp);
+        else this.commitTmp(tmp, digest.hash);
+        tmp = undefined;
+      }
+      return { digest: total === 0 ? EMPTY_DIGEST : digest, stat };
+    } catch (e) {
+      if (tmp) removeQuietly(tmp);
+      if (e instanceof CaptureError) throw e;
+      throw fsError(e, 'cannot store', path);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /**
+   * Path of a read-only executable twin of a blob, made on first use. Hardlink checkouts link
+   * executables to it, so the mode of the shared inode is never changed.
+   */
+  executablePathSync(d: Digest): string {
+    const p = `${this.execDir}/${d.hash.slice(0, 2)}/${d.hash}`;
+    if (fs.statSync(p, { throwIfNoEntry: false })) return p;
+    const tmp = this.tmpPath('x');
+    try {
+      fs.copyFileSync(this.blobPath(d.hash), tmp, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL);
+      fs.chmodSync(tmp, 0o555);
+      fs.renameSync(tmp, p);
+    } catch (e) {
+      removeQuietly(tmp);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !this.hasSync(d)) {
+        throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
+      }
+      throw fsError(e, 'cannot prepare executable blob', p);
+    }
+    return p;
+  }
+
+  /** Every stored blob hash, shard by shard. */
+  *listHashes(): Generator<string> {
+    for (const s of SHARDS) {
+      let names: string[];
+      try {
+        names = fs.readdirSync(join(this.casDir, s));
+      } catch {
+        continue;
+      }
+      for (const n of names) if (isHash(n)) yield n;
+    }
+  }
+
+  /** Removes a blob and its executable twin. */
+  removeBlobSync(hash: string): void {
+    removeQuietly(this.blobPath(hash));
+    removeQuietly(`${this.execDir}/${hash.slice(0, 2)}/${hash}`);
+  }
+
+  // ------------------------------------------------------------ refs
+
+  private refPath(name: string): string {
+    checkRefName(name);
+    return join(this.root, 'refs', name);
+  }
+
+  writeRef(name: string, d: Digest): void {
+    const p = this.refPath(name);
+    const tmp = this.tmpPath('ref');
+    try {
+      fs.mkdirSync(join(p, '..'), { recursive: true });
+      fs.writeFileSync(tmp, `${formatDigest(d)}\n`, { flag: 'wx' });
+      fs.renameSync(tmp, p);
+    } catch (e) {
+      removeQuietly(tmp);
+      throw fsError(e, 'cannot write ref', p);
+    }
+  }
+
+  readRef(name: string): Digest | undefined {
+    const p = this.refPath(name);
+    let text: string;
+    try {
+      text = fs.readFileSync(p, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      throw fsError(e, 'cannot read ref', p);
+    }
+    return parseDigest(text.trim());
+  }
+
+  listRefs(): { name: string; digest: Digest }[] {
+    const out: { name: string; digest: Digest }[] = [];
+    const base = join(this.root, 'refs');
+    const walk = (dir: string, prefix: string) => {
+      let entries: fs.Dirent[];
+      try {
+        entries = fs.readdirSync(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const name = prefix + e.name;
+        if (e.isDirectory()) walk(join(dir, e.name), `${name}/`);
+        else if (e.isFile()) {
+          const d = this.readRef(name);
+          if (d) out.push({ name, digest: d });
+        }
+      }
+    };
+    walk(base, '');
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /** A digest string or a ref name, as accepted wherever the CLI takes a DIGEST. */
+  resolve(spec: string): Digest {
+    // Anything that starts like a hash is taken as a digest, so a typo gets the digest's error.
+    if (/^[0-9a-fA-F]{64}/.test(spec)) return parseDigest(spec);
+    const d = this.readRef(spec);
+    if (!d) throw new RefNotFoundError(`no ref or digest '${spec}' in the store ${this.root}`, { hint: 'list refs with `treecast refs`' });
+    return d;
+  }
+
+  // ------------------------------------------------------------ BlobStore
+
+  async has(d: Digest): Promise<boolean> {
+    return this.hasSync(d);
+  }
+  async get(d: Digest): Promise<Buffer> {
+    return this.readSync(d);
+  }
+  async put(bytes: Uint8Array, expected?: Digest): Promise<Digest> {
+    return this.putSync(bytes, expected);
+  }
+}
+
+export function toIngestStat(st: fs.BigIntStats): IngestStat {
+  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+}
+
+function changedError(path: string): CaptureError {
+  return new CaptureError(`${path} changed while it was being read`, { path, hint: 'run the snapshot again once it is stable' });
+}
+
+function checkUnchanged(fd: number, before: fs.BigIntStats, path: string): void {
+  const after = fs.fstatSync(fd, { bigint: true });
+  if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) throw changedError(path);
+}
+
+function writeAll(fd: number, buf: Buffer, n: number): void {
+  let off = 0;
+  while (off < n) off += fs.writeSync(fd, buf, off, n - off);
+}
+
+export function removeQuietly(p: string): void {
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    /* already gone */
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Reads Directory messages from any BlobStore, verified and decoded, with a per-run cache (a tree
+ * often repeats subtrees). Every message is validated before any caller sees it, so nothing is
+ * written from a tree that holds an unsafe name anywhere.
+ */
+import { type Digest, formatDigest } from '../core/digest.js';
+import { type Directory, decodeDirectory } from '../core/reapi.js';
+import { MAX_DEPTH } from '../core/names.js';
+import { InvalidTreeError } from '../errors.js';
+import type { BlobStore } from './store.js';
+import { LocalStore } from './local.js';
+
+export class TreeReader {
+  private readonly cache = new Map<string, Directory>();
+  constructor(private readonly store: BlobStore) {}
+
+  /** One decoded Directory. Local stores are read synchronously (no promise per directory). */
+  async get(d: Digest): Promise<Directory> {
+    const hit = this.cache.get(d.hash);
+    if (hit) return hit;
+    const bytes = this.store instanceof LocalStore ? this.store.readSync(d) : await this.store.get(d);
+    const dir = decodeDirectory(bytes, formatDigest(d));
+    this.cache.set(d.hash, dir);
+    return dir;
+  }
+
+  getSync(d: Digest): Directory {
+    if (!(this.store instanceof LocalStore)) throw new Error('getSync needs a local store');
+    const hit = this.cache.get(d.hash);
+    if (hit) return hit;
+    const dir = decodeDirectory(this.store.readSync(d), formatDigest(d));
+    this.cache.set(d.hash, dir);
+    return dir;
+  }
+
+  /** Loads every Directory reachable from `root` (each distinct one once), breadth first. */
+  async loadAll(root: Digest): Promise<Map<string, Directory>> {
+    let level: Digest[] = [root];
+    const seen = new Set<string>([root.hash]);
+    for (let depth = 0; level.length > 0; depth++) {
+      if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree ${formatDigest(root)} nests deeper than ${MAX_DEPTH} levels`, { digest: formatDigest(root) });
+      const next: Digest[] = [];
+      for (const d of level) {
+        const dir = await this.get(d);
+        for (const sub of dir.directories) {
+          if (seen.has(sub.digest.hash)) continue;
+          seen.add(sub.digest.hash);
+          next.push(sub.digest);
+        }
+      }
+      level = next;
+    }
+    return this.cache;
+  }
+
+  /** Yields every entry below `root` with its relative path, depth first, in canonical order. */
+  async *walk(root: Digest, prefix = ''): AsyncGenerator<WalkedEntry> {
+    yield* this.walkDir(await this.get(root), prefix, 0);
+  }
+
+  private async *walkDir(dir: Directory, prefix: string, depth: number): AsyncGenerator<WalkedEntry> {
+    if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${prefix}'`);
+    for (const f of dir.files) yield { type: 'file', path: prefix + f.name, digest: f.digest, executable: f.executable };
+    for (const s of dir.symlinks) yield { type: 'symlink', path: prefix + s.name, target: s.target };
+    for (const d of dir.directories) {
+      yield { type: 'dir', path: prefix + d.name, digest: d.digest };
+      yield* this.walkDir(await this.get(d.digest), `${prefix}${d.name}/`, depth + 1);
+    }
+  }
+}
+
+export type WalkedEntry =
+  | { type: 'file'; path: string; digest: Digest; executable: boolean }
+  | { type: 'symlink'; path: string; target: string }
+  | { type: 'dir'; path: string; digest: Digest };
