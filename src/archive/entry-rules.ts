@@ -1,0 +1,234 @@
+/**
+ * Judges every central-directory entry before anything is written (pure: no I/O). An archive is
+ * accepted whole or refused whole; the error names the entry and the reason.
+ *
+ * Refused: names that are absolute, climb ('..'), hold '.', empty parts, NUL or a backslash, start
+ * with a drive letter, exceed 4096 bytes or nest deeper than MAX_DEPTH; device, FIFO and socket
+ * modes; encrypted entries and methods other than store/deflate; duplicates of any kind; entries
+ * lying under a file or a symlink of the archive; stored entries whose sizes disagree; ratios past
+ * `maxRatio`; totals past `maxSize`; entries whose local data overlaps another entry or the central
+ * directory. setuid, setgid and sticky bits are stripped with a warning (as Info-ZIP unzip does
+ * without -K). Symlink targets are judged by symlinkTargetRule once their data is read.
+ */
+import { ArchiveError, UnsafePathError } from '../errors.js';
+import { MAX_DEPTH, nameProblem, symlinkTargetProblem } from '../core/names.js';
+import type { RawEntry } from './central-directory.js';
+import {
+  DOS_DIR_ATTR,
+  FLAG_ENCRYPTED,
+  FLAG_STRONG_ENCRYPTION,
+  HOST_UNIX,
+  LOCAL_HEADER_SIZE,
+  METHOD_DEFLATE,
+  METHOD_STORE,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+} from './zip-format.js';
+
+export const MAX_ENTRY_NAME_BYTES = 4096;
+export const DEFAULT_MAX_RATIO = 1000;
+
+export type EntryType = 'file' | 'dir' | 'symlink';
+
+/** An entry that passed every rule: safe relative path, known type, data extent inside the archive. */
+export interface ArchiveEntry {
+  index: number;
+  /** Relative '/'-separated path without a trailing slash. */
+  path: string;
+  /** The stored name exactly (compared with the local header's). */
+  rawName: string;
+  type: EntryType;
+  /** Permission bits (0o777 at most), or undefined when the archive carries no unix mode. */
+  perm: number | undefined;
+  mtime: number;
+  method: number;
+  crc: number;
+  compressedSize: number;
+  size: number;
+  localOffset: number;
+  /** Where the next entry's local header (or the central directory) starts: this entry must end before it. */
+  limit: number;
+}
+
+export interface Limits {
+  maxRatio: number;
+  maxSize: number;
+}
+
+export interface Judged {
+  entries: ArchiveEntry[];
+  warnings: { code: string; message: string; path: string }[];
+  totalSize: number;
+}
+
+const DRIVE_RE = /^[A-Za-z]:/;
+
+function unsafe(shown: string, why: string): UnsafePathError {
+  return new UnsafePathError(`archive entry '${shown}': ${why}`, { path: shown });
+}
+function refused(shown: string, why: string): ArchiveError {
+  return new ArchiveError(`archive entry '${shown}': ${why}`, { path: shown });
+}
+
+/** Checks one stored name and returns its relative path (no trailing slash) and whether it ended in '/'. */
+export function entryPath(name: string): { path: string; slash: boolean } {
+  const shown = name.length > 200 ? `${name.slice(0, 200)}...` : name;
+  if (Buffer.byteLength(name) > MAX_ENTRY_NAME_BYTES) throw unsafe(shown, `name is longer than ${MAX_ENTRY_NAME_BYTES} bytes`);
+  if (name.includes('\0')) throw unsafe(shown, 'name contains a NUL byte');
+  if (name.includes('\\')) throw unsafe(shown, "name contains '\\' (a Windows separator would make it ambiguous)");
+  if (name.startsWith('/')) throw unsafe(shown, 'absolute path');
+  if (DRIVE_RE.test(name)) throw unsafe(shown, 'name starts with a drive letter');
+  const slash = name.endsWith('/');
+  const path = slash ? name.slice(0, -1) : name;
+  const parts = path.split('/');
+  if (parts.length > MAX_DEPTH) throw unsafe(shown, `nests deeper than ${MAX_DEPTH} levels`);
+  for (const part of parts) {
+    if (part === '..') throw unsafe(shown, "path climbs out with '..'");
+    const why = nameProblem(part);
+    if (why) throw unsafe(shown, why);
+  }
+  return { path, slash };
+}
+
+/** Type and permission bits from the external attributes (unix mode when made on unix). */
+function entryType(e: RawEntry, slash: boolean, shown: string): { type: EntryType; perm: number | undefined } {
+  const mode = (e.externalAttr >>> 16) & 0xffff;
+  const unix = e.madeBy >> 8 === HOST_UNIX && mode !== 0;
+  if (!unix) {
+    return { type: slash || (e.externalAttr & DOS_DIR_ATTR) !== 0 ? 'dir' : 'file', perm: undefined };
+  }
+  const fmt = mode & S_IFMT;
+  let type: EntryType;
+  if (fmt === S_IFREG) type = 'file';
+  else if (fmt === S_IFDIR) type = 'dir';
+  else if (fmt === S_IFLNK) type = 'symlink';
+  else if (fmt === 0) type = slash ? 'dir' : 'file';
+  else {
+    const kind = fmt === 0o010000 ? 'a FIFO' : fmt === 0o020000 ? 'a character device' : fmt === 0o060000 ? 'a block device' : fmt === 0o140000 ? 'a socket' : `of unknown type 0o${fmt.toString(8)}`;
+    throw refused(shown, `is ${kind}; only files, directories and symlinks are extracted`);
+  }
+  if (slash && type !== 'dir') throw refused(shown, `name ends with '/' but its mode says ${type}`);
+  return { type, perm: mode & 0o7777 };
+}
+
+export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits: Limits): Judged {
+  const warnings: Judged['warnings'] = [];
+  const entries: ArchiveEntry[] = [];
+  /** Type of every path seen, explicit or implied as a parent. 'implied' is a directory nobody named. */
+  const kinds = new Map<string, EntryType | 'implied'>();
+  let totalSize = 0;
+  for (const e of raw) {
+    if (e.name === undefined) {
+      throw new UnsafePathError(`archive entry ${e.index} ('${e.nameBytes.toString('latin1')}'): name is not valid UTF-8`, {
+        hint: 'treecast reads names as UTF-8 only, so that every name means one path',
+      });
+    }
+    const name = e.name;
+    const shown = name.length > 200 ? `${name.slice(0, 200)}...` : name;
+    if (e.flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION)) throw refused(shown, 'is encrypted');
+    const { path, slash } = entryPath(name);
+    const { type, perm: rawPerm } = entryType(e, slash, shown);
+    let perm = rawPerm;
+    if (perm !== undefined && perm & 0o7000) {
+      warnings.push({ code: 'ARCHIVE_MODE_STRIPPED', message: `'${shown}': setuid/setgid/sticky bits stripped (mode 0o${perm.toString(8)})`, path });
+      perm &= 0o777;
+    }
+    if (type === 'file' || type === 'symlink' || e.size > 0 || e.compressedSize > 0) {
+      if (e.method !== METHOD_STORE && e.method !== METHOD_DEFLATE) throw refused(shown, `uses compression method ${e.method}; only store (0) and deflate (8) are supported`);
+    }
+    if (type === 'dir' && (e.size > 0 || e.compressedSize > 0)) throw refused(shown, 'is a directory with data');
+    if (e.method === METHOD_STORE && e.size !== e.compressedSize) {
+      throw refused(shown, `sizes disagree: stored entry of ${e.size} bytes with ${e.compressedSize} bytes of data`);
+    }
+    if (type === 'symlink' && e.size > 4095) throw refused(shown, `symlink target of ${e.size} bytes is too long`);
+    if (e.size > limits.maxRatio * Math.max(e.compressedSize, 1) && e.size > 0) {
+      throw refused(shown, `compression ratio ${(e.size / Math.max(1, e.compressedSize)).toFixed(0)}:1 exceeds --max-ratio ${limits.maxRatio}`);
+    }
+    totalSize += e.size;
+    if (totalSize > limits.maxSize) throw refused(shown, `total size ${totalSize} bytes exceeds --max-size ${limits.maxSize}`);
+
+    // Parents must be directories (explicit or implied); a path may be named once.
+    let cut = path.indexOf('/');
+    while (cut >= 0) {
+      const parent = path.slice(0, cut);
+      const k = kinds.get(parent);
+      if (k === undefined) kinds.set(parent, 'implied');
+      else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${parent}', which is a ${k} in this archive`);
+      cut = path.indexOf('/', cut + 1);
+    }
+    const prev = kinds.get(path);
+    if (prev === 'implied') {
+      if (type !== 'dir') throw unsafe(shown, `is a ${type}, but earlier entries lie under it as a directory`);
+    } else if (prev !== undefined) {
+      throw unsafe(shown, `duplicate entry (${prev} and ${type})`);
+    }
+    kinds.set(path, type);
+    entries.push({
+      index: e.index,
+      path,
+      rawName: name,
+      type,
+      perm,
+      mtime: e.mtime,
+      method: e.method,
+      crc: e.crc >>> 0,
+      compressedSize: e.compressedSize,
+      size: e.size,
+      localOffset: e.localOffset,
+      limit: 0,
+    });
+  }
+  assignLimits(entries, cdOffset);
+  return { entries, warnings, totalSize };
+}
+
+/**
+ * Each entry's local header, name and data must lie before the next entry's local header (by
+ * offset) and before the central directory. Two entries at the same offset, or one whose minimal
+ * extent reaches into the next, overlap (the classic zip bomb). The extract op re-checks with the
+ * real local header length.
+ */
+function assignLimits(entries: ArchiveEntry[], cdOffset: number): void {
+  const byOffset = entries.slice().sort((a, b) => a.localOffset - b.localOffset);
+  for (let i = 0; i < byOffset.length; i++) {
+    const e = byOffset[i]!;
+    const next = byOffset[i + 1];
+    const limit = next ? next.localOffset : cdOffset;
+    const minEnd = e.localOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.rawName) + e.compressedSize;
+    if (minEnd > limit) {
+      const why = next
+        ? next.localOffset === e.localOffset
+          ? `shares its local data with entry '${next.rawName}' (overlapping entries)`
+          : `data overlaps entry '${next.rawName}' (overlapping entries)`
+        : 'data runs into the central directory (truncated or overlapping)';
+      throw new ArchiveError(`archive entry '${e.rawName}': ${why}`, { path: e.path });
+    }
+    e.limit = limit;
+  }
+}
+
+/**
+ * Judges a symlink target against the link's place in the tree: refused when absolute, when it
+ * climbs above the extraction root, or when '..' follows a name (which could climb out through
+ * another symlink). '.' and empty parts are no-ops and allowed.
+ */
+export function symlinkTargetRule(linkPath: string, target: string): string | null {
+  const basic = symlinkTargetProblem(target);
+  if (basic) return basic;
+  if (target.startsWith('/')) return `symlink target '${target}' is absolute`;
+  if (target.includes('\\') || DRIVE_RE.test(target)) return `symlink target '${target}' uses Windows path syntax`;
+  const depth = linkPath.split('/').length - 1;
+  let ups = 0;
+  let named = false;
+  for (const part of target.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (named) return `symlink target '${target}' has '..' after a name (it could climb out through another symlink)`;
+      ups++;
+    } else named = true;
+  }
+  if (ups > depth) return `symlink target '${target}' points outside the extraction directory`;
+  return null;
+}

@@ -1,0 +1,123 @@
+/**
+ * import: zip -> store, without writing the tree to disk. The archive is judged exactly as for
+ * unpack (same rules, same refusals), file entries are stored by worker threads (ingest-op.ts),
+ * large ones streamed here, and the tree is built with TreeBuilder, so importing and checking out
+ * gives the same tree (and root digest) as unpacking and snapshotting.
+ */
+import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
+import { type Digest, EMPTY_DIGEST } from '../core/digest.js';
+import { TreeBuilder } from '../core/tree-builder.js';
+import { LocalStore, removeQuietly } from '../store/local.js';
+import { fsError } from '../errors.js';
+import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { checkLimitsOptions, openArchive, type ArchiveSummary } from './unpack.js';
+import { planExtraction } from './extract-plan.js';
+import { streamEntry } from './large-entry.js';
+import type { IngestBatch, IngestResult } from './ingest-op.js';
+import type { ArchiveEntry } from './entry-rules.js';
+
+export interface ImportOptions {
+  jobs: number;
+  ref?: string;
+  maxRatio?: number;
+  maxSize?: number;
+  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  onWarning?: (code: string, message: string) => void;
+}
+
+export interface ImportSummary extends ArchiveSummary {
+  root: Digest;
+}
+
+export async function importArchive(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
+  checkLimitsOptions(opts);
+  const t0 = process.hrtime.bigint();
+  const ar = openArchive(archivePath, opts);
+  try {
+    for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
+    const plan = planExtraction(ar.judged.entries);
+    const digests = new Map<number, Digest>();
+    const total = plan.fileCount;
+    let done = 0;
+    let bytes = 0;
+    const pool = new WorkerPool(plan.batches.length > 2 ? opts.jobs : 0, { storeRoot: store.root });
+    try {
+      const payloads = plan.batches.map((b, i): IngestBatch & { n: number } => ({
+        n: i,
+        archive: ar.path,
+        files: b.map((e) => ({ path: e.path, rawName: e.rawName, method: e.method, crc: e.crc, compressedSize: e.compressedSize, size: e.size, localOffset: e.localOffset, limit: e.limit })),
+      }));
+      await runBatches<IngestBatch & { n: number }, IngestResult>(pool, 'archive.ingest', payloads, (hashes, p) => {
+        const batch = plan.batches[p.n]!;
+        for (let i = 0; i < batch.length; i++) {
+          const e = batch[i]!;
+          digests.set(e.index, e.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: e.size });
+          bytes += e.size;
+        }
+        done += batch.length;
+        opts.onProgress?.({ done, total, bytes });
+      });
+    } finally {
+      await pool.close();
+    }
+    for (const e of plan.large) {
+      digests.set(e.index, await ingestLarge(ar.path, ar.fd, e, store));
+      done++;
+      bytes += e.size;
+      opts.onProgress?.({ done, total, bytes });
+    }
+    const tb = new TreeBuilder();
+    for (const e of ar.judged.entries) {
+      if (e.type === 'dir') tb.add({ type: 'dir', path: e.path });
+      else if (e.type === 'symlink') tb.add({ type: 'symlink', path: e.path, target: ar.targets.get(e.index)! });
+      else tb.add({ type: 'file', path: e.path, digest: digests.get(e.index)!, executable: e.perm !== undefined && (e.perm & 0o100) !== 0 });
+    }
+    const built = tb.build();
+    for (const m of built.messages.values()) store.putSync(m.bytes, m.digest);
+    if (opts.ref) store.writeRef(opts.ref, built.root);
+    return {
+      root: built.root,
+      entries: ar.judged.entries.length,
+      files: plan.fileCount,
+      dirs: plan.dirs.length,
+      symlinks: plan.symlinks.length,
+      bytesIn: ar.fileSize,
+      bytesOut: plan.totalSize,
+      seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+    };
+  } finally {
+    fs.closeSync(ar.fd);
+  }
+}
+
+async function ingestLarge(archive: string, fd: number, e: ArchiveEntry, store: LocalStore): Promise<Digest> {
+  const tmp = store.tmpPath('zip');
+  let out: number;
+  try {
+    out = fs.openSync(tmp, 'wx', 0o444);
+  } catch (err) {
+    throw fsError(err, 'cannot write blob', tmp);
+  }
+  const hash = createHash('sha256');
+  try {
+    await streamEntry(archive, fd, e, (chunk) => {
+      hash.update(chunk);
+      let off = 0;
+      while (off < chunk.length) off += fs.writeSync(out, chunk, off, chunk.length - off);
+    });
+    fs.closeSync(out);
+    const d = { hash: hash.digest('hex'), size: e.size };
+    if (store.hasSync(d)) removeQuietly(tmp);
+    else store.commitTmp(tmp, d.hash);
+    return d;
+  } catch (err) {
+    try {
+      fs.closeSync(out);
+    } catch {
+      /* closed */
+    }
+    removeQuietly(tmp);
+    throw err;
+  }
+}

@@ -1,0 +1,235 @@
+/**
+ * pack: a directory on disk, or a tree in the store, -> zip. The entry list comes first (a walk
+ * with one readdir per directory; files are stat-ed by the worker that reads them, so each file
+ * costs one fstat); file batches are compressed in worker threads (pack-op.ts) and written in
+ * entry order as their results arrive. The archive is written to a temporary name beside OUT and
+ * renamed when complete, so OUT is never a half-written zip.
+ */
+import * as fs from 'node:fs';
+import { crc32 as zcrc32 } from 'node:zlib';
+import { dirname, resolve } from 'node:path';
+import { compareNames } from '../core/names.js';
+import type { Digest } from '../core/digest.js';
+import { TreeReader } from '../store/tree-reader.js';
+import type { LocalStore } from '../store/local.js';
+import { TargetError, UsageError, fsError } from '../errors.js';
+import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { ZipWriter } from './zip-writer.js';
+import { METHOD_STORE, S_IFDIR, S_IFLNK, S_IFREG } from './zip-format.js';
+import type { CompressBatch, CompressFile, CompressResult } from './pack-op.js';
+
+export const LEVELS = { store: 0, fast: 1, default: 6, best: 9 } as const;
+export type Level = keyof typeof LEVELS;
+
+/** Trees from the store carry no times: entries get this fixed one, so one tree packs to one zip. */
+export const STORE_MTIME = 315532800; // 1980-01-01T00:00:00Z, the earliest DOS time
+
+export interface PackOptions {
+  level: Level;
+  jobs: number;
+  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  onWarning?: (code: string, message: string) => void;
+  /** Files above this many bytes are compressed via a temporary file (default 64 MiB). */
+  largeBytes?: number;
+}
+
+export interface PackSummary {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytesIn: number;
+  bytesOut: number;
+  seconds: number;
+}
+
+type Item =
+  | { kind: 'dir'; name: string; mode: number; mtime: number }
+  | { kind: 'symlink'; name: string; target: string; mtime: number }
+  | { kind: 'file'; name: string; batch: number; slot: number; mode?: number; mtime?: number };
+
+interface Source {
+  items: Item[];
+  batches: CompressFile[][];
+}
+
+// Perf: batches of up to 128 files / 4 MiB: enough work per message to hide the round trip.
+const BATCH_FILES = 128;
+const BATCH_BYTES = 4 << 20;
+
+class Batcher {
+  readonly batches: CompressFile[][] = [];
+  private cur: CompressFile[] = [];
+  private bytes = 0;
+  add(f: CompressFile, sizeHint: number): { batch: number; slot: number } {
+    if (this.cur.length >= BATCH_FILES || (this.cur.length > 0 && this.bytes + sizeHint > BATCH_BYTES)) this.close();
+    this.cur.push(f);
+    this.bytes += sizeHint;
+    return { batch: this.batches.length, slot: this.cur.length - 1 };
+  }
+  close(): void {
+    if (this.cur.length === 0) return;
+    this.batches.push(this.cur);
+    this.cur = [];
+    this.bytes = 0;
+  }
+}
+
+/** Lists a directory tree: parents before children, names in byte order, one readdir per directory. */
+export function listDirectory(root: string, exclude: string, warn: PackOptions['onWarning']): Source {
+  const items: Item[] = [];
+  const batcher = new Batcher();
+  // Sizes are unknown until a worker fstat-s the file; batch by count with a nominal size.
+  const NOMINAL = 16 << 10;
+  const walk = (abs: string, rel: string, depth: number) => {
+    let ents: fs.Dirent[];
+    try {
+      ents = fs.readdirSync(abs, { withFileTypes: true });
+    } catch (e) {
+      throw fsError(e, 'cannot read directory', abs);
+    }
+    ents.sort((a, b) => compareNames(a.name, b.name));
+    for (const d of ents) {
+      const childAbs = `${abs}/${d.name}`;
+      const name = rel + d.name;
+      if (childAbs === exclude) continue;
+      if (d.isFile()) {
+        items.push({ kind: 'file', name, ...batcher.add({ src: childAbs }, NOMINAL) });
+      } else if (d.isDirectory()) {
+        const st = lstat(childAbs);
+        items.push({ kind: 'dir', name: `${name}/`, mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000) });
+        if (depth > 1024) throw new TargetError(`${childAbs} nests deeper than 1024 levels`, { path: childAbs });
+        walk(childAbs, `${name}/`, depth + 1);
+      } else if (d.isSymbolicLink()) {
+        const st = lstat(childAbs);
+        let target: string;
+        try {
+          target = fs.readlinkSync(childAbs);
+        } catch (e) {
+          throw fsError(e, 'cannot read symlink', childAbs);
+        }
+        items.push({ kind: 'symlink', name, target, mtime: Math.floor(st.mtimeMs / 1000) });
+      } else {
+        warn?.('ARCHIVE_SPECIAL_SKIPPED', `skipped special file ${childAbs} (socket, FIFO or device)`);
+      }
+    }
+  };
+  walk(root, '', 0);
+  batcher.close();
+  return { items, batches: batcher.batches };
+}
+
+function lstat(p: string): fs.Stats {
+  try {
+    return fs.lstatSync(p);
+  } catch (e) {
+    throw fsError(e, 'cannot stat', p);
+  }
+}
+
+/** Lists a tree of the store, with fixed modes (0644/0755) and time. */
+export async function listStoreTree(store: LocalStore, root: Digest): Promise<Source> {
+  const items: Item[] = [];
+  const batcher = new Batcher();
+  for await (const e of new TreeReader(store).walk(root)) {
+    if (e.type === 'dir') items.push({ kind: 'dir', name: `${e.path}/`, mode: S_IFDIR | 0o755, mtime: STORE_MTIME });
+    else if (e.type === 'symlink') items.push({ kind: 'symlink', name: e.path, target: e.target, mtime: STORE_MTIME });
+    else {
+      const f: CompressFile = { src: store.blobPath(e.digest.hash), hash: e.digest.hash, size: e.digest.size };
+      items.push({ kind: 'file', name: e.path, mode: S_IFREG | (e.executable ? 0o755 : 0o644), mtime: STORE_MTIME, ...batcher.add(f, e.digest.size) });
+    }
+  }
+  batcher.close();
+  return { items, batches: batcher.batches };
+}
+
+export function checkPackOptions(o: PackOptions): void {
+  if (!(o.level in LEVELS)) throw new UsageError(`--level must be one of ${Object.keys(LEVELS).join(', ')}, got '${o.level}'`);
+  if (!(Number.isInteger(o.jobs) && o.jobs >= 0 && o.jobs <= 256)) throw new UsageError(`--jobs must be an integer from 0 to 256, got ${o.jobs}`);
+}
+
+/** Packs a directory (`{dir}`) or a store tree (`{store, root}`) into `out`. */
+export async function pack(source: { dir: string } | { store: LocalStore; root: Digest }, out: string, opts: PackOptions): Promise<PackSummary> {
+  checkPackOptions(opts);
+  const t0 = process.hrtime.bigint();
+  const outPath = resolve(out);
+  const src = 'dir' in source ? listDirectory(resolve(source.dir), outPath, opts.onWarning) : await listStoreTree(source.store, source.root);
+  const level = LEVELS[opts.level];
+  const tmp = `${dirname(outPath)}/.${outPath.slice(dirname(outPath).length + 1)}.treecast-${process.pid}`;
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644);
+  } catch (e) {
+    throw fsError(e, 'cannot create', tmp);
+  }
+  const writer = new ZipWriter(fd, outPath);
+  const results = new Map<number, CompressResult>();
+  const pending = new Set<string>();
+  const total = src.items.filter((i) => i.kind === 'file').length;
+  let next = 0;
+  let done = 0;
+  let bytesIn = 0;
+  let files = 0;
+  let dirs = 0;
+  let symlinks = 0;
+
+  // Writes every item whose data is ready, in list order.
+  const drain = () => {
+    for (; next < src.items.length; next++) {
+      const it = src.items[next]!;
+      if (it.kind === 'dir') {
+        writer.add({ name: it.name, mode: it.mode, mtime: it.mtime, method: METHOD_STORE, crc: 0, compressedSize: 0, size: 0 });
+        dirs++;
+      } else if (it.kind === 'symlink') {
+        const data = Buffer.from(it.target);
+        writer.add({ name: it.name, mode: S_IFLNK | 0o777, mtime: it.mtime, method: METHOD_STORE, crc: crc32(data), compressedSize: data.length, size: data.length }, data);
+        symlinks++;
+      } else {
+        const r = results.get(it.batch);
+        if (!r) return;
+        const f = r.files[it.slot]!;
+        const h = { name: it.name, mode: it.mode ?? f.mode, mtime: it.mtime ?? f.mtime, method: f.method, crc: f.crc, compressedSize: f.compressedSize, size: f.size };
+        if (f.tmp) {
+          writer.addFromFile(h, f.tmp);
+          fs.unlinkSync(f.tmp);
+          pending.delete(f.tmp);
+        } else writer.add(h, r.data.subarray(f.at, f.at + f.compressedSize));
+        if (it.slot === r.files.length - 1) results.delete(it.batch);
+        files++;
+        done++;
+        bytesIn += f.size;
+        opts.onProgress?.({ done, total, bytes: bytesIn });
+      }
+    }
+  };
+
+  const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
+  try {
+    const payloads = src.batches.map((files, i): CompressBatch & { n: number } => ({ n: i, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes }));
+    await runBatches<CompressBatch & { n: number }, CompressResult>(pool, 'archive.compress', payloads, (r, p) => {
+      for (const f of r.files) if (f.tmp) pending.add(f.tmp);
+      results.set(p.n, r);
+      drain();
+    });
+    drain();
+    writer.finish();
+    fs.closeSync(fd);
+    fs.renameSync(tmp, outPath);
+  } catch (e) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* closed */
+    }
+    for (const p of [tmp, ...pending]) fs.rmSync(p, { force: true });
+    for (const r of results.values()) for (const f of r.files) if (f.tmp) fs.rmSync(f.tmp, { force: true });
+    throw e;
+  } finally {
+    await pool.close();
+  }
+  return { entries: files + dirs + symlinks, files, dirs, symlinks, bytesIn, bytesOut: writer.size, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+function crc32(b: Buffer): number {
+  return zcrc32(b) >>> 0;
+}

@@ -1,0 +1,330 @@
+/**
+ * unpack: zip -> directory. Reads and judges the whole central directory (and every symlink
+ * target) before writing anything, then: directories parents first on this thread, file batches in
+ * worker threads (see extract-op.ts), large entries streamed here meanwhile, symlinks last,
+ * directory modes and times deepest first. A failure after writing started removes what this run
+ * wrote (or, with keepPartial, what came after the bad entry) and rethrows.
+ */
+import * as fs from 'node:fs';
+import { resolve } from 'node:path';
+import { ArchiveError, TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
+import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { readCentralDirectory } from './central-directory.js';
+import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
+import { planExtraction, type ExtractPlan } from './extract-plan.js';
+import { readEntry } from './local-data.js';
+import { streamEntry } from './large-entry.js';
+import { removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
+
+export interface UnpackOptions {
+  jobs: number;
+  force?: boolean;
+  keepPartial?: boolean;
+  maxRatio?: number;
+  maxSize?: number;
+  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  onWarning?: (code: string, message: string) => void;
+}
+
+export interface ArchiveSummary {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytesIn: number;
+  bytesOut: number;
+  seconds: number;
+}
+
+export interface OpenedArchive {
+  fd: number;
+  path: string;
+  judged: Judged;
+  /** Symlink targets by entry index, already judged. */
+  targets: Map<number, string>;
+  fileSize: number;
+}
+
+/** Opens, reads and judges an archive: everything that can be refused before writing is refused here. */
+export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number }): OpenedArchive {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (e) {
+    throw fsError(e, 'cannot open archive', path);
+  }
+  try {
+    const cd = readCentralDirectory(fd, path);
+    const judged = judgeEntries(cd.entries, cd.cdOffset, {
+      maxRatio: limits.maxRatio ?? DEFAULT_MAX_RATIO,
+      maxSize: limits.maxSize ?? Number.MAX_SAFE_INTEGER,
+    });
+    const targets = new Map<number, string>();
+    for (const e of judged.entries) {
+      if (e.type !== 'symlink') continue;
+      const target = readEntry(fd, e, path).toString('utf8');
+      const why = symlinkTargetRule(e.path, target);
+      if (why) throw new UnsafePathError(`archive entry '${e.rawName}': ${why}`, { path: e.path });
+      targets.set(e.index, target);
+    }
+    return { fd, path, judged, targets, fileSize: cd.fileSize };
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+}
+
+export function checkLimitsOptions(o: { maxRatio?: number; maxSize?: number; jobs: number }): void {
+  if (o.maxRatio !== undefined && !(o.maxRatio >= 1)) throw new UsageError(`--max-ratio must be a number >= 1, got ${o.maxRatio}`);
+  if (o.maxSize !== undefined && !(Number.isSafeInteger(o.maxSize) && o.maxSize >= 0)) throw new UsageError(`--max-size must be a byte count, got ${o.maxSize}`);
+  if (!(Number.isInteger(o.jobs) && o.jobs >= 0 && o.jobs <= 256)) throw new UsageError(`--jobs must be an integer from 0 to 256, got ${o.jobs}`);
+}
+
+/** What this run created, so a failure can take it back. */
+class Undo {
+  files: ArchiveEntry[] = [];
+  dirs: string[] = [];
+  rootCreated: string | undefined;
+
+  run(root: string, keepBelowIndex: number | undefined): void {
+    for (const f of this.files) {
+      if (keepBelowIndex === undefined || f.index > keepBelowIndex) removeQuietly(`${root}/${f.path}`);
+    }
+    if (keepBelowIndex !== undefined) return;
+    for (let i = this.dirs.length - 1; i >= 0; i--) {
+      try {
+        fs.rmdirSync(this.dirs[i]!);
+      } catch {
+        /* not empty (held something before) or gone */
+      }
+    }
+    if (this.rootCreated) fs.rmSync(this.rootCreated, { recursive: true, force: true });
+  }
+}
+
+export async function unpack(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
+  checkLimitsOptions(opts);
+  const t0 = process.hrtime.bigint();
+  const ar = openArchive(archivePath, opts);
+  try {
+    for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
+    const plan = planExtraction(ar.judged.entries);
+    const root = resolve(dir);
+    const undo = new Undo();
+    const empty = prepareRoot(root, undo);
+    if (!empty) checkExisting(root, plan, opts.force === true);
+    try {
+      await extract(ar, root, plan, opts, undo);
+    } catch (err) {
+      let keepBelow: number | undefined;
+      if (opts.keepPartial) {
+        const p = err instanceof TreecastError ? err.path : undefined;
+        const bad = ar.judged.entries.find((e) => e.path === p || `${root}/${e.path}` === p);
+        keepBelow = bad ? bad.index - 1 : -1;
+      }
+      undo.run(root, keepBelow);
+      throw err;
+    }
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    return {
+      entries: ar.judged.entries.length,
+      files: plan.fileCount,
+      dirs: plan.dirs.length,
+      symlinks: plan.symlinks.length,
+      bytesIn: ar.fileSize,
+      bytesOut: plan.totalSize,
+      seconds,
+    };
+  } finally {
+    fs.closeSync(ar.fd);
+  }
+}
+
+/** Creates the root when missing; returns whether it is empty (then no entry can clash). */
+function prepareRoot(root: string, undo: Undo): boolean {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(root, { throwIfNoEntry: false });
+  } catch (e) {
+    throw fsError(e, 'cannot use target', root);
+  }
+  if (st && !st.isDirectory()) throw new TargetError(`${root} exists and is not a directory`, { path: root });
+  if (!st) {
+    try {
+      undo.rootCreated = fs.mkdirSync(root, { recursive: true }) ?? undefined;
+    } catch (e) {
+      throw fsError(e, 'cannot create', root);
+    }
+    return true;
+  }
+  try {
+    return fs.readdirSync(root).length === 0;
+  } catch (e) {
+    throw fsError(e, 'cannot read target', root);
+  }
+}
+
+/** Refuses, before writing, entries that would replace something in a non-empty target. */
+function checkExisting(root: string, plan: ExtractPlan, force: boolean): void {
+  const clashes: string[] = [];
+  for (const d of plan.dirs) {
+    const st = fs.lstatSync(`${root}/${d.path}`, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) {
+      const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
+      throw new UnsafePathError(`archive directory '${d.path}' is ${what} in the target; refusing to write through or replace it`, { path: `${root}/${d.path}` });
+    }
+  }
+  const check = (e: ArchiveEntry) => {
+    const st = fs.lstatSync(`${root}/${e.path}`, { throwIfNoEntry: false });
+    if (!st) return;
+    if (st.isDirectory()) throw new TargetError(`archive ${e.type} '${e.path}' would replace an existing directory`, { path: `${root}/${e.path}` });
+    if (!force) clashes.push(e.path);
+  };
+  for (const b of plan.batches) b.forEach(check);
+  plan.large.forEach(check);
+  plan.symlinks.forEach(check);
+  if (clashes.length > 0) {
+    const shown = clashes.slice(0, 10).join(', ');
+    throw new TargetError(`${clashes.length} archive entr${clashes.length === 1 ? 'y' : 'ies'} would overwrite existing files: ${shown}${clashes.length > 10 ? ', ...' : ''}`, {
+      path: root,
+      hint: 'pass --force to replace them, or unpack into an empty directory',
+    });
+  }
+}
+
+function toExtractFile(e: ArchiveEntry): ExtractFile {
+  return {
+    index: e.index,
+    path: e.path,
+    rawName: e.rawName,
+    method: e.method,
+    crc: e.crc,
+    compressedSize: e.compressedSize,
+    size: e.size,
+    localOffset: e.localOffset,
+    limit: e.limit,
+    perm: e.perm,
+    mtime: e.mtime,
+  };
+}
+
+async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts: UnpackOptions, undo: Undo): Promise<void> {
+  // Directories, parents first: one mkdir each; an existing one must be a real directory.
+  for (const d of plan.dirs) {
+    const p = `${root}/${d.path}`;
+    try {
+      fs.mkdirSync(p);
+      undo.dirs.push(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, 'cannot create directory', p);
+      if (!fs.lstatSync(p).isDirectory()) throw new UnsafePathError(`${p} is not a directory (a symlink or file appeared); refusing to write through it`, { path: p });
+    }
+  }
+
+  const total = plan.fileCount + plan.symlinks.length;
+  let done = 0;
+  let bytes = 0;
+  const progress = () => opts.onProgress?.({ done, total, bytes });
+  const force = opts.force === true;
+  const keepPartial = opts.keepPartial === true;
+  const pool = new WorkerPool(plan.batches.length > 2 ? opts.jobs : 0, {});
+  let failed = false;
+  try {
+    const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, force, keepPartial, files: b.map(toExtractFile) }));
+    const small = runBatches<ExtractBatch, ExtractResult>(
+      pool,
+      'archive.extract',
+      payloads,
+      (r, p) => {
+        const i = plan.batches[payloads.indexOf(p)]!;
+        for (const e of i) undo.files.push(e);
+        done += r.files;
+        bytes += r.bytes;
+        progress();
+      },
+      { shouldStop: () => failed },
+    ).catch((e) => {
+      failed = true;
+      throw e;
+    });
+    const large = (async () => {
+      for (const e of plan.large) {
+        if (failed) return;
+        await extractLarge(ar, root, e, force, undo);
+        done++;
+        bytes += e.size;
+        progress();
+      }
+    })().catch((e) => {
+      failed = true;
+      throw e;
+    });
+    const results = await Promise.allSettled([small, large]);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+  } finally {
+    await pool.close();
+  }
+
+  // Symlinks after every file, so nothing was written through one.
+  for (const e of plan.symlinks) {
+    const p = `${root}/${e.path}`;
+    const target = ar.targets.get(e.index)!;
+    try {
+      try {
+        fs.symlinkSync(target, p);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force || fs.lstatSync(p).isDirectory()) throw err;
+        fs.unlinkSync(p);
+        fs.symlinkSync(target, p);
+      }
+      undo.files.push(e);
+      fs.lutimesSync(p, e.mtime, e.mtime);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TargetError(`${p} already exists; refusing to overwrite it`, { path: p, hint: 'pass --force to replace existing files' });
+      throw fsError(err, 'cannot create symlink', p);
+    }
+    done++;
+  }
+  progress();
+
+  // Directory modes and times last, deepest first, so writing into them no longer changes them.
+  for (const e of plan.finishDirs) {
+    const p = `${root}/${e.path}`;
+    try {
+      if (e.perm !== undefined) fs.chmodSync(p, e.perm);
+      fs.utimesSync(p, e.mtime, e.mtime);
+    } catch (err) {
+      throw fsError(err, 'cannot set mode or time of', p);
+    }
+  }
+}
+
+async function extractLarge(ar: OpenedArchive, root: string, e: ArchiveEntry, force: boolean, undo: Undo): Promise<void> {
+  const p = `${root}/${e.path}`;
+  const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+  let out: number;
+  try {
+    out = fs.openSync(p, flags, e.perm ?? 0o666);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force || fs.lstatSync(p).isDirectory()) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TargetError(`${p} already exists; refusing to overwrite it`, { path: p });
+      throw fsError(err, 'cannot create', p);
+    }
+    fs.unlinkSync(p);
+    out = fs.openSync(p, flags, e.perm ?? 0o666);
+  }
+  undo.files.push(e);
+  try {
+    await streamEntry(ar.path, ar.fd, e, (chunk) => {
+      let off = 0;
+      while (off < chunk.length) off += fs.writeSync(out, chunk, off, chunk.length - off);
+    });
+    if (e.perm !== undefined) fs.fchmodSync(out, e.perm);
+    fs.futimesSync(out, e.mtime, e.mtime);
+  } catch (err) {
+    if (err instanceof ArchiveError || err instanceof TreecastError) throw err;
+    throw fsError(err, 'cannot write', p);
+  } finally {
+    fs.closeSync(out);
+  }
+}

@@ -1,0 +1,141 @@
+/** `treecast pack`, `unpack` and `import`: zip archives of directories and store trees. */
+import * as fs from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { formatDigest } from '../../core/digest.js';
+import { defaultJobs } from '../../fs/worker-pool.js';
+import { pack, LEVELS, type Level } from '../../archive/pack.js';
+import { unpack } from '../../archive/unpack.js';
+import { importArchive } from '../../archive/import.js';
+import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
+import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
+import { formatBytes, printJson, warn } from '../output.js';
+import { ProgressBar } from '../progress.js';
+
+function level(v: string): Level {
+  if (!(v in LEVELS)) throw new InvalidArgumentError(`--level must be one of ${Object.keys(LEVELS).join(', ')}`);
+  return v as Level;
+}
+
+function positiveNumber(name: string): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\d+(\.\d+)?$/.test(v) || !(n >= 1)) throw new InvalidArgumentError(`${name} must be a number >= 1`);
+    return n;
+  };
+}
+
+function bytes(v: string): number {
+  const m = /^(\d+)([KMGT]i?B?)?$/i.exec(v);
+  const n = m ? Number(m[1]) * 1024 ** (m[2] ? 'KMGT'.indexOf(m[2][0]!.toUpperCase()) + 1 : 0) : NaN;
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('--max-size must be a byte count such as 1048576, 512M or 4G');
+  return n;
+}
+
+function summaryLine(verb: string, r: { entries: number; files: number; dirs: number; symlinks: number; bytesIn: number; bytesOut: number; seconds: number }): string {
+  return `${verb}: ${r.entries} entries (${r.files} files, ${r.dirs} directories, ${r.symlinks} symlinks), ${formatBytes(r.bytesIn)} in, ${formatBytes(r.bytesOut)} out; ${r.seconds.toFixed(2)} s\n`;
+}
+
+export function registerArchive(program: Command): void {
+  const packCmd = program
+    .command('pack')
+    .description('write a zip of DIR, or of a tree in the store (DIGEST or REF) without writing the tree to disk')
+    .argument('<source>', 'a directory, or a tree digest or ref name in the store')
+    .argument('<out>', 'the zip file to write (replaced when complete)')
+    .option('--level <level>', 'compression: store (none), fast, default or best; an entry deflate makes larger is stored', level, 'default' as Level)
+    .option('--jobs <n>', 'compression threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256));
+  addStoreOption(packCmd);
+  addJsonOption(packCmd);
+  packCmd.addHelpText(
+    'after',
+    `
+Entries carry unix modes, symlinks (as links, not followed) and modification times; directories are
+entries too. Zip64 is used when needed (over 65,535 entries, over 4 GiB). Trees from the store are
+packed with modes 0644/0755 and a fixed time (1980-01-01), so one tree always packs to the same zip.
+Sockets, FIFOs and devices are skipped with a warning.`,
+  );
+  packCmd.action(async (source: string, out: string, o: { level: Level; jobs?: number; store?: string; json?: boolean }) => {
+    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    const opts = { level: o.level, jobs: o.jobs ?? defaultJobs(), onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
+    const st = fs.statSync(source, { throwIfNoEntry: false });
+    let r;
+    if (st?.isDirectory()) r = await pack({ dir: source }, out, opts);
+    else {
+      const store = openStore(o);
+      r = await pack({ store, root: store.resolve(source) }, out, opts);
+    }
+    bar.finish();
+    if (o.json) printJson({ ok: true, ...r });
+    else process.stderr.write(summaryLine('pack', r));
+  });
+
+  const unpackCmd = program
+    .command('unpack')
+    .description('extract a zip into DIR (created when missing), refusing anything that could write outside it')
+    .argument('<archive>', 'the zip file to read')
+    .argument('<dir>', 'the directory to extract into')
+    .option('--jobs <n>', 'extraction threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256))
+    .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed)')
+    .option('--keep-partial', 'when a damaged entry is met while extracting, keep the entries before it instead of removing everything written')
+    .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
+    .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
+    .option('--json', 'print one JSON object on stdout instead of human-readable lines');
+  unpackCmd.addHelpText(
+    'after',
+    `
+The whole central directory and every symlink target are checked before anything is written.
+Refused (exit 6, nothing from the archive left in DIR): absolute names, '..', backslashes and drive
+letters, names over 4096 bytes or deeper than 1024 levels, duplicate entries, entries under a
+symlink or file of the archive, symlinks whose targets are absolute or climb out of DIR, devices,
+FIFOs and sockets, encrypted entries, overlapping entries, sizes or CRCs that disagree with the data,
+ratios past --max-ratio and totals past --max-size, truncated archives.
+setuid, setgid and sticky bits are stripped with a warning. Existing files in DIR are never
+overwritten without --force, and a symlink already in DIR is never written through.`,
+  );
+  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; json?: boolean }) => {
+    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    const r = await unpack(archive, dir, {
+      jobs: o.jobs ?? defaultJobs(),
+      force: o.force,
+      keepPartial: o.keepPartial,
+      maxRatio: o.maxRatio,
+      maxSize: o.maxSize,
+      onWarning: warn,
+      onProgress: (p) => bar.update({ ...p, label: 'unpacking' }),
+    });
+    bar.finish();
+    if (o.json) printJson({ ok: true, ...r });
+    else process.stderr.write(summaryLine('unpack', r));
+  });
+
+  const importCmd = program
+    .command('import')
+    .description('store the tree of a zip without writing it to disk; prints the tree digest (the last line of output)')
+    .argument('<archive>', 'the zip file to read')
+    .option('--ref <name>', 'also record the digest under this ref name')
+    .option('--jobs <n>', 'threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256))
+    .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
+    .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes);
+  addStoreOption(importCmd);
+  addJsonOption(importCmd);
+  importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of `treecast snapshot` of the unpacked directory.');
+  importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; store?: string; json?: boolean }) => {
+    const store = openStore(o);
+    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    const r = await importArchive(archive, store, {
+      jobs: o.jobs ?? defaultJobs(),
+      ref: o.ref,
+      maxRatio: o.maxRatio,
+      maxSize: o.maxSize,
+      onWarning: warn,
+      onProgress: (p) => bar.update({ ...p, label: 'importing' }),
+    });
+    bar.finish();
+    const digest = formatDigest(r.root);
+    if (o.json) {
+      printJson({ ok: true, ...r, digest, root: undefined, ref: o.ref ?? null });
+      return;
+    }
+    process.stderr.write(summaryLine('import', r));
+    process.stdout.write(`${digest}\n`);
+  });
+}
