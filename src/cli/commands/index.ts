@@ -5,6 +5,8 @@ import { registerCheckout } from './checkout.js';
 import { registerInspect } from './inspect.js';
 import { registerBlob } from './blob.js';
 import { registerMaintenance } from './maintenance.js';
+import { registerRemote } from './remote.js';
+import { registerArchive } from './archive.js';
 
 export const commands: ((program: Command) => void)[] = [
   registerSnapshot,
@@ -12,4 +14,6 @@ export const commands: ((program: Command) => void)[] = [
   registerInspect,
   registerBlob,
   registerMaintenance,
+  registerRemote,
+  registerArchive,
 ];

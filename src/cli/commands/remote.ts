@@ -1,0 +1,252 @@
+/**
+ * `treecast serve`, `push` and `pull`: the HTTP remote. Also exports the client options and the
+ * fetcher wiring that `checkout --remote` shares.
+ */
+import * as fs from 'node:fs';
+import { Command, Option } from 'commander';
+import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
+import { snapshot } from '../../capture/snapshot.js';
+import { UsageError } from '../../errors.js';
+import { resolveToken } from '../../remote/auth.js';
+import { type ClientOptions, DEFAULT_CONCURRENCY, MAX_CONCURRENCY, RemoteClient } from '../../remote/client.js';
+import { RemoteFetcher } from '../../remote/fetch.js';
+import { push } from '../../remote/push.js';
+import { RemoteServer } from '../../remote/server.js';
+import { type LocalStore, checkRefName } from '../../store/local.js';
+import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { formatBytes, printJson } from '../output.js';
+import { ProgressBar } from '../progress.js';
+
+export interface RemoteCliOptions {
+  concurrency?: number;
+  retries?: number;
+  token?: string;
+  tokenFile?: string;
+  batch?: boolean;
+}
+
+/** The client options shared by push, pull and checkout --remote. */
+export function addRemoteClientOptions(cmd: Command, withBatch = true): Command {
+  cmd
+    .option('--concurrency <n>', `requests in flight at once (1-${MAX_CONCURRENCY}, default ${DEFAULT_CONCURRENCY})`, intInRange('--concurrency', 1, MAX_CONCURRENCY))
+    .option('--retries <n>', 'retries per request on connection errors, timeouts, 429 and 5xx (default 5)', intInRange('--retries', 0, 100))
+    .option('--token <token>', 'bearer token for the server (or --token-file, or TREECAST_TOKEN)')
+    .option('--token-file <file>', 'read the bearer token from the first line of FILE');
+  if (withBatch) cmd.option('--no-batch', "use only the plain Bazel HTTP cache protocol, even when the server offers treecast's batch endpoints");
+  return cmd;
+}
+
+export function clientOptions(url: string, o: RemoteCliOptions): ClientOptions {
+  return {
+    url,
+    token: resolveToken(o),
+    concurrency: o.concurrency,
+    retries: o.retries,
+    batch: o.batch === false ? 'off' : 'auto',
+  };
+}
+
+/** Draws fetch progress from the client's counters until stopped. */
+function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: boolean): () => void {
+  const bar = new ProgressBar(enabled);
+  if (!enabled) return () => {};
+  const timer = setInterval(() => {
+    const s = fetcher.client.stats;
+    bar.update({ done: s.fetched, total: Math.max(fetcher.planned, s.fetched), bytes: s.fetchedBytes, label });
+  }, 100);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    bar.finish();
+  };
+}
+
+/**
+ * The hooks `checkout --remote` passes to checkout: the tree's directories first, then every blob
+ * the store lacks streams in while the checkout writes the ones that have arrived.
+ */
+export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean) {
+  const fetcher = new RemoteFetcher(store, clientOptions(url, o));
+  signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+  let stopBar = () => {};
+  return {
+    fetcher,
+    hooks: {
+      prepareTree: async (root: Digest) => {
+        await fetcher.prepareTree(root);
+        fetcher.prefetch();
+        stopBar = fetchProgress(fetcher, 'fetch', showProgress);
+      },
+      ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
+    },
+    /** Waits for the fetcher, closes its connections and returns its counters. */
+    async done() {
+      stopBar();
+      const summary = fetcher.summary();
+      await fetcher.close();
+      return summary;
+    },
+  };
+}
+
+function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s) ?? (/^(\d{1,5})$/.exec(s) ? [s, undefined, '127.0.0.1', s] : null);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`--listen '${s}' is not HOST:PORT`, { hint: 'e.g. --listen 127.0.0.1:9090 or --listen [::1]:0' });
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+function parseSize(name: string): (v: string) => number {
+  return (v: string) => {
+    const m = /^(\d+)([KMGT]?)i?B?$/i.exec(v.trim());
+    if (!m) throw new UsageError(`${name} '${v}' is not a size like 512M or 4G`);
+    const mul = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+    return Number(m[1]) * mul;
+  };
+}
+
+/** A DIGEST or REF from the store, or a directory to snapshot first. */
+async function resolveSource(store: LocalStore, spec: string, signal: AbortSignal): Promise<{ root: Digest; snapshotted: boolean }> {
+  if (looksLikeDigest(spec) || /^[0-9a-fA-F]{64}/.test(spec)) return { root: store.resolve(spec), snapshotted: false };
+  let isRef = false;
+  try {
+    isRef = store.readRef(spec) !== undefined;
+  } catch {
+    isRef = false; // not even a valid ref name: maybe a path
+  }
+  if (isRef) return { root: store.resolve(spec), snapshotted: false };
+  if (fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) {
+    const r = await snapshot(spec, { store, signal });
+    return { root: r.digest, snapshotted: true };
+  }
+  return { root: store.resolve(spec), snapshotted: false };
+}
+
+export function registerRemote(program: Command): void {
+  // ---------------------------------------------------------------- serve
+  const serve = program
+    .command('serve')
+    .description('serve the store over HTTP: the Bazel HTTP cache protocol (/cas/<sha256>) plus treecast batch endpoints')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:9090')
+    .option('--token <token>', 'require this bearer token on every request (or --token-file, or TREECAST_TOKEN)')
+    .option('--token-file <file>', 'read the required token from the first line of FILE')
+    .option('--read-only', 'refuse uploads (405)')
+    .option('--no-batch', 'offer only the plain Bazel HTTP cache protocol')
+    .option('--max-blob-size <size>', 'largest blob accepted (e.g. 512M, 64G)', parseSize('--max-blob-size'))
+    .option('--access-log <file>', 'append one JSON line per request to FILE')
+    .addOption(new Option('--latency <ms>', 'hold every request MS milliseconds before answering (simulates a distant server)').argParser(intInRange('--latency', 0, 60_000)));
+  addStoreOption(serve);
+  addJsonOption(serve);
+  serve.action(
+    async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; maxBlobSize?: number; accessLog?: string; latency?: number; store?: string; json?: boolean }) => {
+      const { host, port } = parseListen(o.listen);
+      const token = resolveToken(o);
+      const store = openStore(o);
+      let logFd: number | undefined;
+      if (o.accessLog) logFd = fs.openSync(o.accessLog, 'a');
+      const server = new RemoteServer({
+        store,
+        host,
+        port,
+        token,
+        readOnly: o.readOnly,
+        batch: o.batch,
+        maxBlobBytes: o.maxBlobSize,
+        latencyMs: o.latency,
+        log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
+      });
+      const url = await server.listen();
+      if (o.json) printJson({ ok: true, event: 'listening', url, store: store.root, batch: o.batch, readOnly: o.readOnly === true });
+      else process.stderr.write(`treecast: serving ${store.root} at ${url}${token ? ' (token required)' : ''}${o.readOnly ? ' (read-only)' : ''}\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', () => resolve());
+        process.once('SIGTERM', () => resolve());
+      });
+      await server.close();
+      if (logFd !== undefined) fs.closeSync(logFd);
+      if (o.json) printJson({ ok: true, event: 'stopped', ...server.status() });
+      else process.stderr.write(`treecast: stopped after ${server.status().requests} requests\n`);
+    },
+  );
+
+  // ---------------------------------------------------------------- push
+  const pushCmd = program
+    .command('push')
+    .description('upload a tree to a remote cache, sending only the blobs it lacks')
+    .argument('<source>', 'tree digest, ref name, or a directory (snapshotted first)')
+    .argument('<url>', 'remote cache URL, e.g. http://127.0.0.1:9090/');
+  addRemoteClientOptions(pushCmd);
+  addStoreOption(pushCmd);
+  addJsonOption(pushCmd);
+  pushCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { store?: string; json?: boolean }) => {
+    const copts = clientOptions(url, o);
+    const store = openStore(o);
+    const t0 = performance.now();
+    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    const r = await withSignals(async (signal) => {
+      const { root, snapshotted } = await resolveSource(store, spec, signal);
+      const client = new RemoteClient(copts);
+      signal.addEventListener('abort', () => client.stop(), { once: true });
+      try {
+        const s = await push(store, client, root, {
+          shouldStop: () => signal.aborted,
+          onProgress: (done, total, bytes) => bar.update({ done, total, bytes, label: 'push' }),
+        });
+        return { ...s, snapshotted };
+      } finally {
+        await client.close();
+      }
+    });
+    bar.finish();
+    const seconds = (performance.now() - t0) / 1000;
+    if (o.json) {
+      printJson({ ok: true, ...r, seconds });
+      return;
+    }
+    process.stderr.write(
+      `pushed ${r.root}: ${r.uploaded} blob(s) sent (${formatBytes(r.uploadedBytes)}), ${r.present} already there, ${r.retried} retried; ${seconds.toFixed(2)} s\n`,
+    );
+    process.stdout.write(`${r.root}\n`);
+  });
+
+  // ---------------------------------------------------------------- pull
+  const pullCmd = program
+    .command('pull')
+    .description('fetch a whole tree from a remote cache into the store (resumable: run it again after a cut)')
+    .argument('<digest>', 'tree digest (<sha256>/<size>) or a ref name in the local store')
+    .argument('<url>', 'remote cache URL, e.g. http://127.0.0.1:9090/')
+    .option('--ref <name>', 'record the digest under this ref name once the tree is complete');
+  addRemoteClientOptions(pullCmd);
+  addStoreOption(pullCmd);
+  addJsonOption(pullCmd);
+  pullCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { ref?: string; store?: string; json?: boolean }) => {
+    const copts = clientOptions(url, o);
+    const store = openStore(o);
+    if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
+    const root = store.resolve(spec);
+    const t0 = performance.now();
+    const fetcher = new RemoteFetcher(store, copts);
+    const stopBar = fetchProgress(fetcher, 'pull', !o.json && process.stderr.isTTY === true);
+    let r;
+    try {
+      r = await withSignals((signal) => {
+        signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+        return fetcher.pull(root);
+      });
+    } finally {
+      stopBar();
+      await fetcher.close();
+    }
+    if (o.ref !== undefined) store.writeRef(o.ref, root);
+    const seconds = (performance.now() - t0) / 1000;
+    if (o.json) {
+      printJson({ ok: true, ...r, ref: o.ref ?? null, seconds });
+      return;
+    }
+    process.stderr.write(
+      `pulled ${formatDigest(root)}: ${r.fetched} blob(s) fetched (${formatBytes(r.fetchedBytes)}), ${r.skipped} already present, ` +
+        `${r.retried} retried, ${r.requests} requests; ${seconds.toFixed(2)} s\n`,
+    );
+    process.stdout.write(`${formatDigest(root)}\n`);
+  });
+}

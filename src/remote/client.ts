@@ -1,0 +1,423 @@
+/**
+ * The HTTP client: one request to a remote cache, with retries, verification and counters. What to
+ * request and in which order is decided elsewhere (window.ts, fetch.ts, push.ts).
+ *
+ * undici rather than node:http: its Pool keeps a fixed set of keep-alive connections (one per
+ * window slot, so N requests in flight use N warm sockets), exposes connect/headers/body timeouts
+ * separately (a stalled body is caught without limiting a long download), and its body streams
+ * are async iterables with backpressure. v7 is the last line that supports Node 20.
+ *
+ * Every blob is verified (SHA-256 and size) on its way into the local store by BlobReceiver; a bad
+ * one is a DigestMismatchError naming the digest and the server, and is never stored or retried.
+ */
+import { Pool } from 'undici';
+import { createReadStream } from 'node:fs';
+import { type Digest, digestOf, formatDigest } from '../core/digest.js';
+import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError } from '../errors.js';
+import type { LocalStore } from '../store/local.js';
+import { BlobReceiver } from './receiver.js';
+import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
+import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
+
+export interface ClientOptions {
+  /** Base URL of the cache, e.g. http://127.0.0.1:9090/ or http://host/instance/. */
+  url: string;
+  token?: string;
+  /** Connections in the pool (= requests in flight at most). */
+  concurrency?: number;
+  retries?: number;
+  /** Time to establish a connection. */
+  connectTimeoutMs?: number;
+  /** Time to the response headers (covers a server's think time). */
+  headersTimeoutMs?: number;
+  /** Longest pause between two chunks of a body before it counts as stalled. */
+  bodyTimeoutMs?: number;
+  /** 'auto': use batch endpoints when the server offers them; 'off': plain Bazel protocol only. */
+  batch?: 'auto' | 'off';
+  /** Retry delays; tests shorten them. */
+  retryPolicy?: Partial<RetryPolicy>;
+}
+
+export interface ClientStats {
+  /** Blobs received and stored. */
+  fetched: number;
+  /** Bytes of those blobs. */
+  fetchedBytes: number;
+  /** Blobs sent. */
+  uploaded: number;
+  uploadedBytes: number;
+  /** Attempts repeated after a transient failure. */
+  retried: number;
+  /** HTTP requests made (attempts included). */
+  requests: number;
+}
+
+export const DEFAULT_CONCURRENCY = 16;
+export const MAX_CONCURRENCY = 256;
+
+export function checkConcurrency(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw new UsageError(`--concurrency must be an integer from 1 to ${MAX_CONCURRENCY}, not ${n}`);
+  return n;
+}
+
+export function checkRetries(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > 100) throw new UsageError(`--retries must be an integer from 0 to 100, not ${n}`);
+  return n;
+}
+
+/** Parses and checks a remote URL (http only; credentials in the URL are refused, use a token). */
+export function parseRemoteUrl(s: string): URL {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new UsageError(`'${s}' is not a URL`, { hint: 'remote URLs look like http://127.0.0.1:9090/' });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`unsupported URL scheme '${u.protocol}': use http:// or https://`);
+  if (u.username || u.password) throw new UsageError('put credentials in --token, --token-file or TREECAST_TOKEN, not in the URL');
+  if (u.search || u.hash) throw new UsageError('a remote URL takes no query or fragment');
+  if (!u.pathname.endsWith('/')) u.pathname += '/';
+  return u;
+}
+
+export class RemoteClient {
+  readonly url: URL;
+  /** Printable server name for errors (no token, no path). */
+  readonly server: string;
+  readonly stats: ClientStats = { fetched: 0, fetchedBytes: 0, uploaded: 0, uploadedBytes: 0, retried: 0, requests: 0 };
+  readonly concurrency: number;
+  private readonly pool: Pool;
+  private readonly base: string;
+  private readonly headers: Record<string, string>;
+  private readonly retry: RetryPolicy;
+  private readonly batchMode: 'auto' | 'off';
+  private batchOffered: boolean | undefined;
+  private stopping = false;
+
+  constructor(opts: ClientOptions) {
+    this.url = parseRemoteUrl(opts.url);
+    this.server = this.url.origin + this.url.pathname;
+    this.base = this.url.pathname;
+    this.concurrency = checkConcurrency(opts.concurrency ?? DEFAULT_CONCURRENCY);
+    this.retry = { ...DEFAULT_RETRY, ...opts.retryPolicy, retries: checkRetries(opts.retries ?? DEFAULT_RETRY.retries) };
+    this.batchMode = opts.batch ?? 'auto';
+    this.headers = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
+    this.pool = new Pool(this.url.origin, {
+      connections: this.concurrency,
+      // One request per connection at a time: a slow blob must not hold up the ones queued behind it.
+      pipelining: 1,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: opts.connectTimeoutMs ?? 10_000 },
+      headersTimeout: opts.headersTimeoutMs ?? 60_000,
+      bodyTimeout: opts.bodyTimeoutMs ?? 30_000,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  /** No new attempts after this (retries stop; the request in progress finishes). */
+  stop(): void {
+    this.stopping = true;
+  }
+
+  /** True when the server offers treecast's batch endpoints (asked once, via GET status). */
+  async batchAvailable(): Promise<boolean> {
+    if (this.batchMode === 'off') return false;
+    if (this.batchOffered !== undefined) return this.batchOffered;
+    this.batchOffered = await this.attempt('GET status', undefined, async () => {
+      const r = await this.request('GET', 'status');
+      if (r.statusCode === 401) {
+        await r.body.dump();
+        throw this.statusError('GET status', r.statusCode);
+      }
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        if (r.statusCode >= 500 || r.statusCode === 429) throw this.statusError('GET status', r.statusCode, undefined, r.headers['retry-after']);
+        return false; // 404 and friends: a plain Bazel HTTP cache
+      }
+      try {
+        const status = (await r.body.json()) as { protocol?: unknown };
+        return status?.protocol === BATCH_PROTOCOL;
+      } catch {
+        return false; // some other JSON, or not JSON: not ours
+      }
+    });
+    return this.batchOffered;
+  }
+
+  // ------------------------------------------------------------ single blobs (Bazel protocol)
+
+  /** HEAD /cas/<hash>: whether the server holds the blob. */
+  async has(d: Digest): Promise<boolean> {
+    if (d.size === 0) return true;
+    return this.attempt('HEAD', d, async () => {
+      const r = await this.request('HEAD', `cas/${d.hash}`);
+      await r.body.dump();
+      if (r.statusCode === 404) return false;
+      if (r.statusCode !== 200) throw this.statusError('HEAD', r.statusCode, d, r.headers['retry-after']);
+      // A server that holds the hash with another size does not hold this blob.
+      const len = r.headers['content-length'];
+      return len === undefined || Number(len) === d.size;
+    });
+  }
+
+  /** GET /cas/<hash> into the local store, streamed and verified. */
+  async fetchOne(d: Digest, store: LocalStore): Promise<void> {
+    if (d.size === 0) return;
+    await this.attempt('GET', d, async () => {
+      if (store.hasSync(d)) return;
+      const r = await this.request('GET', `cas/${d.hash}`);
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        if (r.statusCode === 404) throw this.notFound(d);
+        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
+      }
+      const rx = new BlobReceiver(store, d, d.size, this.server);
+      try {
+        for await (const chunk of r.body) rx.write(chunk as Buffer);
+        rx.finish();
+      } catch (e) {
+        rx.abort();
+        throw this.bodyError(e, d);
+      }
+      this.stats.fetched++;
+      this.stats.fetchedBytes += d.size;
+    });
+  }
+
+  /** PUT /cas/<hash> from the local store (streamed from disk for large blobs). */
+  async uploadOne(d: Digest, store: LocalStore): Promise<void> {
+    if (d.size === 0) return;
+    await this.attempt('PUT', d, async () => {
+      const body = d.size <= 1 << 20 ? store.readSync(d) : createReadStream(store.blobPath(d.hash));
+      const r = await this.request('PUT', `cas/${d.hash}`, body, { 'content-type': 'application/octet-stream', 'content-length': String(d.size) });
+      await r.body.dump();
+      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after']);
+      this.stats.uploaded++;
+      this.stats.uploadedBytes += d.size;
+    });
+  }
+
+  /** GET /cas/<hash> into memory, verified (for small blobs; HttpStore.get). */
+  async getBytes(d: Digest): Promise<Buffer> {
+    if (d.size === 0) return Buffer.alloc(0);
+    return this.attempt('GET', d, async () => {
+      const r = await this.request('GET', `cas/${d.hash}`);
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        if (r.statusCode === 404) throw this.notFound(d);
+        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
+      }
+      const bytes = Buffer.from(await r.body.arrayBuffer());
+      const actual = digestOf(bytes);
+      if (actual.hash !== d.hash || actual.size !== d.size) {
+        throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: its bytes hash to ${formatDigest(actual)}`, { digest: formatDigest(d) });
+      }
+      this.stats.fetched++;
+      this.stats.fetchedBytes += d.size;
+      return bytes;
+    });
+  }
+
+  /** PUT /cas/<hash> from memory (HttpStore.put). */
+  async putBytes(bytes: Uint8Array, d: Digest): Promise<void> {
+    if (d.size === 0) return;
+    await this.attempt('PUT', d, async () => {
+      const r = await this.request('PUT', `cas/${d.hash}`, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+        'content-type': 'application/octet-stream',
+      });
+      await r.body.dump();
+      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after']);
+      this.stats.uploaded++;
+      this.stats.uploadedBytes += d.size;
+    });
+  }
+
+  // ------------------------------------------------------------ batch endpoints
+
+  /** Which of `digests` the server lacks (batch endpoint). */
+  async missing(digests: readonly Digest[]): Promise<Digest[]> {
+    const body = encodeDigestList(digests);
+    return this.attempt('POST missing', undefined, async () => {
+      const r = await this.request('POST', `${BATCH_PREFIX}missing`, body, { 'content-type': 'application/octet-stream' });
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        throw this.statusError('POST missing', r.statusCode, undefined, r.headers['retry-after']);
+      }
+      try {
+        return decodeDigestList(Buffer.from(await r.body.arrayBuffer()));
+      } catch (e) {
+        throw this.bodyError(e);
+      }
+    });
+  }
+
+  /**
+   * Reads many blobs in one streamed response into the local store. Each blob is stored as soon as
+   * its frame is complete and verified; a retry asks only for those not yet stored.
+   */
+  async fetchBatch(digests: readonly Digest[], store: LocalStore): Promise<void> {
+    await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
+      const want = digests.filter((d) => d.size > 0 && !store.hasSync(d));
+      if (want.length === 0) return;
+      const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(want), { 'content-type': 'application/octet-stream' });
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        throw this.statusError('POST read', r.statusCode, undefined, r.headers['retry-after']);
+      }
+      let i = 0;
+      let rx: BlobReceiver | undefined;
+      const decoder = new FrameDecoder({
+        header: (d, present) => {
+          const expected = want[i];
+          if (!expected || expected.hash !== d.hash || expected.size !== d.size) {
+            throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
+          }
+          if (!present) throw this.notFound(d);
+          rx = new BlobReceiver(store, d, d.size, this.server);
+        },
+        data: (chunk) => rx!.write(chunk),
+        end: (d) => {
+          rx!.finish();
+          rx = undefined;
+          i++;
+          this.stats.fetched++;
+          this.stats.fetchedBytes += d.size;
+        },
+      });
+      try {
+        for await (const chunk of r.body) decoder.push(chunk as Buffer);
+        decoder.finish();
+        if (i !== want.length) throw new WireError(`${this.server} answered ${i} of ${want.length} blobs of a batch read`);
+      } catch (e) {
+        rx?.abort();
+        r.body.destroy();
+        throw this.bodyError(e);
+      }
+    });
+  }
+
+  /** Sends many small blobs in one request (batch endpoint). */
+  async uploadBatch(digests: readonly Digest[], store: LocalStore): Promise<void> {
+    const frames = digests.map((d) => encodeFrame(d, store.readSync(d)));
+    const body = Buffer.concat(frames);
+    await this.attempt('POST write', undefined, async () => {
+      const r = await this.request('POST', `${BATCH_PREFIX}write`, body, { 'content-type': 'application/octet-stream' });
+      const text = r.statusCode === 200 ? '' : await r.body.text().catch(() => '');
+      if (r.statusCode === 200) await r.body.dump();
+      else throw this.statusError('POST write', r.statusCode, undefined, r.headers['retry-after'], text);
+    });
+    this.stats.uploaded += digests.length;
+    for (const d of digests) this.stats.uploadedBytes += d.size;
+  }
+
+  /**
+   * Every Directory message of the tree under `root`, breadth first, in one response. Each is
+   * verified and stored as it arrives; `onDirectory` sees it. Returns the digests the server lacks.
+   */
+  async fetchTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
+    return this.attempt('GET tree', root, async () => {
+      const r = await this.request('GET', `${BATCH_PREFIX}tree/${root.hash}/${root.size}`);
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        if (r.statusCode === 404) return [root];
+        throw this.statusError('GET tree', r.statusCode, root, r.headers['retry-after']);
+      }
+      const missing: Digest[] = [];
+      let rx: BlobReceiver | undefined;
+      const decoder = new FrameDecoder({
+        header: (d, present) => {
+          if (!present) missing.push(d);
+          else if (!store.hasSync(d)) rx = new BlobReceiver(store, d, d.size, this.server);
+        },
+        data: (chunk) => rx?.write(chunk),
+        end: (d) => {
+          if (!rx) return;
+          rx.finish();
+          rx = undefined;
+          this.stats.fetched++;
+          this.stats.fetchedBytes += d.size;
+          onStored(d);
+        },
+      });
+      try {
+        for await (const chunk of r.body) decoder.push(chunk as Buffer);
+        decoder.finish();
+      } catch (e) {
+        rx?.abort();
+        r.body.destroy();
+        throw this.bodyError(e, root);
+      }
+      return missing;
+    });
+  }
+
+  // ------------------------------------------------------------ plumbing
+
+  private request(method: 'GET' | 'HEAD' | 'PUT' | 'POST', path: string, body?: Buffer | NodeJS.ReadableStream, headers?: Record<string, string>) {
+    this.stats.requests++;
+    return this.pool.request({
+      method,
+      path: this.base + path,
+      headers: headers ? { ...this.headers, ...headers } : this.headers,
+      body: body as Buffer | undefined,
+    });
+  }
+
+  /** Runs one request with retries on transient failures. */
+  private async attempt<T>(what: string, d: Digest | undefined, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (this.stopping) throw e instanceof TreecastError ? e : new InterruptedError('interrupted', { cause: e });
+        if (attempt > this.retry.retries || !isRetryableError(e)) throw this.finalError(e, what, d);
+        this.stats.retried++;
+        const retryAfter = (e as { retryAfter?: number }).retryAfter;
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, this.retry, Math.random, retryAfter)));
+      }
+    }
+  }
+
+  private finalError(e: unknown, what: string, d?: Digest): unknown {
+    if (e instanceof TreecastError) return e;
+    const code = (e as { code?: string })?.code ?? '';
+    const msg = (e as Error)?.message ?? String(e);
+    return new RemoteError(`${what}${d ? ` ${formatDigest(d)}` : ''} from ${this.server} failed: ${code ? `${code} ` : ''}${msg}`, {
+      digest: d ? formatDigest(d) : undefined,
+      cause: e,
+      hint: 'check that the server is running and reachable; run the same command again to resume',
+    });
+  }
+
+  private statusError(what: string, status: number, d?: Digest, retryAfter?: string | string[], text = ''): RemoteError {
+    const hint =
+      status === 401 ? 'pass a token with --token, --token-file or TREECAST_TOKEN' : status === 507 ? 'the server is out of disk space' : undefined;
+    const detail = text.trim() ? `: ${text.trim().slice(0, 300)}` : '';
+    const err = new RemoteError(`${what}${d ? ` ${formatDigest(d)}` : ''} from ${this.server}: HTTP ${status}${detail}`, {
+      status,
+      digest: d ? formatDigest(d) : undefined,
+      hint,
+    });
+    (err as { retryAfter?: number }).retryAfter = parseRetryAfter(retryAfter);
+    return err;
+  }
+
+  private notFound(d: Digest): BlobNotFoundError {
+    return new BlobNotFoundError(`blob ${formatDigest(d)} is not on the server ${this.server}`, { digest: formatDigest(d) });
+  }
+
+  /** Errors while reading a body: integrity failures as they are; transport failures retryable. */
+  private bodyError(e: unknown, d?: Digest): unknown {
+    if (e instanceof DigestMismatchError || e instanceof BlobNotFoundError) return e;
+    if (e instanceof WireError) {
+      // A stream that ended inside a frame was cut in transit: worth another try.
+      if (/truncated/.test(e.message)) return Object.assign(e, { code: 'ERR_TREECAST_REMOTE_TRUNCATED' });
+      return e;
+    }
+    return e ?? new RemoteError(`reading from ${this.server} failed`, { digest: d ? formatDigest(d) : undefined });
+  }
+}
+

@@ -1,0 +1,214 @@
+/**
+ * Fetching trees from a remote cache into the local store: `pull`, and the two hooks a remote
+ * checkout uses (prepareTree, ensureBlobs) so it writes files while their blobs arrive.
+ *
+ * Directory messages come first, breadth first: from a treecast server in one /tree response,
+ * otherwise one level at a time through the window. Then file blobs flow through the same window,
+ * in tree order, with blobs the checkout is waiting for moved to the front.
+ *
+ * Resumable by construction: a blob reaches the store only whole and verified, and what is already
+ * in the store is never requested, so running the same command again after a cut fetches only the
+ * rest. On stop() (SIGINT/SIGTERM) no new request starts and those in flight are finished, so no
+ * byte the server sent is thrown away.
+ */
+import { type Digest, formatDigest } from '../core/digest.js';
+import { MAX_DEPTH } from '../core/names.js';
+import { InterruptedError, InvalidTreeError } from '../errors.js';
+import type { LocalStore } from '../store/local.js';
+import { TreeReader } from '../store/tree-reader.js';
+import { type ClientOptions, RemoteClient } from './client.js';
+import { FetchScheduler } from './window.js';
+
+/** Batch limits: small enough that N requests are in flight on a typical tree, large enough that a
+ * request carries real work. Blobs above `SINGLE_ABOVE` stream alone through GET /cas. */
+export const BATCH_BLOBS = 64;
+export const BATCH_BYTES = 1 << 20;
+export const SINGLE_ABOVE = 1 << 20;
+
+export interface FetchSummary {
+  root: string;
+  directories: number;
+  files: number;
+  /** Blobs (files and directories) received and stored. */
+  fetched: number;
+  fetchedBytes: number;
+  /** Blobs already in the local store, not requested. */
+  skipped: number;
+  retried: number;
+  requests: number;
+  /** Most requests this client had in flight at once. */
+  maxInFlight: number;
+  batch: boolean;
+}
+
+export class RemoteFetcher {
+  readonly client: RemoteClient;
+  private scheduler: FetchScheduler | undefined;
+  private batch = false;
+  private ready: Promise<void> | undefined;
+  private readonly reader: TreeReader;
+  private stopReason: unknown;
+  private skipped = 0;
+  private directories = 0;
+  /** Distinct non-empty file blobs of the prepared tree, in tree order. */
+  private files: Digest[] = [];
+  private root: Digest | undefined;
+  /** Blobs this run will fetch (for progress). */
+  planned = 0;
+  plannedBytes = 0;
+
+  constructor(
+    readonly store: LocalStore,
+    client: RemoteClient | ClientOptions,
+  ) {
+    this.client = client instanceof RemoteClient ? client : new RemoteClient(client);
+    this.reader = new TreeReader(store);
+  }
+
+  /** Stops starting requests; what is in flight finishes. Pending work fails with InterruptedError. */
+  stop(reason: unknown = new InterruptedError('interrupted; run the same command again to resume')): void {
+    if (this.stopReason !== undefined) return;
+    this.stopReason = reason;
+    this.client.stop();
+    this.scheduler?.stop(reason);
+  }
+
+  async close(): Promise<void> {
+    await this.scheduler?.idle();
+    await this.client.close();
+  }
+
+  private init(): Promise<void> {
+    this.ready ??= (async () => {
+      this.batch = await this.client.batchAvailable();
+      const store = this.store;
+      this.scheduler = new FetchScheduler({
+        concurrency: this.client.concurrency,
+        maxBatchBlobs: this.batch ? BATCH_BLOBS : 1,
+        maxBatchBytes: BATCH_BYTES,
+        singleAbove: this.batch ? SINGLE_ABOVE : 0,
+        fetchBatch: (ds) => (!this.batch || (ds.length === 1 && ds[0]!.size > SINGLE_ABOVE) ? this.client.fetchOne(ds[0]!, store) : this.client.fetchBatch(ds, store)),
+        isLocal: (d) => store.hasSync(d),
+      });
+      if (this.stopReason !== undefined) this.scheduler.stop(this.stopReason);
+    })();
+    return this.ready;
+  }
+
+  /**
+   * Leaves every Directory message of the tree in the local store, verified and decodable, and
+   * remembers the tree's file blobs. (CheckoutOptions.prepareTree.)
+   */
+  async prepareTree(root: Digest): Promise<void> {
+    await this.init();
+    this.root = root;
+    const store = this.store;
+    const viaTree = new Set<string>();
+    if (this.batch && !store.hasSync(root)) {
+      // One response with every directory; any it lacks are fetched level by level below.
+      await this.client.fetchTree(root, store, (d) => {
+        viaTree.add(d.hash);
+        this.planned++;
+      });
+    }
+    const seenDirs = new Set<string>([root.hash]);
+    const seenFiles = new Set<string>();
+    this.files = [];
+    let level: Digest[] = [root];
+    for (let depth = 0; level.length > 0; depth++) {
+      if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree ${formatDigest(root)} nests deeper than ${MAX_DEPTH} levels`, { digest: formatDigest(root) });
+      const absent = level.filter((d) => !store.hasSync(d));
+      const absentSet = new Set(absent);
+      for (const d of level) if (!viaTree.has(d.hash) && !absentSet.has(d)) this.skipped++;
+      this.planned += absent.length;
+      if (absent.length > 0) await this.scheduler!.want(absent, true);
+      const next: Digest[] = [];
+      for (const d of level) {
+        const dir = this.reader.getSync(d);
+        for (const f of dir.files) {
+          if (f.digest.size === 0 || seenFiles.has(f.digest.hash)) continue;
+          seenFiles.add(f.digest.hash);
+          this.files.push(f.digest);
+        }
+        for (const sub of dir.directories) {
+          if (seenDirs.has(sub.digest.hash)) continue;
+          seenDirs.add(sub.digest.hash);
+          next.push(sub.digest);
+        }
+      }
+      level = next;
+    }
+    this.directories = seenDirs.size;
+  }
+
+  /** Starts fetching every file blob of the prepared tree that the store lacks, in tree order. */
+  prefetch(): void {
+    const absent: Digest[] = [];
+    for (const d of this.files) {
+      if (this.store.hasSync(d)) this.skipped++;
+      else {
+        absent.push(d);
+        this.plannedBytes += d.size;
+      }
+    }
+    this.planned += absent.length;
+    // Failures reach the caller through ensureBlobs or finish(); nothing is lost by not awaiting.
+    this.scheduler!.want(absent).catch(() => {});
+  }
+
+  /** Leaves these blobs in the local store, verified, ahead of the queue. (CheckoutOptions.ensureBlobs.) */
+  async ensureBlobs(digests: Digest[]): Promise<void> {
+    await this.init();
+    try {
+      await this.scheduler!.want(digests, true);
+    } catch (e) {
+      await this.drain(e);
+      throw e;
+    }
+  }
+
+  /** Waits for every prefetched blob; returns the run's counters. */
+  async finish(): Promise<FetchSummary> {
+    try {
+      await this.scheduler!.want(this.files);
+    } catch (e) {
+      await this.drain(e);
+      throw e;
+    }
+    return this.summary();
+  }
+
+  /** Fetches the whole tree under `root` into the local store. */
+  async pull(root: Digest): Promise<FetchSummary> {
+    try {
+      await this.prepareTree(root);
+    } catch (e) {
+      await this.drain(e);
+      throw e;
+    }
+    this.prefetch();
+    return this.finish();
+  }
+
+  summary(): FetchSummary {
+    const s = this.client.stats;
+    return {
+      root: this.root ? formatDigest(this.root) : '',
+      directories: this.directories,
+      files: this.files.length,
+      fetched: s.fetched,
+      fetchedBytes: s.fetchedBytes,
+      skipped: this.skipped,
+      retried: s.retried,
+      requests: s.requests,
+      maxInFlight: this.scheduler?.maxInFlight ?? 0,
+      batch: this.batch,
+    };
+  }
+
+  /** After a failure: start nothing new, let requests in flight complete (their blobs are kept). */
+  private async drain(reason: unknown): Promise<void> {
+    this.scheduler?.stop(reason);
+    await this.scheduler?.idle();
+  }
+}
