@@ -338,7 +338,13 @@ export class RemoteServer {
     const existed = len !== undefined && this.store.hasSync({ hash, size: len });
     const rx = new BlobReceiver(this.store, d, this.opts.maxBlobBytes);
     try {
-      await this.readBody(req, (chunk) => rx.write(chunk));
+      let total = 0;
+      await this.readBody(req, (chunk) => {
+        total += chunk.length;
+        // A chunked body has no length up front: its size is checked as it arrives.
+        if (total > this.opts.maxBlobBytes) throw new HttpFailure(413, `blob is larger than the limit of ${this.opts.maxBlobBytes}`, true);
+        rx.write(chunk);
+      });
       const stored = rx.finish();
       this.noteStored(stored, existed);
       ctx.entry.stored = 1;

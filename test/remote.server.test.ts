@@ -1,0 +1,226 @@
+/** Bad input to the server: each case gets its status code and nothing is stored. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
+import { encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
+import { removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
+
+const TOKEN = 'test-token-123';
+
+/** Sends raw bytes, optionally waits, and returns what the server answered (status line parsed). */
+function raw(url: string, chunks: (string | Buffer | number)[], opts: { halfClose?: boolean; timeoutMs?: number } = {}): Promise<{ status: number; text: string }> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const sock = net.connect(Number(u.port), u.hostname);
+    let text = '';
+    sock.on('data', (c) => (text += c.toString('latin1')));
+    const done = () => {
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+      resolve({ status: m ? Number(m[1]) : 0, text });
+    };
+    sock.on('close', done);
+    sock.on('error', () => {});
+    const t = setTimeout(() => sock.destroy(), opts.timeoutMs ?? 5_000);
+    sock.on('close', () => clearTimeout(t));
+    sock.on('connect', async () => {
+      for (const c of chunks) {
+        if (typeof c === 'number') await new Promise((r) => setTimeout(r, c));
+        else sock.write(c);
+      }
+      if (opts.halfClose) sock.end();
+    });
+  });
+}
+
+function storedBlobs(root: string): string[] {
+  const out: string[] = [];
+  for (const s of fs.readdirSync(join(root, 'cas'))) for (const f of fs.readdirSync(join(root, 'cas', s))) out.push(f);
+  return out;
+}
+
+function tmpFiles(root: string): string[] {
+  return fs.readdirSync(join(root, 'tmp'));
+}
+
+describe('remote server', () => {
+  let dir: string;
+  let srv: TestServer;
+  let open: TestServer;
+  const auth = { authorization: `Bearer ${TOKEN}` };
+
+  before(async () => {
+    dir = tempDir('server');
+    srv = await startServer(join(dir, 'store'), { token: TOKEN, maxBlobBytes: 4096, maxBatchBytes: 8192, maxListRecords: 10, stallTimeoutMs: 300, headersTimeoutMs: 400 });
+    open = await startServer(join(dir, 'open'), { batch: false, readOnly: true });
+  });
+  after(async () => {
+    await srv?.close();
+    await open?.close();
+    removeDir(dir);
+  });
+
+  test('the empty blob always exists; a stored blob reads back, with or without an instance', async () => {
+    let r = await fetch(`${srv.url}cas/${EMPTY_HASH}`, { headers: auth });
+    assert.equal(r.status, 200);
+    assert.equal((await r.arrayBuffer()).byteLength, 0);
+    const body = Buffer.from('some blob');
+    const d = digestOf(body);
+    r = await fetch(`${srv.url}main/ci/cas/${d.hash}`, { method: 'PUT', headers: auth, body });
+    assert.equal(r.status, 200);
+    r = await fetch(`${srv.url}cas/${d.hash}`, { method: 'HEAD', headers: auth });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-length'), String(body.length));
+    r = await fetch(`${srv.url}x/cas/${d.hash}`, { headers: auth });
+    assert.deepEqual(Buffer.from(await r.arrayBuffer()), body);
+    r = await fetch(`${srv.url}cas/${'0'.repeat(64)}`, { headers: auth });
+    assert.equal(r.status, 404);
+    await r.arrayBuffer();
+    const status = (await (await fetch(`${srv.url}status`, { headers: auth })).json()) as Record<string, unknown>;
+    for (const k of ['version', 'blobs', 'bytes', 'requests', 'inFlight', 'maxInFlight']) assert.ok(k in status, k);
+    assert.equal(status.protocol, 'treecast-batch/1');
+    assert.equal(status.blobs, 1);
+    assert.equal(status.bytes, body.length);
+  });
+
+  test('a missing or wrong token is 401 and stores nothing', async () => {
+    const body = Buffer.from('unauthorized');
+    const d = digestOf(body);
+    for (const headers of [{}, { authorization: 'Bearer nope' }, { authorization: `Basic ${TOKEN}` }] as Record<string, string>[]) {
+      const r = await fetch(`${srv.url}cas/${d.hash}`, { method: 'PUT', headers, body });
+      assert.equal(r.status, 401);
+      assert.match(r.headers.get('www-authenticate') ?? '', /Bearer/);
+      await r.arrayBuffer();
+    }
+    const r = await fetch(`${srv.url}status`);
+    assert.equal(r.status, 401);
+    await r.arrayBuffer();
+    assert.ok(!storedBlobs(srv.store.root).includes(d.hash));
+  });
+
+  test('a body whose hash or size does not match is 400 and not stored', async () => {
+    const body = Buffer.from('the real bytes');
+    const wrong = digestOf(Buffer.from('other bytes'));
+    const r = await fetch(`${srv.url}cas/${wrong.hash}`, { method: 'PUT', headers: auth, body });
+    assert.equal(r.status, 400);
+    assert.match(await r.text(), /refused/);
+    assert.ok(!storedBlobs(srv.store.root).includes(wrong.hash));
+    assert.ok(!storedBlobs(srv.store.root).includes(digestOf(body).hash));
+    assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('path traversal and malformed paths are 400', async () => {
+    for (const p of ['/cas/../../etc/passwd', '/cas/..%2f..%2fetc%2fpasswd', `/%2e%2e/cas/${EMPTY_HASH}`, `/cas/${EMPTY_HASH.toUpperCase()}`, '/../../../etc/passwd', '/store/cas']) {
+      const r = await raw(srv.url, [`GET ${p} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`]);
+      assert.equal(r.status, 400, p);
+    }
+  });
+
+  test('wrong methods are 405 with Allow; a read-only server refuses writes', async () => {
+    let r = await fetch(`${srv.url}cas/${EMPTY_HASH}`, { method: 'DELETE', headers: auth });
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD, PUT');
+    await r.arrayBuffer();
+    const body = Buffer.from('read only');
+    r = await fetch(`${open.url}cas/${digestOf(body).hash}`, { method: 'PUT', body });
+    assert.equal(r.status, 405);
+    await r.arrayBuffer();
+    assert.deepEqual(storedBlobs(open.store.root), []);
+    r = await fetch(`${open.url}treecast/v1/missing`, { method: 'POST', body: encodeDigestList([]) });
+    assert.equal(r.status, 404, 'batch endpoints are off on this server');
+    await r.arrayBuffer();
+    const st = (await (await fetch(`${open.url}status`)).json()) as Record<string, unknown>;
+    assert.equal(st.protocol, undefined);
+  });
+
+  test('oversized bodies are 413 and not stored', async () => {
+    const big = Buffer.alloc(5000, 1);
+    let r = await fetch(`${srv.url}cas/${digestOf(big).hash}`, { method: 'PUT', headers: auth, body: big });
+    assert.equal(r.status, 413);
+    await r.arrayBuffer();
+    r = await fetch(`${srv.url}treecast/v1/missing`, { method: 'POST', headers: auth, body: Buffer.alloc(40 * 11) });
+    assert.equal(r.status, 413);
+    await r.arrayBuffer();
+    const frames = Buffer.concat(Array.from({ length: 3 }, (_, i) => { const b = Buffer.alloc(3000, i); return encodeFrame(digestOf(b), b); }));
+    r = await fetch(`${srv.url}treecast/v1/write`, { method: 'POST', headers: auth, body: frames });
+    assert.equal(r.status, 413);
+    await r.arrayBuffer();
+    // Chunked, so the size is only found while reading.
+    const chunked = await raw(srv.url, [
+      `PUT /cas/${digestOf(big).hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+      `${big.length.toString(16)}\r\n`, big, '\r\n0\r\n\r\n',
+    ]);
+    assert.equal(chunked.status, 413);
+    assert.ok(!storedBlobs(srv.store.root).includes(digestOf(big).hash));
+    assert.ok(!storedBlobs(srv.store.root).includes(digestOf(Buffer.alloc(3000, 2)).hash));
+    assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('a truncated body stores nothing', async () => {
+    const body = Buffer.alloc(2000, 9);
+    const d = digestOf(body);
+    const r = await raw(srv.url, [`PUT /cas/${d.hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2000\r\n\r\n`, body.subarray(0, 700)], { halfClose: true });
+    assert.ok(r.status === 0 || r.status === 400, `status ${r.status}`);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.ok(!storedBlobs(srv.store.root).includes(d.hash));
+    assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('slow clients: stalled headers and stalled bodies get 408, nothing stored', async () => {
+    const hdr = await raw(srv.url, ['GET /status HTTP/1.1\r\nHost: x\r\n', 1500]);
+    assert.equal(hdr.status, 408);
+    const body = Buffer.alloc(1000, 3);
+    const d = digestOf(body);
+    const r = await raw(srv.url, [`PUT /cas/${d.hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 1000\r\n\r\n`, body.subarray(0, 10), 1000]);
+    assert.equal(r.status, 408);
+    assert.ok(!storedBlobs(srv.store.root).includes(d.hash));
+    assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('batch endpoints: missing, write with a bad frame, read, tree', async () => {
+    const a = Buffer.from('batch a');
+    const b = Buffer.from('batch b');
+    const bad = encodeFrame(digestOf(Buffer.from('claimed')), Buffer.from('xlaimed'));
+    let r = await fetch(`${srv.url}treecast/v1/write`, { method: 'POST', headers: auth, body: Buffer.concat([encodeFrame(digestOf(a), a), bad, encodeFrame(digestOf(b), b)]) });
+    assert.equal(r.status, 400);
+    assert.match(await r.text(), /refused/);
+    assert.ok(storedBlobs(srv.store.root).includes(digestOf(a).hash), 'the good frame before the bad one is kept');
+    assert.ok(!storedBlobs(srv.store.root).includes(digestOf(Buffer.from('claimed')).hash));
+    assert.ok(!storedBlobs(srv.store.root).includes(digestOf(b).hash));
+    r = await fetch(`${srv.url}treecast/v1/missing`, { method: 'POST', headers: auth, body: encodeDigestList([digestOf(a), digestOf(b), { hash: digestOf(a).hash, size: 1 }]) });
+    assert.deepEqual(decodeDigestList(Buffer.from(await r.arrayBuffer())).map((d) => d.size), [7, 1]);
+    r = await fetch(`${srv.url}treecast/v1/read`, { method: 'POST', headers: auth, body: encodeDigestList([digestOf(a), digestOf(b)]) });
+    const resp = Buffer.from(await r.arrayBuffer());
+    assert.equal(resp.length, 41 + 7 + 41);
+    assert.equal(resp[40], 0);
+    assert.equal(resp.subarray(41, 48).toString(), 'batch a');
+    assert.equal(resp[48 + 40], 1);
+    r = await fetch(`${srv.url}treecast/v1/write`, { method: 'POST', headers: auth, body: Buffer.from('not frames') });
+    assert.equal(r.status, 400);
+    await r.arrayBuffer();
+    assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('a full disk is 507 and leaves nothing behind', async (t) => {
+    if (process.platform !== 'linux' || process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+    const mnt = join(dir, 'small');
+    fs.mkdirSync(mnt);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]).status !== 0) return t.skip('cannot mount tmpfs here');
+    let s: TestServer | undefined;
+    try {
+      s = await startServer(join(mnt, 'store'));
+      const big = Buffer.alloc(3 << 20, 5);
+      const r = await fetch(`${s.url}cas/${digestOf(big).hash}`, { method: 'PUT', body: big });
+      assert.equal(r.status, 507);
+      await r.arrayBuffer();
+      assert.deepEqual(storedBlobs(s.store.root), []);
+      assert.deepEqual(tmpFiles(s.store.root), []);
+    } finally {
+      await s?.close();
+      spawnSync('umount', [mnt]);
+    }
+  });
+});
