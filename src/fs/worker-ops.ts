@@ -5,6 +5,9 @@
 import { LocalStore } from '../store/local.js';
 import { ingestBatch } from '../capture/ingest-op.js';
 import { applyBatch } from '../materialize/apply-op.js';
+import { extractBatch } from '../archive/extract-op.js';
+import { ingestArchiveBatch } from '../archive/ingest-op.js';
+import { compressBatch } from '../archive/pack-op.js';
 
 export interface OpContextInit {
   /** Root of the local store the batch reads or writes. */
@@ -20,6 +23,9 @@ export interface OpContext {
 const ops = {
   'capture.ingest': ingestBatch,
   'materialize.apply': applyBatch,
+  'archive.extract': extractBatch,
+  'archive.ingest': ingestArchiveBatch,
+  'archive.compress': compressBatch,
 } satisfies Record<string, (payload: never, ctx: OpContext) => unknown>;
 
 export type OpName = keyof typeof ops;

@@ -94,31 +94,43 @@ export class WorkerPool {
   }
 }
 
+export interface RunBatchesOptions<P> {
+  /** Checked before each dispatch; when true, no new batch starts and running ones finish. */
+  shouldStop?: () => boolean;
+  /** Awaited before a batch is dispatched (e.g. fetch its blobs), overlapping other batches' work. */
+  before?: (payload: P) => Promise<void>;
+  /** What is posted to the worker for a batch, when not the whole batch (keep main-thread state home). */
+  payloadOf?: (batch: P) => unknown;
+}
+
 /**
  * Runs `batches` through `pool` with at most `pool.parallelism` in flight, calling `onResult` in
- * completion order. Stops dispatching when `shouldStop()` turns true and waits for what is running.
+ * completion order. On the first error no new batch starts; running ones finish, then it throws.
  */
 export async function runBatches<P, R>(
   pool: WorkerPool,
   op: OpName,
   batches: Iterable<P>,
   onResult: (result: R, payload: P) => void,
-  shouldStop: () => boolean = () => false,
+  opts: RunBatchesOptions<P> = {},
 ): Promise<void> {
   const it = batches[Symbol.iterator]();
   let firstError: unknown;
   const lane = async () => {
     for (;;) {
-      if (firstError !== undefined || shouldStop()) return;
+      if (firstError !== undefined || opts.shouldStop?.()) return;
       const next = it.next();
       if (next.done) return;
       try {
-        onResult(await pool.run<R>(op, next.value), next.value);
+        if (opts.before) await opts.before(next.value);
+        onResult(await pool.run<R>(op, opts.payloadOf ? opts.payloadOf(next.value) : next.value), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;
       }
     }
   };
-  await Promise.all(Array.from({ length: pool.parallelism }, lane));
+  // With `before`, more lanes than workers so fetching overlaps writing.
+  const lanes = opts.before ? pool.parallelism * 4 : pool.parallelism;
+  await Promise.all(Array.from({ length: lanes }, lane));
   if (firstError !== undefined) throw firstError;
 }

@@ -36,12 +36,11 @@ let tmpCounter = 0;
 // Perf: one growable buffer per thread for whole-file reads, instead of an allocation per file.
 let scratch = Buffer.allocUnsafe(1 << 20);
 
-export interface IngestStat {
-  dev: number;
+/** What the walker saw of a file; ingest refuses a file that no longer matches it. */
+export interface ExpectedStat {
   ino: number;
   size: number;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
+  mtimeMs: number;
 }
 
 /** Where the store lives: the option, then TREECAST_STORE, then $XDG_CACHE_HOME/treecast, then ~/.cache/treecast. */
@@ -103,6 +102,11 @@ export class LocalStore implements BlobStore {
 
   blobPath(hash: string): string {
     return `${this.casDir}/${hash.slice(0, 2)}/${hash}`;
+  }
+
+  /** Where the executable twin of a blob lives (it may not exist yet; see executablePathSync). */
+  executableBlobPath(hash: string): string {
+    return `${this.execDir}/${hash.slice(0, 2)}/${hash}`;
   }
 
   /** A fresh, unique path in the store's tmp folder (same filesystem as the blobs). */
@@ -170,19 +174,19 @@ export class LocalStore implements BlobStore {
    * walker's lstat), a file whose identity or size differs, or that changes while it is read, is a
    * CaptureError naming the path: nothing partial is stored.
    */
-  ingestFileSync(path: string, expect?: IngestStat): { digest: Digest; stat: IngestStat } {
+  ingestFileSync(path: string, expect?: ExpectedStat, followSymlink = false): { digest: Digest } {
     let fd: number;
     try {
-      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      fd = fs.openSync(path, followSymlink ? fs.constants.O_RDONLY : fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     } catch (e) {
       throw new CaptureError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path, cause: e });
     }
     let tmp: string | undefined;
     try {
-      const before = fs.fstatSync(fd, { bigint: true });
-      const stat = toIngestStat(before);
+      const before = fs.fstatSync(fd);
+      const stat = before;
       if (!before.isFile()) throw new CaptureError(`${path} is no longer a regular file`, { path });
-      if (expect && (expect.ino !== stat.ino || expect.size !== stat.size || expect.mtimeNs !== stat.mtimeNs)) {
+      if (expect && (expect.ino !== stat.ino || expect.size !== stat.size || expect.mtimeMs !== stat.mtimeMs)) {
         throw changedError(path);
       }
       const hash = createHash('sha256');
@@ -224,7 +228,7 @@ export class LocalStore implements BlobStore {
         else this.commitTmp(tmp, digest.hash);
         tmp = undefined;
       }
-      return { digest: total === 0 ? EMPTY_DIGEST : digest, stat };
+      return { digest: total === 0 ? EMPTY_DIGEST : digest };
     } catch (e) {
       if (tmp) removeQuietly(tmp);
       if (e instanceof CaptureError) throw e;
@@ -239,7 +243,7 @@ export class LocalStore implements BlobStore {
    * executables to it, so the mode of the shared inode is never changed.
    */
   executablePathSync(d: Digest): string {
-    const p = `${this.execDir}/${d.hash.slice(0, 2)}/${d.hash}`;
+    const p = this.executableBlobPath(d.hash);
     if (fs.statSync(p, { throwIfNoEntry: false })) return p;
     const tmp = this.tmpPath('x');
     try {
@@ -272,7 +276,7 @@ export class LocalStore implements BlobStore {
   /** Removes a blob and its executable twin. */
   removeBlobSync(hash: string): void {
     removeQuietly(this.blobPath(hash));
-    removeQuietly(`${this.execDir}/${hash.slice(0, 2)}/${hash}`);
+    removeQuietly(this.executableBlobPath(hash));
   }
 
   // ------------------------------------------------------------ refs
@@ -352,17 +356,13 @@ export class LocalStore implements BlobStore {
   }
 }
 
-export function toIngestStat(st: fs.BigIntStats): IngestStat {
-  return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
-}
-
 function changedError(path: string): CaptureError {
   return new CaptureError(`${path} changed while it was being read`, { path, hint: 'run the snapshot again once it is stable' });
 }
 
-function checkUnchanged(fd: number, before: fs.BigIntStats, path: string): void {
-  const after = fs.fstatSync(fd, { bigint: true });
-  if (after.size !== before.size || after.mtimeNs !== before.mtimeNs || after.ctimeNs !== before.ctimeNs) throw changedError(path);
+function checkUnchanged(fd: number, before: fs.Stats, path: string): void {
+  const after = fs.fstatSync(fd);
+  if (after.size !== before.size || after.mtimeMs !== before.mtimeMs || after.ctimeMs !== before.ctimeMs) throw changedError(path);
 }
 
 function writeAll(fd: number, buf: Buffer, n: number): void {

@@ -1,0 +1,59 @@
+import { Command, Option } from 'commander';
+import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materialize/checkout.js';
+import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { formatBytes, printJson } from '../output.js';
+import { ProgressBar } from '../progress.js';
+import { type RemoteCliOptions, addRemoteClientOptions, remoteCheckoutHooks } from './remote.js';
+
+export function registerCheckout(program: Command): void {
+  const cmd = program
+    .command('checkout')
+    .description('materialize a tree into DIR; into an earlier checkout, only what differs is touched')
+    .argument('<digest>', 'tree digest (<sha256>/<size>) or ref name')
+    .argument('<dir>', 'target directory (created when absent)')
+    .addOption(
+      new Option('--method <method>', 'how files are made: clone (reflink), hardlink (read-only, shares the store inode), copy, or auto (clone where the filesystem can, else copy)')
+        .choices(CHECKOUT_METHODS as string[])
+        .default('auto'),
+    )
+    .option('--force', 'overwrite or remove files changed since the last checkout instead of stopping')
+    .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
+    .option('--jobs <n>', 'worker threads (default: one per core)', intInRange('--jobs', 1, 256))
+    .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out');
+  addRemoteClientOptions(cmd);
+  addStoreOption(cmd);
+  addJsonOption(cmd);
+  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; verify?: boolean; jobs?: number; remote?: string; store?: string; json?: boolean }) => {
+    const store = openStore(o);
+    const root = store.resolve(spec);
+    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    let fetched: Awaited<ReturnType<ReturnType<typeof remoteCheckoutHooks>['done']>> | undefined;
+    let remote: ReturnType<typeof remoteCheckoutHooks> | undefined;
+    const r = await withSignals((signal) => {
+      remote = o.remote ? remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true) : undefined;
+      return checkout(root, dir, {
+        store,
+        method: o.method,
+        force: o.force,
+        verify: o.verify,
+        jobs: o.jobs,
+        signal,
+        onProgress: (p) => bar.update({ ...p, label: 'checkout' }),
+        ...remote?.hooks,
+      }).finally(async () => {
+        if (remote) fetched = await remote.done();
+      });
+    });
+    bar.finish();
+    if (o.json) {
+      printJson({ ok: true, ...r, ...(fetched ? { remote: fetched } : {}) });
+      return;
+    }
+    process.stderr.write(
+      `checked out ${r.digest} into ${r.target} (${r.incremental ? 'update' : 'full'}, ${r.method}): ` +
+        `${r.cloned} cloned, ${r.hardlinked} hardlinked, ${r.copied} copied, ${r.empty} empty, ${r.symlinks} symlinks, ` +
+        `${r.directories} directories, ${r.removed} removed, ${r.unchanged} unchanged; ${formatBytes(r.bytes)} in ${r.seconds.toFixed(2)} s\n`,
+    );
+    if (r.fallbacks > 0) process.stderr.write(`  ${r.fallbacks} file(s) fell back to copy (${r.fallbackReason})\n`);
+  });
+}

@@ -1,0 +1,75 @@
+import { Command } from 'commander';
+import { formatDigest } from '../../core/digest.js';
+import { diffTrees } from '../../core/tree-diff.js';
+import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
+import { UsageError } from '../../errors.js';
+import { addJsonOption, addStoreOption, openStore } from '../common.js';
+import { printJson } from '../output.js';
+
+/** git-style modes, so `ls` output reads like `git ls-tree -r`. */
+function lsLine(e: WalkedEntry): string {
+  if (e.type === 'file') return `${e.executable ? '100755' : '100644'} file    ${formatDigest(e.digest)}\t${e.path}`;
+  if (e.type === 'symlink') return `120000 symlink -> ${e.target}\t${e.path}`;
+  return `040000 dir     ${formatDigest(e.digest)}\t${e.path}/`;
+}
+
+export function registerInspect(program: Command): void {
+  const ls = program
+    .command('ls')
+    .description('list a tree recursively: mode, type, digest (<sha256>/<size>) or symlink target, path')
+    .argument('<digest>', 'tree digest or ref name')
+    .argument('[path]', 'list only below this path inside the tree');
+  addStoreOption(ls);
+  addJsonOption(ls);
+  ls.action(async (spec: string, sub: string | undefined, o: { store?: string; json?: boolean }) => {
+    const store = openStore(o);
+    const reader = new TreeReader(store);
+    let root = store.resolve(spec);
+    let prefix = '';
+    if (sub) {
+      for (const part of sub.split('/').filter(Boolean)) {
+        const dir = await reader.get(root);
+        const next = dir.directories.find((d) => d.name === part);
+        if (!next) throw new UsageError(`no directory '${sub}' in tree ${formatDigest(root)}`, { path: sub });
+        root = next.digest;
+        prefix += `${part}/`;
+      }
+    }
+    const rows: WalkedEntry[] = [];
+    for await (const e of reader.walk(root, prefix)) {
+      if (o.json) rows.push(e);
+      else process.stdout.write(`${lsLine(e)}\n`);
+    }
+    if (o.json) {
+      printJson(rows.map((e) => ('digest' in e ? { ...e, digest: formatDigest(e.digest) } : e)));
+    }
+  });
+
+  const diff = program
+    .command('diff')
+    .description('list paths added (A), removed (D) and changed (M) from tree A to tree B')
+    .argument('<a>', 'tree digest or ref name')
+    .argument('<b>', 'tree digest or ref name');
+  addStoreOption(diff);
+  addJsonOption(diff);
+  diff.action(async (a: string, b: string, o: { store?: string; json?: boolean }) => {
+    const store = openStore(o);
+    const reader = new TreeReader(store);
+    const changes = diffTrees(store.resolve(a), store.resolve(b), (d) => reader.getSync(d));
+    if (o.json) {
+      printJson(changes);
+      return;
+    }
+    const letter = { added: 'A', removed: 'D', changed: 'M' } as const;
+    for (const c of changes) process.stdout.write(`${letter[c.change]}\t${c.path}${c.type === 'dir' ? '/' : ''}\n`);
+  });
+
+  const refs = program.command('refs').description('list refs: digest and name');
+  addStoreOption(refs);
+  addJsonOption(refs);
+  refs.action(async (o: { store?: string; json?: boolean }) => {
+    const list = openStore(o).listRefs();
+    if (o.json) printJson(list.map((r) => ({ name: r.name, digest: formatDigest(r.digest) })));
+    else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${r.name}\n`);
+  });
+}

@@ -1,0 +1,42 @@
+import { Command } from 'commander';
+import { DigestMismatchError } from '../../errors.js';
+import { gcStore, verifyStore } from '../../store/maintenance.js';
+import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
+import { formatBytes, printJson } from '../output.js';
+
+export function registerMaintenance(program: Command): void {
+  const verify = program
+    .command('verify')
+    .description('re-hash every blob in the store and report corrupt ones (exit 5 when any is found and not repaired)')
+    .option('--repair', 'remove corrupt blobs so they can be fetched or captured again');
+  addStoreOption(verify);
+  addJsonOption(verify);
+  verify.action(async (o: { repair?: boolean; store?: string; json?: boolean }) => {
+    const r = verifyStore(openStore(o), o.repair === true);
+    if (o.json) printJson({ ok: r.corrupt.length === 0 || r.repaired, ...r });
+    else {
+      for (const c of r.corrupt) process.stdout.write(`corrupt ${c.hash} (${c.path} hashes to ${c.actual})${r.repaired ? ': removed' : ''}\n`);
+      process.stderr.write(`verify: ${r.checked} blobs, ${formatBytes(r.bytes)}, ${r.corrupt.length} corrupt\n`);
+    }
+    if (r.corrupt.length > 0 && !r.repaired) {
+      process.exitCode = new DigestMismatchError('').exitCode;
+    }
+  });
+
+  const gc = program
+    .command('gc')
+    .description('remove blobs not reachable from any ref or live checkout')
+    .option('--dry-run', 'list what would be removed, remove nothing')
+    .option('--grace <seconds>', 'keep unreachable blobs younger than this, as a snapshot may still be writing them', intInRange('--grace', 0, 10 ** 9), 3600);
+  addStoreOption(gc);
+  addJsonOption(gc);
+  gc.action(async (o: { dryRun?: boolean; grace: number; store?: string; json?: boolean }) => {
+    const r = gcStore(openStore(o), { dryRun: o.dryRun === true, graceSeconds: o.grace });
+    if (o.json) {
+      printJson({ ok: true, ...r });
+      return;
+    }
+    if (r.dryRun) for (const h of r.removed) process.stdout.write(`${h}\n`);
+    process.stderr.write(`gc: ${r.roots} roots, ${r.reachable} reachable; ${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} blobs (${formatBytes(r.removedBytes)})\n`);
+  });
+}

@@ -1,0 +1,51 @@
+/** Option parsing shared by the command files: --store, --json, numbers, signals. */
+import { InvalidArgumentError, type Command } from 'commander';
+import { LocalStore, defaultStorePath } from '../store/local.js';
+
+export function addStoreOption(cmd: Command): Command {
+  return cmd.option('--store <path>', 'store location (default: $TREECAST_STORE, else $XDG_CACHE_HOME/treecast or ~/.cache/treecast)');
+}
+
+export function addJsonOption(cmd: Command): Command {
+  return cmd.option('--json', 'print one JSON object on stdout instead of human-readable lines');
+}
+
+export function openStore(opts: { store?: string }): LocalStore {
+  return LocalStore.open(defaultStorePath(opts.store));
+}
+
+/** A commander parser for whole numbers in [min, max]; a bad value is a usage error (exit 2). */
+export function intInRange(name: string, min: number, max: number): (v: string) => number {
+  return (v: string) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/**
+ * Runs `fn` with an AbortSignal that SIGINT/SIGTERM abort, so long work stops between batches and
+ * leaves a state the same command can finish. A second signal exits at once.
+ */
+export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    process.stderr.write(`\ntreecast: ${sig} received, stopping after the work in progress...\n`);
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await fn(ac.signal);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * checkout: load the target tree -> plan against the last checkout and the disk -> execute ->
+ * record. All Directory messages a plan depends on are decoded and validated during planning, so
+ * an unsafe name anywhere in the tree is refused before anything is written.
+ */
+import * as fs from 'node:fs';
+import { resolve } from 'node:path';
+import { type Digest, formatDigest } from '../core/digest.js';
+import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
+import type { LocalStore } from '../store/local.js';
+import { TreeReader } from '../store/tree-reader.js';
+import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
+
+/** Below this many writes, an update runs inline: starting threads would cost more than they save. */
+const INLINE_MAX_WRITES = 512;
+import { RealDiskView } from './disk-view.js';
+import { executePlan, type ExecuteResult } from './execute.js';
+import { type ImportMethod } from './import-file.js';
+import { probeMethod } from './probe.js';
+import { type Plan, emptyPlan, planCreate, planUpdate } from './plan.js';
+import { dropRecord, loadRecord, saveRecord } from './record.js';
+
+export type CheckoutMethod = 'auto' | ImportMethod;
+export const CHECKOUT_METHODS: readonly CheckoutMethod[] = ['auto', 'clone', 'hardlink', 'copy'];
+
+export interface CheckoutOptions {
+  store: LocalStore;
+  method?: CheckoutMethod;
+  /** Overwrite or remove local changes instead of stopping. */
+  force?: boolean;
+  /** Worker threads (default: one per core). */
+  jobs?: number;
+  /** Re-hash every blob before writing it. */
+  verify?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  /** Must leave every Directory message of `root` in the local store (remote checkout). */
+  prepareTree?: (root: Digest) => Promise<void>;
+  /** Must leave these blobs in the local store before they are written (remote checkout). */
+  ensureBlobs?: (digests: Digest[]) => Promise<void>;
+}
+
+export interface CheckoutResult extends ExecuteResult {
+  digest: string;
+  target: string;
+  /** The method asked for after probing ('auto' resolved). */
+  method: ImportMethod;
+  /** True when the checkout updated an earlier one rather than filling an empty directory. */
+  incremental: boolean;
+  unchanged: number;
+  seconds: number;
+}
+
+export function validateCheckoutOptions(o: Pick<CheckoutOptions, 'method' | 'jobs'>): void {
+  if (o.method !== undefined && !CHECKOUT_METHODS.includes(o.method)) {
+    throw new UsageError(`--method must be one of ${CHECKOUT_METHODS.join(', ')}, not '${o.method}'`);
+  }
+  if (o.jobs !== undefined && (!Number.isInteger(o.jobs) || o.jobs < 1 || o.jobs > 256)) {
+    throw new UsageError(`--jobs must be a whole number from 1 to 256, not '${o.jobs}'`);
+  }
+}
+
+export async function checkout(root: Digest, dir: string, o: CheckoutOptions): Promise<CheckoutResult> {
+  const t0 = performance.now();
+  validateCheckoutOptions(o);
+  const store = o.store;
+  const rootAbs = resolve(dir);
+  const targetStat = prepareTarget(rootAbs);
+  const jobs = o.jobs ?? defaultJobs();
+  const incremental = fs.readdirSync(rootAbs).length > 0;
+  // A full checkout is large work: boot the threads now, while the tree loads. An update decides
+  // after planning, as small updates run faster inline than it takes to start a thread.
+  let pool = incremental ? undefined : new WorkerPool(jobs, { storeRoot: store.root });
+  try {
+    if (o.prepareTree) await o.prepareTree(root);
+    const plan = await makePlan(root, rootAbs, targetStat, incremental, o);
+    const method = resolveMethod(o.method ?? 'auto', store, rootAbs, plan);
+    if (plan.removes.length + plan.steps.length > 0) dropRecord(store, rootAbs);
+    pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs ? 0 : jobs, { storeRoot: store.root });
+    const result = await executePlan(plan, {
+      store,
+      pool,
+      rootAbs,
+      method,
+      verify: o.verify === true,
+      signal: o.signal,
+      onProgress: o.onProgress,
+      ensureBlobs: o.ensureBlobs,
+    });
+    if (o.signal?.aborted) {
+      throw new InterruptedError(`checkout of ${formatDigest(root)} into ${rootAbs} interrupted; run the same command again to finish it`, {
+        path: rootAbs,
+      });
+    }
+    saveRecord(store, rootAbs, targetStat, root, Date.now());
+    return {
+      ...result,
+      digest: formatDigest(root),
+      target: rootAbs,
+      method,
+      incremental,
+      unchanged: plan.unchanged,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await pool?.close();
+  }
+}
+
+/** Plans the checkout; refuses (LocalChangesError) before anything is touched when it would lose local changes. */
+async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, incremental: boolean, o: CheckoutOptions): Promise<Plan> {
+  const store = o.store;
+  const reader = new TreeReader(store);
+  const tree = (d: Digest) => reader.getSync(d);
+  let plan: Plan;
+  if (!incremental) {
+    // Every Directory message is decoded and validated before the first write.
+    await reader.loadAll(root);
+    plan = emptyPlan();
+    planCreate(tree(root), '', tree, plan);
+  } else {
+    const record = loadRecord(store, rootAbs, targetStat);
+    let previous = record?.root;
+    if (previous) {
+      try {
+        tree(previous);
+      } catch {
+        // The last tree is gone from the store (gc): fall back to comparing with the disk.
+        previous = undefined;
+      }
+    }
+    const disk = new RealDiskView(rootAbs, store, previous && record ? record.finishedAtMs : 0);
+    plan = planUpdate({ target: root, previous, tree, disk, force: o.force === true });
+  }
+  if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
+  return plan;
+}
+
+/** Creates the target when absent; refuses one that is not a directory. */
+function prepareTarget(rootAbs: string): fs.Stats {
+  let st = fs.statSync(rootAbs, { throwIfNoEntry: false });
+  if (st && !st.isDirectory()) throw new TargetError(`cannot check out into ${rootAbs}: it exists and is not a directory`, { path: rootAbs });
+  if (!st) {
+    try {
+      fs.mkdirSync(rootAbs, { recursive: true });
+    } catch (e) {
+      throw fsError(e, 'cannot create target directory', rootAbs);
+    }
+    st = fs.statSync(rootAbs);
+  }
+  try {
+    fs.accessSync(rootAbs, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    throw new TargetError(`cannot check out into ${rootAbs}: not writable`, { path: rootAbs, cause: e });
+  }
+  return st;
+}
+
+function resolveMethod(method: CheckoutMethod, store: LocalStore, rootAbs: string, plan: Plan): ImportMethod {
+  if (method !== 'auto') return method;
+  const sample = plan.steps.find((w) => 'size' in w && w.size > 0);
+  if (!sample || !('size' in sample)) return 'copy';
+  return probeMethod(store, { hash: sample.hash, size: sample.size }, rootAbs);
+}

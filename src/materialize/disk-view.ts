@@ -1,0 +1,69 @@
+/** The real DiskView the planner asks about the target directory (see plan.ts). */
+import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
+import type { Digest } from '../core/digest.js';
+import type { LocalStore } from '../store/local.js';
+import type { DiskType, DiskView } from './plan.js';
+
+/** Kernel timestamps come from a coarse clock; a change this close to the record's time is not trusted. */
+const RACY_MARGIN_MS = 50;
+
+export class RealDiskView implements DiskView {
+  constructor(
+    private readonly rootAbs: string,
+    private readonly store: LocalStore,
+    /** When the last checkout finished (0 when there is no record). */
+    private readonly finishedAtMs: number,
+  ) {}
+
+  private abs(rel: string): string {
+    return rel === '' ? this.rootAbs : `${this.rootAbs}/${rel}`;
+  }
+
+  list(rel: string): Map<string, DiskType> | undefined {
+    let ents: fs.Dirent[];
+    try {
+      ents = fs.readdirSync(this.abs(rel), { withFileTypes: true });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw e;
+    }
+    const m = new Map<string, DiskType>();
+    for (const e of ents) {
+      m.set(e.name, e.isFile() ? 'file' : e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'other');
+    }
+    return m;
+  }
+
+  unchangedSinceCheckout(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (!st || !st.isFile() || st.size !== expected.digest.size || ((st.mode & 0o100) !== 0) !== expected.executable) return false;
+    if (st.ctimeMs < this.finishedAtMs - RACY_MARGIN_MS) return true;
+    return this.isStoreInode(st, expected.digest, expected.executable);
+  }
+
+  fileEquals(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
+    const p = this.abs(rel);
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (!st || !st.isFile() || st.size !== expected.digest.size || ((st.mode & 0o100) !== 0) !== expected.executable) return false;
+    if (this.isStoreInode(st, expected.digest, expected.executable)) return true;
+    if (expected.digest.size === 0) return true;
+    return createHash('sha256').update(fs.readFileSync(p)).digest('hex') === expected.digest.hash;
+  }
+
+  readlink(rel: string): string | undefined {
+    try {
+      return fs.readlinkSync(this.abs(rel));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A hardlinked checkout file is the store's own (read-only) inode: its content is the blob. */
+  private isStoreInode(st: fs.Stats, d: Digest, executable: boolean): boolean {
+    if (d.size === 0) return false;
+    const blob = fs.statSync(executable ? this.store.executableBlobPath(d.hash) : this.store.blobPath(d.hash), { throwIfNoEntry: false });
+    return blob !== undefined && blob.ino === st.ino && blob.dev === st.dev;
+  }
+}

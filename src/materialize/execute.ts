@@ -1,0 +1,101 @@
+/**
+ * Runs a checkout plan: removals first, then the steps in order. Directories are made on this
+ * thread (plain mkdirs, parents first, no recursive mkdir per file) while the batches of files and
+ * symlinks are handed out, so the workers start linking or copying before the last directory
+ * exists instead of after.
+ */
+import * as fs from 'node:fs';
+import { fsError } from '../errors.js';
+import type { Digest } from '../core/digest.js';
+import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
+import type { LocalStore } from '../store/local.js';
+import { type ApplyBatch, type ApplyCounts, addCounts, newCounts } from './apply-op.js';
+import type { ImportMethod } from './import-file.js';
+import type { Plan, Step, WriteOp } from './plan.js';
+
+export interface ExecuteOptions {
+  store: LocalStore;
+  /** Started by the caller (so threads boot while the tree loads); closed by the caller. */
+  pool: WorkerPool;
+  rootAbs: string;
+  method: ImportMethod;
+  verify: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
+  /** Makes sure a batch's blobs are in the local store before it is written (remote checkout). */
+  ensureBlobs?: (digests: Digest[]) => Promise<void>;
+}
+
+export interface ExecuteResult extends ApplyCounts {
+  directories: number;
+  removed: number;
+}
+
+const BATCH_OPS = 256;
+const BATCH_BYTES = 32 << 20;
+
+/** Makes directories as it reaches them and yields the writes between them in batches. */
+function* batchesOf(root: string, steps: Step[], base: Omit<ApplyBatch, 'ops'>): Generator<ApplyBatch> {
+  let ops: WriteOp[] = [];
+  let bytes = 0;
+  for (let i = 0; i < steps.length; i++) {
+    const s = steps[i]!;
+    if ('mkdir' in s) {
+      const p = `${root}/${s.mkdir}`;
+      try {
+        fs.mkdirSync(p);
+      } catch (e) {
+        throw fsError(e, 'cannot create directory', p);
+      }
+      continue;
+    }
+    ops.push(s);
+    if ('size' in s) bytes += s.size;
+    if (ops.length >= BATCH_OPS || bytes >= BATCH_BYTES) {
+      yield { ...base, ops };
+      ops = [];
+      bytes = 0;
+    }
+  }
+  if (ops.length > 0) yield { ...base, ops };
+}
+
+export function umaskModes(): { fileMode: number; execMode: number } {
+  const mask = process.umask();
+  return { fileMode: 0o666 & ~mask, execMode: 0o777 & ~mask };
+}
+
+export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<ExecuteResult> {
+  const root = o.rootAbs;
+  for (const r of plan.removes) {
+    const p = `${root}/${r.rel}`;
+    try {
+      // rmSync never follows symlinks: a link is removed, not what it points to.
+      if (r.type === 'dir') fs.rmSync(p, { recursive: true, force: true });
+      else fs.unlinkSync(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, 'cannot remove', p);
+    }
+  }
+  const counts = newCounts();
+  const total = plan.writes;
+  let done = 0;
+  const batches = batchesOf(root, plan.steps, { root, method: o.method, verify: o.verify, ...umaskModes() });
+  await runBatches<ApplyBatch, ApplyCounts>(
+      o.pool,
+      'materialize.apply',
+      batches,
+      (c, batch) => {
+        addCounts(counts, c);
+        done += batch.ops.length;
+        o.onProgress?.({ done, total, bytes: counts.bytes });
+      },
+      {
+        shouldStop: () => o.signal?.aborted === true,
+        before: o.ensureBlobs
+          ? (batch) => o.ensureBlobs!(batch.ops.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])))
+          : undefined,
+      },
+    );
+  return { ...counts, directories: plan.mkdirs, removed: plan.removes.length };
+}

@@ -1,0 +1,109 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { snapshot } from '../src/capture/snapshot.js';
+import { checkout } from '../src/materialize/checkout.js';
+import { LocalStore } from '../src/store/local.js';
+import { LocalChangesError } from '../src/errors.js';
+import { describeTree, settle, tempDir, writeTree } from './helpers/tmp.js';
+import { makeRandomTree, mutateTree } from './helpers/random-tree.js';
+
+async function twoVersions(dir: string, seed: number) {
+  const store = LocalStore.open(join(dir, 's'));
+  makeRandomTree(join(dir, 'v1'), seed, { files: 120 });
+  execFileSync('cp', ['-a', join(dir, 'v1'), join(dir, 'v2')]);
+  mutateTree(join(dir, 'v2'), seed + 100, 0.2);
+  const a = await snapshot(join(dir, 'v1'), { store });
+  const b = await snapshot(join(dir, 'v2'), { store });
+  return { store, a: a.digest, b: b.digest };
+}
+
+for (const seed of [11, 12, 13, 14, 15]) {
+  test(`random trees ${seed}: checkout v1, then v2 over it, then v1 again, equals a fresh checkout each time`, async () => {
+    const dir = tempDir();
+    const { store, a, b } = await twoVersions(dir, seed);
+    const out = join(dir, 'out');
+    await checkout(a, out, { store });
+    await settle();
+    const up = await checkout(b, out, { store });
+    assert.equal(up.incremental, true);
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+    await settle();
+    await checkout(a, out, { store });
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'v1')));
+  });
+}
+
+test('an update touches only what differs: unchanged files keep their inodes, subtrees are skipped', async () => {
+  const dir = tempDir();
+  const spec: Record<string, string> = {};
+  for (let i = 0; i < 50; i++) spec[`same/f${i}`] = `same ${i}`;
+  writeTree(join(dir, 'v1'), { ...spec, 'top.txt': 'one', 'changes/x': 'old' });
+  writeTree(join(dir, 'v2'), { ...spec, 'top.txt': 'one', 'changes/x': 'new', 'changes/added': 'a' });
+  const store = LocalStore.open(join(dir, 's'));
+  const a = await snapshot(join(dir, 'v1'), { store });
+  const b = await snapshot(join(dir, 'v2'), { store });
+  const out = join(dir, 'out');
+  await checkout(a.digest, out, { store });
+  const before = fs.statSync(join(out, 'same', 'f7')).ino;
+  const topBefore = fs.statSync(join(out, 'top.txt')).ino;
+  await settle();
+  const r = await checkout(b.digest, out, { store });
+  assert.equal(r.copied + r.cloned, 2, 'only changes/x and changes/added are written');
+  assert.equal(r.removed, 1);
+  assert.equal(fs.statSync(join(out, 'same', 'f7')).ino, before);
+  assert.equal(fs.statSync(join(out, 'top.txt')).ino, topBefore);
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+});
+
+test('local changes to files the update would replace stop the checkout and are listed; --force discards them', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'v1'), { 'edit-me': 'v1', 'keep-edit': 'same', 'gone': 'v1 only' });
+  writeTree(join(dir, 'v2'), { 'edit-me': 'v2', 'keep-edit': 'same' });
+  const store = LocalStore.open(join(dir, 's'));
+  const a = await snapshot(join(dir, 'v1'), { store });
+  const b = await snapshot(join(dir, 'v2'), { store });
+  const out = join(dir, 'out');
+  await checkout(a.digest, out, { store });
+  await settle();
+  fs.writeFileSync(join(out, 'edit-me'), 'my local work');
+  fs.writeFileSync(join(out, 'keep-edit'), 'local edit of a file the update leaves alone');
+  fs.writeFileSync(join(out, 'untracked'), 'new file of mine');
+  await assert.rejects(checkout(b.digest, out, { store }), (e: unknown) => {
+    assert.ok(e instanceof LocalChangesError);
+    assert.deepEqual([...e.paths].sort(), ['edit-me', 'untracked']);
+    return true;
+  });
+  assert.equal(fs.readFileSync(join(out, 'edit-me'), 'utf8'), 'my local work', 'nothing touched');
+  assert.ok(fs.existsSync(join(out, 'gone')), 'nothing removed either');
+  await checkout(b.digest, out, { store, force: true });
+  assert.equal(fs.readFileSync(join(out, 'edit-me'), 'utf8'), 'v2');
+  assert.equal(fs.existsSync(join(out, 'untracked')), false);
+  assert.equal(fs.readFileSync(join(out, 'keep-edit'), 'utf8'), 'local edit of a file the update leaves alone');
+});
+
+test('without its record, checkout compares with the disk: equal content is kept, differences need --force', async () => {
+  const dir = tempDir();
+  const { store, a, b } = await twoVersions(dir, 21);
+  const out = join(dir, 'out');
+  await checkout(a, out, { store });
+  fs.rmSync(join(store.root, 'checkouts'), { recursive: true });
+  const same = await checkout(a, out, { store });
+  assert.equal(same.copied + same.cloned + same.removed, 0, 'an identical tree is recognised by content');
+  fs.rmSync(join(store.root, 'checkouts'), { recursive: true });
+  await assert.rejects(checkout(b, out, { store }), LocalChangesError);
+  await checkout(b, out, { store, force: true });
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+});
+
+test('a record left by a checkout into a directory that was then emptied is not trusted', async () => {
+  const dir = tempDir();
+  const { store, a, b } = await twoVersions(dir, 22);
+  const out = join(dir, 'out');
+  await checkout(a, out, { store });
+  for (const name of fs.readdirSync(out)) fs.rmSync(join(out, name), { recursive: true });
+  await checkout(b, out, { store });
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+});

@@ -1,0 +1,110 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { TreeReader } from '../src/store/tree-reader.js';
+import { formatDigest } from '../src/core/digest.js';
+import { CaptureError, SpecialFileError, SymlinkLoopError, TargetError } from '../src/errors.js';
+import { settle, tempDir, writeTree } from './helpers/tmp.js';
+
+async function entries(store: LocalStore, root: Parameters<TreeReader['walk']>[0]): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of new TreeReader(store).walk(root)) out.push(`${e.type} ${e.path}${e.type === 'symlink' ? ` -> ${e.target}` : ''}`);
+  return out;
+}
+
+test('an unchanged tree is snapshotted again from the stat cache without reading file contents', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a.txt': 'alpha', 'b/c.txt': 'gamma', 'b/d.bin': 'delta'.repeat(1000) });
+  await settle();
+  const store = LocalStore.open(join(dir, 's'));
+  const first = await snapshot(join(dir, 'src'), { store });
+  assert.equal(first.hashedFiles, 3);
+  const second = await snapshot(join(dir, 'src'), { store });
+  assert.equal(second.hashedFiles, 0);
+  assert.equal(formatDigest(second.digest), formatDigest(first.digest));
+  // A changed file is re-hashed, and only it.
+  fs.writeFileSync(join(dir, 'src', 'b', 'c.txt'), 'GAMMA');
+  const third = await snapshot(join(dir, 'src'), { store });
+  assert.equal(third.hashedFiles, 1);
+  assert.notEqual(formatDigest(third.digest), formatDigest(first.digest));
+});
+
+test('a file changed in the same instant as its cached stat is re-hashed (racy entries are not trusted)', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  writeTree(join(dir, 'src'), { 'f.txt': 'one' });
+  // No settle: the file's ctime is as new as the snapshot, so its cache entry is racy.
+  await snapshot(join(dir, 'src'), { store });
+  const again = await snapshot(join(dir, 'src'), { store });
+  assert.equal(again.hashedFiles, 1);
+});
+
+test('symlinks are stored verbatim and never followed by default', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'real/file': 'x', 'abs': { link: '/etc/passwd' }, 'rel': { link: 'real/file' }, 'dangling': { link: 'nowhere' } });
+  const store = LocalStore.open(join(dir, 's'));
+  const r = await snapshot(join(dir, 'src'), { store });
+  assert.deepEqual(await entries(store, r.digest), ['symlink abs -> /etc/passwd', 'symlink dangling -> nowhere', 'symlink rel -> real/file', 'dir real', 'file real/file']);
+});
+
+test('--follow-symlinks captures what links point to, and a loop is a clear error', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'real/file': 'x', 'to-file': { link: 'real/file' }, 'to-dir': { link: 'real' } });
+  const store = LocalStore.open(join(dir, 's'));
+  const r = await snapshot(join(dir, 'src'), { store, followSymlinks: true });
+  assert.deepEqual(await entries(store, r.digest), ['file to-file', 'dir real', 'file real/file', 'dir to-dir', 'file to-dir/file']);
+  fs.symlinkSync('..', join(dir, 'src', 'real', 'up'));
+  await assert.rejects(snapshot(join(dir, 'src'), { store, followSymlinks: true }), (e: unknown) => e instanceof SymlinkLoopError && e.message.includes('up'));
+});
+
+test('FIFOs are skipped with a warning naming them; --strict makes that an error', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a': 'a' });
+  execFileSync('mkfifo', [join(dir, 'src', 'pipe')]);
+  const store = LocalStore.open(join(dir, 's'));
+  const seen: string[] = [];
+  const r = await snapshot(join(dir, 'src'), { store, onSkip: (s) => seen.push(`${s.kind} ${s.path}`) });
+  assert.deepEqual(seen, [`fifo ${join(dir, 'src', 'pipe')}`]);
+  assert.equal(r.files, 1);
+  await assert.rejects(snapshot(join(dir, 'src'), { store, strict: true }), SpecialFileError);
+});
+
+test('--exclude leaves out names at any depth, or paths from the root', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'keep.c': '1', 'x.o': '2', 'sub/y.o': '3', 'sub/keep.h': '4', 'build/out': '5', 'sub/build/in': '6' });
+  const store = LocalStore.open(join(dir, 's'));
+  const r = await snapshot(join(dir, 'src'), { store, exclude: ['*.o', '/build'] });
+  assert.deepEqual(await entries(store, r.digest), ['file keep.c', 'dir sub', 'file sub/keep.h', 'dir sub/build', 'file sub/build/in']);
+});
+
+test('a name that is not valid UTF-8 is an error naming the path, and nothing is recorded', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'ok': 'ok' });
+  fs.writeFileSync(Buffer.concat([Buffer.from(join(dir, 'src') + '/'), Buffer.from([0x62, 0xff, 0x61])]), 'bad name');
+  const store = LocalStore.open(join(dir, 's'));
+  await assert.rejects(snapshot(join(dir, 'src'), { store, ref: 'never' }), (e: unknown) => e instanceof CaptureError && e.message.includes(join(dir, 'src')));
+  assert.equal(store.readRef('never'), undefined);
+});
+
+test('snapshot of a missing directory or of a file is a TargetError', async () => {
+  const dir = tempDir();
+  fs.writeFileSync(join(dir, 'file'), 'x');
+  const store = LocalStore.open(join(dir, 's'));
+  await assert.rejects(snapshot(join(dir, 'absent'), { store }), TargetError);
+  await assert.rejects(snapshot(join(dir, 'file'), { store }), TargetError);
+});
+
+test('hashing in worker threads gives the same digest as hashing inline', async () => {
+  const dir = tempDir();
+  const spec: Record<string, string> = {};
+  for (let i = 0; i < 700; i++) spec[`d${i % 13}/f${i}`] = `content ${i}`.repeat(1 + (i % 40));
+  writeTree(join(dir, 'src'), spec);
+  const a = await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 's1')), jobs: 2 });
+  const b = await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 's2')), jobs: 1 });
+  assert.equal(a.hashedFiles, 700);
+  assert.equal(formatDigest(a.digest), formatDigest(b.digest));
+});
