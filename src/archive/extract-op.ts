@@ -24,6 +24,8 @@ export interface ExtractBatch {
   root: string;
   force: boolean;
   keepPartial: boolean;
+  /** The process umask (read once by the caller; workers may not read it). */
+  umask: number;
   files: ExtractFile[];
 }
 
@@ -55,7 +57,7 @@ export function extractBatch(b: ExtractBatch): ExtractResult {
     for (const f of files) {
       const data = decodeEntry(scratch, f.localOffset - start, f);
       const dest = `${b.root}/${f.path}`;
-      writeFile(dest, data, f, b.force);
+      writeFile(dest, data, f, b.force, b.umask);
       written.push(f);
       bytes += data.length;
     }
@@ -71,7 +73,7 @@ export function extractBatch(b: ExtractBatch): ExtractResult {
   return { files: written.length, bytes };
 }
 
-function writeFile(dest: string, data: Buffer, f: ExtractFile, force: boolean): void {
+function writeFile(dest: string, data: Buffer, f: ExtractFile, force: boolean, umask: number): void {
   let out: number;
   try {
     out = fs.openSync(dest, CREATE, f.perm ?? 0o666);
@@ -88,7 +90,8 @@ function writeFile(dest: string, data: Buffer, f: ExtractFile, force: boolean): 
   try {
     let off = 0;
     while (off < data.length) off += fs.writeSync(out, data, off, data.length - off);
-    if (f.perm !== undefined) fs.fchmodSync(out, f.perm);
+    // Perf: open() already gave perm & ~umask; chmod only when the umask took bits away.
+    if (f.perm !== undefined && (f.perm & umask) !== 0) fs.fchmodSync(out, f.perm);
     fs.futimesSync(out, f.mtime, f.mtime);
   } catch (e) {
     fs.closeSync(out);

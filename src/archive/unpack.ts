@@ -227,10 +227,11 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
   const progress = () => opts.onProgress?.({ done, total, bytes });
   const force = opts.force === true;
   const keepPartial = opts.keepPartial === true;
+  const umask = currentUmask();
   const pool = new WorkerPool(plan.batches.length > 2 ? opts.jobs : 0, {});
   let failed = false;
   try {
-    const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, force, keepPartial, files: b.map(toExtractFile) }));
+    const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, force, keepPartial, umask, files: b.map(toExtractFile) }));
     const small = runBatches<ExtractBatch, ExtractResult>(
       pool,
       'archive.extract',
@@ -327,4 +328,11 @@ async function extractLarge(ar: OpenedArchive, root: string, e: ArchiveEntry, fo
   } finally {
     fs.closeSync(out);
   }
+}
+
+/** The umask, read without changing it for long (process.umask() without an argument is deprecated). */
+function currentUmask(): number {
+  const m = process.umask(0o022);
+  process.umask(m);
+  return m;
 }
