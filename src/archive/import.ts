@@ -12,7 +12,7 @@ import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { checkLimitsOptions, openArchive, type ArchiveSummary } from './unpack.js';
-import { planExtraction } from './extract-plan.js';
+import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import type { IngestBatch, IngestResult } from './ingest-op.js';
 import type { ArchiveEntry } from './entry-rules.js';
@@ -24,6 +24,8 @@ export interface ImportOptions {
   maxSize?: number;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
+  /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
+  largeEntryBytes?: number;
 }
 
 export interface ImportSummary extends ArchiveSummary {
@@ -36,7 +38,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
   const ar = openArchive(archivePath, opts);
   try {
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
-    const plan = planExtraction(ar.judged.entries);
+    const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
     const digests = new Map<number, Digest>();
     const total = plan.fileCount;
     let done = 0;

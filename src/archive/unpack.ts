@@ -11,7 +11,7 @@ import { ArchiveError, TargetError, TreecastError, UnsafePathError, UsageError, 
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { readCentralDirectory } from './central-directory.js';
 import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
-import { planExtraction, type ExtractPlan } from './extract-plan.js';
+import { DEFAULT_BATCH_LIMITS, planExtraction, type ExtractPlan } from './extract-plan.js';
 import { readEntry } from './local-data.js';
 import { streamEntry } from './large-entry.js';
 import { removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
@@ -24,6 +24,8 @@ export interface UnpackOptions {
   maxSize?: number;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
+  /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
+  largeEntryBytes?: number;
 }
 
 export interface ArchiveSummary {
@@ -108,7 +110,7 @@ export async function unpack(archivePath: string, dir: string, opts: UnpackOptio
   const ar = openArchive(archivePath, opts);
   try {
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
-    const plan = planExtraction(ar.judged.entries);
+    const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
     const root = resolve(dir);
     const undo = new Undo();
     const empty = prepareRoot(root, undo);

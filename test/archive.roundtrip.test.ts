@@ -1,0 +1,133 @@
+/**
+ * pack -> unpack gives the same tree; import gives the digest `snapshot` gives for the unpacked
+ * tree; pack from the store (digest or ref) gives the tree back; the CLI's --json and --help.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { pack } from '../src/archive/pack.js';
+import { unpack } from '../src/archive/unpack.js';
+import { importArchive } from '../src/archive/import.js';
+import { LocalStore } from '../src/store/local.js';
+import { formatDigest } from '../src/core/digest.js';
+import { scratchDir } from './helpers/zip-craft.js';
+import { compareTrees, makeSampleTree } from './helpers/zip-trees.js';
+
+const bin = join(import.meta.dirname, '..', '..', 'bin', 'treecast');
+
+function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+}
+
+test('pack then unpack gives the same tree (contents, modes, symlinks, times), inline and in workers', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  for (const [jobs, level] of [[0, 'fast'], [2, 'best'], [2, 'store']] as const) {
+    const zip = join(dir, `${level}.zip`);
+    await pack({ dir: src }, zip, { level, jobs });
+    const out = join(dir, `out-${level}`);
+    const r = await unpack(zip, out, { jobs });
+    assert.equal(r.entries, 18);
+    compareTrees(src, out, { symlinkTimes: true });
+  }
+});
+
+test('unpack into a non-empty directory adds to it; files already there need --force', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  const zip = join(dir, 'a.zip');
+  await pack({ dir: src }, zip, { level: 'default', jobs: 0 });
+  const out = join(dir, 'out');
+  fs.mkdirSync(join(out, 'deep'), { recursive: true });
+  fs.writeFileSync(join(out, 'mine.txt'), 'mine');
+  await unpack(zip, out, { jobs: 0 });
+  assert.equal(fs.readFileSync(join(out, 'mine.txt'), 'utf8'), 'mine');
+  assert.equal(fs.readFileSync(join(out, 'deep/x/y/z.txt'), 'utf8'), 'deep\n');
+  await assert.rejects(unpack(zip, out, { jobs: 0 }), /would overwrite existing files/);
+  await unpack(zip, out, { jobs: 0, force: true });
+});
+
+test('import stores the tree snapshot would: same root digest as snapshot of the unpacked tree', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  const zip = join(dir, 'z.zip');
+  spawnSync('zip', ['-q', '-r', '-y', zip, '.'], { cwd: src });
+  const storeDir = join(dir, 'store');
+  const store = LocalStore.open(storeDir);
+  const imported = await importArchive(zip, store, { jobs: 2, ref: 'imported', largeEntryBytes: 100_000 });
+  const out = join(dir, 'out');
+  await unpack(zip, out, { jobs: 0 });
+  const snap = cli(['snapshot', out, '--store', join(dir, 'store2')]);
+  assert.equal(snap.status, 0, snap.stderr);
+  assert.equal(snap.stdout.trim().split('\n').pop(), formatDigest(imported.root));
+  assert.deepEqual(store.readRef('imported'), imported.root);
+
+  // The CLI prints the digest as the last line.
+  const c = cli(['import', zip, '--store', storeDir]);
+  assert.equal(c.status, 0, c.stderr);
+  assert.equal(c.stdout.trim().split('\n').pop(), formatDigest(imported.root));
+});
+
+test('pack from the store (digest or ref) writes the tree without checking it out', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  const zip = join(dir, 'z.zip');
+  await pack({ dir: src }, zip, { level: 'default', jobs: 0 });
+  const storeDir = join(dir, 'store');
+  const store = LocalStore.open(storeDir);
+  const { root } = await importArchive(zip, store, { jobs: 0, ref: 'sample' });
+  const fromStore = join(dir, 'from-store.zip');
+  const r = await pack({ store, root }, fromStore, { level: 'default', jobs: 2, largeBytes: 100_000 });
+  assert.equal(r.entries, 18);
+  const out = join(dir, 'out');
+  await unpack(fromStore, out, { jobs: 0 });
+  compareTrees(src, out, { symlinkTimes: false, times: false, modes: false });
+  assert.equal(fs.statSync(join(out, 'bin/run.sh')).mode & 0o111, 0o111);
+  assert.equal(fs.statSync(join(out, 'a.txt')).mode & 0o7777, 0o644);
+  // One tree, one zip: packing it again gives the same bytes.
+  const again = join(dir, 'again.zip');
+  const c = cli(['pack', 'sample', again, '--store', storeDir, '--json']);
+  assert.equal(c.status, 0, c.stderr);
+  assert.deepEqual(fs.readFileSync(again), fs.readFileSync(fromStore));
+  // A corrupt blob is refused, not packed.
+  const victim = [...store.listHashes()].find((h) => fs.statSync(store.blobPath(h)).size === 'hello archive\n'.length)!;
+  fs.chmodSync(store.blobPath(victim), 0o644);
+  fs.writeFileSync(store.blobPath(victim), 'HELLO ARCHIVE\n');
+  await assert.rejects(pack({ store, root }, join(dir, 'bad.zip'), { level: 'default', jobs: 0 }), /corrupt blob/);
+  assert.equal(fs.existsSync(join(dir, 'bad.zip')), false);
+});
+
+test('CLI: --json summaries and --help for every option', () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  const zip = join(dir, 'c.zip');
+  const p = cli(['pack', src, zip, '--json', '--level', 'fast', '--jobs', '1']);
+  assert.equal(p.status, 0, p.stderr);
+  const pj = JSON.parse(p.stdout);
+  assert.equal(pj.ok, true);
+  for (const k of ['entries', 'bytesIn', 'bytesOut', 'seconds']) assert.equal(typeof pj[k], 'number', k);
+  const u = cli(['unpack', zip, join(dir, 'out'), '--json', '--max-ratio', '5000', '--max-size', '1G']);
+  assert.equal(u.status, 0, u.stderr);
+  const uj = JSON.parse(u.stdout);
+  assert.equal(uj.entries, 18);
+  assert.equal(uj.bytesIn, fs.statSync(zip).size);
+  assert.equal(cli(['pack', src, zip, '--level', 'ultra']).status, 2);
+  assert.equal(cli(['unpack', zip, join(dir, 'o2'), '--max-ratio', 'x']).status, 2);
+  const help: Record<string, string[]> = {
+    pack: ['--level', '--jobs', '--json', '--store'],
+    unpack: ['--jobs', '--force', '--keep-partial', '--max-ratio', '--max-size', '--json'],
+    import: ['--ref', '--jobs', '--json', '--store', '--max-ratio', '--max-size'],
+  };
+  for (const [cmd, opts] of Object.entries(help)) {
+    const h = cli([cmd, '--help']);
+    assert.equal(h.status, 0);
+    for (const o of opts) assert.match(h.stdout, new RegExp(`${o}\\b.*\\S`), `${cmd} --help explains ${o}`);
+  }
+});
