@@ -156,11 +156,14 @@ function reconcileDir(input: ReconcileInput, plan: Plan, rel: string, old: Direc
       reconcileDir(input, plan, path, oldSub, input.tree(n.digest), known && o?.type === 'dir', depth + 1);
       continue;
     }
-    if (alreadyTarget(input, path, n, d)) {
+    // Cheapest proof first: a stat that shows the file is as the last checkout left it. Only then
+    // read contents: the entry may already be the target (an interrupted run) or the old content.
+    const replaceable = known && o !== undefined && provenOld(input, path, o, d, depth, true);
+    if (!replaceable && alreadyTarget(input, path, n, d)) {
       plan.unchanged++;
       continue;
     }
-    if (!(known && o && provenOld(input, path, o, d, depth)) && !input.force) {
+    if (!replaceable && !(known && o && provenOld(input, path, o, d, depth, false)) && !input.force) {
       plan.conflicts.push(path);
       continue;
     }
@@ -193,9 +196,12 @@ function alreadyTarget(input: ReconcileInput, path: string, n: Entry, d: DiskTyp
   return false;
 }
 
-/** The disk entry is provably what the last checkout wrote there, so replacing it loses nothing. */
-function provenOld(input: ReconcileInput, path: string, o: Entry, d: DiskType, depth: number): boolean {
-  if (o.type === 'file') return d === 'file' && (input.disk.unchangedSinceCheckout(path, o) || input.disk.fileEquals(path, o));
+/**
+ * The disk entry is provably what the last checkout wrote there, so replacing it loses nothing.
+ * With `statOnly`, file contents are not read (a file that fails the stat test is not proven).
+ */
+function provenOld(input: ReconcileInput, path: string, o: Entry, d: DiskType, depth: number, statOnly = false): boolean {
+  if (o.type === 'file') return d === 'file' && (input.disk.unchangedSinceCheckout(path, o) || (!statOnly && input.disk.fileEquals(path, o)));
   if (o.type === 'symlink') return d === 'symlink' && input.disk.readlink(path) === o.target;
   if (d !== 'dir') return false;
   if (depth > MAX_DEPTH) return false;
@@ -203,7 +209,7 @@ function provenOld(input: ReconcileInput, path: string, o: Entry, d: DiskType, d
   const want = entries(input.tree(o.digest));
   for (const [name, dt] of disk) {
     const e = want.get(name);
-    if (!e || !provenOld(input, join(path, name), e, dt, depth + 1)) return false;
+    if (!e || !provenOld(input, join(path, name), e, dt, depth + 1, statOnly)) return false;
   }
   return true;
 }

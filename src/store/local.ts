@@ -52,9 +52,11 @@ export function defaultStorePath(option?: string, env: NodeJS.ProcessEnv = proce
 }
 
 const REF_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*(\/[A-Za-z0-9_][A-Za-z0-9._-]*)*$/;
+/** Shaped like a digest (hex, '/', digits) or a long hex string: always read as a digest, never a ref. */
+const DIGEST_SHAPED = /^[0-9a-fA-F]+\/[0-9]+$|^[0-9a-fA-F]{40,}/;
 
 export function checkRefName(name: string): void {
-  if (!REF_RE.test(name) || name.length > 200 || name.split('/').some((p) => p.endsWith('.lock') || p.includes('..'))) {
+  if (!REF_RE.test(name) || DIGEST_SHAPED.test(name) || name.length > 200 || name.split('/').some((p) => p.endsWith('.lock') || p.includes('..'))) {
     throw new InvalidRefNameError(`invalid ref name '${name}'`, {
       hint: 'ref names use letters, digits, ".", "_", "-" and "/" between parts, and may not contain ".."',
     });
@@ -336,8 +338,8 @@ export class LocalStore implements BlobStore {
 
   /** A digest string or a ref name, as accepted wherever the CLI takes a DIGEST. */
   resolve(spec: string): Digest {
-    // Anything that starts like a hash is taken as a digest, so a typo gets the digest's error.
-    if (/^[0-9a-fA-F]{64}/.test(spec)) return parseDigest(spec);
+    // Anything shaped like a digest is taken as one, so a typo gets the digest's error.
+    if (DIGEST_SHAPED.test(spec)) return parseDigest(spec);
     const d = this.readRef(spec);
     if (!d) throw new RefNotFoundError(`no ref or digest '${spec}' in the store ${this.root}`, { hint: 'list refs with `treecast refs`' });
     return d;

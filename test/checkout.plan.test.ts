@@ -1,0 +1,128 @@
+/** The checkout planner against an in-memory disk: no filesystem involved. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
+import { decodeDirectory } from '../src/core/reapi.js';
+import { type Digest, digestOf } from '../src/core/digest.js';
+import { type DiskType, type DiskView, type Plan, emptyPlan, planCreate, planUpdate } from '../src/materialize/plan.js';
+
+function tree(entries: TreeEntry[]) {
+  const b = new TreeBuilder();
+  for (const e of entries) b.add(e);
+  const built = b.build();
+  return { root: built.root, messages: built.messages };
+}
+const f = (path: string, text: string, executable = false): TreeEntry => ({ type: 'file', path, digest: digestOf(Buffer.from(text)), executable });
+
+/** A disk as a map of path -> entry; `touched` paths fail the stat shortcut (written since the last checkout). */
+class FakeDisk implements DiskView {
+  reads: string[] = [];
+  constructor(
+    private readonly files: Map<string, { type: DiskType; digest?: Digest; target?: string }>,
+    private readonly touched = new Set<string>(),
+  ) {}
+  list(rel: string): Map<string, DiskType> | undefined {
+    this.reads.push(`list ${rel}`);
+    if (rel !== '' && this.files.get(rel)?.type !== 'dir') return undefined;
+    const out = new Map<string, DiskType>();
+    for (const [p, e] of this.files) {
+      const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
+      if (parent === rel) out.set(p.slice(rel === '' ? 0 : rel.length + 1), e.type);
+    }
+    return out;
+  }
+  unchangedSinceCheckout(rel: string): boolean {
+    return !this.touched.has(rel);
+  }
+  fileEquals(rel: string, expected: { digest: Digest }): boolean {
+    this.reads.push(`hash ${rel}`);
+    return this.files.get(rel)?.digest?.hash === expected.digest.hash;
+  }
+  readlink(rel: string): string | undefined {
+    return this.files.get(rel)?.target;
+  }
+}
+
+function diskOf(entries: TreeEntry[]): Map<string, { type: DiskType; digest?: Digest; target?: string }> {
+  const m = new Map<string, { type: DiskType; digest?: Digest; target?: string }>();
+  for (const e of entries) {
+    const parts = e.path.split('/');
+    for (let i = 1; i < parts.length; i++) m.set(parts.slice(0, i).join('/'), { type: 'dir' });
+    if (e.type === 'file') m.set(e.path, { type: 'file', digest: e.digest });
+    else if (e.type === 'symlink') m.set(e.path, { type: 'symlink', target: e.target });
+    else m.set(e.path, { type: 'dir' });
+  }
+  return m;
+}
+
+function lookupIn(...trees: ReturnType<typeof tree>[]) {
+  return (d: Digest) => {
+    for (const t of trees) {
+      const m = t.messages.get(d.hash);
+      if (m) return decodeDirectory(m.bytes);
+    }
+    throw new Error(`no directory ${d.hash}`);
+  };
+}
+
+const summary = (p: Plan) => ({
+  removes: p.removes.map((r) => r.rel),
+  steps: p.steps.map((s) => ('mkdir' in s ? `mkdir ${s.mkdir}` : 'target' in s ? `link ${s.rel}` : `file ${s.rel}`)),
+  conflicts: p.conflicts,
+});
+
+test('a fresh plan makes every directory before anything inside it', () => {
+  const t = tree([f('z', 'z'), f('a/b/c', 'c'), { type: 'symlink', path: 'a/l', target: 'b/c' }, { type: 'dir', path: 'empty' }]);
+  const plan = emptyPlan();
+  planCreate(lookupIn(t)(t.root), '', lookupIn(t), plan);
+  assert.deepEqual(summary(plan).steps, ['file z', 'mkdir a', 'link a/l', 'mkdir a/b', 'file a/b/c', 'mkdir empty']);
+  assert.equal(plan.mkdirs, 3);
+  assert.equal(plan.writes, 3);
+});
+
+test('an update skips unchanged subtrees without listing them, and replaces only what changed', () => {
+  const same = Array.from({ length: 5 }, (_, i) => f(`same/f${i}`, `s${i}`));
+  const v1 = tree([...same, f('x', 'old'), f('gone', 'g')]);
+  const v2 = tree([...same, f('x', 'new'), f('added', 'a')]);
+  const disk = new FakeDisk(diskOf([...same, f('x', 'old'), f('gone', 'g')]));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(summary(plan), { removes: ['x', 'gone'], steps: ['file added', 'file x'], conflicts: [] });
+  assert.deepEqual(disk.reads, ['list '], 'the unchanged subtree "same" was never listed');
+});
+
+test('edited files in the way are conflicts; edits to files the update leaves alone are kept', () => {
+  const v1 = tree([f('a', '1'), f('b', '1')]);
+  const v2 = tree([f('a', '2'), f('b', '1')]);
+  const disk = new FakeDisk(diskOf([f('a', 'local edit'), f('b', 'local edit')]), new Set(['a', 'b']));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(plan.conflicts, ['a']);
+  const forced = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: true });
+  assert.deepEqual(summary(forced), { removes: ['a'], steps: ['file a'], conflicts: [] });
+});
+
+test('an entry already equal to the target (left by an interrupted run) is kept, not rewritten', () => {
+  const v1 = tree([f('a', '1')]);
+  const v2 = tree([f('a', '2'), f('b', 'new')]);
+  const disk = new FakeDisk(diskOf([f('a', '2'), f('b', 'new')]), new Set(['a', 'b']));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(summary(plan), { removes: [], steps: [], conflicts: [] });
+  assert.equal(plan.unchanged, 2);
+});
+
+test('without a record, untracked or different entries are conflicts and equal ones are kept', () => {
+  const v2 = tree([f('same', 's'), f('diff', 'new')]);
+  const disk = new FakeDisk(diskOf([f('same', 's'), f('diff', 'old'), f('extra', 'e')]));
+  const plan = planUpdate({ target: v2.root, tree: lookupIn(v2), disk, force: false });
+  assert.deepEqual(plan.conflicts.sort(), ['diff', 'extra']);
+  assert.equal(plan.unchanged, 1);
+});
+
+test('a directory replaced by a symlink on disk is a conflict; with force the link is removed, never followed', () => {
+  const v1 = tree([f('d/x', '1')]);
+  const v2 = tree([f('d/x', '2')]);
+  const disk = new FakeDisk(new Map([['d', { type: 'symlink' as DiskType, target: '/etc' }]]));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(plan.conflicts, ['d']);
+  const forced = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: true });
+  assert.deepEqual(summary(forced), { removes: ['d'], steps: ['mkdir d', 'file d/x'], conflicts: [] });
+});

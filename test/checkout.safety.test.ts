@@ -1,0 +1,131 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { snapshot } from '../src/capture/snapshot.js';
+import { checkout } from '../src/materialize/checkout.js';
+import { LocalStore } from '../src/store/local.js';
+import { directoryBlob, type Directory } from '../src/core/reapi.js';
+import { digestOf, formatDigest, type Digest } from '../src/core/digest.js';
+import { DigestMismatchError, InvalidTreeError, LocalChangesError, TargetError } from '../src/errors.js';
+import { describeTree, settle, tempDir, writeTree } from './helpers/tmp.js';
+
+/** Stores raw Directory bytes without validation, as `treecast blob put` would. */
+function putRaw(store: LocalStore, bytes: Buffer): Digest {
+  return store.putSync(bytes);
+}
+
+function rawFileEntry(name: string, d: Digest): Buffer {
+  const digest = Buffer.concat([Buffer.from([0x0a, 64]), Buffer.from(d.hash), Buffer.from([0x10, d.size])]);
+  const nameBytes = Buffer.from(name);
+  const body = Buffer.concat([Buffer.from([0x0a, nameBytes.length]), nameBytes, Buffer.from([0x12, digest.length]), digest]);
+  return Buffer.concat([Buffer.from([0x0a, body.length]), body]);
+}
+
+for (const name of ['..', '.', '', 'a/b', 'x\0y']) {
+  test(`a tree naming a file ${JSON.stringify(name)} is refused before anything is written`, async () => {
+    const dir = tempDir();
+    const store = LocalStore.open(join(dir, 's'));
+    const blob = store.putSync(Buffer.from('payload'));
+    const root = putRaw(store, rawFileEntry(name, blob));
+    const out = join(dir, 'out');
+    await assert.rejects(checkout(root, out, { store }), (e: unknown) => e instanceof InvalidTreeError && e.message.includes(formatDigest(root)));
+    assert.deepEqual(fs.readdirSync(out), []);
+    assert.equal(fs.existsSync(join(dir, 'payload')), false);
+  });
+}
+
+test('a hostile Directory deep in an otherwise good tree stops the checkout before the first write', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  const blob = store.putSync(Buffer.from('payload'));
+  const bad = putRaw(store, Buffer.concat([rawFileEntry('b', blob), rawFileEntry('a', blob)]));
+  const good: Directory = {
+    files: Array.from({ length: 600 }, (_, i) => ({ name: `f${String(i).padStart(4, '0')}`, digest: blob, executable: false })),
+    directories: [{ name: 'zzz', digest: bad }],
+    symlinks: [],
+  };
+  const top = directoryBlob(good);
+  store.putSync(top.bytes);
+  const out = join(dir, 'out');
+  await assert.rejects(checkout(top.digest, out, { store }), InvalidTreeError);
+  assert.deepEqual(fs.readdirSync(out), []);
+});
+
+test('a symlink placed in the target never redirects a write outside it', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'v1'), { 'sub/file': 'one' });
+  writeTree(join(dir, 'v2'), { 'sub/file': 'two', 'sub/new': 'new' });
+  const store = LocalStore.open(join(dir, 's'));
+  const a = await snapshot(join(dir, 'v1'), { store });
+  const b = await snapshot(join(dir, 'v2'), { store });
+  const out = join(dir, 'out');
+  const outside = join(dir, 'outside');
+  fs.mkdirSync(outside);
+  await checkout(a.digest, out, { store });
+  await settle();
+  fs.rmSync(join(out, 'sub'), { recursive: true });
+  fs.symlinkSync(outside, join(out, 'sub'));
+  await assert.rejects(checkout(b.digest, out, { store }), LocalChangesError);
+  assert.deepEqual(fs.readdirSync(outside), []);
+  await checkout(b.digest, out, { store, force: true });
+  assert.deepEqual(fs.readdirSync(outside), [], '--force replaces the link; it never writes through it');
+  assert.ok(fs.lstatSync(join(out, 'sub')).isDirectory());
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+});
+
+test('a symlink planted where a new file will go is not written through', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'v1'), { 'keep': 'k' });
+  writeTree(join(dir, 'v2'), { 'keep': 'k', 'victim': 'payload' });
+  const store = LocalStore.open(join(dir, 's'));
+  const a = await snapshot(join(dir, 'v1'), { store });
+  const b = await snapshot(join(dir, 'v2'), { store });
+  const out = join(dir, 'out');
+  const target = join(dir, 'precious');
+  fs.writeFileSync(target, 'do not touch');
+  await checkout(a.digest, out, { store });
+  fs.symlinkSync(target, join(out, 'victim'));
+  await assert.rejects(checkout(b.digest, out, { store }), LocalChangesError);
+  await checkout(b.digest, out, { store, force: true });
+  assert.equal(fs.readFileSync(target, 'utf8'), 'do not touch');
+  assert.equal(fs.readFileSync(join(out, 'victim'), 'utf8'), 'payload');
+  assert.ok(!fs.lstatSync(join(out, 'victim')).isSymbolicLink());
+});
+
+test('tree symlinks that point outside are created as links, and later files are not written through them', async () => {
+  const dir = tempDir();
+  const outside = join(dir, 'outside');
+  fs.mkdirSync(outside);
+  writeTree(join(dir, 'src'), { 'esc': { link: outside }, 'up': { link: '../../..' }, 'z/file': 'f' });
+  const store = LocalStore.open(join(dir, 's'));
+  const snap = await snapshot(join(dir, 'src'), { store });
+  await checkout(snap.digest, join(dir, 'out'), { store });
+  assert.equal(fs.readlinkSync(join(dir, 'out', 'esc')), outside);
+  assert.deepEqual(fs.readdirSync(outside), []);
+});
+
+test('a target that is a file is refused with the path named', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { a: 'a' });
+  fs.writeFileSync(join(dir, 'file'), 'x');
+  const store = LocalStore.open(join(dir, 's'));
+  const snap = await snapshot(join(dir, 'src'), { store });
+  await assert.rejects(checkout(snap.digest, join(dir, 'file'), { store }), (e: unknown) => e instanceof TargetError && e.message.includes(join(dir, 'file')));
+  assert.equal(fs.readFileSync(join(dir, 'file'), 'utf8'), 'x');
+});
+
+test('--verify names a corrupt blob and leaves no file under its final name', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'good': 'fine', 'bad': 'will be corrupted' });
+  const store = LocalStore.open(join(dir, 's'));
+  const snap = await snapshot(join(dir, 'src'), { store });
+  const bad = digestOf(Buffer.from('will be corrupted'));
+  fs.chmodSync(store.blobPath(bad.hash), 0o644);
+  fs.writeFileSync(store.blobPath(bad.hash), 'WILL BE CORRUPTED');
+  for (const method of ['copy', 'hardlink'] as const) {
+    const out = join(dir, `out-${method}`);
+    await assert.rejects(checkout(snap.digest, out, { store, verify: true, method }), (e: unknown) => e instanceof DigestMismatchError && e.message.includes(bad.hash));
+    assert.equal(fs.existsSync(join(out, 'bad')), false);
+  }
+});

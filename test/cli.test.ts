@@ -1,0 +1,133 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { describeTree, tempDir, writeTree } from './helpers/tmp.js';
+
+const bin = new URL('../../bin/treecast', import.meta.url).pathname;
+
+function tc(args: string[], opts: { store: string; input?: Buffer }) {
+  const r = spawnSync(process.execPath, [bin, ...args], {
+    env: { ...process.env, TREECAST_STORE: opts.store },
+    input: opts.input,
+    encoding: 'buffer',
+  });
+  return { code: r.status, out: r.stdout.toString(), err: r.stderr.toString(), raw: r.stdout };
+}
+
+test('the main job in two lines: snapshot prints the digest last; checkout materializes it; refs work as digests', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'a.txt': 'alpha', 'bin/run': { text: '#!/bin/sh\n', exec: true }, 'l': { link: 'a.txt' } });
+  const snap = tc(['snapshot', join(dir, 'src'), '--ref', 'v1'], { store });
+  assert.equal(snap.code, 0, snap.err);
+  const digest = snap.out.trim().split('\n').pop()!;
+  assert.match(digest, /^[0-9a-f]{64}\/\d+$/);
+  assert.equal(tc(['checkout', digest, join(dir, 'out')], { store }).code, 0);
+  assert.deepEqual(describeTree(join(dir, 'out')), describeTree(join(dir, 'src')));
+  assert.equal(tc(['checkout', 'v1', join(dir, 'out2')], { store }).code, 0);
+  assert.deepEqual(describeTree(join(dir, 'out2')), describeTree(join(dir, 'src')));
+  assert.equal(tc(['refs'], { store }).out, `${digest} v1\n`);
+  const ls = tc(['ls', 'v1'], { store }).out;
+  assert.match(ls, /^100755 file {4}[0-9a-f]{64}\/10\tbin\/run$/m);
+  assert.match(ls, /^120000 symlink -> a\.txt\tl$/m);
+});
+
+test('--json gives one JSON object with the counts', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'a': 'a', 'e': '', 'd/x': 'x' });
+  const snap = JSON.parse(tc(['snapshot', join(dir, 'src'), '--json'], { store }).out);
+  assert.equal(snap.ok, true);
+  assert.equal(snap.files, 3);
+  const co = JSON.parse(tc(['checkout', snap.digest, join(dir, 'out'), '--json', '--method', 'copy'], { store }).out);
+  assert.equal(co.copied, 2);
+  assert.equal(co.empty, 1);
+  assert.equal(co.directories, 1);
+  assert.equal(typeof co.seconds, 'number');
+});
+
+test('blob put and get round-trip bytes through standard input and output', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  const bytes = Buffer.from([0, 1, 2, 255, 10, 13]);
+  const put = tc(['blob', 'put', '-'], { store, input: bytes });
+  assert.equal(put.code, 0, put.err);
+  const got = tc(['blob', 'get', put.out.trim()], { store });
+  assert.deepEqual(got.raw, bytes);
+});
+
+test('diff lists added, removed and changed paths', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'a'), { 'same': '1', 'changed': 'old', 'gone': 'x' });
+  writeTree(join(dir, 'b'), { 'same': '1', 'changed': 'new', 'added/f': 'y' });
+  tc(['snapshot', join(dir, 'a'), '--ref', 'a'], { store });
+  tc(['snapshot', join(dir, 'b'), '--ref', 'b'], { store });
+  assert.equal(tc(['diff', 'a', 'b'], { store }).out, 'A\tadded/\nA\tadded/f\nM\tchanged\nD\tgone\n');
+});
+
+const bad: [string, (dir: string, store: string) => string[], number, RegExp][] = [
+  ['a malformed digest', () => ['checkout', 'abc/12', '/nonexistent-target'], 2, /ERR_TREECAST_INVALID_DIGEST/],
+  ['an unknown option value', () => ['checkout', 'x', 'y', '--method', 'teleport'], 2, /teleport/],
+  ['--jobs out of range', () => ['checkout', 'x', 'y', '--jobs', '0'], 2, /--jobs/],
+  ['a digest not in the store', (dir) => ['checkout', `${'a'.repeat(64)}/10`, join(dir, 'o')], 3, /ERR_TREECAST_BLOB_NOT_FOUND/],
+  ['a ref not in the store', (dir) => ['checkout', 'nope', join(dir, 'o')], 3, /ERR_TREECAST_REF_NOT_FOUND/],
+  ['a target that is a file', (dir, store) => {
+    writeTree(join(dir, 'src'), { a: 'a' });
+    fs.writeFileSync(join(dir, 'file'), 'x');
+    const d = tc(['snapshot', join(dir, 'src')], { store }).out.trim();
+    return ['checkout', d, join(dir, 'file')];
+  }, 7, /ERR_TREECAST_TARGET/],
+  ['a hostile Directory message stored with blob put', (dir, store) => {
+    const name = Buffer.from('..');
+    const digest = Buffer.concat([Buffer.from([0x0a, 64]), Buffer.from('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')]);
+    const body = Buffer.concat([Buffer.from([0x0a, name.length]), name, Buffer.from([0x12, digest.length]), digest]);
+    fs.writeFileSync(join(dir, 'evil'), Buffer.concat([Buffer.from([0x0a, body.length]), body]));
+    const d = tc(['blob', 'put', join(dir, 'evil')], { store }).out.trim();
+    return ['checkout', d, join(dir, 'o')];
+  }, 6, /ERR_TREECAST_INVALID_TREE/],
+  ['a corrupt blob read with blob get', (dir, store) => {
+    fs.writeFileSync(join(dir, 'f'), 'genuine');
+    const d = tc(['blob', 'put', join(dir, 'f')], { store }).out.trim();
+    const p = join(store, 'cas', d.slice(0, 2), d.slice(0, 64));
+    fs.chmodSync(p, 0o644);
+    fs.writeFileSync(p, 'GENUINE');
+    return ['blob', 'get', d];
+  }, 5, /ERR_TREECAST_DIGEST_MISMATCH/],
+];
+
+for (const [what, setup, code, message] of bad) {
+  test(`${what}: exit code ${code} and a coded error`, () => {
+    const dir = tempDir();
+    const store = join(dir, 's');
+    const r = tc(setup(dir, store), { store });
+    assert.equal(r.code, code, r.err);
+    assert.match(r.err, message);
+    if (code === 5) assert.equal(r.out, '', 'no byte of a corrupt blob is written');
+  });
+}
+
+test('a checkout refused for local changes exits 4 and lists the paths', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'a'), { f: 'one' });
+  writeTree(join(dir, 'b'), { f: 'two' });
+  tc(['snapshot', join(dir, 'a'), '--ref', 'a'], { store });
+  tc(['snapshot', join(dir, 'b'), '--ref', 'b'], { store });
+  assert.equal(tc(['checkout', 'a', join(dir, 'o')], { store }).code, 0);
+  fs.writeFileSync(join(dir, 'o', 'f'), 'mine');
+  const r = tc(['checkout', 'b', join(dir, 'o'), '--json'], { store });
+  assert.equal(r.code, 4);
+  assert.deepEqual(JSON.parse(r.out).error.paths, ['f']);
+});
+
+test('--help explains every option of snapshot and checkout, and lists the exit codes', () => {
+  const top = tc(['--help'], { store: '/nonexistent' }).out;
+  assert.match(top, /Exit codes:/);
+  const co = tc(['checkout', '--help'], { store: '/nonexistent' }).out;
+  for (const opt of ['--method', '--force', '--jobs', '--json', '--store', '--verify']) assert.ok(co.includes(opt), opt);
+  const sn = tc(['snapshot', '--help'], { store: '/nonexistent' }).out;
+  for (const opt of ['--ref', '--exclude', '--follow-symlinks', '--strict', '--json', '--store']) assert.ok(sn.includes(opt), opt);
+});
