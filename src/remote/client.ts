@@ -166,8 +166,9 @@ export class RemoteClient {
   /** GET /cas/<hash> into the local store, streamed and verified. */
   async fetchOne(d: Digest, store: LocalStore): Promise<void> {
     if (d.size === 0) return;
-    await this.attempt('GET', d, async () => {
-      if (store.hasSync(d)) return;
+    await this.attempt('GET', d, async (n) => {
+      // The caller asked because the blob is absent; after a failed attempt, look again.
+      if (n > 1 && store.hasSync(d)) return;
       const r = await this.request('GET', `cas/${d.hash}`);
       if (r.statusCode !== 200) {
         await r.body.dump();
@@ -259,8 +260,9 @@ export class RemoteClient {
    * its frame is complete and verified; a retry asks only for those not yet stored.
    */
   async fetchBatch(digests: readonly Digest[], store: LocalStore): Promise<void> {
-    await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
-      const want = digests.filter((d) => d.size > 0 && !store.hasSync(d));
+    await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async (n) => {
+      // A retry asks only for what the failed attempt did not store.
+      const want = n === 1 ? digests : digests.filter((d) => d.size > 0 && !store.hasSync(d));
       if (want.length === 0) return;
       const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(want), { 'content-type': 'application/octet-stream' });
       if (r.statusCode !== 200) {
@@ -367,10 +369,10 @@ export class RemoteClient {
   }
 
   /** Runs one request with retries on transient failures. */
-  private async attempt<T>(what: string, d: Digest | undefined, fn: () => Promise<T>): Promise<T> {
+  private async attempt<T>(what: string, d: Digest | undefined, fn: (attempt: number) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await fn();
+        return await fn(attempt);
       } catch (e) {
         if (this.stopping) throw e instanceof TreecastError ? e : new InterruptedError('interrupted', { cause: e });
         if (attempt > this.retry.retries || !isRetryableError(e)) throw this.finalError(e, what, d);

@@ -49,6 +49,8 @@ export class RemoteFetcher {
   private readonly reader: TreeReader;
   private stopReason: unknown;
   private skipped = 0;
+  /** Hashes known to be in the local store during this run (Perf: saves repeated stats). */
+  private readonly known = new Set<string>();
   private directories = 0;
   /** Distinct non-empty file blobs of the prepared tree, in tree order. */
   private files: Digest[] = [];
@@ -88,7 +90,7 @@ export class RemoteFetcher {
         maxBatchBytes: BATCH_BYTES,
         singleAbove: this.batch ? SINGLE_ABOVE : 0,
         fetchBatch: (ds) => (!this.batch || (ds.length === 1 && ds[0]!.size > SINGLE_ABOVE) ? this.client.fetchOne(ds[0]!, store) : this.client.fetchBatch(ds, store)),
-        isLocal: (d) => store.hasSync(d),
+        isLocal: (d) => this.known.has(d.hash) || store.hasSync(d),
       });
       if (this.stopReason !== undefined) this.scheduler.stop(this.stopReason);
     })();
@@ -145,15 +147,17 @@ export class RemoteFetcher {
   prefetch(): void {
     const absent: Digest[] = [];
     for (const d of this.files) {
-      if (this.store.hasSync(d)) this.skipped++;
-      else {
+      if (this.store.hasSync(d)) {
+        this.skipped++;
+        this.known.add(d.hash);
+      } else {
         absent.push(d);
         this.plannedBytes += d.size;
       }
     }
     this.planned += absent.length;
     // Failures reach the caller through ensureBlobs or finish(); nothing is lost by not awaiting.
-    this.scheduler!.want(absent).catch(() => {});
+    this.scheduler!.want(absent, false, true).catch(() => {});
   }
 
   /** Leaves these blobs in the local store, verified, ahead of the queue. (CheckoutOptions.ensureBlobs.) */
