@@ -64,6 +64,8 @@ export interface Judged {
 }
 
 const DRIVE_RE = /^[A-Za-z]:/;
+/** Printable ASCII without '/' and '\\': such a part of at most 255 characters is at most 255 bytes and valid. */
+const SIMPLE_RE = /^[\x20-\x2e\x30-\x5b\x5d-\x7e]+$/;
 
 function unsafe(shown: string, why: string): UnsafePathError {
   return new UnsafePathError(`archive entry '${shown}': ${why}`, { path: shown });
@@ -86,6 +88,8 @@ export function entryPath(name: string): { path: string; slash: boolean } {
   if (parts.length > MAX_DEPTH) throw unsafe(shown, `nests deeper than ${MAX_DEPTH} levels`);
   for (const part of parts) {
     if (part === '..') throw unsafe(shown, "path climbs out with '..'");
+    // Perf: the full check (Unicode, byte length) only for parts that need it; most are short ASCII.
+    if (part.length > 0 && part !== '.' && part.length <= 255 && SIMPLE_RE.test(part)) continue;
     const why = nameProblem(part);
     if (why) throw unsafe(shown, why);
   }

@@ -11,7 +11,7 @@ import { TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
-import { checkLimitsOptions, openArchive, type ArchiveSummary } from './unpack.js';
+import { checkLimitsOptions, earlyPool, openArchive, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import type { IngestBatch, IngestResult } from './ingest-op.js';
@@ -35,7 +35,14 @@ export interface ImportSummary extends ArchiveSummary {
 export async function importArchive(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
   checkLimitsOptions(opts);
   const t0 = process.hrtime.bigint();
-  const ar = openArchive(archivePath, opts);
+  let pool = earlyPool(archivePath, opts.jobs, { storeRoot: store.root });
+  let ar;
+  try {
+    ar = openArchive(archivePath, opts);
+  } catch (e) {
+    await pool?.close();
+    throw e;
+  }
   try {
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
     const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
@@ -43,7 +50,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     const total = plan.fileCount;
     let done = 0;
     let bytes = 0;
-    const pool = new WorkerPool(plan.batches.length > 2 ? opts.jobs : 0, { storeRoot: store.root });
+    pool ??= new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, { storeRoot: store.root });
     try {
       const payloads = plan.batches.map((b, i): IngestBatch & { n: number } => ({
         n: i,
@@ -62,6 +69,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
       });
     } finally {
       await pool.close();
+      pool = undefined;
     }
     for (const e of plan.large) {
       digests.set(e.index, await ingestLarge(ar.path, ar.fd, e, store));
@@ -90,6 +98,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     };
   } finally {
     fs.closeSync(ar.fd);
+    await pool?.close();
   }
 }
 

@@ -107,7 +107,17 @@ class Undo {
 export async function unpack(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
   checkLimitsOptions(opts);
   const t0 = process.hrtime.bigint();
-  const ar = openArchive(archivePath, opts);
+  // Perf: workers take ~40 ms to start; for a large archive, start them while the central
+  // directory is read and judged on this thread.
+  const early = earlyPool(archivePath, opts.jobs, {});
+  let ar: OpenedArchive;
+  try {
+    ar = openArchive(archivePath, opts);
+  } catch (e) {
+    await early?.close();
+    throw e;
+  }
+  const pool = early ?? new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, {});
   try {
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
     const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
@@ -116,7 +126,7 @@ export async function unpack(archivePath: string, dir: string, opts: UnpackOptio
     const empty = prepareRoot(root, undo);
     if (!empty) checkExisting(root, plan, opts.force === true);
     try {
-      await extract(ar, root, plan, opts, undo);
+      await extract(ar, root, plan, opts, undo, pool);
     } catch (err) {
       let keepBelow: number | undefined;
       if (opts.keepPartial) {
@@ -139,7 +149,14 @@ export async function unpack(archivePath: string, dir: string, opts: UnpackOptio
     };
   } finally {
     fs.closeSync(ar.fd);
+    await pool.close();
   }
+}
+
+/** A pool started before the archive is read, when the archive is big enough to need one. */
+export function earlyPool(archivePath: string, jobs: number, init: { storeRoot?: string }): WorkerPool | undefined {
+  const size = fs.statSync(archivePath, { throwIfNoEntry: false })?.size ?? 0;
+  return size > 8 << 20 && jobs > 0 ? new WorkerPool(jobs, init) : undefined;
 }
 
 /** Creates the root when missing; returns whether it is empty (then no entry can clash). */
@@ -210,7 +227,7 @@ function toExtractFile(e: ArchiveEntry): ExtractFile {
   };
 }
 
-async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts: UnpackOptions, undo: Undo): Promise<void> {
+async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts: UnpackOptions, undo: Undo, pool: WorkerPool): Promise<void> {
   // Directories, parents first: one mkdir each; an existing one must be a real directory.
   for (const d of plan.dirs) {
     const p = `${root}/${d.path}`;
@@ -230,17 +247,16 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
   const force = opts.force === true;
   const keepPartial = opts.keepPartial === true;
   const umask = currentUmask();
-  const pool = new WorkerPool(plan.batches.length > 2 ? opts.jobs : 0, {});
   let failed = false;
-  try {
+  {
     const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, force, keepPartial, umask, files: b.map(toExtractFile) }));
+    const batchOf = new Map(payloads.map((p, i) => [p, plan.batches[i]!]));
     const small = runBatches<ExtractBatch, ExtractResult>(
       pool,
       'archive.extract',
       payloads,
       (r, p) => {
-        const i = plan.batches[payloads.indexOf(p)]!;
-        for (const e of i) undo.files.push(e);
+        for (const e of batchOf.get(p)!) undo.files.push(e);
         done += r.files;
         bytes += r.bytes;
         progress();
@@ -264,8 +280,6 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
     });
     const results = await Promise.allSettled([small, large]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
-  } finally {
-    await pool.close();
   }
 
   // Symlinks after every file, so nothing was written through one.
