@@ -16,6 +16,7 @@ import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
+import type { StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
 import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
 
@@ -53,6 +54,8 @@ export interface ClientStats {
 }
 
 export const DEFAULT_CONCURRENCY = 16;
+/** Largest batch gathered in memory for the store writer thread. */
+const MAX_GATHER = 64 << 20;
 export const MAX_CONCURRENCY = 256;
 
 export function checkConcurrency(n: number): number {
@@ -259,11 +262,15 @@ export class RemoteClient {
    * Reads many blobs in one streamed response into the local store. Each blob is stored as soon as
    * its frame is complete and verified; a retry asks only for those not yet stored.
    */
-  async fetchBatch(digests: readonly Digest[], store: LocalStore): Promise<void> {
+  async fetchBatch(digests: readonly Digest[], store: LocalStore, writer?: StoreWriter): Promise<void> {
     await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async (n) => {
       // A retry asks only for what the failed attempt did not store.
       const want = n === 1 ? digests : digests.filter((d) => d.size > 0 && !store.hasSync(d));
       if (want.length === 0) return;
+      let total = 0;
+      for (const d of want) total += d.size;
+      // With a writer, blobs are gathered into one buffer for it; bounded because batches are.
+      const gather = writer !== undefined && total <= MAX_GATHER;
       const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(want), { 'content-type': 'application/octet-stream' });
       if (r.statusCode !== 200) {
         await r.body.dump();
@@ -271,6 +278,10 @@ export class RemoteClient {
       }
       let i = 0;
       let rx: BlobReceiver | undefined;
+      const data = gather ? new ArrayBuffer(total) : undefined;
+      const view = data ? Buffer.from(data) : undefined;
+      let pos = 0;
+      let complete = 0; // bytes of the frames completed so far
       const decoder = new FrameDecoder({
         header: (d, present) => {
           const expected = want[i];
@@ -278,17 +289,23 @@ export class RemoteClient {
             throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
           }
           if (!present) throw this.notFound(d);
-          rx = new BlobReceiver(store, d, d.size, this.server);
+          if (!view) rx = new BlobReceiver(store, d, d.size, this.server);
         },
-        data: (chunk) => rx!.write(chunk),
+        data: (chunk) => {
+          if (view) pos += chunk.copy(view, pos);
+          else rx!.write(chunk);
+        },
         end: (d) => {
-          rx!.finish();
-          rx = undefined;
+          if (!view) {
+            rx!.finish();
+            rx = undefined;
+            this.countFetched(d);
+          }
+          complete += d.size;
           i++;
-          this.stats.fetched++;
-          this.stats.fetchedBytes += d.size;
         },
       });
+      let failure: unknown;
       try {
         for await (const chunk of r.body) decoder.push(chunk as Buffer);
         decoder.finish();
@@ -296,9 +313,21 @@ export class RemoteClient {
       } catch (e) {
         rx?.abort();
         r.body.destroy();
-        throw this.bodyError(e);
+        failure = this.bodyError(e);
       }
+      if (data && i > 0) {
+        // Complete frames are stored even when the stream broke later: nothing received is fetched twice.
+        const done = want.slice(0, i);
+        await writer!.write(done, i === want.length ? data : data.slice(0, complete), this.server);
+        for (const d of done) this.countFetched(d);
+      }
+      if (failure !== undefined) throw failure;
     });
+  }
+
+  private countFetched(d: Digest): void {
+    this.stats.fetched++;
+    this.stats.fetchedBytes += d.size;
   }
 
   /** Sends many small blobs in one request (batch endpoint). */

@@ -17,6 +17,7 @@ import { InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { type ClientOptions, RemoteClient } from './client.js';
+import { StoreWriter } from './store-writer.js';
 import { FetchScheduler } from './window.js';
 
 /** Batch limits: small enough that N requests are in flight on a typical tree, large enough that a
@@ -47,6 +48,8 @@ export class RemoteFetcher {
   private batch = false;
   private ready: Promise<void> | undefined;
   private readonly reader: TreeReader;
+  /** Hashes and writes batch-read blobs off the main thread. */
+  private readonly writer: StoreWriter;
   private stopReason: unknown;
   private skipped = 0;
   /** Hashes known to be in the local store during this run (Perf: saves repeated stats). */
@@ -65,6 +68,7 @@ export class RemoteFetcher {
   ) {
     this.client = client instanceof RemoteClient ? client : new RemoteClient(client);
     this.reader = new TreeReader(store);
+    this.writer = new StoreWriter(store.root);
   }
 
   /** Stops starting requests; what is in flight finishes. Pending work fails with InterruptedError. */
@@ -77,6 +81,7 @@ export class RemoteFetcher {
 
   async close(): Promise<void> {
     await this.scheduler?.idle();
+    await this.writer.close();
     await this.client.close();
   }
 
@@ -89,7 +94,7 @@ export class RemoteFetcher {
         maxBatchBlobs: this.batch ? BATCH_BLOBS : 1,
         maxBatchBytes: BATCH_BYTES,
         singleAbove: this.batch ? SINGLE_ABOVE : 0,
-        fetchBatch: (ds) => (!this.batch || (ds.length === 1 && ds[0]!.size > SINGLE_ABOVE) ? this.client.fetchOne(ds[0]!, store) : this.client.fetchBatch(ds, store)),
+        fetchBatch: (ds) => (!this.batch || (ds.length === 1 && ds[0]!.size > SINGLE_ABOVE) ? this.client.fetchOne(ds[0]!, store) : this.client.fetchBatch(ds, store, this.writer)),
         isLocal: (d) => this.known.has(d.hash) || store.hasSync(d),
       });
       if (this.stopReason !== undefined) this.scheduler.stop(this.stopReason);

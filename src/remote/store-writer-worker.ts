@@ -1,0 +1,45 @@
+/** The worker side of StoreWriter: verify each blob of a batch, then write it under its name. */
+import { createHash } from 'node:crypto';
+import { parentPort } from 'node:worker_threads';
+import { formatDigest } from '../core/digest.js';
+import { DigestMismatchError, serializeError } from '../errors.js';
+import { LocalStore } from '../store/local.js';
+import { writeVerified } from './receiver.js';
+
+interface WriteRequest {
+  id: number;
+  root: string;
+  source: string;
+  hashes: string[];
+  sizes: number[];
+  data: ArrayBuffer;
+}
+
+const stores = new Map<string, LocalStore>();
+
+parentPort!.on('message', (m: WriteRequest) => {
+  let store = stores.get(m.root);
+  if (!store) stores.set(m.root, (store = new LocalStore(m.root)));
+  const buf = Buffer.from(m.data);
+  let pos = 0;
+  let stored = 0;
+  let firstError: unknown;
+  for (let i = 0; i < m.hashes.length; i++) {
+    const d = { hash: m.hashes[i]!, size: m.sizes[i]! };
+    const bytes = buf.subarray(pos, pos + d.size);
+    pos += d.size;
+    try {
+      const hash = createHash('sha256').update(bytes).digest('hex');
+      if (hash !== d.hash || bytes.length !== d.size) {
+        throw new DigestMismatchError(`blob ${formatDigest(d)} from ${m.source} refused: its bytes hash to ${hash}/${bytes.length}; not stored`, {
+          digest: formatDigest(d),
+        });
+      }
+      if (d.size > 0) writeVerified(store, d, bytes);
+      stored++;
+    } catch (e) {
+      firstError ??= e;
+    }
+  }
+  parentPort!.postMessage({ id: m.id, stored, error: firstError === undefined ? undefined : serializeError(firstError) });
+});

@@ -1,0 +1,73 @@
+/**
+ * Stores received blobs from a worker thread, so hashing and the file-system calls of one batch
+ * overlap with receiving and parsing the next on the main thread.
+ *
+ * Perf: pulling the Linux tree (83k blobs, 1.2 GiB) over loopback spent ~7 s of the main thread's
+ * ~15 s in open/write/rename/SHA-256; with them here the main thread only parses frames. Measured
+ * one writer thread, not more: two threads writing the same tmpfs store were slower than one
+ * (12.6 s each vs 9.9 s for one, same blobs), the kernel serialises them.
+ *
+ * A batch arrives as one transferred ArrayBuffer (no copy between threads) with the offset of each
+ * blob; the worker verifies every blob (SHA-256 and size) before it gets its name.
+ */
+import { Worker } from 'node:worker_threads';
+import type { Digest } from '../core/digest.js';
+import { reviveError, type SerializedError } from '../errors.js';
+
+export interface WriteReply {
+  id: number;
+  stored: number;
+  error?: SerializedError;
+}
+
+export class StoreWriter {
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, { resolve(n: number): void; reject(e: unknown): void }>();
+  private nextId = 1;
+
+  constructor(private readonly storeRoot: string) {}
+
+  /**
+   * Verifies and stores `digests`, whose bytes lie back to back in `data` in that order. Resolves
+   * once all are stored; rejects with the first failure (the valid blobs are stored regardless).
+   */
+  write(digests: readonly Digest[], data: ArrayBuffer, source: string): Promise<number> {
+    const w = this.start();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.postMessage({ id, root: this.storeRoot, source, hashes: digests.map((d) => d.hash), sizes: digests.map((d) => d.size), data }, [data]);
+    });
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    if (w) await w.terminate();
+  }
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(new URL('./store-writer-worker.js', import.meta.url));
+    // Never keeps the process alive by itself; pending writes keep their callers waiting anyway.
+    w.unref();
+    w.on('message', (m: WriteReply) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.error) p.reject(reviveError(m.error));
+      else p.resolve(m.stored);
+    });
+    const fail = (err: unknown) => {
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+      this.worker = undefined;
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => {
+      if (this.pending.size > 0) fail(new Error(`store writer thread exited with code ${code}`));
+    });
+    this.worker = w;
+    return w;
+  }
+}
