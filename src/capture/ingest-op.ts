@@ -3,6 +3,7 @@
  * in a worker thread (fs/worker-pool.ts); returns one hash per file, in order.
  */
 import type { OpContext } from '../fs/worker-ops.js';
+import { statPaths } from './walk.js';
 
 export interface IngestItem {
   abs: string;
@@ -20,4 +21,9 @@ export function ingestBatch(items: IngestItem[], ctx: OpContext): string[] {
     out[i] = ctx.store.ingestFileSync(it.abs, { ino: it.ino, size: it.size, mtimeMs: it.mtimeMs }, it.follow).digest.hash;
   }
   return out;
+}
+
+/** Worker op: lstat a batch of paths for the walker (see walk.ts statPaths). */
+export function statBatch(batch: { paths: string[]; follow: boolean }): Float64Array {
+  return statPaths(batch.paths, batch.follow);
 }

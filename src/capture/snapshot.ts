@@ -12,7 +12,7 @@ import { LocalStore, checkRefName } from '../store/local.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache } from './stat-cache.js';
-import { type ScannedDir, type ScannedFile, type SkippedEntry, walk } from './walk.js';
+import { type ScannedDir, type ScannedFile, type SkippedEntry, applyStats, walk } from './walk.js';
 
 export interface SnapshotOptions {
   store: LocalStore;
@@ -45,6 +45,7 @@ export interface SnapshotResult {
 const INLINE_MAX_FILES = 256;
 const INLINE_MAX_BYTES = 16 << 20;
 const BATCH_FILES = 128;
+const STAT_BATCH = 1024;
 const BATCH_BYTES = 16 << 20;
 
 export async function snapshot(dir: string, opts: SnapshotOptions): Promise<SnapshotResult> {
@@ -59,38 +60,56 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
 
   const startedMs = Date.now();
   const scan = walk(rootAbs, { exclude: opts.exclude, followSymlinks: opts.followSymlinks, strict: opts.strict, onSkip: opts.onSkip });
-  const cache = StatCache.load(store, rootAbs);
-
+  const jobs = Math.max(1, opts.jobs ?? defaultJobs());
+  // Threads only for large work (starting one costs ~30 ms); once started, used for everything.
+  const inline = new WorkerPool(0, { storeRoot: store.root });
+  let pool: WorkerPool | undefined;
+  const poolFor = (large: boolean) => pool ?? (large ? (pool = new WorkerPool(jobs, { storeRoot: store.root })) : inline);
   const toHash: ScannedFile[] = [];
   let bytes = 0;
   let hashBytes = 0;
-  for (const f of scan.files) {
-    bytes += f.size;
-    if (f.size === 0) f.digest = EMPTY_DIGEST;
-    else if ((f.digest = cache.lookup(f)) === undefined) {
-      toHash.push(f);
-      hashBytes += f.size;
+  try {
+    await statFiles(scan.files, opts.followSymlinks === true, poolFor(scan.files.length > INLINE_MAX_FILES * 4));
+    const cache = StatCache.load(store, rootAbs);
+    for (const f of scan.files) {
+      bytes += f.size;
+      if (f.size === 0) f.digest = EMPTY_DIGEST;
+      else if ((f.digest = cache.lookup(f)) === undefined) {
+        toHash.push(f);
+        hashBytes += f.size;
+      }
     }
+    const small = toHash.length <= INLINE_MAX_FILES && hashBytes <= INLINE_MAX_BYTES;
+    await hashFiles(toHash, poolFor(!small), opts);
+    const digest = storeTree(scan.root, store);
+    // Nothing hashed and every cached entry used: the cache on disk is already exactly right.
+    if (toHash.length > 0 || cache.hits !== cache.size) cache.save(scan.files, startedMs, store.tmpPath('cache'));
+    if (opts.ref !== undefined) store.writeRef(opts.ref, digest);
+    return {
+      digest,
+      files: scan.files.length,
+      directories: scan.directories,
+      symlinks: scan.symlinks,
+      bytes,
+      hashedFiles: toHash.length,
+      hashedBytes: hashBytes,
+      cachedFiles: scan.files.length - toHash.length,
+      skipped: scan.skipped,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await (pool as WorkerPool | undefined)?.close();
   }
-
-  await hashFiles(toHash, hashBytes, store, opts);
-  const digest = storeTree(scan.root, store);
-  cache.save(scan.files, startedMs, store.tmpPath('cache'));
-  if (opts.ref !== undefined) store.writeRef(opts.ref, digest);
-  return {
-    digest,
-    files: scan.files.length,
-    directories: scan.directories,
-    symlinks: scan.symlinks,
-    bytes,
-    hashedFiles: toHash.length,
-    hashedBytes: hashBytes,
-    cachedFiles: scan.files.length - toHash.length,
-    skipped: scan.skipped,
-    seconds: (performance.now() - t0) / 1000,
-  };
 }
 
+/** Fills in each file's lstat, in batches on the pool (see walk.ts for why not on this thread). */
+async function statFiles(files: ScannedFile[], follow: boolean, pool: WorkerPool): Promise<void> {
+  const batches: ScannedFile[][] = [];
+  for (let i = 0; i < files.length; i += STAT_BATCH) batches.push(files.slice(i, i + STAT_BATCH));
+  await runBatches<ScannedFile[], Float64Array>(pool, 'capture.stat', batches, (packed, batch) => applyStats(batch, packed), {
+    payloadOf: (batch) => ({ paths: batch.map((f) => f.abs), follow }),
+  });
+}
 function* batchesOf(files: ScannedFile[], follow: boolean): Generator<{ items: IngestItem[]; files: ScannedFile[] }> {
   let items: IngestItem[] = [];
   let group: ScannedFile[] = [];
@@ -109,14 +128,11 @@ function* batchesOf(files: ScannedFile[], follow: boolean): Generator<{ items: I
   if (items.length > 0) yield { items, files: group };
 }
 
-async function hashFiles(files: ScannedFile[], totalBytes: number, store: LocalStore, opts: SnapshotOptions): Promise<void> {
+async function hashFiles(files: ScannedFile[], pool: WorkerPool, opts: SnapshotOptions): Promise<void> {
   if (files.length === 0) return;
-  const small = files.length <= INLINE_MAX_FILES && totalBytes <= INLINE_MAX_BYTES;
-  const pool = new WorkerPool(small ? 0 : Math.max(1, opts.jobs ?? defaultJobs()), { storeRoot: store.root });
   let done = 0;
   let doneBytes = 0;
-  try {
-    await runBatches<{ items: IngestItem[]; files: ScannedFile[] }, string[]>(
+  await runBatches<{ items: IngestItem[]; files: ScannedFile[] }, string[]>(
       pool,
       'capture.ingest',
       batchesOf(files, opts.followSymlinks === true),
@@ -129,11 +145,8 @@ async function hashFiles(files: ScannedFile[], totalBytes: number, store: LocalS
         done += hashes.length;
         opts.onProgress?.({ done, total: files.length, bytes: doneBytes });
       },
-      { shouldStop: () => opts.signal?.aborted === true, payloadOf: (b) => b.items },
-    );
-  } finally {
-    await pool.close();
-  }
+    { shouldStop: () => opts.signal?.aborted === true, payloadOf: (b) => b.items },
+  );
   if (opts.signal?.aborted) throw new InterruptedError('snapshot interrupted; nothing was recorded (blobs already stored are kept and reused)');
 }
 

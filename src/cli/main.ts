@@ -5,11 +5,11 @@
  */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, TreecastError } from '../errors.js';
-import { commands } from './commands/index.js';
+import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
 import { errorOutput } from './output.js';
 
-export function buildProgram(): Command {
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('treecast')
     .description('Capture file trees into a content-addressed store and materialize them anywhere.')
     .version(VERSION, '-V, --version')
@@ -35,13 +35,13 @@ Environment:
   TREECAST_STORE   store location (default $XDG_CACHE_HOME/treecast or ~/.cache/treecast)
   TREECAST_TOKEN   bearer token for remote commands`,
   );
-  for (const register of commands) register(program);
+  for (const register of await commandsFor(argv)) register(program);
   return program;
 }
 
 /** Runs the CLI and returns the exit code (never calls process.exit, so output is flushed). */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;

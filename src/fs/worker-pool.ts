@@ -58,13 +58,7 @@ export class WorkerPool {
 
   /** Runs one batch on the least busy worker (or inline) and resolves with its result. */
   run<T>(op: OpName, payload: unknown): Promise<T> {
-    if (this.size === 0) {
-      try {
-        return Promise.resolve(runOp(op, payload, this.init) as T);
-      } catch (e) {
-        return Promise.reject(e);
-      }
-    }
+    if (this.size === 0) return runOp(op, payload, this.init) as Promise<T>;
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
     const id = this.nextId++;

@@ -4,9 +4,9 @@ import { serializeError } from '../errors.js';
 import { runOp, type OpContextInit, type OpName } from './worker-ops.js';
 
 const init = workerData as OpContextInit;
-parentPort!.on('message', (m: { id: number; op: OpName; payload: unknown }) => {
+parentPort!.on('message', async (m: { id: number; op: OpName; payload: unknown }) => {
   try {
-    parentPort!.postMessage({ id: m.id, ok: true, value: runOp(m.op, m.payload, init) });
+    parentPort!.postMessage({ id: m.id, ok: true, value: await runOp(m.op, m.payload, init) });
   } catch (e) {
     parentPort!.postMessage({ id: m.id, ok: false, error: serializeError(e) });
   }

@@ -102,11 +102,10 @@ export function gcStore(store: LocalStore, opts: { dryRun: boolean; graceSeconds
     res.removedBytes += st.size;
     if (!opts.dryRun) store.removeBlobSync(hash);
   }
-  const tmp = join(store.root, 'tmp');
-  for (const name of fs.existsSync(tmp) ? fs.readdirSync(tmp) : []) {
-    const p = join(tmp, name);
+  if (!opts.dryRun) for (const p of store.listTmpFiles()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
-    if (st && st.mtimeMs <= cutoff && !opts.dryRun) fs.rmSync(p, { force: true, recursive: true });
+    // Temp files older than the grace period were left by a process that died mid-write.
+    if (st && st.mtimeMs <= cutoff) fs.rmSync(p, { force: true, recursive: true });
   }
   return res;
 }
