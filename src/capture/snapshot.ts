@@ -3,12 +3,13 @@
  * Nothing is recorded as the snapshot (no ref, no cache) unless every file was captured.
  */
 import * as fs from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type Digest, EMPTY_DIGEST } from '../core/digest.js';
 import { type Directory, directoryBlob, type DirectoryNode, type FileNode } from '../core/reapi.js';
 import { compareNames } from '../core/names.js';
 import { CaptureError, InterruptedError, TargetError } from '../errors.js';
 import { LocalStore, checkRefName } from '../store/local.js';
+import { writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache } from './stat-cache.js';
@@ -152,8 +153,9 @@ async function hashFiles(files: ScannedFile[], pool: WorkerPool, opts: SnapshotO
 
 const byName = (a: { name: string }, b: { name: string }) => compareNames(a.name, b.name);
 
-/** Encodes and stores the Directory messages bottom-up; returns the root's digest. */
+/** Encodes and stores the Directory messages bottom-up, and their tree pack; returns the root's digest. */
 function storeTree(root: ScannedDir, store: LocalStore): Digest {
+  const messages = new Map<string, Buffer>();
   const encode = (d: ScannedDir): Digest => {
     const files: FileNode[] = d.files.map((f) => {
       if (!f.digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
@@ -162,8 +164,11 @@ function storeTree(root: ScannedDir, store: LocalStore): Digest {
     const directories: DirectoryNode[] = d.dirs.map((s) => ({ name: s.name, digest: encode(s) }));
     const msg: Directory = { files: files.sort(byName), directories: directories.sort(byName), symlinks: d.symlinks.sort(byName) };
     const blob = directoryBlob(msg);
-    store.putSync(blob.bytes, blob.digest);
+    store.putHashedSync(blob.bytes, blob.digest);
+    messages.set(blob.digest.hash, blob.bytes);
     return blob.digest;
   };
-  return encode(root);
+  const digest = encode(root);
+  if (!fs.existsSync(join(store.root, 'trees', digest.hash))) writeTreePack(store, digest, messages);
+  return digest;
 }

@@ -8,14 +8,61 @@ import type { OpContext } from '../fs/worker-ops.js';
 import { type ImportMethod, STICKY, importBlob, writeBytes } from './import-file.js';
 import type { WriteOp } from './plan.js';
 
-export interface ApplyBatch {
+export interface ApplySettings {
   root: string;
   method: ImportMethod;
   fileMode: number;
   execMode: number;
   /** Re-hash every blob before it is written (catches a corrupt store). */
   verify: boolean;
-  ops: WriteOp[];
+}
+
+/**
+ * A batch of writes packed for postMessage: a few strings and typed arrays instead of an object
+ * per write. Perf: receiving 256 small objects per batch cost a worker ~0.35 s over the Linux tree.
+ */
+export interface PackedWrites {
+  /** Relative paths joined by NUL (which no name contains). */
+  rels: string;
+  /** 64 hex characters per write (empty-string padding for symlinks). */
+  hashes: string;
+  sizes: Float64Array;
+  /** KIND_FILE, KIND_EXEC or KIND_LINK per write. */
+  kinds: Uint8Array;
+  /** Targets of the symlinks, in order. */
+  targets: string[];
+}
+
+export interface ApplyBatch extends ApplySettings {
+  writes: PackedWrites;
+}
+
+const KIND_FILE = 0;
+const KIND_EXEC = 1;
+const KIND_LINK = 2;
+const NO_HASH = '0'.repeat(64);
+
+export function packWrites(ops: readonly WriteOp[]): PackedWrites {
+  const n = ops.length;
+  const rels: string[] = new Array(n);
+  const hashes: string[] = new Array(n);
+  const sizes = new Float64Array(n);
+  const kinds = new Uint8Array(n);
+  const targets: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const op = ops[i]!;
+    rels[i] = op.rel;
+    if ('target' in op) {
+      kinds[i] = KIND_LINK;
+      hashes[i] = NO_HASH;
+      targets.push(op.target);
+    } else {
+      kinds[i] = op.executable ? KIND_EXEC : KIND_FILE;
+      hashes[i] = op.hash;
+      sizes[i] = op.size;
+    }
+  }
+  return { rels: rels.join('\0'), hashes: hashes.join(''), sizes, kinds, targets };
 }
 
 export interface ApplyCounts {
@@ -36,44 +83,49 @@ export function newCounts(): ApplyCounts {
 
 export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
   const c = newCounts();
-  const { root, fileMode, execMode, verify, ops } = batch;
+  const { root, fileMode, execMode, verify } = batch;
+  const { hashes, sizes, kinds, targets } = batch.writes;
+  const rels = batch.writes.rels.split('\0');
   let method = batch.method;
-  for (let i = 0; i < ops.length; i++) {
-    const op = ops[i]!;
-    const dst = `${root}/${op.rel}`;
-    if ('target' in op) {
+  let nextTarget = 0;
+  for (let i = 0; i < rels.length; i++) {
+    const dst = `${root}/${rels[i]}`;
+    const kind = kinds[i]!;
+    if (kind === KIND_LINK) {
       try {
-        fs.symlinkSync(op.target, dst);
+        fs.symlinkSync(targets[nextTarget++]!, dst);
       } catch (e) {
         throw fsError(e, 'cannot create symlink', dst);
       }
       c.symlinks++;
       continue;
     }
-    const mode = op.executable ? execMode : fileMode;
-    if (op.size === 0) {
+    const executable = kind === KIND_EXEC;
+    const mode = executable ? execMode : fileMode;
+    const size = sizes[i]!;
+    if (size === 0) {
       // Zero-length files are made directly; the empty blob is never read.
       try {
         fs.closeSync(fs.openSync(dst, 'wx', mode));
-        if (op.executable) fs.chmodSync(dst, mode);
+        if (executable) fs.chmodSync(dst, mode);
       } catch (e) {
         throw fsError(e, 'cannot create', dst);
       }
       c.empty++;
       continue;
     }
-    const digest = { hash: op.hash, size: op.size };
+    const digest = { hash: hashes.slice(i * 64, i * 64 + 64), size };
     if (verify) {
       // readSync re-hashes and throws DigestMismatchError before anything is created at dst.
       const bytes = ctx.store.readSync(digest);
       if (method === 'copy') {
         writeBytes(dst, bytes, mode);
         c.copied++;
-        c.bytes += op.size;
+        c.bytes += size;
         continue;
       }
     }
-    const out = importBlob(ctx.store, digest, dst, method, op.executable, mode);
+    const out = importBlob(ctx.store, digest, dst, method, executable, mode);
     if (out.used === 'clone') c.cloned++;
     else if (out.used === 'hardlink') c.hardlinked++;
     else c.copied++;
@@ -82,7 +134,7 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
       c.fallbackReason ??= out.fellBack;
       if (STICKY.has(out.fellBack)) method = 'copy';
     }
-    c.bytes += op.size;
+    c.bytes += size;
   }
   return c;
 }

@@ -9,6 +9,7 @@ import { type Digest, formatDigest } from '../core/digest.js';
 import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
+import { writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
 
 /** Below this many writes, an update runs inline: starting threads would cost more than they save. */
@@ -115,7 +116,9 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
   let plan: Plan;
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
+    const packed = reader.usePack(root);
     await reader.loadAll(root);
+    if (!packed) writeTreePack(store, root, reader.raw);
     plan = emptyPlan();
     planCreate(tree(root), '', tree, plan);
   } else {

@@ -9,7 +9,7 @@ import { fsError } from '../errors.js';
 import type { Digest } from '../core/digest.js';
 import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
 import type { LocalStore } from '../store/local.js';
-import { type ApplyBatch, type ApplyCounts, addCounts, newCounts } from './apply-op.js';
+import { type ApplyBatch, type ApplyCounts, type ApplySettings, addCounts, newCounts, packWrites } from './apply-op.js';
 import type { ImportMethod } from './import-file.js';
 import type { Plan, Step, WriteOp } from './plan.js';
 
@@ -35,7 +35,7 @@ const BATCH_OPS = 256;
 const BATCH_BYTES = 32 << 20;
 
 /** Makes directories as it reaches them and yields the writes between them in batches. */
-function* batchesOf(root: string, steps: Step[], base: Omit<ApplyBatch, 'ops'>): Generator<ApplyBatch> {
+function* batchesOf(root: string, steps: Step[]): Generator<WriteOp[]> {
   let ops: WriteOp[] = [];
   let bytes = 0;
   for (let i = 0; i < steps.length; i++) {
@@ -52,12 +52,12 @@ function* batchesOf(root: string, steps: Step[], base: Omit<ApplyBatch, 'ops'>):
     ops.push(s);
     if ('size' in s) bytes += s.size;
     if (ops.length >= BATCH_OPS || bytes >= BATCH_BYTES) {
-      yield { ...base, ops };
+      yield ops;
       ops = [];
       bytes = 0;
     }
   }
-  if (ops.length > 0) yield { ...base, ops };
+  if (ops.length > 0) yield ops;
 }
 
 export function umaskModes(): { fileMode: number; execMode: number } {
@@ -80,22 +80,23 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   const counts = newCounts();
   const total = plan.writes;
   let done = 0;
-  const batches = batchesOf(root, plan.steps, { root, method: o.method, verify: o.verify, ...umaskModes() });
-  await runBatches<ApplyBatch, ApplyCounts>(
-      o.pool,
-      'materialize.apply',
-      batches,
-      (c, batch) => {
-        addCounts(counts, c);
-        done += batch.ops.length;
-        o.onProgress?.({ done, total, bytes: counts.bytes });
-      },
-      {
-        shouldStop: () => o.signal?.aborted === true,
-        before: o.ensureBlobs
-          ? (batch) => o.ensureBlobs!(batch.ops.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])))
-          : undefined,
-      },
-    );
+  const settings: ApplySettings = { root, method: o.method, verify: o.verify, ...umaskModes() };
+  await runBatches<WriteOp[], ApplyCounts>(
+    o.pool,
+    'materialize.apply',
+    batchesOf(root, plan.steps),
+    (c, batch) => {
+      addCounts(counts, c);
+      done += batch.length;
+      o.onProgress?.({ done, total, bytes: counts.bytes });
+    },
+    {
+      shouldStop: () => o.signal?.aborted === true,
+      before: o.ensureBlobs
+        ? (batch) => o.ensureBlobs!(batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])))
+        : undefined,
+      payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch) }),
+    },
+  );
   return { ...counts, directories: plan.mkdirs, removed: plan.removes.length };
 }

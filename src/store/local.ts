@@ -166,6 +166,11 @@ export class LocalStore implements BlobStore {
         digest: formatDigest(expected),
       });
     }
+    return this.putHashedSync(bytes, d);
+  }
+
+  /** Stores bytes whose digest this process has just computed itself (no second hash). */
+  putHashedSync(bytes: Uint8Array, d: Digest): Digest {
     if (d.size === 0) return EMPTY_DIGEST;
     if (this.hasSync(d)) return d;
     const tmp = this.blobTmpPath(d.hash);

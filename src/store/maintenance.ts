@@ -102,6 +102,9 @@ export function gcStore(store: LocalStore, opts: { dryRun: boolean; graceSeconds
     res.removedBytes += st.size;
     if (!opts.dryRun) store.removeBlobSync(hash);
   }
+  // Tree packs of trees no longer reachable go too (they are only a cache of reachable trees).
+  const packs = join(store.root, 'trees');
+  if (!opts.dryRun) for (const name of fs.existsSync(packs) ? fs.readdirSync(packs) : []) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
   if (!opts.dryRun) for (const p of store.listTmpFiles()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
     // Temp files older than the grace period were left by a process that died mid-write.

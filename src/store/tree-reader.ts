@@ -9,18 +9,37 @@ import { MAX_DEPTH } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { LocalStore } from './local.js';
+import { readTreePack } from './tree-pack.js';
 
 export class TreeReader {
   private readonly cache = new Map<string, Directory>();
+  /** Raw messages from a tree pack (see tree-pack.ts), decoded and validated on first use. */
+  private packed: Map<string, Buffer> | undefined;
+  /** Raw bytes of every message read in this run, for writing a pack afterwards. */
+  readonly raw = new Map<string, Buffer>();
   constructor(private readonly store: BlobStore) {}
+
+  /** Serves messages of `root` from its pack when the store has one; returns whether it did. */
+  usePack(root: Digest): boolean {
+    if (!(this.store instanceof LocalStore)) return false;
+    this.packed = readTreePack(this.store, root);
+    return this.packed !== undefined;
+  }
+
+  private bytesSync(d: Digest): Buffer {
+    const fromPack = this.packed?.get(d.hash);
+    if (fromPack && fromPack.length === d.size) return fromPack;
+    return (this.store as LocalStore).readSync(d);
+  }
 
   /** One decoded Directory. Local stores are read synchronously (no promise per directory). */
   async get(d: Digest): Promise<Directory> {
     const hit = this.cache.get(d.hash);
     if (hit) return hit;
-    const bytes = this.store instanceof LocalStore ? this.store.readSync(d) : await this.store.get(d);
+    const bytes = this.store instanceof LocalStore ? this.bytesSync(d) : await this.store.get(d);
     const dir = decodeDirectory(bytes, formatDigest(d));
     this.cache.set(d.hash, dir);
+    this.raw.set(d.hash, bytes);
     return dir;
   }
 
@@ -28,8 +47,10 @@ export class TreeReader {
     if (!(this.store instanceof LocalStore)) throw new Error('getSync needs a local store');
     const hit = this.cache.get(d.hash);
     if (hit) return hit;
-    const dir = decodeDirectory(this.store.readSync(d), formatDigest(d));
+    const bytes = this.bytesSync(d);
+    const dir = decodeDirectory(bytes, formatDigest(d));
     this.cache.set(d.hash, dir);
+    this.raw.set(d.hash, bytes);
     return dir;
   }
 
