@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
-import { decodeDirectory } from '../src/core/reapi.js';
+import { decodeDirectory, splitDirectory } from '../src/core/reapi.js';
 import { type Digest, digestOf } from '../src/core/digest.js';
 import { type DiskType, type DiskView, type Plan, emptyPlan, planCreate, planUpdate } from '../src/materialize/plan.js';
 
@@ -31,6 +31,10 @@ class FakeDisk implements DiskView {
     }
     return out;
   }
+  kind(rel: string): DiskType | undefined {
+    this.reads.push(`lstat ${rel}`);
+    return this.files.get(rel)?.type;
+  }
   unchangedSinceCheckout(rel: string): boolean {
     return !this.touched.has(rel);
   }
@@ -55,18 +59,21 @@ function diskOf(entries: TreeEntry[]): Map<string, { type: DiskType; digest?: Di
   return m;
 }
 
+function bytesIn(trees: ReturnType<typeof tree>[], d: Digest): Buffer {
+  for (const t of trees) {
+    const m = t.messages.get(d.hash);
+    if (m) return m.bytes;
+  }
+  throw new Error(`no directory ${d.hash}`);
+}
+
+/** The planner's two views of the trees: decoded, and split into raw entries. */
 function lookupIn(...trees: ReturnType<typeof tree>[]) {
-  return (d: Digest) => {
-    for (const t of trees) {
-      const m = t.messages.get(d.hash);
-      if (m) return decodeDirectory(m.bytes);
-    }
-    throw new Error(`no directory ${d.hash}`);
-  };
+  return { tree: (d: Digest) => decodeDirectory(bytesIn(trees, d)), raw: (d: Digest) => splitDirectory(bytesIn(trees, d)) };
 }
 
 const summary = (p: Plan) => ({
-  removes: p.removes.map((r) => r.rel),
+  removes: p.removes.map((r) => r.rel).sort(),
   steps: p.steps.map((s) => ('mkdir' in s ? `mkdir ${s.mkdir}` : 'target' in s ? `link ${s.rel}` : `file ${s.rel}`)),
   conflicts: p.conflicts,
 });
@@ -74,7 +81,7 @@ const summary = (p: Plan) => ({
 test('a fresh plan makes every directory before anything inside it', () => {
   const t = tree([f('z', 'z'), f('a/b/c', 'c'), { type: 'symlink', path: 'a/l', target: 'b/c' }, { type: 'dir', path: 'empty' }]);
   const plan = emptyPlan();
-  planCreate(lookupIn(t)(t.root), '', lookupIn(t), plan);
+  planCreate(lookupIn(t).tree(t.root), '', lookupIn(t).tree, plan);
   assert.deepEqual(summary(plan).steps, ['file z', 'mkdir a', 'link a/l', 'mkdir a/b', 'file a/b/c', 'mkdir empty']);
   assert.equal(plan.mkdirs, 3);
   assert.equal(plan.writes, 3);
@@ -85,18 +92,18 @@ test('an update skips unchanged subtrees without listing them, and replaces only
   const v1 = tree([...same, f('x', 'old'), f('gone', 'g')]);
   const v2 = tree([...same, f('x', 'new'), f('added', 'a')]);
   const disk = new FakeDisk(diskOf([...same, f('x', 'old'), f('gone', 'g')]));
-  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
-  assert.deepEqual(summary(plan), { removes: ['x', 'gone'], steps: ['file added', 'file x'], conflicts: [] });
-  assert.deepEqual(disk.reads, ['list '], 'the unchanged subtree "same" was never listed');
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(summary(plan), { removes: ['gone', 'x'], steps: ['file added', 'file x'], conflicts: [] });
+  assert.deepEqual(disk.reads.sort(), ['lstat added', 'lstat gone', 'lstat x'], 'only the entries that differ are looked at; "same" never is');
 });
 
 test('edited files in the way are conflicts; edits to files the update leaves alone are kept', () => {
   const v1 = tree([f('a', '1'), f('b', '1')]);
   const v2 = tree([f('a', '2'), f('b', '1')]);
   const disk = new FakeDisk(diskOf([f('a', 'local edit'), f('b', 'local edit')]), new Set(['a', 'b']));
-  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
   assert.deepEqual(plan.conflicts, ['a']);
-  const forced = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: true });
+  const forced = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true });
   assert.deepEqual(summary(forced), { removes: ['a'], steps: ['file a'], conflicts: [] });
 });
 
@@ -104,15 +111,23 @@ test('an entry already equal to the target (left by an interrupted run) is kept,
   const v1 = tree([f('a', '1')]);
   const v2 = tree([f('a', '2'), f('b', 'new')]);
   const disk = new FakeDisk(diskOf([f('a', '2'), f('b', 'new')]), new Set(['a', 'b']));
-  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
   assert.deepEqual(summary(plan), { removes: [], steps: [], conflicts: [] });
   assert.equal(plan.unchanged, 2);
+});
+
+test('an untracked file in the way of a new one is a conflict; untracked files elsewhere are left alone', () => {
+  const v1 = tree([f('a', '1')]);
+  const v2 = tree([f('a', '1'), f('new', 'n')]);
+  const disk = new FakeDisk(diskOf([f('a', '1'), f('new', 'mine'), f('other', 'mine too')]), new Set(['new', 'other']));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
+  assert.deepEqual(summary(plan), { removes: [], steps: [], conflicts: ['new'] });
 });
 
 test('without a record, untracked or different entries are conflicts and equal ones are kept', () => {
   const v2 = tree([f('same', 's'), f('diff', 'new')]);
   const disk = new FakeDisk(diskOf([f('same', 's'), f('diff', 'old'), f('extra', 'e')]));
-  const plan = planUpdate({ target: v2.root, tree: lookupIn(v2), disk, force: false });
+  const plan = planUpdate({ target: v2.root, ...lookupIn(v2), disk, force: false });
   assert.deepEqual(plan.conflicts.sort(), ['diff', 'extra']);
   assert.equal(plan.unchanged, 1);
 });
@@ -121,8 +136,8 @@ test('a directory replaced by a symlink on disk is a conflict; with force the li
   const v1 = tree([f('d/x', '1')]);
   const v2 = tree([f('d/x', '2')]);
   const disk = new FakeDisk(new Map([['d', { type: 'symlink' as DiskType, target: '/etc' }]]));
-  const plan = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: false });
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
   assert.deepEqual(plan.conflicts, ['d']);
-  const forced = planUpdate({ target: v2.root, previous: v1.root, tree: lookupIn(v1, v2), disk, force: true });
+  const forced = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true });
   assert.deepEqual(summary(forced), { removes: ['d'], steps: ['mkdir d', 'file d/x'], conflicts: [] });
 });

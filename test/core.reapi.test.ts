@@ -81,6 +81,8 @@ const hostile: [string, Buffer][] = [
   ['an unknown field', Buffer.concat([fileEntry('a'), Buffer.from([0x28, 0x01])])],
   ['node_properties (field 5)', Buffer.concat([fileEntry('a'), Buffer.from([0x2a, 0x00])])],
   ['a truncated message', fileEntry('abc').subarray(0, 20)],
+  ['the same name as a file and a directory', Buffer.concat([fileEntry('x'), Buffer.from([0x12]), fileEntry('x').subarray(1)])],
+  ['a directory entry before a file entry', Buffer.concat([Buffer.from([0x12]), fileEntry('b').subarray(1), fileEntry('a')])],
   ['a zero size written out', fileEntry('a', Buffer.from([0x10, 0x00]))],
   ['is_executable=false written out', fileEntry('a', undefined, Buffer.from([0x20, 0x00]))],
   ['a size as a non-minimal varint', fileEntry('a', Buffer.from([0x10, 0x81, 0x00]))],

@@ -2,6 +2,7 @@
  * snapshot: walk -> (stat cache | hash in workers) -> store blobs -> Directory messages -> root digest.
  * Nothing is recorded as the snapshot (no ref, no cache) unless every file was captured.
  */
+import { stopwatch } from '../core/clock.js';
 import * as fs from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Digest, EMPTY_DIGEST } from '../core/digest.js';
@@ -50,7 +51,7 @@ const STAT_BATCH = 1024;
 const BATCH_BYTES = 16 << 20;
 
 export async function snapshot(dir: string, opts: SnapshotOptions): Promise<SnapshotResult> {
-  const t0 = performance.now();
+  const elapsed = stopwatch();
   if (opts.ref !== undefined) checkRefName(opts.ref);
   const rootAbs = resolve(dir);
   const st = fs.statSync(rootAbs, { throwIfNoEntry: false });
@@ -96,7 +97,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
       hashedBytes: hashBytes,
       cachedFiles: scan.files.length - toHash.length,
       skipped: scan.skipped,
-      seconds: (performance.now() - t0) / 1000,
+      seconds: elapsed(),
     };
   } finally {
     await (pool as WorkerPool | undefined)?.close();

@@ -21,6 +21,19 @@ export function nameProblem(name: string): string | null {
   return null;
 }
 
+/**
+ * nameProblem for a name decoded from UTF-8 bytes, which cannot hold a lone surrogate. Perf: this
+ * runs for every entry of every tree read; short names skip the byte count.
+ */
+export function decodedNameProblem(name: string): string | null {
+  const n = name.length;
+  if (n === 0 || (n <= 2 && (name === '.' || name === '..'))) return nameProblem(name);
+  if (name.includes('/') || name.includes('\0')) return nameProblem(name);
+  // A UTF-16 unit is at most 3 UTF-8 bytes: 85 units cannot pass 255 bytes.
+  if (n > 85 && Buffer.byteLength(name) > MAX_NAME_BYTES) return nameProblem(name);
+  return null;
+}
+
 /** Returns why `target` cannot be a symlink target, or null. Targets are otherwise kept verbatim. */
 export function symlinkTargetProblem(target: string): string | null {
   if (target.length === 0) return 'empty symlink target';

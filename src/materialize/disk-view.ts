@@ -36,6 +36,12 @@ export class RealDiskView implements DiskView {
     return m;
   }
 
+  kind(rel: string): DiskType | undefined {
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (!st) return undefined;
+    return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+  }
+
   unchangedSinceCheckout(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
     const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
     if (!st || !st.isFile() || st.size !== expected.digest.size || ((st.mode & 0o100) !== 0) !== expected.executable) return false;

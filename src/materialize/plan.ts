@@ -10,8 +10,8 @@
  * - With no record of a last checkout, every existing entry is compared with the target by content.
  */
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
-import type { Directory } from '../core/reapi.js';
-import { MAX_DEPTH } from '../core/names.js';
+import { type Directory, type RawDirectory, RAW_DIR, RAW_FILE, compareRawNames, rawEntry, sameRawEntry } from '../core/reapi.js';
+import { MAX_DEPTH, compareNames } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 
 export type DiskType = 'file' | 'dir' | 'symlink' | 'other';
@@ -20,6 +20,8 @@ export type DiskType = 'file' | 'dir' | 'symlink' | 'other';
 export interface DiskView {
   /** Entries of a directory with their types (no stat), or undefined when it is absent. */
   list(rel: string): Map<string, DiskType> | undefined;
+  /** The type of the entry at `rel` (lstat: a symlink is a symlink), or undefined when absent. */
+  kind(rel: string): DiskType | undefined;
   /** True when the file at `rel` provably still holds what the last checkout wrote (stat only). */
   unchangedSinceCheckout(rel: string, expected: { digest: Digest; executable: boolean }): boolean;
   /** True when the file at `rel` holds exactly these bytes and execute bit (reads the file). */
@@ -93,13 +95,18 @@ type Entry =
   | { type: 'symlink'; target: string }
   | { type: 'dir'; digest: Digest };
 
-function entries(dir: Directory | undefined): Map<string, Entry> {
-  const m = new Map<string, Entry>();
-  if (!dir) return m;
-  for (const f of dir.files) m.set(f.name, { type: 'file', digest: f.digest, executable: f.executable });
-  for (const s of dir.symlinks) m.set(s.name, { type: 'symlink', target: s.target });
-  for (const d of dir.directories) m.set(d.name, { type: 'dir', digest: d.digest });
-  return m;
+/** The entries of a Directory in name order (its three lists merged), each with its type. */
+function sortedEntries(dir: Directory): { name: string; entry: Entry }[] {
+  const out: { name: string; entry: Entry }[] = [];
+  for (const f of dir.files) out.push({ name: f.name, entry: { type: 'file', digest: f.digest, executable: f.executable } });
+  for (const d of dir.directories) out.push({ name: d.name, entry: { type: 'dir', digest: d.digest } });
+  for (const s of dir.symlinks) out.push({ name: s.name, entry: { type: 'symlink', target: s.target } });
+  if (dir.directories.length > 0 || dir.symlinks.length > 0) out.sort((x, y) => compareNames(x.name, y.name));
+  return out;
+}
+
+function entries(dir: Directory): Map<string, Entry> {
+  return new Map(sortedEntries(dir).map((e) => [e.name, e.entry]));
 }
 
 function sameEntry(a: Entry, b: Entry): boolean {
@@ -114,6 +121,8 @@ export interface ReconcileInput {
   /** The tree the last checkout left, when its record is trusted. */
   previous?: Digest;
   tree: TreeLookup;
+  /** The same messages, split but not decoded (see splitDirectory). */
+  raw: (d: Digest) => RawDirectory;
   disk: DiskView;
   force: boolean;
 }
@@ -122,62 +131,107 @@ export interface ReconcileInput {
 export function planUpdate(input: ReconcileInput): Plan {
   const plan = emptyPlan();
   if (input.previous && sameDigest(input.previous, input.target)) return plan;
-  const oldRoot = input.previous ? input.tree(input.previous) : undefined;
-  reconcileDir(input, plan, '', oldRoot, input.tree(input.target), input.previous !== undefined, 0);
+  if (input.previous) reconcileKnown(input, plan, '', input.previous, input.target, 0);
+  else reconcileUnknown(input, plan, '', input.tree(input.target), 0);
   return plan;
 }
 
 /**
- * `old` is the Directory the last checkout wrote at `rel`, when known (`known` false means there is
- * no trusted record here, so disk entries must be proven by content).
+ * An update below a directory whose last checkout is known (`old`): only the entries that differ
+ * between the two versions are decoded and looked at on disk (one lstat each). Entries are matched
+ * as byte ranges (see splitDirectory), in the messages' own order (kind, then name). Perf: on the
+ * Linux tree with 1% of files changed, this replaced decoding both versions of every changed
+ * directory and listing it on disk. As with git, files that neither tree has are left alone.
  */
-function reconcileDir(input: ReconcileInput, plan: Plan, rel: string, old: Directory | undefined, next: Directory, known: boolean, depth: number): void {
+function reconcileKnown(input: ReconcileInput, plan: Plan, rel: string, old: Digest, next: Digest, depth: number): void {
   if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${rel}'`, { digest: formatDigest(input.target) });
-  const disk = input.disk.list(rel) ?? new Map<string, DiskType>();
-  const oldEntries = entries(old);
-  const newEntries = entries(next);
-
-  for (const [name, n] of newEntries) {
-    const path = join(rel, name);
-    const o = oldEntries.get(name);
-    const d = disk.get(name);
-    if (o && known && sameEntry(o, n)) {
-      // Unchanged since the last checkout: trusted as it is, not stat-ed or walked; restored if gone.
-      if (d === undefined) createEntry(input, plan, path, n, depth);
-      else plan.unchanged++;
-      continue;
-    }
-    if (d === undefined) {
-      createEntry(input, plan, path, n, depth);
-      continue;
-    }
-    if (n.type === 'dir' && d === 'dir') {
-      const oldSub = known && o?.type === 'dir' ? input.tree(o.digest) : undefined;
-      reconcileDir(input, plan, path, oldSub, input.tree(n.digest), known && o?.type === 'dir', depth + 1);
-      continue;
-    }
-    // Cheapest proof first: a stat that shows the file is as the last checkout left it. Only then
-    // read contents: the entry may already be the target (an interrupted run) or the old content.
-    const replaceable = known && o !== undefined && provenOld(input, path, o, d, depth, true);
-    if (!replaceable && alreadyTarget(input, path, n, d)) {
+  const a = input.raw(old);
+  const b = input.raw(next);
+  const removed = new Map<string, Entry>();
+  const changed: { name: string; o?: Entry; n: Entry }[] = [];
+  const na = a.kinds.length;
+  const nb = b.kinds.length;
+  let i = 0;
+  let j = 0;
+  while (i < na || j < nb) {
+    const order = i >= na ? 1 : j >= nb ? -1 : a.kinds[i]! - b.kinds[j]! || compareRawNames(a, i, b, j);
+    if (order === 0 && sameRawEntry(a, i, b, j)) {
       plan.unchanged++;
-      continue;
+      i++;
+      j++;
+    } else if (order === 0) {
+      const n = rawEntry(b, j++);
+      changed.push({ name: n.node.name, o: toEntry(rawEntry(a, i++)), n: toEntry(n) });
+    } else if (order < 0) {
+      const o = rawEntry(a, i++);
+      removed.set(o.node.name, toEntry(o));
+    } else {
+      const n = rawEntry(b, j++);
+      changed.push({ name: n.node.name, n: toEntry(n) });
     }
-    if (!replaceable && !(known && o && provenOld(input, path, o, d, depth, false)) && !input.force) {
-      plan.conflicts.push(path);
-      continue;
-    }
-    plan.removes.push({ rel: path, type: d });
-    createEntry(input, plan, path, n, depth);
   }
-
-  for (const [name, d] of disk) {
-    if (newEntries.has(name)) continue;
+  for (const c of changed) {
+    // A name that moved between kinds (file -> dir, ...) is a change of that path, not two.
+    const o = c.o ?? removed.get(c.name);
+    if (!c.o && o) removed.delete(c.name);
+    const path = join(rel, c.name);
+    changeEntry(input, plan, path, o, c.n, input.disk.kind(path), true, depth);
+  }
+  for (const [name, o] of removed) {
     const path = join(rel, name);
-    const o = oldEntries.get(name);
-    if ((known && o && provenOld(input, path, o, d, depth)) || input.force) plan.removes.push({ rel: path, type: d });
+    const d = input.disk.kind(path);
+    if (d === undefined) continue;
+    if (provenOld(input, path, o, d, depth) || input.force) plan.removes.push({ rel: path, type: d });
     else plan.conflicts.push(path);
   }
+}
+
+function toEntry(e: ReturnType<typeof rawEntry>): Entry {
+  if (e.kind === RAW_FILE) return { type: 'file', digest: e.node.digest, executable: e.node.executable };
+  if (e.kind === RAW_DIR) return { type: 'dir', digest: e.node.digest };
+  return { type: 'symlink', target: e.node.target };
+}
+
+/** An update below a directory with no trusted record: everything on disk is compared by content. */
+function reconcileUnknown(input: ReconcileInput, plan: Plan, rel: string, next: Directory, depth: number): void {
+  if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${rel}'`, { digest: formatDigest(input.target) });
+  const disk = input.disk.list(rel) ?? new Map<string, DiskType>();
+  const wanted = new Set<string>();
+  for (const { name, entry } of sortedEntries(next)) {
+    wanted.add(name);
+    changeEntry(input, plan, join(rel, name), undefined, entry, disk.get(name), false, depth);
+  }
+  for (const [name, d] of disk) {
+    if (wanted.has(name)) continue;
+    if (input.force) plan.removes.push({ rel: join(rel, name), type: d });
+    else plan.conflicts.push(join(rel, name));
+  }
+}
+
+/** Brings one path from what is on disk (`d`) to the target entry `n`; `o` is the old entry when known. */
+function changeEntry(input: ReconcileInput, plan: Plan, path: string, o: Entry | undefined, n: Entry, d: DiskType | undefined, known: boolean, depth: number): void {
+  if (d === undefined) {
+    createEntry(input, plan, path, n, depth);
+    return;
+  }
+  if (n.type === 'dir' && d === 'dir') {
+    if (known && o?.type === 'dir') reconcileKnown(input, plan, path, o.digest, n.digest, depth + 1);
+    else reconcileUnknown(input, plan, path, input.tree(n.digest), depth + 1);
+    return;
+  }
+  // Cheapest proof first: a stat that shows the file is as the last checkout left it. Only then
+  // read contents: the entry may already be the target (an interrupted run) or the old content.
+  const replaceable = known && o !== undefined && provenOld(input, path, o, d, depth, true);
+  if (!replaceable && alreadyTarget(input, path, n, d)) {
+    plan.unchanged++;
+    return;
+  }
+  if (!replaceable && !(known && o && provenOld(input, path, o, d, depth, false)) && !input.force) {
+    plan.conflicts.push(path);
+    return;
+  }
+  plan.removes.push({ rel: path, type: d });
+  createEntry(input, plan, path, n, depth);
 }
 
 function createEntry(input: ReconcileInput, plan: Plan, path: string, n: Entry, depth: number): void {

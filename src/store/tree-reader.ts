@@ -4,7 +4,7 @@
  * written from a tree that holds an unsafe name anywhere.
  */
 import { type Digest, formatDigest } from '../core/digest.js';
-import { type Directory, decodeDirectory } from '../core/reapi.js';
+import { type Directory, type RawDirectory, decodeDirectory, splitDirectory } from '../core/reapi.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { BlobStore } from './store.js';
@@ -13,8 +13,8 @@ import { readTreePack } from './tree-pack.js';
 
 export class TreeReader {
   private readonly cache = new Map<string, Directory>();
-  /** Raw messages from a tree pack (see tree-pack.ts), decoded and validated on first use. */
-  private packed: Map<string, Buffer> | undefined;
+  /** Raw messages from tree packs (see tree-pack.ts), decoded and validated on first use. */
+  private readonly packed: Map<string, Buffer>[] = [];
   /** Raw bytes of every message read in this run, for writing a pack afterwards. */
   readonly raw = new Map<string, Buffer>();
   constructor(private readonly store: BlobStore) {}
@@ -22,13 +22,16 @@ export class TreeReader {
   /** Serves messages of `root` from its pack when the store has one; returns whether it did. */
   usePack(root: Digest): boolean {
     if (!(this.store instanceof LocalStore)) return false;
-    this.packed = readTreePack(this.store, root);
-    return this.packed !== undefined;
+    const pack = readTreePack(this.store, root);
+    if (pack) this.packed.push(pack);
+    return pack !== undefined;
   }
 
   private bytesSync(d: Digest): Buffer {
-    const fromPack = this.packed?.get(d.hash);
-    if (fromPack && fromPack.length === d.size) return fromPack;
+    for (const pack of this.packed) {
+      const fromPack = pack.get(d.hash);
+      if (fromPack && fromPack.length === d.size) return fromPack;
+    }
     return (this.store as LocalStore).readSync(d);
   }
 
@@ -52,6 +55,12 @@ export class TreeReader {
     this.cache.set(d.hash, dir);
     this.raw.set(d.hash, bytes);
     return dir;
+  }
+
+  /** A message split into raw entries, without decoding (see splitDirectory). Local stores only. */
+  rawSync(d: Digest): RawDirectory {
+    if (!(this.store instanceof LocalStore)) throw new Error('rawSync needs a local store');
+    return splitDirectory(this.bytesSync(d), formatDigest(d));
   }
 
   /** Loads every Directory reachable from `root` (each distinct one once), breadth first. */
