@@ -67,7 +67,8 @@ export async function run(ctx: BenchContext): Promise<string> {
   const serverStore = join(base, 'server');
   const children: ChildProcess[] = [];
   let nginxStop: (() => Promise<void>) | undefined;
-  const rsyncPid = join(base, 'rsyncd.pid');
+  // TREECAST_BENCH_REMOTE_PARTS=latency,checkout,again picks parts (default: all).
+  const parts = (process.env.TREECAST_BENCH_REMOTE_PARTS ?? 'latency,checkout,again').split(',');
   const out: string[] = ['## Remote: pull and checkout over loopback HTTP', ''];
   try {
     ctx.log('remote: snapshotting the corpus and a synthetic tree into the server store');
@@ -81,40 +82,45 @@ export async function run(ctx: BenchContext): Promise<string> {
     children.push(slowSrv.child);
 
     // ------------------------------------------------------------ 1. latency hiding
-    const latencyRuns = Math.max(1, Math.min(ctx.runs, 2));
-    out.push(`### Pull with ${LATENCY_MS} ms added per request (server \`--latency ${LATENCY_MS}\`), batch endpoints`, '');
-    const ratios: string[] = [];
-    for (const [name, root] of [['synthetic 1,000 dirs x 20 files', synth], ['Linux 6.1', linux]] as const) {
-      const store = join(base, 'lat-store');
-      const cases: Case[] = [1, 16].map((n) => ({
-        label: `${name}: pull --concurrency ${n}`,
-        setup: `rm -rf ${store}`,
-        cmd: `${tc} pull ${root} ${slowSrv.url} --store ${store} --concurrency ${n}`,
-      }));
-      const res = timeCases(cases, latencyRuns, ctx.log);
-      out.push(table(res, cases[0]!.label), '');
-      const speedup = median(res.get(cases[0]!.label)!.wall) / median(res.get(cases[1]!.label)!.wall);
-      ratios.push(target(`${name}: pull at --concurrency 16 is faster than at 1 by`, speedup, 10, '>='));
+    if (parts.includes('latency')) {
+      const latencyRuns = Math.max(1, Math.min(ctx.runs, 2));
+      out.push(`### Pull with ${LATENCY_MS} ms added per request (server \`--latency ${LATENCY_MS}\`), batch endpoints`, '');
+      const ratios: string[] = [];
+      for (const [name, root] of [['synthetic 1,000 dirs x 20 files', synth], ['Linux 6.1', linux]] as const) {
+        const store = join(base, 'lat-store');
+        const cases: Case[] = [1, 16].map((n) => ({
+          label: `${name}: pull --concurrency ${n}`,
+          setup: `rm -rf ${store}`,
+          cmd: `${tc} pull ${root} ${slowSrv.url} --store ${store} --concurrency ${n}`,
+        }));
+        const res = timeCases(cases, latencyRuns, ctx.log);
+        out.push(table(res, cases[0]!.label), '');
+        const speedup = median(res.get(cases[0]!.label)!.wall) / median(res.get(cases[1]!.label)!.wall);
+        ratios.push(target(`${name}: pull at --concurrency 16 is faster than at 1 by`, speedup, 10, '>='));
     }
     const st = await status(slowSrv.url);
     out.push(...ratios, target('server maxInFlight (from /status) during those pulls', st.maxInFlight, 16, '>='), '');
+    }
 
     // ------------------------------------------------------------ 2. full pull + checkout vs rsync
-    const nginx = findNginx();
-    let nginxUrl: string | undefined;
-    if (nginx) {
-      const n = await startNginx(nginx, join(base, 'nginx'));
-      nginxStop = n.stop;
-      nginxUrl = n.url;
-      ctx.log('remote: pushing the Linux tree to nginx');
-      sh(`${tc} push ${linux} ${nginxUrl} --store ${serverStore}`);
+    if (parts.includes('checkout')) {
+      const nginx = findNginx();
+      let nginxUrl: string | undefined;
+      if (nginx) {
+        const n = await startNginx(nginx, join(base, 'nginx'));
+        nginxStop = n.stop;
+        nginxUrl = n.url;
+        ctx.log('remote: pushing the Linux tree to nginx');
+        sh(`${tc} push ${linux} ${nginxUrl} --store ${serverStore}`);
     }
     fs.writeFileSync(
       join(base, 'rsyncd.conf'),
-      `port = 18873\naddress = 127.0.0.1\nuse chroot = no\npid file = ${rsyncPid}\nlog file = ${join(base, 'rsyncd.log')}\n[corpus]\npath = ${ctx.corpus}\nread only = yes\n`,
+      `port = 18873\naddress = 127.0.0.1\nuse chroot = no\nlog file = ${join(base, 'rsyncd.log')}\n[corpus]\npath = ${ctx.corpus}\nread only = yes\n`,
     );
-    sh(`rsync --daemon --config=${join(base, 'rsyncd.conf')}`);
-    await new Promise((r) => setTimeout(r, 300));
+    // In the foreground (--no-detach) so it is our child and we stop exactly it.
+    const rsyncd = spawn('rsync', ['--daemon', '--no-detach', `--config=${join(base, 'rsyncd.conf')}`], { stdio: 'ignore' });
+    children.push(rsyncd);
+    await new Promise((r) => setTimeout(r, 500));
 
     const store = join(base, 'co-store');
     const dst = join(base, 'co-out');
@@ -134,33 +140,26 @@ export async function run(ctx: BenchContext): Promise<string> {
     out.push(target('checkout --remote --method hardlink (treecast server) / rsync -a', median(res.get(cases[2]!.label)!.wall) / rs, 1.0));
     if (!nginxUrl) out.push('- nginx not installed: the WebDAV row was skipped');
     out.push('');
+    }
 
     // ------------------------------------------------------------ 3. pulling again
-    const full = join(base, 'full-store');
-    sh(`rm -rf ${full}`);
-    const again: Case[] = [
-      { label: 'first pull (empty store)', setup: `rm -rf ${full}`, cmd: `${tc} pull ${linux} ${plainSrv.url} --store ${full}` },
-      { label: 'pull again (complete store)', cmd: `${tc} pull ${linux} ${plainSrv.url} --store ${full}` },
-    ];
-    const res2 = timeCases(again, ctx.runs, ctx.log);
-    const summary = JSON.parse(sh(`${tc} pull ${linux} ${plainSrv.url} --store ${full} --json`).trim().split('\n').pop()!) as { fetched: number; requests: number };
-    out.push('### Pulling the Linux tree again after a complete pull', '', table(res2, again[0]!.label), '');
-    out.push(`- the repeated pull fetched ${summary.fetched} blobs in ${summary.requests} request(s)`);
-    out.push(target('pull again / first pull', median(res2.get(again[1]!.label)!.wall) / median(res2.get(again[0]!.label)!.wall), 0.05));
-    out.push('');
+    if (parts.includes('again')) {
+      const full = join(base, 'full-store');
+      sh(`rm -rf ${full}`);
+      const again: Case[] = [
+        { label: 'first pull (empty store)', setup: `rm -rf ${full}`, cmd: `${tc} pull ${linux} ${plainSrv.url} --store ${full}` },
+        { label: 'pull again (complete store)', cmd: `${tc} pull ${linux} ${plainSrv.url} --store ${full}` },
+      ];
+      const res2 = timeCases(again, ctx.runs, ctx.log);
+      const summary = JSON.parse(sh(`${tc} pull ${linux} ${plainSrv.url} --store ${full} --json`).trim().split('\n').pop()!) as { fetched: number; requests: number };
+      out.push('### Pulling the Linux tree again after a complete pull', '', table(res2, again[0]!.label), '');
+      out.push(`- the repeated pull fetched ${summary.fetched} blobs in ${summary.requests} request(s)`);
+      out.push(target('pull again / first pull', median(res2.get(again[1]!.label)!.wall) / median(res2.get(again[0]!.label)!.wall), 0.05));
+      out.push('');
+    }
   } finally {
     for (const c of children) await stop(c);
     await nginxStop?.();
-    if (fs.existsSync(rsyncPid)) {
-      const pid = Number(fs.readFileSync(rsyncPid, 'utf8').trim());
-      if (pid > 0) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          /* already gone */
-        }
-      }
-    }
     fs.rmSync(base, { recursive: true, force: true });
   }
   return out.join('\n');
