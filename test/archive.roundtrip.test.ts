@@ -12,6 +12,7 @@ import { unpack } from '../src/archive/unpack.js';
 import { importArchive } from '../src/archive/import.js';
 import { LocalStore } from '../src/store/local.js';
 import { formatDigest } from '../src/core/digest.js';
+import { InterruptedError } from '../src/errors.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { compareTrees, makeSampleTree } from './helpers/zip-trees.js';
 
@@ -130,4 +131,17 @@ test('CLI: --json summaries and --help for every option', () => {
     assert.equal(h.status, 0);
     for (const o of opts) assert.match(h.stdout, new RegExp(`${o}\\b.*\\S`), `${cmd} --help explains ${o}`);
   }
+});
+
+test('an aborted run leaves nothing: no partial archive, no partial tree', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  makeSampleTree(src);
+  const zip = join(dir, 'a.zip');
+  await assert.rejects(pack({ dir: src }, zip, { level: 'default', jobs: 0, signal: AbortSignal.abort() }), (e: Error) => e instanceof InterruptedError);
+  assert.deepEqual(fs.readdirSync(dir), ['src']);
+  await pack({ dir: src }, zip, { level: 'default', jobs: 0 });
+  const out = join(dir, 'out');
+  await assert.rejects(unpack(zip, out, { jobs: 0, signal: AbortSignal.abort() }), (e: Error) => e instanceof InterruptedError);
+  assert.equal(fs.existsSync(out), false);
 });

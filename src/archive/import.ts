@@ -11,7 +11,7 @@ import { TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
-import { checkLimitsOptions, earlyPool, openArchive, type ArchiveSummary } from './unpack.js';
+import { checkLimitsOptions, earlyPool, openArchive, throwIfAborted, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import type { IngestBatch, IngestResult } from './ingest-op.js';
@@ -26,6 +26,8 @@ export interface ImportOptions {
   onWarning?: (code: string, message: string) => void;
   /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
   largeEntryBytes?: number;
+  /** Aborting stops after the batches in flight (blobs stored so far stay: the store is content-addressed). */
+  signal?: AbortSignal;
 }
 
 export interface ImportSummary extends ArchiveSummary {
@@ -66,17 +68,19 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
         }
         done += batch.length;
         opts.onProgress?.({ done, total, bytes });
-      });
+      }, { shouldStop: () => opts.signal?.aborted === true });
     } finally {
       await pool.close();
       pool = undefined;
     }
     for (const e of plan.large) {
+      throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
       digests.set(e.index, await ingestLarge(ar.path, ar.fd, e, store));
       done++;
       bytes += e.size;
       opts.onProgress?.({ done, total, bytes });
     }
+    throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
     const tb = new TreeBuilder();
     for (const e of ar.judged.entries) {
       if (e.type === 'dir') tb.add({ type: 'dir', path: e.path });

@@ -30,6 +30,8 @@ export interface CompressBatch {
   tmpPrefix: string;
   /** Files larger than this are compressed to a temporary file (tests lower it). */
   largeBytes?: number;
+  /** Piece size for large files (tests lower it). */
+  chunkBytes?: number;
 }
 
 export interface CompressedFile {
@@ -84,7 +86,7 @@ export function compressBatch(b: CompressBatch): CompressResult {
       const size = st.size;
       const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size };
       if (size > large) {
-        files.push({ ...base, ...compressLarge(fd, f, size, b.level, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
+        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.chunkBytes ?? CHUNK, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
         continue;
       }
       if (input.length < size + 1) input = Buffer.allocUnsafe(Math.max(size + 1, input.length * 2));
@@ -132,10 +134,10 @@ function verifyBlob(raw: Buffer, f: CompressFile): void {
  * flush, the last one finished), which concatenate into one valid deflate stream, as pigz does.
  * Falls back to storing the bytes when deflate does not make them smaller.
  */
-function compressLarge(fd: number, f: CompressFile, size: number, level: number, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
+function compressLarge(fd: number, f: CompressFile, size: number, level: number, pieceBytes: number, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
   const out = fs.openSync(tmp, 'wx', 0o600);
   try {
-    const chunk = Buffer.allocUnsafe(CHUNK);
+    const chunk = Buffer.allocUnsafe(pieceBytes);
     const hash = f.hash !== undefined ? createHash('sha256') : undefined;
     let crc = 0;
     let pos = 0;
@@ -146,7 +148,7 @@ function compressLarge(fd: number, f: CompressFile, size: number, level: number,
       written += d.length;
     };
     while (pos < size) {
-      const n = fs.readSync(fd, chunk, 0, Math.min(CHUNK, size - pos), pos);
+      const n = fs.readSync(fd, chunk, 0, Math.min(pieceBytes, size - pos), pos);
       if (n === 0) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
       const piece = chunk.subarray(0, n);
       crc = zlib.crc32(piece, crc);
@@ -162,7 +164,7 @@ function compressLarge(fd: number, f: CompressFile, size: number, level: number,
       fs.ftruncateSync(out, 0);
       written = 0;
       for (pos = 0; pos < size; ) {
-        const n = fs.readSync(fd, chunk, 0, Math.min(CHUNK, size - pos), pos);
+        const n = fs.readSync(fd, chunk, 0, Math.min(pieceBytes, size - pos), pos);
         if (n === 0) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
         fs.writeSync(out, chunk, 0, n, pos);
         pos += n;

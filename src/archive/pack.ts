@@ -17,6 +17,7 @@ import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
 import { METHOD_STORE, S_IFDIR, S_IFLNK, S_IFREG } from './zip-format.js';
 import type { CompressBatch, CompressFile, CompressResult } from './pack-op.js';
+import { throwIfAborted } from './unpack.js';
 
 export const LEVELS = { store: 0, fast: 1, default: 6, best: 9 } as const;
 export type Level = keyof typeof LEVELS;
@@ -31,6 +32,10 @@ export interface PackOptions {
   onWarning?: (code: string, message: string) => void;
   /** Files above this many bytes are compressed via a temporary file (default 64 MiB). */
   largeBytes?: number;
+  /** Piece size for large files (default 16 MiB; tests lower it). */
+  chunkBytes?: number;
+  /** Aborting stops after the batches in flight; OUT is left as it was. */
+  signal?: AbortSignal;
 }
 
 export interface PackSummary {
@@ -205,12 +210,13 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
 
   const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
   try {
-    const payloads = src.batches.map((files, i): CompressBatch & { n: number } => ({ n: i, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes }));
+    const payloads = src.batches.map((files, i): CompressBatch & { n: number } => ({ n: i, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes, chunkBytes: opts.chunkBytes }));
     await runBatches<CompressBatch & { n: number }, CompressResult>(pool, 'archive.compress', payloads, (r, p) => {
       for (const f of r.files) if (f.tmp) pending.add(f.tmp);
       results.set(p.n, r);
       drain();
-    });
+    }, { shouldStop: () => opts.signal?.aborted === true });
+    throwIfAborted(opts.signal, 'interrupted; the archive was not written');
     drain();
     writer.finish();
     fs.closeSync(fd);

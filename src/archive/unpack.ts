@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
-import { ArchiveError, TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
+import { ArchiveError, InterruptedError, TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { readCentralDirectory } from './central-directory.js';
 import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
@@ -26,6 +26,8 @@ export interface UnpackOptions {
   onWarning?: (code: string, message: string) => void;
   /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
   largeEntryBytes?: number;
+  /** Aborting stops after the batches in flight and takes back what was written (as a failure does). */
+  signal?: AbortSignal;
 }
 
 export interface ArchiveSummary {
@@ -261,14 +263,14 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
         bytes += r.bytes;
         progress();
       },
-      { shouldStop: () => failed },
+      { shouldStop: () => failed || opts.signal?.aborted === true },
     ).catch((e) => {
       failed = true;
       throw e;
     });
     const large = (async () => {
       for (const e of plan.large) {
-        if (failed) return;
+        if (failed || opts.signal?.aborted) return;
         await extractLarge(ar, root, e, force, undo);
         done++;
         bytes += e.size;
@@ -281,6 +283,7 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
     const results = await Promise.allSettled([small, large]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
+  throwIfAborted(opts.signal);
 
   // Symlinks after every file, so nothing was written through one.
   for (const e of plan.symlinks) {
@@ -351,4 +354,8 @@ function currentUmask(): number {
   const m = process.umask(0o022);
   process.umask(m);
   return m;
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined, what = 'interrupted; what this run wrote was removed'): void {
+  if (signal?.aborted) throw new InterruptedError(what, { hint: 'run the same command again' });
 }

@@ -7,7 +7,7 @@ import { pack, LEVELS, type Level } from '../../archive/pack.js';
 import { unpack } from '../../archive/unpack.js';
 import { importArchive } from '../../archive/import.js';
 import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
-import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
+import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
@@ -55,14 +55,13 @@ Sockets, FIFOs and devices are skipped with a warning.`,
   );
   packCmd.action(async (source: string, out: string, o: { level: Level; jobs?: number; store?: string; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
-    const opts = { level: o.level, jobs: o.jobs ?? defaultJobs(), onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
     const st = fs.statSync(source, { throwIfNoEntry: false });
-    let r;
-    if (st?.isDirectory()) r = await pack({ dir: source }, out, opts);
-    else {
+    const r = await withSignals((signal) => {
+      const opts = { level: o.level, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
+      if (st?.isDirectory()) return pack({ dir: source }, out, opts);
       const store = openStore(o);
-      r = await pack({ store, root: store.resolve(source) }, out, opts);
-    }
+      return pack({ store, root: store.resolve(source) }, out, opts);
+    });
     bar.finish();
     if (o.json) printJson({ ok: true, ...r });
     else process.stderr.write(summaryLine('pack', r));
@@ -93,7 +92,8 @@ overwritten without --force, and a symlink already in DIR is never written throu
   );
   unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
-    const r = await unpack(archive, dir, {
+    const r = await withSignals((signal) => unpack(archive, dir, {
+      signal,
       jobs: o.jobs ?? defaultJobs(),
       force: o.force,
       keepPartial: o.keepPartial,
@@ -101,7 +101,7 @@ overwritten without --force, and a symlink already in DIR is never written throu
       maxSize: o.maxSize,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'unpacking' }),
-    });
+    }));
     bar.finish();
     if (o.json) printJson({ ok: true, ...r });
     else process.stderr.write(summaryLine('unpack', r));
@@ -121,14 +121,15 @@ overwritten without --force, and a symlink already in DIR is never written throu
   importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
-    const r = await importArchive(archive, store, {
+    const r = await withSignals((signal) => importArchive(archive, store, {
+      signal,
       jobs: o.jobs ?? defaultJobs(),
       ref: o.ref,
       maxRatio: o.maxRatio,
       maxSize: o.maxSize,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'importing' }),
-    });
+    }));
     bar.finish();
     const digest = formatDigest(r.root);
     if (o.json) {
