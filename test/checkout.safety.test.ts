@@ -129,3 +129,32 @@ test('--verify names a corrupt blob and leaves no file under its final name', as
     assert.equal(fs.existsSync(join(out, 'bad')), false);
   }
 });
+
+test('a tree nested deeper than 1,024 levels is refused before anything is written', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  let child = directoryBlob({ files: [], directories: [], symlinks: [] });
+  store.putSync(child.bytes);
+  for (let i = 0; i < 1030; i++) {
+    child = directoryBlob({ files: [], directories: [{ name: 'd', digest: child.digest }], symlinks: [] });
+    store.putSync(child.bytes);
+  }
+  const out = join(dir, 'out');
+  await assert.rejects(checkout(child.digest, out, { store }), (e: unknown) => e instanceof InvalidTreeError && /deeper than 1024/.test(e.message));
+  assert.deepEqual(fs.readdirSync(out), []);
+});
+
+test('a name longer than 255 bytes is refused', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  const blob = store.putSync(Buffer.from('x'));
+  const long = 'n'.repeat(4100);
+  const nameBytes = Buffer.from(long);
+  const digest = Buffer.concat([Buffer.from([0x0a, 64]), Buffer.from(blob.hash), Buffer.from([0x10, 1])]);
+  const lenName = Buffer.from([0x0a, 0x84, 0x20]); // tag 1, varint 4100
+  const body = Buffer.concat([lenName, nameBytes, Buffer.from([0x12, digest.length]), digest]);
+  const bodyLen = body.length; // 4100 + 3 + 2 + 68 = 4173 -> varint 0xcd 0x20
+  const msg = Buffer.concat([Buffer.from([0x0a, (bodyLen & 0x7f) | 0x80, bodyLen >> 7]), body]);
+  const root = store.putSync(msg);
+  await assert.rejects(checkout(root, join(dir, 'out'), { store }), (e: unknown) => e instanceof InvalidTreeError && /longer than 255/.test(e.message));
+});

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
@@ -107,4 +107,19 @@ test('hashing in worker threads gives the same digest as hashing inline', async 
   const b = await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 's2')), jobs: 1 });
   assert.equal(a.hashedFiles, 700);
   assert.equal(formatDigest(a.digest), formatDigest(b.digest));
+});
+
+test('an unreadable file is an error naming the path, and nothing is recorded', { skip: process.getuid?.() !== 0 && 'needs root to run the snapshot as another user' }, () => {
+  const dir = tempDir();
+  fs.chmodSync(dir, 0o755);
+  writeTree(join(dir, 'src'), { 'ok': 'ok', 'secret': 'no' });
+  fs.chmodSync(join(dir, 'src', 'secret'), 0o000);
+  fs.mkdirSync(join(dir, 's'));
+  fs.chownSync(join(dir, 's'), 65534, 65534);
+  const bin = new URL('../../bin/treecast', import.meta.url).pathname;
+  const r = spawnSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', join(dir, 's'), '--ref', 'never'], { uid: 65534, gid: 65534, encoding: 'utf8' });
+  assert.equal(r.status, 7, r.stderr);
+  assert.match(r.stderr, /ERR_TREECAST_CAPTURE/);
+  assert.ok(r.stderr.includes(join(dir, 'src', 'secret')));
+  assert.equal(fs.existsSync(join(dir, 's', 'refs', 'never')), false);
 });
