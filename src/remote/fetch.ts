@@ -11,6 +11,7 @@
  * rest. On stop() (SIGINT/SIGTERM) no new request starts and those in flight are finished, so no
  * byte the server sent is thrown away.
  */
+import * as fs from 'node:fs';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { InterruptedError, InvalidTreeError } from '../errors.js';
@@ -151,8 +152,9 @@ export class RemoteFetcher {
   /** Starts fetching every file blob of the prepared tree that the store lacks, in tree order. */
   prefetch(): void {
     const absent: Digest[] = [];
+    const listed = this.listStoreIfCheaper();
     for (const d of this.files) {
-      if (this.store.hasSync(d)) {
+      if (listed ? listed.has(d.hash) : this.store.hasSync(d)) {
         this.skipped++;
         this.known.add(d.hash);
       } else {
@@ -163,6 +165,24 @@ export class RemoteFetcher {
     this.planned += absent.length;
     // Failures reach the caller through ensureBlobs or finish(); nothing is lost by not awaiting.
     this.scheduler!.want(absent, false, true).catch(() => {});
+  }
+
+  /**
+   * The store's blob names, when listing the store costs less than one stat per file of the tree.
+   * Perf: re-pulling the complete Linux tree spent ~0.5 s on 78k stats; listing the 256 shard
+   * folders of a store that size takes a fraction of it. A store much larger than the tree (a shared
+   * cache) is not listed: its size is estimated from one shard.
+   */
+  private listStoreIfCheaper(): Set<string> | undefined {
+    if (this.files.length < 4096) return undefined;
+    let shard: string[];
+    try {
+      shard = fs.readdirSync(`${this.store.root}/cas/7f`);
+    } catch {
+      return undefined;
+    }
+    if (shard.length * 256 > 4 * this.files.length) return undefined;
+    return new Set(this.store.listHashes());
   }
 
   /** Leaves these blobs in the local store, verified, ahead of the queue. (CheckoutOptions.ensureBlobs.) */
