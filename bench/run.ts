@@ -26,6 +26,21 @@ async function sections(): Promise<Section[]> {
   return list;
 }
 
+/**
+ * On a virtual machine, the first write to a never-touched page of guest memory is several times
+ * slower than later ones (measured here: 316 MB/s against 1.3 GB/s for 1 GiB into tmpfs). Writing
+ * most of free memory once up front keeps that one-off cost out of whichever command runs first.
+ */
+function prefault(dir: string, log: (s: string) => void): void {
+  const freeMiB = Number(/MemAvailable:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) / 1024;
+  const mib = Math.max(0, Math.min(16384, Math.floor(freeMiB - 6144)));
+  if (mib <= 0) return;
+  log(`touching ${mib} MiB of memory once (see prefault in bench/run.ts)`);
+  const f = join(dir, 'prefault');
+  execFileSync('dd', ['if=/dev/zero', `of=${f}`, 'bs=1M', `count=${mib}`], { stdio: 'ignore' });
+  fs.rmSync(f);
+}
+
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -40,6 +55,7 @@ async function main(): Promise<void> {
   const out = arg('--out') ?? join(root, 'BENCHMARKS.md');
   const tmpfs = fs.mkdtempSync('/dev/shm/treecast-bench-');
   const log = (s: string) => process.stderr.write(`${s}\n`);
+  prefault(tmpfs, log);
   const ctx: BenchContext = { corpus, tmpfs, treecast: join(root, 'bin/treecast'), runs, log };
   const parts: string[] = [];
   try {
