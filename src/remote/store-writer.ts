@@ -35,6 +35,9 @@ export class StoreWriter {
     const w = this.start();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      // Held while writes are pending: an idle worker must not keep the process alive, but a
+      // pending write must (the sockets may all be idle by then, and unref'd).
+      if (this.pending.size === 0) w.ref();
       this.pending.set(id, { resolve, reject });
       w.postMessage({ id, root: this.storeRoot, source, hashes: digests.map((d) => d.hash), sizes: digests.map((d) => d.size), data }, [data]);
     });
@@ -49,12 +52,12 @@ export class StoreWriter {
   private start(): Worker {
     if (this.worker) return this.worker;
     const w = new Worker(new URL('./store-writer-worker.js', import.meta.url));
-    // Never keeps the process alive by itself; pending writes keep their callers waiting anyway.
     w.unref();
     w.on('message', (m: WriteReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
+      if (this.pending.size === 0) w.unref();
       if (m.error) p.reject(reviveError(m.error));
       else p.resolve(m.stored);
     });
