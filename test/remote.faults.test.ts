@@ -11,7 +11,7 @@ import { formatDigest } from '../src/core/digest.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { treeBlobs } from '../src/remote/push.js';
-import { describeTree, duplicateSends, json, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
+import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 describe('remote faults', () => {
@@ -79,7 +79,7 @@ describe('remote faults', () => {
         const local = LocalStore.open(storeDir);
         for (const h of local.listHashes()) local.readSync({ hash: h, size: fs.statSync(local.blobPath(h)).size });
         if (!batch) assert.ok(![...local.listHashes()].includes(big));
-        assert.deepEqual(fs.readdirSync(join(storeDir, 'tmp')), []);
+        assert.deepEqual(leftoverTmp(storeDir), []);
         // Without the corrupting proxy the same pull completes.
         const again = await runCli(['pull', root, s.url, '--store', storeDir, '--json']);
         assert.equal(again.code, 0, again.stderr);
@@ -159,7 +159,7 @@ describe('remote faults', () => {
       const r = await runCli(['pull', root, s.url, '--store', storeDir, '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.ok((json(r).skipped as number) >= had - 1);
-      assert.deepEqual(fs.readdirSync(join(storeDir, 'tmp')), []);
+      assert.deepEqual(leftoverTmp(storeDir), []);
     } finally {
       await s.close();
     }

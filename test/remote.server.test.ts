@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
 import { encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
-import { removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { leftoverTmp, removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 const TOKEN = 'test-token-123';
 
@@ -38,12 +38,12 @@ function raw(url: string, chunks: (string | Buffer | number)[], opts: { halfClos
 
 function storedBlobs(root: string): string[] {
   const out: string[] = [];
-  for (const s of fs.readdirSync(join(root, 'cas'))) for (const f of fs.readdirSync(join(root, 'cas', s))) out.push(f);
+  for (const s of fs.readdirSync(join(root, 'cas'))) for (const f of fs.readdirSync(join(root, 'cas', s))) if (!f.startsWith('.')) out.push(f);
   return out;
 }
 
 function tmpFiles(root: string): string[] {
-  return fs.readdirSync(join(root, 'tmp'));
+  return leftoverTmp(root);
 }
 
 describe('remote server', () => {

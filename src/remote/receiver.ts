@@ -8,8 +8,7 @@
  * synchronous: a chunk is on disk before the next one is read from the socket, which is the
  * backpressure, and page-cache writes of a 64 KiB chunk take microseconds.
  */
-import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { threadId } from 'node:worker_threads';
+import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { DigestMismatchError, fsError } from '../errors.js';
@@ -119,7 +118,7 @@ export class BlobReceiver {
   }
 
   private open(): void {
-    this.tmp = netTmpPath(this.store);
+    this.tmp = this.store.blobTmpPath(this.expected.hash);
     try {
       this.fd = fs.openSync(this.tmp, 'wx', 0o444);
     } catch (e) {
@@ -136,18 +135,9 @@ export class BlobReceiver {
   }
 }
 
-// Perf: LocalStore.tmpPath draws 4 random bytes per call (0.5 s of a 14 s Linux-tree pull in the
-// profile); one random tag per process plus a counter is just as unique.
-const PROCESS_TAG = `${process.pid}-${threadId}-${randomBytes(6).toString('hex')}`;
-let tmpCounter = 0;
-
-function netTmpPath(store: LocalStore): string {
-  return `${store.root}/tmp/net-${PROCESS_TAG}-${++tmpCounter}`;
-}
-
 /** Writes already-verified bytes under their digest (tmp file + rename, like LocalStore.putSync). */
 export function writeVerified(store: LocalStore, d: Digest, bytes: Uint8Array): void {
-  const tmp = netTmpPath(store);
+  const tmp = store.blobTmpPath(d.hash);
   try {
     fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
     store.commitTmp(tmp, d.hash);

@@ -135,3 +135,12 @@ export function duplicateSends(log: AccessLogEntry[]): string[] {
   for (const e of log) for (const h of e.sent ?? []) (seen.has(h) ? dup : seen).add(h);
   return [...dup];
 }
+
+/** Partial writes left in a store: its tmp folder plus temp names inside the blob shards. */
+export function leftoverTmp(storeRoot: string): string[] {
+  const out = fs.readdirSync(join(storeRoot, 'tmp')).map((n) => `tmp/${n}`);
+  for (const s of fs.readdirSync(join(storeRoot, 'cas'))) {
+    for (const n of fs.readdirSync(join(storeRoot, 'cas', s))) if (n.startsWith('.')) out.push(`cas/${s}/${n}`);
+  }
+  return out;
+}
