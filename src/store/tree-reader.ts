@@ -37,20 +37,16 @@ export class TreeReader {
 
   /** One decoded Directory. Local stores are read synchronously (no promise per directory). */
   async get(d: Digest): Promise<Directory> {
-    const hit = this.cache.get(d.hash);
-    if (hit) return hit;
-    const bytes = this.store instanceof LocalStore ? this.bytesSync(d) : await this.store.get(d);
-    const dir = decodeDirectory(bytes, formatDigest(d));
-    this.cache.set(d.hash, dir);
-    this.raw.set(d.hash, bytes);
-    return dir;
+    if (this.store instanceof LocalStore) return this.getSync(d);
+    return this.cache.get(d.hash) ?? this.decode(d, await this.store.get(d));
   }
 
   getSync(d: Digest): Directory {
     if (!(this.store instanceof LocalStore)) throw new Error('getSync needs a local store');
-    const hit = this.cache.get(d.hash);
-    if (hit) return hit;
-    const bytes = this.bytesSync(d);
+    return this.cache.get(d.hash) ?? this.decode(d, this.bytesSync(d));
+  }
+
+  private decode(d: Digest, bytes: Buffer): Directory {
     const dir = decodeDirectory(bytes, formatDigest(d));
     this.cache.set(d.hash, dir);
     this.raw.set(d.hash, bytes);
