@@ -151,7 +151,8 @@ export function readCentralDirectory(fd: number, path: string): CentralDirectory
     let compressedSize = cd.readUInt32LE(p + 20);
     let localOffset = cd.readUInt32LE(p + 42);
     const diskStart = cd.readUInt16LE(p + 34);
-    let mtime = fromDosDateTime(cd.readUInt16LE(p + 14), cd.readUInt16LE(p + 12));
+    // Perf: the DOS time (a Date in local time) only when no extended timestamp gives the mtime.
+    let mtime = -1;
     let z64Bad = false;
     const extraOk = forEachExtra(cd, p + CENTRAL_HEADER_SIZE + nameLen, p + CENTRAL_HEADER_SIZE + nameLen + extraLen, (id, s, e) => {
       if (id === EXTRA_ZIP64) {
@@ -175,11 +176,13 @@ export function readCentralDirectory(fd: number, path: string): CentralDirectory
     });
     if (!extraOk) throw bad(path, `entry '${shown}': malformed extra field`);
     if (z64Bad) throw bad(path, `entry '${shown}': Zip64 extra field is too short`);
+    if (mtime < 0) mtime = fromDosDateTime(cd.readUInt16LE(p + 14), cd.readUInt16LE(p + 12));
     if (diskStart !== 0 && diskStart !== U16_MAX) throw bad(path, 'multi-disk archives are not supported');
     entries[i] = {
       index: i,
       name,
-      nameBytes: Buffer.from(nameBytes),
+      // A view of the central directory buffer, which lives as long as the entries anyway.
+      nameBytes,
       madeBy: cd.readUInt16LE(p + 4),
       flags: cd.readUInt16LE(p + 8),
       method: cd.readUInt16LE(p + 10),

@@ -48,6 +48,8 @@ export interface ArchiveEntry {
   compressedSize: number;
   size: number;
   localOffset: number;
+  /** Length of the stored name in bytes. */
+  nameLength: number;
   /** Where the next entry's local header (or the central directory) starts: this entry must end before it. */
   limit: number;
 }
@@ -123,6 +125,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
   /** Type of every path seen, explicit or implied as a parent. 'implied' is a directory nobody named. */
   const kinds = new Map<string, EntryType | 'implied'>();
   let totalSize = 0;
+  let lastParent = '';
   for (const e of raw) {
     if (e.name === undefined) {
       throw new UnsafePathError(`archive entry ${e.index} ('${e.nameBytes.toString('latin1')}'): name is not valid UTF-8`, {
@@ -154,7 +157,12 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
     if (totalSize > limits.maxSize) throw refused(shown, `total size ${totalSize} bytes exceeds --max-size ${limits.maxSize}`);
 
     // Parents must be directories (explicit or implied); a path may be named once.
-    let cut = path.indexOf('/');
+    // Perf: entries come grouped by directory; when the parent is the previous entry's parent,
+    // every prefix of it is already known to be a directory (a later clash is caught as a duplicate).
+    const lastCut = path.lastIndexOf('/');
+    const parentPath = lastCut < 0 ? '' : path.slice(0, lastCut);
+    let cut = parentPath === lastParent ? -1 : path.indexOf('/');
+    lastParent = parentPath;
     while (cut >= 0) {
       const parent = path.slice(0, cut);
       const k = kinds.get(parent);
@@ -181,6 +189,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
       compressedSize: e.compressedSize,
       size: e.size,
       localOffset: e.localOffset,
+      nameLength: e.nameBytes.length,
       limit: 0,
     });
   }
@@ -200,7 +209,7 @@ function assignLimits(entries: ArchiveEntry[], cdOffset: number): void {
     const e = byOffset[i]!;
     const next = byOffset[i + 1];
     const limit = next ? next.localOffset : cdOffset;
-    const minEnd = e.localOffset + LOCAL_HEADER_SIZE + Buffer.byteLength(e.rawName) + e.compressedSize;
+    const minEnd = e.localOffset + LOCAL_HEADER_SIZE + e.nameLength + e.compressedSize;
     if (minEnd > limit) {
       const why = next
         ? next.localOffset === e.localOffset

@@ -40,7 +40,13 @@ export const DEFAULT_BATCH_LIMITS: BatchLimits = { entries: 256, bytes: 8 << 20,
 
 export function planExtraction(entries: readonly ArchiveEntry[], limits: BatchLimits = DEFAULT_BATCH_LIMITS): ExtractPlan {
   const dirMap = new Map<string, PlannedDir>();
+  let lastParent = '';
   const addParents = (path: string) => {
+    // Perf: skip the prefix walk when the parent is the previous entry's (entries come grouped).
+    const lastCut = path.lastIndexOf('/');
+    const parent = lastCut < 0 ? '' : path.slice(0, lastCut);
+    if (parent === lastParent) return;
+    lastParent = parent;
     let cut = path.indexOf('/');
     while (cut >= 0) {
       const parent = path.slice(0, cut);
@@ -81,7 +87,12 @@ export function planExtraction(entries: readonly ArchiveEntry[], limits: BatchLi
     curOut += f.size;
   }
   if (cur.length > 0) batches.push(cur);
-  const depth = (p: string) => p.split('/').length;
-  const finishDirs = explicitDirs.sort((a, b) => depth(b.path) - depth(a.path));
+  const depth = new Map<ArchiveEntry, number>();
+  for (const d of explicitDirs) {
+    let n = 0;
+    for (let i = d.path.indexOf('/'); i >= 0; i = d.path.indexOf('/', i + 1)) n++;
+    depth.set(d, n);
+  }
+  const finishDirs = explicitDirs.sort((a, b) => depth.get(b)! - depth.get(a)!);
   return { dirs: [...dirMap.values()], batches, large, symlinks, finishDirs, fileCount: files.length + large.length, totalSize };
 }
