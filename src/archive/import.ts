@@ -50,7 +50,8 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
     // Perf: the tree is built while workers store file data (this thread is otherwise idle then):
     // directories and symlinks first, each file as its batch returns. Any order is fine for
-    // TreeBuilder once entry-rules has accepted the archive. Saved ~0.4 s on the Linux tree.
+    // TreeBuilder once entry-rules has accepted the archive. On the Linux tree TreeBuilder.add
+    // took 0.38 s of this thread (profiled), which now overlaps the workers.
     const tb = new TreeBuilder();
     const executable = (e: ArchiveEntry) => e.perm !== undefined && (e.perm & 0o100) !== 0;
     for (const e of ar.judged.entries) {

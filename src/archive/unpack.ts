@@ -109,8 +109,8 @@ class Undo {
 export async function unpack(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
   checkLimitsOptions(opts);
   const t0 = process.hrtime.bigint();
-  // Perf: workers take ~40 ms to start; for a large archive, start them while the central
-  // directory is read and judged on this thread.
+  // Perf: workers take tens of ms to start (see fs/worker-pool.ts); for a large archive, start
+  // them while the central directory is read and judged on this thread.
   const early = earlyPool(archivePath, opts.jobs, {});
   let ar: OpenedArchive;
   try {
