@@ -17,6 +17,7 @@ import { MAX_DEPTH } from '../core/names.js';
 import { InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
+import { writeTreePack } from '../store/tree-pack.js';
 import { type ClientOptions, RemoteClient } from './client.js';
 import { StoreWriter } from './store-writer.js';
 import { FetchScheduler } from './window.js';
@@ -111,6 +112,9 @@ export class RemoteFetcher {
     await this.init();
     this.root = root;
     const store = this.store;
+    // A tree pack (store/tree-pack.ts) left by an earlier pull, snapshot or checkout of this tree
+    // serves the messages in one read; each is still decoded and validated below.
+    const packed = this.reader.usePack(root);
     const viaTree = new Set<string>();
     if (this.batch && !store.hasSync(root)) {
       // One response with every directory; any it lacks are fetched level by level below.
@@ -147,6 +151,9 @@ export class RemoteFetcher {
       level = next;
     }
     this.directories = seenDirs.size;
+    // Every message is now local and validated: pack them so the next load of this tree (the
+    // checkout that usually follows, a pull again) is one read instead of one per directory.
+    if (!packed) writeTreePack(store, root, this.reader.raw);
   }
 
   /** Starts fetching every file blob of the prepared tree that the store lacks, in tree order. */
