@@ -54,7 +54,7 @@ export class RemoteFetcher {
   private readonly writer: StoreWriter;
   private stopReason: unknown;
   private skipped = 0;
-  /** Hashes known to be in the local store during this run (Perf: saves repeated stats). */
+  /** Hashes known to be in the local store during this run: no second stat (see receiver.ts). */
   private readonly known = new Set<string>();
   private directories = 0;
   /** Distinct non-empty file blobs of the prepared tree, in tree order. */
@@ -176,9 +176,10 @@ export class RemoteFetcher {
 
   /**
    * The store's blob names, when listing the store costs less than one stat per file of the tree.
-   * Perf: re-pulling the complete Linux tree spent ~0.5 s on 78k stats; listing the 256 shard
-   * folders of a store that size takes a fraction of it. A store much larger than the tree (a shared
-   * cache) is not listed: its size is estimated from one shard.
+   * Perf: a pull again of the Linux tree would stat 78k blobs; listing the 256 shard folders and
+   * building the set took 0.26 s in its profile (the stats it replaces were not timed apart). A
+   * store much larger than the tree (a shared cache) is not listed: its size is estimated from one
+   * shard.
    */
   private listStoreIfCheaper(): Set<string> | undefined {
     if (this.files.length < 4096) return undefined;

@@ -80,7 +80,8 @@ export class BlobReceiver {
     if (this.buf) {
       // Verified above, so stored without hashing again. No existence check first: callers ask
       // for absent blobs, and a rename over an identical blob is harmless.
-      // Perf: dropping the stat per blob saved ~0.4 s of a 14 s Linux-tree pull (83k blobs).
+      // Perf: with the other repeated existence checks gone (fetch.ts, window.ts, client.ts), stat
+      // self time in the profile of a Linux-tree pull (83k blobs) fell from 2.3 s to 0.5 s.
       if (actual.size > 0) writeVerified(this.store, actual, this.buf);
       return actual;
     }

@@ -473,7 +473,7 @@ export class RemoteServer {
         return;
       }
       if (size <= SMALL_READ) {
-        // Perf: header and data in one buffer, gathered with neighbours into one socket write.
+        // Header and data in one buffer, gathered with neighbours into one socket write.
         const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + size);
         encodeFrameHeader(d, FRAME_PRESENT).copy(frame, 0);
         readFully(fd, frame, FRAME_HEADER_BYTES, size);

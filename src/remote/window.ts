@@ -156,7 +156,7 @@ export class FetchScheduler {
       .fetchBatch(batch.map((e) => e.d))
       .then(
         () => {
-          // fetchBatch resolves only once every blob is stored (Perf: no stat per blob here).
+          // fetchBatch resolves only once every blob is stored: no stat per blob here (see receiver.ts).
           for (const e of batch) this.settle(e);
         },
         (err) => {
