@@ -6,7 +6,7 @@
  * close and SHA-256 took ~7 s of the main thread's 15.1 s; with them here the main thread sat idle
  * 5.8 s of a 12.6 s pull (the writer thread, not the network code, is now the busy one). One
  * writer thread, not more: two threads writing the same tmpfs store each took 12.6 s for half the
- * blobs against 9.9 s for one thread doing all of them (the kernel serialises them).
+ * blobs against 9.9 s for one thread doing all of them.
  *
  * A batch arrives as one transferred ArrayBuffer (no copy between threads) with the offset of each
  * blob; the worker verifies every blob (SHA-256 and size) before it gets its name.
