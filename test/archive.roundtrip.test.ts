@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { pack } from '../src/archive/pack.js';
 import { unpack } from '../src/archive/unpack.js';
 import { importArchive } from '../src/archive/import.js';
@@ -144,4 +145,21 @@ test('an aborted run leaves nothing: no partial archive, no partial tree', async
   const out = join(dir, 'out');
   await assert.rejects(unpack(zip, out, { jobs: 0, signal: AbortSignal.abort() }), (e: Error) => e instanceof InterruptedError);
   assert.equal(fs.existsSync(out), false);
+});
+
+test('a batch of large files comes back in parts and is still written in order', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  // 6 x 5 MB in one directory: one batch by count, but over the 16 MiB a batch may return.
+  for (let i = 0; i < 6; i++) fs.writeFileSync(join(src, `f${i}`), randomBytes(5 << 20));
+  fs.writeFileSync(join(src, 'z'), 'last');
+  for (const jobs of [0, 2]) {
+    const zip = join(dir, `a${jobs}.zip`);
+    const r = await pack({ dir: src }, zip, { level: 'store', jobs });
+    assert.equal(r.files, 7);
+    const out = join(dir, `out${jobs}`);
+    await unpack(zip, out, { jobs });
+    compareTrees(src, out, { symlinkTimes: false });
+  }
 });

@@ -13,6 +13,8 @@ import { METHOD_DEFLATE, METHOD_STORE } from './zip-format.js';
 
 export const LARGE_FILE_BYTES = 64 << 20;
 const CHUNK = 16 << 20;
+/** A batch returns early once its output reaches this size. */
+export const MAX_OUTPUT = 16 << 20;
 
 export interface CompressFile {
   /** Absolute path to read (a file under the packed directory, or a store blob). */
@@ -70,6 +72,9 @@ export function compressBatch(b: CompressBatch): CompressResult {
   };
   const large = b.largeBytes ?? LARGE_FILE_BYTES;
   for (const f of b.files) {
+    // The walker batches by count (it knows no sizes), so a batch of large files stops here once
+    // its output is big enough; the caller sends the rest again. Bounds memory per batch.
+    if (used >= MAX_OUTPUT && files.length > 0) break;
     if (f.size === 0) {
       files.push({ mode: 0o100644, mtime: 0, size: 0, crc: 0, method: METHOD_STORE, compressedSize: 0, at: used });
       continue;

@@ -168,7 +168,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     throw fsError(e, 'cannot create', tmp);
   }
   const writer = new ZipWriter(fd, outPath);
-  const results = new Map<number, CompressResult>();
+  /** Results by batch number: a batch may come back in parts (each from its first slot `start`). */
+  const results = new Map<number, { start: number; r: CompressResult }[]>();
   const pending = new Set<string>();
   const total = src.items.filter((i) => i.kind === 'file').length;
   let next = 0;
@@ -190,16 +191,21 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         writer.add({ name: it.name, mode: S_IFLNK | 0o777, mtime: it.mtime, method: METHOD_STORE, crc: crc32(data), compressedSize: data.length, size: data.length }, data);
         symlinks++;
       } else {
-        const r = results.get(it.batch);
-        if (!r) return;
-        const f = r.files[it.slot]!;
+        const part = results.get(it.batch)?.find((x) => it.slot >= x.start && it.slot < x.start + x.r.files.length);
+        if (!part) return;
+        const r = part.r;
+        const f = r.files[it.slot - part.start]!;
         const h = { name: it.name, mode: it.mode ?? f.mode, mtime: it.mtime ?? f.mtime, method: f.method, crc: f.crc, compressedSize: f.compressedSize, size: f.size };
         if (f.tmp) {
           writer.addFromFile(h, f.tmp);
           fs.unlinkSync(f.tmp);
           pending.delete(f.tmp);
         } else writer.add(h, r.data.subarray(f.at, f.at + f.compressedSize));
-        if (it.slot === r.files.length - 1) results.delete(it.batch);
+        if (it.slot === part.start + r.files.length - 1) {
+          const parts = results.get(it.batch)!;
+          parts.splice(parts.indexOf(part), 1);
+          if (parts.length === 0) results.delete(it.batch);
+        }
         files++;
         done++;
         bytesIn += f.size;
@@ -210,10 +216,22 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
 
   const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
   try {
-    const payloads = src.batches.map((files, i): CompressBatch & { n: number } => ({ n: i, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes, chunkBytes: opts.chunkBytes }));
-    await runBatches<CompressBatch & { n: number }, CompressResult>(pool, 'archive.compress', payloads, (r, p) => {
+    type Payload = CompressBatch & { n: number; start: number };
+    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes, chunkBytes: opts.chunkBytes }));
+    // A queue rather than a fixed list: a batch that returns early is sent again for the rest.
+    let head = 0;
+    const batches: IterableIterator<Payload> = {
+      next: () => (head < queue.length ? { value: queue[head++]!, done: false } : { value: undefined, done: true }),
+      [Symbol.iterator]() {
+        return this;
+      },
+    };
+    await runBatches<Payload, CompressResult>(pool, 'archive.compress', batches, (r, p) => {
       for (const f of r.files) if (f.tmp) pending.add(f.tmp);
-      results.set(p.n, r);
+      if (r.files.length < p.files.length) queue.push({ ...p, start: p.start + r.files.length, files: p.files.slice(r.files.length) });
+      let parts = results.get(p.n);
+      if (!parts) results.set(p.n, (parts = []));
+      parts.push({ start: p.start, r });
       drain();
     }, { shouldStop: () => opts.signal?.aborted === true });
     throwIfAborted(opts.signal, 'interrupted; the archive was not written');
@@ -228,7 +246,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
       /* closed */
     }
     for (const p of [tmp, ...pending]) fs.rmSync(p, { force: true });
-    for (const r of results.values()) for (const f of r.files) if (f.tmp) fs.rmSync(f.tmp, { force: true });
+    for (const parts of results.values()) for (const { r } of parts) for (const f of r.files) if (f.tmp) fs.rmSync(f.tmp, { force: true });
     throw e;
   } finally {
     await pool.close();
