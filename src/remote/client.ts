@@ -16,6 +16,7 @@ import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import type { StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
 import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
@@ -53,10 +54,10 @@ export interface ClientStats {
   requests: number;
 }
 
-export const DEFAULT_CONCURRENCY = 16;
 /** Largest batch gathered in memory for the store writer thread. */
 const MAX_GATHER = 64 << 20;
-export const MAX_CONCURRENCY = 256;
+
+export { DEFAULT_CONCURRENCY, MAX_CONCURRENCY };
 
 export function checkConcurrency(n: number): number {
   if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw new UsageError(`--concurrency must be an integer from 1 to ${MAX_CONCURRENCY}, not ${n}`);

@@ -3,7 +3,10 @@ import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materiali
 import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
-import { type RemoteCliOptions, addRemoteClientOptions, remoteCheckoutHooks } from './remote.js';
+import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
+import type { remoteCheckoutHooks } from './remote.js';
+
+type RemoteHooks = ReturnType<typeof remoteCheckoutHooks>;
 
 export function registerCheckout(program: Command): void {
   const cmd = program
@@ -27,10 +30,12 @@ export function registerCheckout(program: Command): void {
     const store = openStore(o);
     const root = store.resolve(spec);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
-    let fetched: Awaited<ReturnType<ReturnType<typeof remoteCheckoutHooks>['done']>> | undefined;
-    let remote: ReturnType<typeof remoteCheckoutHooks> | undefined;
+    // The HTTP client is loaded only for --remote (it is a fifth of a small checkout's start-up).
+    const hooks = o.remote ? (await import('./remote.js')).remoteCheckoutHooks : undefined;
+    let fetched: Awaited<ReturnType<RemoteHooks['done']>> | undefined;
+    let remote: RemoteHooks | undefined;
     const r = await withSignals((signal) => {
-      remote = o.remote ? remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true) : undefined;
+      remote = hooks && o.remote ? hooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true) : undefined;
       return checkout(root, dir, {
         store,
         method: o.method,

@@ -8,7 +8,8 @@ import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js
 import { snapshot } from '../../capture/snapshot.js';
 import { UsageError } from '../../errors.js';
 import { resolveToken } from '../../remote/auth.js';
-import { type ClientOptions, DEFAULT_CONCURRENCY, MAX_CONCURRENCY, RemoteClient } from '../../remote/client.js';
+import { type ClientOptions, RemoteClient } from '../../remote/client.js';
+import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
 import { RemoteFetcher } from '../../remote/fetch.js';
 import { push } from '../../remote/push.js';
 import { RemoteServer } from '../../remote/server.js';
@@ -17,24 +18,6 @@ import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } fro
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
-export interface RemoteCliOptions {
-  concurrency?: number;
-  retries?: number;
-  token?: string;
-  tokenFile?: string;
-  batch?: boolean;
-}
-
-/** The client options shared by push, pull and checkout --remote. */
-export function addRemoteClientOptions(cmd: Command, withBatch = true): Command {
-  cmd
-    .option('--concurrency <n>', `requests in flight at once (1-${MAX_CONCURRENCY}, default ${DEFAULT_CONCURRENCY})`, intInRange('--concurrency', 1, MAX_CONCURRENCY))
-    .option('--retries <n>', 'retries per request on connection errors, timeouts, 429 and 5xx (default 5)', intInRange('--retries', 0, 100))
-    .option('--token <token>', 'bearer token for the server (or --token-file, or TREECAST_TOKEN)')
-    .option('--token-file <file>', 'read the bearer token from the first line of FILE');
-  if (withBatch) cmd.option('--no-batch', "use only the plain Bazel HTTP cache protocol, even when the server offers treecast's batch endpoints");
-  return cmd;
-}
 
 export function clientOptions(url: string, o: RemoteCliOptions): ClientOptions {
   return {
@@ -65,6 +48,7 @@ function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: boolean):
  * The hooks `checkout --remote` passes to checkout: the tree's directories first, then every blob
  * the store lacks streams in while the checkout writes the ones that have arrived.
  */
+
 export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean) {
   const fetcher = new RemoteFetcher(store, clientOptions(url, o));
   signal.addEventListener('abort', () => fetcher.stop(), { once: true });

@@ -1,0 +1,26 @@
+/**
+ * Options shared by the commands that talk to a remote (push, pull, checkout --remote). Kept apart
+ * from commands/remote.ts so `checkout` can offer them without loading the HTTP client.
+ */
+import type { Command } from 'commander';
+import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from '../remote/limits.js';
+import { intInRange } from './common.js';
+
+export interface RemoteCliOptions {
+  concurrency?: number;
+  retries?: number;
+  token?: string;
+  tokenFile?: string;
+  batch?: boolean;
+}
+
+/** The client options shared by push, pull and checkout --remote. */
+export function addRemoteClientOptions(cmd: Command, withBatch = true): Command {
+  cmd
+    .option('--concurrency <n>', `requests in flight at once (1-${MAX_CONCURRENCY}, default ${DEFAULT_CONCURRENCY})`, intInRange('--concurrency', 1, MAX_CONCURRENCY))
+    .option('--retries <n>', 'retries per request on connection errors, timeouts, 429 and 5xx (default 5)', intInRange('--retries', 0, 100))
+    .option('--token <token>', 'bearer token for the server (or --token-file, or TREECAST_TOKEN)')
+    .option('--token-file <file>', 'read the bearer token from the first line of FILE');
+  if (withBatch) cmd.option('--no-batch', "use only the plain Bazel HTTP cache protocol, even when the server offers treecast's batch endpoints");
+  return cmd;
+}
