@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
 import { decodeDirectory, splitDirectory } from '../src/core/reapi.js';
 import { type Digest, digestOf } from '../src/core/digest.js';
-import { type DiskType, type DiskView, type Plan, emptyPlan, planCreate, planUpdate } from '../src/materialize/plan.js';
+import { type DiskType, type DiskView, type Plan, planFresh, planUpdate } from '../src/materialize/plan.js';
 
 function tree(entries: TreeEntry[]) {
   const b = new TreeBuilder();
@@ -74,14 +74,13 @@ function lookupIn(...trees: ReturnType<typeof tree>[]) {
 
 const summary = (p: Plan) => ({
   removes: p.removes.map((r) => r.rel).sort(),
-  steps: p.steps.map((s) => ('mkdir' in s ? `mkdir ${s.mkdir}` : 'target' in s ? `link ${s.rel}` : `file ${s.rel}`)),
+  steps: [...p.steps].map((s) => ('mkdir' in s ? `mkdir ${s.mkdir}` : 'target' in s ? `link ${s.rel}` : `file ${s.rel}`)),
   conflicts: p.conflicts,
 });
 
 test('a fresh plan makes every directory before anything inside it', () => {
   const t = tree([f('z', 'z'), f('a/b/c', 'c'), { type: 'symlink', path: 'a/l', target: 'b/c' }, { type: 'dir', path: 'empty' }]);
-  const plan = emptyPlan();
-  planCreate(lookupIn(t).tree(t.root), '', lookupIn(t).tree, plan);
+  const plan = planFresh(t.root, lookupIn(t).tree);
   assert.deepEqual(summary(plan).steps, ['file z', 'mkdir a', 'link a/l', 'mkdir a/b', 'file a/b/c', 'mkdir empty']);
   assert.equal(plan.mkdirs, 3);
   assert.equal(plan.writes, 3);

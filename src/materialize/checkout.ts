@@ -22,7 +22,7 @@ import { RealDiskView } from './disk-view.js';
 import { executePlan, type ExecuteResult } from './execute.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
-import { type Plan, emptyPlan, planCreate, planUpdate } from './plan.js';
+import { type Plan, planFresh, planUpdate } from './plan.js';
 import { dropRecord, loadRecord, saveRecord } from './record.js';
 
 export type CheckoutMethod = 'auto' | ImportMethod;
@@ -80,7 +80,7 @@ export async function checkout(root: Digest, dir: string, o: CheckoutOptions): P
     if (o.prepareTree) await o.prepareTree(root);
     const plan = await makePlan(root, rootAbs, targetStat, incremental, o);
     const method = resolveMethod(o.method ?? 'auto', store, rootAbs, plan);
-    if (plan.removes.length + plan.steps.length > 0) dropRecord(store, rootAbs);
+    if (plan.removes.length + plan.mkdirs + plan.writes > 0) dropRecord(store, rootAbs);
     pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs ? 0 : jobs, { storeRoot: store.root });
     const result = await executePlan(plan, {
       store,
@@ -123,8 +123,7 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
     const packed = reader.usePack(root);
     await reader.loadAll(root);
     if (!packed) writeTreePack(store, root, reader.raw);
-    plan = emptyPlan();
-    planCreate(tree(root), '', tree, plan);
+    plan = planFresh(root, tree);
   } else {
     const record = loadRecord(store, rootAbs, targetStat);
     let previous = record?.root;
@@ -169,7 +168,6 @@ function prepareTarget(rootAbs: string): fs.Stats {
 
 function resolveMethod(method: CheckoutMethod, store: LocalStore, rootAbs: string, plan: Plan): ImportMethod {
   if (method !== 'auto') return method;
-  const sample = plan.steps.find((w) => 'size' in w && w.size > 0);
-  if (!sample || !('size' in sample)) return 'copy';
-  return probeMethod(store, { hash: sample.hash, size: sample.size }, rootAbs);
+  if (!plan.sample) return 'copy';
+  return probeMethod(store, plan.sample, rootAbs);
 }

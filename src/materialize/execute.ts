@@ -35,11 +35,10 @@ const BATCH_OPS = 256;
 const BATCH_BYTES = 32 << 20;
 
 /** Makes directories as it reaches them and yields the writes between them in batches. */
-function* batchesOf(root: string, steps: Step[]): Generator<WriteOp[]> {
+function* batchesOf(root: string, steps: Iterable<Step>): Generator<WriteOp[]> {
   let ops: WriteOp[] = [];
   let bytes = 0;
-  for (let i = 0; i < steps.length; i++) {
-    const s = steps[i]!;
+  for (const s of steps) {
     if ('mkdir' in s) {
       const p = `${root}/${s.mkdir}`;
       try {

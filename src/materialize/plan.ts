@@ -54,10 +54,12 @@ export interface Plan {
    * Directories, files and symlinks to create, in tree order: a directory comes before everything
    * in it, so the executor can create directories as it hands out batches of writes.
    */
-  steps: Step[];
+  steps: Iterable<Step>;
   /** How many of the steps are directories and how many are writes. */
   mkdirs: number;
   writes: number;
+  /** A non-empty file the plan writes, for probing the import method. */
+  sample?: { hash: string; size: number };
   conflicts: string[];
   unchanged: number;
 }
@@ -67,27 +69,79 @@ export function emptyPlan(): Plan {
 }
 
 function addWrite(plan: Plan, w: WriteOp): void {
-  plan.steps.push(w);
+  (plan.steps as Step[]).push(w);
   plan.writes++;
+  if (!plan.sample && 'size' in w && w.size > 0) plan.sample = { hash: w.hash, size: w.size };
 }
 
 function addMkdir(plan: Plan, rel: string): void {
-  plan.steps.push({ mkdir: rel });
+  (plan.steps as Step[]).push({ mkdir: rel });
   plan.mkdirs++;
 }
 
 const join = (prefix: string, name: string) => (prefix === '' ? name : `${prefix}/${name}`);
 
-/** Everything under `dir` as new entries: the plan for an empty target. */
+/** Everything under `dir` as new steps, appended to `plan` (a subtree an update creates). */
 export function planCreate(dir: Directory, rel: string, tree: TreeLookup, plan: Plan, depth = 0): void {
+  for (const step of createSteps(dir, rel, tree, depth)) {
+    if ('mkdir' in step) addMkdir(plan, step.mkdir);
+    else addWrite(plan, step);
+  }
+}
+
+/**
+ * The plan for an empty target. Its steps are produced lazily, in tree order, as the executor
+ * asks for batches. Perf: the workers start linking while the rest of the plan is being made,
+ * instead of after a 78,000-entry list is built (~0.1 s of a 1 s hardlink checkout of the Linux
+ * tree). The tree must be loaded and validated first; this only walks it.
+ */
+export function planFresh(root: Digest, tree: TreeLookup): Plan {
+  const plan = emptyPlan();
+  const counts = countSteps(root, tree, new Map());
+  plan.mkdirs = counts.mkdirs;
+  plan.writes = counts.writes;
+  plan.sample = firstBlob(root, tree, new Set());
+  plan.steps = { [Symbol.iterator]: () => createSteps(tree(root), '', tree, 0) };
+  return plan;
+}
+
+function* createSteps(dir: Directory, rel: string, tree: TreeLookup, depth: number): Generator<Step> {
   if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${rel}'`);
-  for (const f of dir.files) addWrite(plan, { rel: join(rel, f.name), hash: f.digest.hash, size: f.digest.size, executable: f.executable });
-  for (const s of dir.symlinks) addWrite(plan, { rel: join(rel, s.name), target: s.target });
+  for (const f of dir.files) yield { rel: join(rel, f.name), hash: f.digest.hash, size: f.digest.size, executable: f.executable };
+  for (const s of dir.symlinks) yield { rel: join(rel, s.name), target: s.target };
   for (const d of dir.directories) {
     const sub = join(rel, d.name);
-    addMkdir(plan, sub);
-    planCreate(tree(d.digest), sub, tree, plan, depth + 1);
+    yield { mkdir: sub };
+    yield* createSteps(tree(d.digest), sub, tree, depth + 1);
   }
+}
+
+/** Directories and writes below a tree, each distinct subtree counted once (memo by digest). */
+function countSteps(d: Digest, tree: TreeLookup, memo: Map<string, { mkdirs: number; writes: number }>): { mkdirs: number; writes: number } {
+  const hit = memo.get(d.hash);
+  if (hit) return hit;
+  const dir = tree(d);
+  const out = { mkdirs: dir.directories.length, writes: dir.files.length + dir.symlinks.length };
+  for (const sub of dir.directories) {
+    const c = countSteps(sub.digest, tree, memo);
+    out.mkdirs += c.mkdirs;
+    out.writes += c.writes;
+  }
+  memo.set(d.hash, out);
+  return out;
+}
+
+function firstBlob(d: Digest, tree: TreeLookup, seen: Set<string>): { hash: string; size: number } | undefined {
+  if (seen.has(d.hash)) return undefined;
+  seen.add(d.hash);
+  const dir = tree(d);
+  const f = dir.files.find((x) => x.digest.size > 0);
+  if (f) return { hash: f.digest.hash, size: f.digest.size };
+  for (const sub of dir.directories) {
+    const found = firstBlob(sub.digest, tree, seen);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 type Entry =
