@@ -57,12 +57,19 @@ async function main(): Promise<void> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   prefault(tmpfs, log);
   const ctx: BenchContext = { corpus, tmpfs, treecast: join(root, 'bin/treecast'), runs, log };
+  // Sections not run this time keep their figures from the last run that made them.
+  const previous = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';
   const parts: string[] = [];
   try {
     for (const s of await sections()) {
-      if (only && !only.includes(s.name)) continue;
+      if (only && !only.includes(s.name)) {
+        const kept = new RegExp(`<!-- section ${s.name} -->[\\s\\S]*?<!-- end ${s.name} -->`).exec(previous);
+        if (kept) parts.push(kept[0]);
+        continue;
+      }
       log(`== ${s.name}`);
-      parts.push(await s.run(ctx));
+      const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
+      parts.push(`<!-- section ${s.name} -->\n${await s.run(ctx)}\n\n(measured ${when} UTC)\n<!-- end ${s.name} -->`);
     }
   } finally {
     fs.rmSync(tmpfs, { recursive: true, force: true });
@@ -70,9 +77,10 @@ async function main(): Promise<void> {
   const header = [
     '# Benchmarks',
     '',
-    `Written by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ` +
+    `Written by \`npm run bench\`: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ` +
       `${Math.round(totalmem() / 2 ** 30)} GiB, Linux ${release()}, Node ${process.version}. Corpus: the Linux 6.1 source tree ` +
-      '(bench/get-linux-source.sh). Each figure is the median of the runs shown, after one untimed warm-up; commands compared ' +
+      '(bench/get-linux-source.sh). Each section says when it was measured; sections can be run alone with `--only NAME`. ' +
+      'Each figure is the median of the runs shown, after one untimed warm-up; commands compared ' +
       'in one table ran interleaved in the same session, so the ratios hold even when the machine drifts. Peak RSS comes from GNU time.',
     '',
   ].join('\n');
