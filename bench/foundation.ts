@@ -45,7 +45,7 @@ export async function run(ctx: BenchContext): Promise<string> {
     [
       { label: 'treecast snapshot (empty store)', setup: `rm -rf ${q(store)}`, cmd: `${env} ${tc} snapshot ${q(corpus)} --ref base` },
       { label: 'treecast snapshot (unchanged, again)', cmd: `${env} ${tc} snapshot ${q(corpus)} --ref base` },
-      { label: 'git add -f . && git commit', setup: `rm -rf ${q(gitDir)} && git init -q --bare ${q(gitDir)}`, cmd: `cd ${q(corpus)} && GIT_DIR=${q(gitDir)} GIT_WORK_TREE=. GIT_INDEX_FILE=${q(gitDir)}/index git add -f . && GIT_DIR=${q(gitDir)} GIT_INDEX_FILE=${q(gitDir)}/index git ${GIT_ID} commit -qm bench` },
+      { label: 'git add -f . && git commit', setup: `rm -rf ${q(gitDir)} && git init -q --bare ${q(gitDir)}`, cmd: `cd ${q(corpus)} && export GIT_DIR=${q(gitDir)} GIT_WORK_TREE=. GIT_INDEX_FILE=${q(gitDir)}/index && git add -f . && git ${GIT_ID} commit -qm bench` },
       { label: 'ostree commit (bare repo)', setup: `rm -rf ${q(ostreeRepo)} && ostree --repo=${q(ostreeRepo)} init --mode=bare`, cmd: `ostree --repo=${q(ostreeRepo)} commit -b bench --tree=dir=${q(corpus)} >/dev/null` },
       { label: 'tar -c', setup: `rm -f ${q(tarball)}`, cmd: `tar -cf ${q(tarball)} -C ${q(corpus)} .` },
     ],
