@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import { fsError, ArchiveError, TargetError } from '../errors.js';
-import { decodeEntry, preadFully, type EntryRef } from './local-data.js';
+import { forEachBatchEntry, type EntryRef } from './local-data.js';
 
 export interface ExtractFile extends EntryRef {
   index: number;
@@ -35,40 +35,21 @@ export interface ExtractResult {
 }
 
 const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
-// Perf: one read buffer per thread, grown as needed, instead of one allocation per batch.
-let scratch = Buffer.allocUnsafe(8 << 20);
-
 export function extractBatch(b: ExtractBatch): ExtractResult {
-  const files = b.files;
-  if (files.length === 0) return { files: 0, bytes: 0 };
-  const start = files[0]!.localOffset;
-  const len = files[files.length - 1]!.limit - start;
-  if (scratch.length < len) scratch = Buffer.allocUnsafe(Math.max(len, scratch.length * 2));
-  let fd: number;
-  try {
-    fd = fs.openSync(b.archive, 'r');
-  } catch (e) {
-    throw fsError(e, 'cannot open archive', b.archive);
-  }
   const written: ExtractFile[] = [];
   let bytes = 0;
   try {
-    preadFully(fd, scratch, len, start, b.archive);
-    for (const f of files) {
-      const data = decodeEntry(scratch, f.localOffset - start, f);
-      const dest = `${b.root}/${f.path}`;
-      writeFile(dest, data, f, b.force, b.umask);
+    forEachBatchEntry(b.archive, b.files, (f, data) => {
+      writeFile(`${b.root}/${f.path}`, data, f, b.force, b.umask);
       written.push(f);
       bytes += data.length;
-    }
+    });
   } catch (err) {
-    const bad = files[written.length];
+    const bad = b.files[written.length];
     for (const w of written) {
       if (!b.keepPartial || (bad && w.index > bad.index)) removeQuietly(`${b.root}/${w.path}`);
     }
     throw err;
-  } finally {
-    fs.closeSync(fd);
   }
   return { files: written.length, bytes };
 }

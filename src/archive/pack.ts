@@ -11,6 +11,7 @@ import { dirname, resolve } from 'node:path';
 import { compareNames } from '../core/names.js';
 import type { Digest } from '../core/digest.js';
 import { TreeReader } from '../store/tree-reader.js';
+import type { ArchiveSummary } from './unpack.js';
 import type { LocalStore } from '../store/local.js';
 import { TargetError, UsageError, fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
@@ -38,15 +39,8 @@ export interface PackOptions {
   signal?: AbortSignal;
 }
 
-export interface PackSummary {
-  entries: number;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  bytesIn: number;
-  bytesOut: number;
-  seconds: number;
-}
+/** What pack reports: the same counts as unpack. */
+export type PackSummary = ArchiveSummary;
 
 type Item =
   | { kind: 'dir'; name: string; mode: number; mtime: number }
