@@ -9,6 +9,7 @@
  */
 import * as fs from 'node:fs';
 import { ArchiveError, fsError } from '../errors.js';
+import { preadFully } from './local-data.js';
 import {
   CENTRAL_HEADER_SIZE,
   EOCD_SIZE,
@@ -56,17 +57,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function readAt(fd: number, pos: number, len: number, path: string): Buffer {
   const buf = Buffer.allocUnsafe(len);
-  let got = 0;
-  try {
-    while (got < len) {
-      const n = fs.readSync(fd, buf, got, len - got, pos + got);
-      if (n === 0) break;
-      got += n;
-    }
-  } catch (e) {
-    throw fsError(e, 'cannot read archive', path);
-  }
-  if (got !== len) throw new ArchiveError(`${path}: archive is truncated (wanted ${len} bytes at offset ${pos})`, { path });
+  preadFully(fd, buf, len, pos, path);
   return buf;
 }
 

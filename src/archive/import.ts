@@ -11,21 +11,14 @@ import { TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
-import { checkLimitsOptions, earlyPool, openArchive, throwIfAborted, type ArchiveSummary } from './unpack.js';
+import { checkLimitsOptions, earlyPool, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import type { IngestBatch, IngestResult } from './ingest-op.js';
 import type { ArchiveEntry } from './entry-rules.js';
 
-export interface ImportOptions {
-  jobs: number;
+export interface ImportOptions extends ArchiveReadOptions {
   ref?: string;
-  maxRatio?: number;
-  maxSize?: number;
-  onProgress?: (p: { done: number; total: number; bytes: number }) => void;
-  onWarning?: (code: string, message: string) => void;
-  /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
-  largeEntryBytes?: number;
   /** Aborting stops after the batches in flight (blobs stored so far stay: the store is content-addressed). */
   signal?: AbortSignal;
 }

@@ -16,16 +16,20 @@ import { readEntry } from './local-data.js';
 import { streamEntry } from './large-entry.js';
 import { removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
 
-export interface UnpackOptions {
+/** What every command that reads an archive (unpack, import) takes. */
+export interface ArchiveReadOptions {
   jobs: number;
-  force?: boolean;
-  keepPartial?: boolean;
   maxRatio?: number;
   maxSize?: number;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
   /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
   largeEntryBytes?: number;
+}
+
+export interface UnpackOptions extends ArchiveReadOptions {
+  force?: boolean;
+  keepPartial?: boolean;
   /** Aborting stops after the batches in flight and takes back what was written (as a failure does). */
   signal?: AbortSignal;
 }

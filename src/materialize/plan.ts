@@ -29,7 +29,9 @@ export interface DiskView {
   readlink(rel: string): string | undefined;
 }
 
-export type TreeLookup = (d: Digest) => Directory;
+import type { TreeLookup } from '../core/tree-diff.js';
+
+export type { TreeLookup };
 
 export interface WriteFile {
   rel: string;
