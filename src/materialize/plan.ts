@@ -13,6 +13,9 @@ import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { type Directory, type RawDirectory, RAW_DIR, RAW_FILE, compareRawNames, rawEntry, sameRawEntry } from '../core/reapi.js';
 import { MAX_DEPTH, compareNames } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
+import type { TreeLookup } from '../core/tree-diff.js';
+
+export type { TreeLookup };
 
 export type DiskType = 'file' | 'dir' | 'symlink' | 'other';
 
@@ -29,9 +32,6 @@ export interface DiskView {
   readlink(rel: string): string | undefined;
 }
 
-import type { TreeLookup } from '../core/tree-diff.js';
-
-export type { TreeLookup };
 
 export interface WriteFile {
   rel: string;
