@@ -82,6 +82,12 @@ export class InvalidTreeError extends TreecastError {
   override readonly exitCode = ExitCode.unsafeInput;
 }
 
+/** An action cache entry (REAPI `ActionResult`) that is malformed or names blobs unsafely. */
+export class InvalidActionResultError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_INVALID_ACTION_RESULT';
+  override readonly exitCode = ExitCode.unsafeInput;
+}
+
 /** A name from a tree, an archive or the network that would escape or confuse the target. */
 export class UnsafePathError extends TreecastError {
   override readonly code = 'ERR_TREECAST_UNSAFE_PATH';
@@ -185,7 +191,7 @@ const classesByCode = new Map<string, new (message: string, details?: ErrorDetai
 for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, FileSystemError,
-  NoSpaceError, InterruptedError, RemoteError, ArchiveError,
+  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError,
 ]) {
   classesByCode.set(new C('').code, C);
 }

@@ -37,7 +37,8 @@ export const EMPTY_DIRECTORY: Directory = Object.freeze({ files: [], directories
 // writers per message; on the Linux tree (5,096 directories) this took tree decoding from ~40% of
 // a hardlink checkout's main-thread time, mostly allocation and GC, to a few percent.
 
-function varintLen(v: number): number {
+/** Bytes a varint of `v` (a non-negative safe integer) takes. */
+export function varintLen(v: number): number {
   let n = 1;
   while (v > 0x7f) {
     v = Math.floor(v / 0x80);
@@ -46,7 +47,8 @@ function varintLen(v: number): number {
   return n;
 }
 
-function putVarint(buf: Buffer, pos: number, v: number): number {
+/** Writes `v` as a minimal varint at `pos`; returns the position after it. */
+export function putVarint(buf: Buffer, pos: number, v: number): number {
   while (v > 0x7f) {
     buf[pos++] = (v % 0x80) | 0x80;
     v = Math.floor(v / 0x80);
@@ -56,11 +58,12 @@ function putVarint(buf: Buffer, pos: number, v: number): number {
 }
 
 /** Encoded length of a Digest message: tag+len+64 hex, plus the size field when non-zero. */
-function digestLen(d: Digest): number {
+export function digestLen(d: Digest): number {
   return 66 + (d.size !== 0 ? 1 + varintLen(d.size) : 0);
 }
 
-function putDigest(buf: Buffer, pos: number, d: Digest): number {
+/** Writes a canonical Digest message's fields (not its own tag and length) at `pos`. */
+export function putDigest(buf: Buffer, pos: number, d: Digest): number {
   buf[pos++] = (1 << 3) | 2;
   buf[pos++] = 64;
   pos += buf.write(d.hash, pos, 64, 'latin1');
@@ -169,7 +172,11 @@ export function directoryBlob(dir: Directory): { bytes: Buffer; digest: Digest }
 // re-encoding and comparing: decoding the Linux tree's 5,096 messages went from ~250 ms to ~110 ms
 // in a fresh process, which is what every checkout is.
 
-class Cursor {
+/**
+ * A read position in a protobuf message. Subclasses change `fail` to throw their own error type
+ * (the ActionResult codec in action-result.ts reuses it).
+ */
+export class Cursor {
   pos = 0;
   constructor(
     readonly buf: Buffer,
@@ -230,7 +237,7 @@ const TAG_HASH = (1 << 3) | 2;
 const TAG_SIZE = (2 << 3) | 0;
 
 /** A canonical Digest: the hash field, then the size field only when non-zero. */
-function readDigest(c: Cursor, limit: number): Digest {
+export function readDigest(c: Cursor, limit: number): Digest {
   const end = c.end(limit);
   if (c.varint() !== TAG_HASH) c.fail('Digest does not start with its hash');
   const hash = c.string(end);
