@@ -2,8 +2,11 @@
  * unpack: zip -> directory. Reads and judges the whole central directory (and every symlink
  * target) before writing anything, then: directories parents first on this thread, file batches in
  * worker threads (see extract-op.ts), large entries streamed here meanwhile, symlinks last,
- * directory modes and times deepest first. A failure after writing started removes what this run
- * wrote (or, with keepPartial, what came after the bad entry) and rethrows.
+ * directory modes and times deepest first. With `force`, entries that clash with existing files
+ * are written beside them and renamed over them only once everything was extracted (see
+ * replacements.ts). A failure or an interruption after writing started removes what this run wrote
+ * (or, with keepPartial, what came after the bad entry), leaves every existing file as it was, and
+ * rethrows.
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
@@ -14,7 +17,8 @@ import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, 
 import { DEFAULT_BATCH_LIMITS, planExtraction, type ExtractPlan } from './extract-plan.js';
 import { readEntry } from './local-data.js';
 import { streamEntry } from './large-entry.js';
-import { removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
+import { createExclusive, removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
+import { Replacements } from './replacements.js';
 
 /** What every command that reads an archive (unpack, import) takes. */
 export interface ArchiveReadOptions {
@@ -88,17 +92,28 @@ export function checkLimitsOptions(o: { maxRatio?: number; maxSize?: number; job
   if (!(Number.isInteger(o.jobs) && o.jobs >= 0 && o.jobs <= 256)) throw new UsageError(`--jobs must be an integer from 0 to 256, got ${o.jobs}`);
 }
 
-/** What this run created, so a failure can take it back. */
+/** What this run created or staged, so a failure can take it back. */
 class Undo {
   files: ArchiveEntry[] = [];
   dirs: string[] = [];
   rootCreated: string | undefined;
 
-  run(root: string, keepBelowIndex: number | undefined): void {
+  constructor(readonly replacements: Replacements) {}
+
+  /** Takes back this run's writes; with keepBelowIndex, entries up to it are kept (and replace what they clash with). */
+  run(keepBelowIndex: number | undefined): void {
     for (const f of this.files) {
-      if (keepBelowIndex === undefined || f.index > keepBelowIndex) removeQuietly(`${root}/${f.path}`);
+      if (keepBelowIndex === undefined || f.index > keepBelowIndex) removeQuietly(this.replacements.destination(f));
     }
-    if (keepBelowIndex !== undefined) return;
+    if (keepBelowIndex === undefined) this.replacements.discard();
+    else {
+      try {
+        this.replacements.commit((index) => index <= keepBelowIndex);
+      } catch {
+        /* that entry keeps its original; the error being reported is the first one */
+      }
+      return;
+    }
     for (let i = this.dirs.length - 1; i >= 0; i--) {
       try {
         fs.rmdirSync(this.dirs[i]!);
@@ -128,21 +143,26 @@ export async function unpack(archivePath: string, dir: string, opts: UnpackOptio
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
     const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
     const root = resolve(dir);
-    const undo = new Undo();
+    const undo = new Undo(new Replacements(root, new Set(ar.judged.entries.map((e) => e.path))));
     const empty = prepareRoot(root, undo);
-    if (!empty) checkExisting(root, plan, opts.force === true);
+    if (!empty) checkExisting(root, plan, opts.force === true ? undo.replacements : undefined);
     try {
       await extract(ar, root, plan, opts, undo, pool);
+      throwIfAborted(opts.signal);
     } catch (err) {
       let keepBelow: number | undefined;
       if (opts.keepPartial) {
         const p = err instanceof TreecastError ? err.path : undefined;
-        const bad = ar.judged.entries.find((e) => e.path === p || `${root}/${e.path}` === p);
+        const bad = ar.judged.entries.find((e) => e.path === p || undo.replacements.destination(e) === p);
         keepBelow = bad ? bad.index - 1 : -1;
       }
-      undo.run(root, keepBelow);
+      undo.run(keepBelow);
       throw err;
     }
+    // Everything is extracted: only now are existing files replaced (each by one atomic rename;
+    // not interruptible, and never undone, as the originals are gone once replaced).
+    undo.replacements.commit();
+    finishDirectories(root, plan);
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     return {
       entries: ar.judged.entries.length,
@@ -189,8 +209,11 @@ function prepareRoot(root: string, undo: Undo): boolean {
   }
 }
 
-/** Refuses, before writing, entries that would replace something in a non-empty target. */
-function checkExisting(root: string, plan: ExtractPlan, force: boolean): void {
+/**
+ * Refuses, before writing, entries that would replace something in a non-empty target; with
+ * `replacements` (--force), files and symlinks they clash with are marked to be replaced instead.
+ */
+function checkExisting(root: string, plan: ExtractPlan, replacements: Replacements | undefined): void {
   const clashes: string[] = [];
   for (const d of plan.dirs) {
     const st = fs.lstatSync(`${root}/${d.path}`, { throwIfNoEntry: false });
@@ -203,7 +226,8 @@ function checkExisting(root: string, plan: ExtractPlan, force: boolean): void {
     const st = fs.lstatSync(`${root}/${e.path}`, { throwIfNoEntry: false });
     if (!st) return;
     if (st.isDirectory()) throw new TargetError(`archive ${e.type} '${e.path}' would replace an existing directory`, { path: `${root}/${e.path}` });
-    if (!force) clashes.push(e.path);
+    if (replacements) replacements.add(e);
+    else clashes.push(e.path);
   };
   for (const b of plan.batches) b.forEach(check);
   plan.large.forEach(check);
@@ -217,8 +241,9 @@ function checkExisting(root: string, plan: ExtractPlan, force: boolean): void {
   }
 }
 
-function toExtractFile(e: ArchiveEntry): ExtractFile {
+function toExtractFile(e: ArchiveEntry, stagedAs: string | undefined): ExtractFile {
   return {
+    stagedAs,
     index: e.index,
     path: e.path,
     rawName: e.rawName,
@@ -250,12 +275,11 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
   let done = 0;
   let bytes = 0;
   const progress = () => opts.onProgress?.({ done, total, bytes });
-  const force = opts.force === true;
   const keepPartial = opts.keepPartial === true;
   const umask = currentUmask();
   let failed = false;
   {
-    const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, force, keepPartial, umask, files: b.map(toExtractFile) }));
+    const payloads = plan.batches.map((b): ExtractBatch => ({ archive: ar.path, root, keepPartial, umask, files: b.map((e) => toExtractFile(e, undo.replacements.stagedAs(e.index))) }));
     const batchOf = new Map(payloads.map((p, i) => [p, plan.batches[i]!]));
     const small = runBatches<ExtractBatch, ExtractResult>(
       pool,
@@ -275,7 +299,7 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
     const large = (async () => {
       for (const e of plan.large) {
         if (failed || opts.signal?.aborted) return;
-        await extractLarge(ar, root, e, force, undo);
+        await extractLarge(ar, e, undo);
         done++;
         bytes += e.size;
         progress();
@@ -291,16 +315,10 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
 
   // Symlinks after every file, so nothing was written through one.
   for (const e of plan.symlinks) {
-    const p = `${root}/${e.path}`;
+    const p = undo.replacements.destination(e);
     const target = ar.targets.get(e.index)!;
     try {
-      try {
-        fs.symlinkSync(target, p);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force || fs.lstatSync(p).isDirectory()) throw err;
-        fs.unlinkSync(p);
-        fs.symlinkSync(target, p);
-      }
+      fs.symlinkSync(target, p);
       undo.files.push(e);
       fs.lutimesSync(p, e.mtime, e.mtime);
     } catch (err) {
@@ -310,8 +328,10 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
     done++;
   }
   progress();
+}
 
-  // Directory modes and times last, deepest first, so writing into them no longer changes them.
+/** Directory modes and times last, deepest first, so writing into them (or replacing in them) no longer changes them. */
+function finishDirectories(root: string, plan: ExtractPlan): void {
   for (const e of plan.finishDirs) {
     const p = `${root}/${e.path}`;
     try {
@@ -323,20 +343,9 @@ async function extract(ar: OpenedArchive, root: string, plan: ExtractPlan, opts:
   }
 }
 
-async function extractLarge(ar: OpenedArchive, root: string, e: ArchiveEntry, force: boolean, undo: Undo): Promise<void> {
-  const p = `${root}/${e.path}`;
-  const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
-  let out: number;
-  try {
-    out = fs.openSync(p, flags, e.perm ?? 0o666);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force || fs.lstatSync(p).isDirectory()) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new TargetError(`${p} already exists; refusing to overwrite it`, { path: p });
-      throw fsError(err, 'cannot create', p);
-    }
-    fs.unlinkSync(p);
-    out = fs.openSync(p, flags, e.perm ?? 0o666);
-  }
+async function extractLarge(ar: OpenedArchive, e: ArchiveEntry, undo: Undo): Promise<void> {
+  const p = undo.replacements.destination(e);
+  const out = createExclusive(p, e.perm);
   undo.files.push(e);
   try {
     await streamEntry(ar.path, ar.fd, e, (chunk) => {

@@ -73,7 +73,7 @@ Sockets, FIFOs and devices are skipped with a warning.`,
     .argument('<archive>', 'the zip file to read')
     .argument('<dir>', 'the directory to extract into')
     .option('--jobs <n>', 'extraction threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256))
-    .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed)')
+    .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed); they are replaced only once the whole archive was extracted, so a failed or interrupted unpack leaves them as they were')
     .option('--keep-partial', 'when a damaged entry is met while extracting, keep the entries before it instead of removing everything written')
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
     .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
@@ -88,7 +88,10 @@ symlink or file of the archive, symlinks whose targets are absolute or climb out
 FIFOs and sockets, encrypted entries, overlapping entries, sizes or CRCs that disagree with the data,
 ratios past --max-ratio and totals past --max-size, truncated archives.
 setuid, setgid and sticky bits are stripped with a warning. Existing files in DIR are never
-overwritten without --force, and a symlink already in DIR is never written through.`,
+overwritten without --force, and a symlink already in DIR is never written through. With --force,
+the new version of an existing file is written beside it as .treecast-new-<run>-<n> and renamed over
+it only after every entry was extracted; a failure or SIGINT/SIGTERM before that removes those and
+leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left).`,
   );
   unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
