@@ -14,6 +14,7 @@ export const ExitCode = {
   unsafeInput: 6,
   io: 7,
   remote: 8,
+  busy: 9,
   interrupted: 130,
 } as const;
 
@@ -136,6 +137,12 @@ export class TargetError extends TreecastError {
   override readonly exitCode = ExitCode.io;
 }
 
+/** Another treecast process is writing into the same target directory. */
+export class TargetBusyError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_TARGET_BUSY';
+  override readonly exitCode = ExitCode.busy;
+}
+
 /** An operating-system error while reading or writing, with the path named. */
 export class FileSystemError extends TreecastError {
   override readonly code: string = 'ERR_TREECAST_FS';
@@ -190,7 +197,7 @@ export function fsError(err: unknown, action: string, path: string): TreecastErr
 const classesByCode = new Map<string, new (message: string, details?: ErrorDetails) => TreecastError>();
 for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, DigestMismatchError,
-  InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, FileSystemError,
+  InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
   NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError,
 ]) {
   classesByCode.set(new C('').code, C);

@@ -12,6 +12,8 @@ import * as fs from 'node:fs';
 import { resolve } from 'node:path';
 import { ArchiveError, InterruptedError, TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { guardTarget } from '../fs/target-guard.js';
+import { defaultStorePath } from '../store/local.js';
 import { readCentralDirectory } from './central-directory.js';
 import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction, type ExtractPlan } from './extract-plan.js';
@@ -36,6 +38,8 @@ export interface UnpackOptions extends ArchiveReadOptions {
   keepPartial?: boolean;
   /** Aborting stops after the batches in flight and takes back what was written (as a failure does). */
   signal?: AbortSignal;
+  /** The store to protect and keep the target's lock in (default: the configured default store). */
+  storeRoot?: string;
 }
 
 export interface ArchiveSummary {
@@ -126,6 +130,16 @@ class Undo {
 }
 
 export async function unpack(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
+  checkLimitsOptions(opts);
+  const guard = guardTarget(resolve(dir), opts.storeRoot ?? defaultStorePath(), 'unpack');
+  try {
+    return await unpackLocked(archivePath, dir, opts);
+  } finally {
+    guard.release();
+  }
+}
+
+async function unpackLocked(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
   checkLimitsOptions(opts);
   const t0 = process.hrtime.bigint();
   // Perf: workers take tens of ms to start (see fs/worker-pool.ts); for a large archive, start

@@ -12,6 +12,7 @@ import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
+import { guardTarget } from '../fs/target-guard.js';
 
 /**
  * Below this many writes, an update runs inline: starting two threads costs ~0.15-0.3 s here, the
@@ -70,6 +71,16 @@ export async function checkout(root: Digest, dir: string, o: CheckoutOptions): P
   validateCheckoutOptions(o);
   const store = o.store;
   const rootAbs = resolve(dir);
+  const guard = guardTarget(rootAbs, store.root, 'checkout');
+  try {
+    return await checkoutLocked(root, rootAbs, o, elapsed);
+  } finally {
+    guard.release();
+  }
+}
+
+async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions, elapsed: () => number): Promise<CheckoutResult> {
+  const store = o.store;
   const targetStat = prepareTarget(rootAbs);
   const jobs = o.jobs ?? defaultJobs();
   const incremental = fs.readdirSync(rootAbs).length > 0;

@@ -79,6 +79,9 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   const counts = newCounts();
   const total = plan.writes;
   let done = 0;
+  const pauseFile = process.env.TREECAST_TEST_PAUSE_FILE;
+  let started = 0;
+  let paused: Promise<void> | undefined;
   const settings: ApplySettings = { root, method: o.method, verify: o.verify, ...umaskModes() };
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
@@ -91,11 +94,24 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
     },
     {
       shouldStop: () => o.signal?.aborted === true,
-      before: o.ensureBlobs
-        ? (batch) => o.ensureBlobs!(batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])))
+      before: o.ensureBlobs || pauseFile
+        ? async (batch) => {
+            if (pauseFile && ++started >= 2) await (paused ??= pauseForTest(pauseFile, o.signal));
+            await o.ensureBlobs?.(batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])));
+          }
         : undefined,
       payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch) }),
     },
   );
   return { ...counts, directories: plan.mkdirs, removed: plan.removes.length };
+}
+
+/**
+ * Test hook (TREECAST_TEST_PAUSE_FILE, read only here): before the second batch of writes (and every
+ * later one), create that file and wait until it is removed or the checkout is interrupted, so a test can act while
+ * a checkout is provably half done (signals, a second process on the same target).
+ */
+async function pauseForTest(file: string, signal: AbortSignal | undefined): Promise<void> {
+  fs.writeFileSync(file, String(process.pid));
+  while (fs.existsSync(file) && !signal?.aborted) await new Promise((r) => setTimeout(r, 10));
 }

@@ -1,0 +1,214 @@
+/**
+ * What every command that writes into a user's directory (checkout, unpack) does first:
+ *
+ * 1. Refuse a target that contains the store or lies inside it, before any I/O that changes
+ *    anything. Paths are compared as real paths (symlinks of the existing prefix resolved), so
+ *    `..` or a symlinked spelling cannot dodge the check.
+ * 2. Take a lock per target, so two processes never write one directory at once. The second fails
+ *    at once (TargetBusyError) naming the holder's pid. The lock is a file in the store's `locks/`
+ *    directory keyed by the target's real path, never a file in the user's tree. A lock whose
+ *    process is gone (pid not alive, or alive but started at another time: a reused pid) is stale
+ *    and taken over.
+ */
+import * as fs from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { hostname, tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { TargetBusyError, TargetError, fsError } from '../errors.js';
+
+export interface TargetGuard {
+  /** The target as a real path (what the lock is keyed by). */
+  readonly realTarget: string;
+  /** Gives the lock back (idempotent). */
+  release(): void;
+}
+
+/**
+ * Checks `targetAbs` against the store and locks it. `storeRoot` is the store the command uses
+ * (for unpack, which has none, the configured default store).
+ */
+export function guardTarget(targetAbs: string, storeRoot: string, command: string): TargetGuard {
+  const realTarget = realPathOf(targetAbs);
+  refuseStoreOverlap(targetAbs, realTarget, storeRoot);
+  return lockTarget(realTarget, lockDirFor(storeRoot), command);
+}
+
+/**
+ * The real path of `p` even when it does not exist yet: the longest existing prefix is resolved
+ * (symlinks followed) and the missing rest appended.
+ */
+export function realPathOf(p: string): string {
+  const abs = resolve(p);
+  const rest: string[] = [];
+  let cur = abs;
+  for (;;) {
+    try {
+      return join(fs.realpathSync.native(cur), ...rest.reverse());
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fsError(e, 'cannot resolve', cur);
+      const parent = dirname(cur);
+      if (parent === cur) return abs;
+      rest.push(basename(cur));
+      cur = parent;
+    }
+  }
+}
+
+function isWithin(inner: string, outer: string): boolean {
+  return inner === outer || outer === '/' || inner.startsWith(`${outer}/`);
+}
+
+function refuseStoreOverlap(targetAbs: string, realTarget: string, storeRoot: string): void {
+  const realStore = realPathOf(storeRoot);
+  const where = realTarget === targetAbs ? targetAbs : `${targetAbs} (really ${realTarget})`;
+  if (isWithin(realStore, realTarget)) {
+    throw new TargetError(`refusing to write into ${where}: it contains the store ${realStore}`, {
+      path: targetAbs,
+      hint: 'choose a target outside the store, or move the store (--store, TREECAST_STORE)',
+    });
+  }
+  if (isWithin(realTarget, realStore)) {
+    throw new TargetError(`refusing to write into ${where}: it lies inside the store ${realStore}`, {
+      path: targetAbs,
+      hint: 'choose a target outside the store',
+    });
+  }
+}
+
+/**
+ * `STORE/locks`, created when absent. When the store cannot be written (a read-only home, say),
+ * a private directory under the system temp dir, so an unpack without a usable store still locks.
+ */
+function lockDirFor(storeRoot: string): string {
+  const dir = join(resolve(storeRoot), 'locks');
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    return dir;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EROFS' && code !== 'EPERM') throw fsError(e, 'cannot create lock directory', dir);
+  }
+  const fallback = join(tmpdir(), `treecast-locks-${process.getuid?.() ?? 'user'}`);
+  try {
+    fs.mkdirSync(fallback, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, 'cannot create lock directory', fallback);
+  }
+  // A shared temp dir: use it only when it is ours and private, never through a planted symlink.
+  const st = fs.lstatSync(fallback);
+  if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid()) || (st.mode & 0o077) !== 0) {
+    throw new TargetError(`cannot use lock directory ${fallback}: not a private directory of this user`, { path: fallback });
+  }
+  return fallback;
+}
+
+interface LockBody {
+  pid: number;
+  host: string;
+  /** Process start time (Linux, clock ticks since boot) to tell a reused pid from the holder. */
+  start?: string;
+  command: string;
+  target: string;
+  token: string;
+}
+
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Fields after the command name (which may hold spaces and parentheses): field 22 is starttime.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** True unless the holder is provably gone. A lock from another host is assumed alive. */
+function holderAlive(b: LockBody): boolean {
+  if (b.host !== hostname()) return true;
+  try {
+    process.kill(b.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  if (b.start !== undefined) {
+    const now = processStart(b.pid);
+    if (now !== undefined && now !== b.start) return false;
+  }
+  return true;
+}
+
+function readBody(path: string): LockBody | undefined {
+  try {
+    const b = JSON.parse(fs.readFileSync(path, 'utf8')) as LockBody;
+    return typeof b.pid === 'number' && typeof b.token === 'string' ? b : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function lockTarget(realTarget: string, lockDir: string, command: string): TargetGuard {
+  const lockPath = join(lockDir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`);
+  const body: LockBody = { pid: process.pid, host: hostname(), start: processStart(process.pid), command, target: realTarget, token: randomBytes(12).toString('hex') };
+  // The lock appears whole or not at all: written to a private name, then linked (fails if taken).
+  const tmp = `${lockPath}.${body.token}.tmp`;
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(body), { flag: 'wx', mode: 0o644 });
+  } catch (e) {
+    throw fsError(e, 'cannot create lock', tmp);
+  }
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        fs.linkSync(tmp, lockPath);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, 'cannot create lock', lockPath);
+      }
+      const held = readBody(lockPath);
+      if (held && holderAlive(held)) {
+        throw new TargetBusyError(`${realTarget} is in use by another treecast ${held.command} (pid ${held.pid}); it was left unchanged`, {
+          path: realTarget,
+          hint: `wait for process ${held.pid} to finish, then run the same command again`,
+        });
+      }
+      if (attempt >= 3) throw new TargetBusyError(`cannot take the lock on ${realTarget} (${lockPath} keeps changing)`, { path: realTarget });
+      breakStale(lockPath, held);
+    }
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+  let released = false;
+  return {
+    realTarget,
+    release() {
+      if (released) return;
+      released = true;
+      // Remove only our own lock (a stale-lock breaker may, in a rare race, have replaced it).
+      if (readBody(lockPath)?.token === body.token) fs.rmSync(lockPath, { force: true });
+    },
+  };
+}
+
+/**
+ * Removes a lock whose holder is gone. It is first renamed aside, so when another process took
+ * over the stale lock in between, the lock moved aside is that process's live one and is put back.
+ */
+function breakStale(lockPath: string, stale: LockBody | undefined): void {
+  const aside = `${lockPath}.${randomBytes(6).toString('hex')}.stale`;
+  try {
+    fs.renameSync(lockPath, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw fsError(e, 'cannot remove stale lock', lockPath);
+  }
+  const moved = readBody(aside);
+  if (moved && moved.token !== stale?.token && holderAlive(moved)) {
+    try {
+      fs.linkSync(aside, lockPath);
+    } catch {
+      /* a third process holds it now: it wins */
+    }
+  }
+  fs.rmSync(aside, { force: true });
+}
