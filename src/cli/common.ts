@@ -25,6 +25,18 @@ export function intInRange(name: string, min: number, max: number): (v: string) 
   };
 }
 
+/** The most worker threads any command takes. */
+export const MAX_JOBS = 256;
+
+/**
+ * `--jobs N`, the same for every command that takes it: a whole number of worker threads from 1 to
+ * 256 (default: one per core). Validated here, at the edge, so no command can accept what another
+ * refuses.
+ */
+export function addJobsOption(cmd: Command, what: string): Command {
+  return cmd.option('--jobs <n>', `${what} (1-${MAX_JOBS}, default: one per core)`, intInRange('--jobs', 1, MAX_JOBS));
+}
+
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }

@@ -7,7 +7,7 @@ import { pack, LEVELS, type Level } from '../../archive/pack.js';
 import { unpack } from '../../archive/unpack.js';
 import { importArchive } from '../../archive/import.js';
 import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
-import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
@@ -42,7 +42,8 @@ export function registerArchive(program: Command): void {
     .argument('<source>', 'a directory, or a tree digest or ref name in the store')
     .argument('<out>', 'the zip file to write (replaced when complete)')
     .option('--level <level>', 'compression: store (none), fast, default or best; an entry deflate makes larger is stored', level, 'default' as Level)
-    .option('--jobs <n>', 'compression threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256));
+
+  addJobsOption(packCmd, 'compression threads');
   addStoreOption(packCmd);
   addJsonOption(packCmd);
   packCmd.addHelpText(
@@ -72,12 +73,13 @@ Sockets, FIFOs and devices are skipped with a warning.`,
     .description('extract a zip into DIR (created when missing), refusing anything that could write outside it')
     .argument('<archive>', 'the zip file to read')
     .argument('<dir>', 'the directory to extract into')
-    .option('--jobs <n>', 'extraction threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256))
+
     .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed); they are replaced only once the whole archive was extracted, so a failed or interrupted unpack leaves them as they were')
     .option('--keep-partial', 'when a damaged entry is met while extracting, keep the entries before it instead of removing everything written')
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
     .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
     .option('--json', 'print one JSON object on stdout instead of human-readable lines');
+  addJobsOption(unpackCmd, 'extraction threads');
   unpackCmd.addHelpText(
     'after',
     `
@@ -115,9 +117,10 @@ leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* lef
     .description('store the tree of a zip without writing it to disk; prints the tree digest (the last line of output)')
     .argument('<archive>', 'the zip file to read')
     .option('--ref <name>', 'also record the digest under this ref name')
-    .option('--jobs <n>', 'threads (default: one per core; 0: none)', intInRange('--jobs', 0, 256))
+
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
     .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes);
+  addJobsOption(importCmd, 'threads');
   addStoreOption(importCmd);
   addJsonOption(importCmd);
   importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of `treecast snapshot` of the unpacked directory.');

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materialize/checkout.js';
-import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
@@ -21,9 +21,9 @@ export function registerCheckout(program: Command): void {
     )
     .option('--force', 'overwrite or remove files changed since the last checkout instead of stopping')
     .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
-    .option('--jobs <n>', 'worker threads (default: one per core)', intInRange('--jobs', 1, 256))
     .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out');
   addRemoteClientOptions(cmd);
+  addJobsOption(cmd, 'worker threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
   cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; verify?: boolean; jobs?: number; remote?: string; store?: string; json?: boolean }) => {

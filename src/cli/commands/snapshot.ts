@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { formatDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
-import { addJsonOption, addStoreOption, collect, intInRange, openStore, withSignals } from '../common.js';
+import { addJobsOption, addJsonOption, addStoreOption, collect, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
@@ -14,7 +14,8 @@ export function registerSnapshot(program: Command): void {
     .option('--exclude <glob>', 'leave out matching entries; a glob without "/" matches names at any depth, one with "/" matches paths from DIR (repeatable)', collect, [])
     .option('--follow-symlinks', 'capture what symlinks point to instead of the links (loops are an error)')
     .option('--strict', 'make skipped special files (sockets, FIFOs, devices) an error')
-    .option('--jobs <n>', 'hashing threads (default: one per core)', intInRange('--jobs', 1, 256));
+
+  addJobsOption(cmd, 'hashing threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
   cmd.action(async (dir: string, o: { ref?: string; exclude: string[]; followSymlinks?: boolean; strict?: boolean; jobs?: number; store?: string; json?: boolean }) => {
