@@ -3,6 +3,8 @@
  * `code` is part of the public API (scripts match on it), the `exitCode` is what the CLI exits with.
  */
 
+import { escapeControl } from './core/display.js';
+
 /** Exit codes of the `treecast` command, documented in the README. */
 export const ExitCode = {
   ok: 0,
@@ -101,7 +103,7 @@ export class LocalChangesError extends TreecastError {
   override readonly exitCode = ExitCode.conflict;
   readonly paths: string[];
   constructor(paths: string[], details: ErrorDetails = {}) {
-    const shown = paths.slice(0, 20).map((p) => `  ${p}`).join('\n');
+    const shown = paths.slice(0, 20).map((p) => `  ${escapeControl(p)}`).join('\n');
     const more = paths.length > 20 ? `\n  ... and ${paths.length - 20} more` : '';
     super(`checkout would overwrite ${paths.length} locally changed path(s):\n${shown}${more}`, {
       hint: 'commit them with `treecast snapshot`, move them away, or pass --force to discard them',

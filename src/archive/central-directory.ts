@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import { ArchiveError, fsError } from '../errors.js';
 import { preadFully } from './local-data.js';
+import { escapeControl } from '../core/display.js';
 import {
   CENTRAL_HEADER_SIZE,
   EOCD_SIZE,
@@ -137,7 +138,7 @@ export function readCentralDirectory(fd: number, path: string): CentralDirectory
     } catch {
       name = undefined;
     }
-    const shown = name ?? nameBytes.toString('latin1');
+    const shown = name ?? escapeControl(nameBytes);
     let size = cd.readUInt32LE(p + 24);
     let compressedSize = cd.readUInt32LE(p + 20);
     let localOffset = cd.readUInt32LE(p + 42);

@@ -12,6 +12,7 @@
  */
 import { ArchiveError, UnsafePathError } from '../errors.js';
 import { MAX_DEPTH, nameProblem, symlinkTargetProblem } from '../core/names.js';
+import { escapeControl } from '../core/display.js';
 import type { RawEntry } from './central-directory.js';
 import {
   DOS_DIR_ATTR,
@@ -128,7 +129,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
   let lastParent = '';
   for (const e of raw) {
     if (e.name === undefined) {
-      throw new UnsafePathError(`archive entry ${e.index} ('${e.nameBytes.toString('latin1')}'): name is not valid UTF-8`, {
+      throw new UnsafePathError(`archive entry ${e.index} ('${escapeControl(e.nameBytes)}'): name is not valid UTF-8`, {
         hint: 'treecast reads names as UTF-8 only, so that every name means one path',
       });
     }

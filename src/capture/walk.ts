@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import picomatch from 'picomatch';
 import { CaptureError, SpecialFileError, SymlinkLoopError } from '../errors.js';
 import { MAX_DEPTH } from '../core/names.js';
+import { escapeControl } from '../core/display.js';
 import type { SymlinkNode } from '../core/reapi.js';
 import type { Digest } from '../core/digest.js';
 
@@ -226,7 +227,7 @@ function checkUtf8Name(dirAbs: string, name: string): void {
   for (const r of raw) {
     if (Buffer.from(r.toString('utf8')).equals(r)) continue;
     if (r.toString('utf8') !== name) continue;
-    throw new CaptureError(`${dirAbs}/${name} has a name that is not valid UTF-8; REAPI trees hold UTF-8 names only`, {
+    throw new CaptureError(`${dirAbs}/${escapeControl(r)} has a name that is not valid UTF-8; REAPI trees hold UTF-8 names only`, {
       path: `${dirAbs}/${name}`,
       hint: 'rename it (for example with convmv) or leave it out with --exclude',
     });

@@ -7,7 +7,8 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, TreecastError } from '../errors.js';
 import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
-import { errorOutput } from './output.js';
+import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, typedError } from './output.js';
+import { escapeControlLines } from '../core/display.js';
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('treecast')
@@ -15,7 +16,7 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
     .version(VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(escapeControlLines(s)), writeOut: (s) => process.stdout.write(s) });
   program.addHelpText(
     'after',
     `
@@ -27,9 +28,11 @@ Exit codes:
   4    checkout stopped: local changes would be overwritten (see --force)
   5    integrity: a blob's bytes do not match its digest
   6    unsafe or malformed input refused (tree, archive, special file with --strict)
-  7    file-system error (unreadable input, target not writable, disk full)
+  7    file-system error, naming the path (missing, not a directory, is a directory, permission
+       denied, exists, disk full, read-only file system)
   8    remote server error
   130  interrupted (SIGINT/SIGTERM); run the same command again to finish
+  141  the reader of the output went away (treecast ls | head -1); nothing is printed, as git
 
 Environment:
   TREECAST_STORE   store location (default $XDG_CACHE_HOME/treecast or ~/.cache/treecast)
@@ -41,6 +44,7 @@ Environment:
 
 /** Runs the CLI and returns the exit code (never calls process.exit, so output is flushed). */
 export async function main(argv: string[]): Promise<number> {
+  handleOutputErrors();
   const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
@@ -50,7 +54,9 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return ExitCode.ok;
       return ExitCode.usage;
     }
-    errorOutput(err, process.argv.includes('--json'));
-    return err instanceof TreecastError ? err.exitCode : ExitCode.failure;
+    if (isClosedOutput(err)) return CLOSED_OUTPUT_EXIT;
+    const typed = typedError(err);
+    errorOutput(typed, process.argv.includes('--json'));
+    return typed instanceof TreecastError ? typed.exitCode : ExitCode.failure;
   }
 }

@@ -1,9 +1,40 @@
-/** Shared output helpers: human lines on stderr/stdout, JSON for scripts, error rendering. */
-import { TreecastError } from '../errors.js';
+/**
+ * Shared output helpers: human lines on stderr/stdout, JSON for scripts, error rendering. Every
+ * human line that can hold a name goes through `escapeControl` (see core/display.ts).
+ */
+import { ExitCode, LocalChangesError, TreecastError, fsError } from '../errors.js';
+import { escapeControl, escapeControlLines } from '../core/display.js';
+
+export { escapeControl };
+
+/**
+ * Exit code when the reader of our output went away (`treecast ls | head -1`): 141, 128 + SIGPIPE,
+ * what git's exit looks like to the shell. Nothing is printed.
+ */
+export const CLOSED_OUTPUT_EXIT = 141;
 
 /** Prints a JSON document on stdout (one line), for `--json`. */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/**
+ * Any thrown value as the typed error the user sees: an OS error (errno code) that no command
+ * wrapped becomes a FileSystemError naming its path; anything else is a bug and stays untyped.
+ */
+export function typedError(err: unknown): unknown {
+  if (err instanceof TreecastError) return err;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  if (e instanceof Error && typeof e.code === 'string' && /^E[A-Z0-9]+$/.test(e.code)) {
+    const action = e.syscall ? `${e.syscall} failed on` : 'cannot use';
+    return fsError(err, action, e.path ?? e.dest ?? (e.syscall === 'write' ? 'standard output' : 'an unnamed file'));
+  }
+  return err;
+}
+
+/** Whether an error means our stdout or stderr reader went away. */
+export function isClosedOutput(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'EPIPE';
 }
 
 /** Prints an error: one `treecast: error[CODE]: message` line plus hint, or JSON with --json. */
@@ -13,16 +44,33 @@ export function errorOutput(err: unknown, json: boolean): void {
     process.stdout.write(`${JSON.stringify({ ok: false, error: body })}\n`);
   }
   if (err instanceof TreecastError) {
-    process.stderr.write(`treecast: error[${err.code}]: ${err.message}\n`);
-    if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+    // A LocalChangesError lists one path per line, each already escaped; other messages are one line.
+    const message = err instanceof LocalChangesError ? escapeControlLines(err.message) : escapeControl(err.message);
+    process.stderr.write(`treecast: error[${err.code}]: ${message}\n`);
+    if (err.hint) process.stderr.write(`  hint: ${escapeControl(err.hint)}\n`);
   } else {
-    process.stderr.write(`treecast: internal error: ${(err as Error)?.stack ?? err}\n`);
+    process.stderr.write(`treecast: internal error: ${escapeControlLines(String((err as Error)?.stack ?? err))}\n`);
   }
 }
 
 /** Prints a coded warning on stderr. */
 export function warn(code: string, message: string): void {
-  process.stderr.write(`treecast: warning[${code}]: ${message}\n`);
+  process.stderr.write(`treecast: warning[${code}]: ${escapeControl(message)}\n`);
+}
+
+/**
+ * Makes a closed stdout or stderr end the command quietly (exit 141, as git), and any other error
+ * writing them (a full disk under `> file`) a typed error (exit 7). Without this, Node reports an
+ * unhandled 'error' event with a stack trace.
+ */
+export function handleOutputErrors(): void {
+  const onError = (stream: string) => (err: NodeJS.ErrnoException) => {
+    if (isClosedOutput(err)) process.exit(CLOSED_OUTPUT_EXIT);
+    if (stream === 'stdout') errorOutput(fsError(err, 'cannot write', 'standard output'), false);
+    process.exit(ExitCode.io);
+  };
+  process.stdout.on('error', onError('stdout'));
+  process.stderr.on('error', onError('stderr'));
 }
 
 export function formatBytes(n: number): string {

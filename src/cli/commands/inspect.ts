@@ -4,13 +4,14 @@ import { diffTrees } from '../../core/tree-diff.js';
 import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
 import { UsageError } from '../../errors.js';
 import { addJsonOption, addStoreOption, openStore } from '../common.js';
-import { printJson } from '../output.js';
+import { escapeControl, printJson } from '../output.js';
 
-/** git-style modes, so `ls` output reads like `git ls-tree -r`. */
+/** git-style modes, so `ls` output reads like `git ls-tree -r`; names and targets with control characters escaped. */
 function lsLine(e: WalkedEntry): string {
-  if (e.type === 'file') return `${e.executable ? '100755' : '100644'} file    ${formatDigest(e.digest)}\t${e.path}`;
-  if (e.type === 'symlink') return `120000 symlink -> ${e.target}\t${e.path}`;
-  return `040000 dir     ${formatDigest(e.digest)}\t${e.path}/`;
+  const path = escapeControl(e.path);
+  if (e.type === 'file') return `${e.executable ? '100755' : '100644'} file    ${formatDigest(e.digest)}\t${path}`;
+  if (e.type === 'symlink') return `120000 symlink -> ${escapeControl(e.target)}\t${path}`;
+  return `040000 dir     ${formatDigest(e.digest)}\t${path}/`;
 }
 
 export function registerInspect(program: Command): void {
@@ -61,7 +62,7 @@ export function registerInspect(program: Command): void {
       return;
     }
     const letter = { added: 'A', removed: 'D', changed: 'M' } as const;
-    for (const c of changes) process.stdout.write(`${letter[c.change]}\t${c.path}${c.type === 'dir' ? '/' : ''}\n`);
+    for (const c of changes) process.stdout.write(`${letter[c.change]}\t${escapeControl(c.path)}${c.type === 'dir' ? '/' : ''}\n`);
   });
 
   const refs = program.command('refs').description('list refs: digest and name');
@@ -70,6 +71,6 @@ export function registerInspect(program: Command): void {
   refs.action(async (o: { store?: string; json?: boolean }) => {
     const list = openStore(o).listRefs();
     if (o.json) printJson(list.map((r) => ({ name: r.name, digest: formatDigest(r.digest) })));
-    else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${r.name}\n`);
+    else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${escapeControl(r.name)}\n`);
   });
 }

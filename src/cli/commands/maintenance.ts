@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { DigestMismatchError } from '../../errors.js';
 import { gcStore, verifyStore } from '../../store/maintenance.js';
 import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
-import { formatBytes, printJson } from '../output.js';
+import { escapeControl, formatBytes, printJson } from '../output.js';
 
 export function registerMaintenance(program: Command): void {
   const verify = program
@@ -15,7 +15,7 @@ export function registerMaintenance(program: Command): void {
     const r = verifyStore(openStore(o), o.repair === true);
     if (o.json) printJson({ ok: r.corrupt.length === 0 || r.repaired, ...r });
     else {
-      for (const c of r.corrupt) process.stdout.write(`corrupt ${c.hash} (${c.path} hashes to ${c.actual})${r.repaired ? ': removed' : ''}\n`);
+      for (const c of r.corrupt) process.stdout.write(`corrupt ${c.hash} (${escapeControl(c.path)} hashes to ${c.actual})${r.repaired ? ': removed' : ''}\n`);
       process.stderr.write(`verify: ${r.checked} blobs, ${formatBytes(r.bytes)}, ${r.corrupt.length} corrupt\n`);
     }
     if (r.corrupt.length > 0 && !r.repaired) {
