@@ -36,11 +36,16 @@ test('an unchanged tree is snapshotted again from the stat cache without reading
 test('a file changed in the same instant as its cached stat is re-hashed (racy entries are not trusted)', async () => {
   const dir = tempDir();
   const store = LocalStore.open(join(dir, 's'));
-  writeTree(join(dir, 'src'), { 'f.txt': 'one' });
-  // No settle: the file's ctime is as new as the snapshot, so its cache entry is racy.
-  await snapshot(join(dir, 'src'), { store });
+  writeTree(join(dir, 'src'), { 'f.txt': 'one', 'settled.txt': 'two' });
+  await settle();
+  // Times set explicitly, not left to the clock: an mtime at or after the snapshot's start is what
+  // a change in the same tick as the recorded stat looks like, so that entry must not be trusted.
+  const future = new Date(Date.now() + 3600_000);
+  fs.utimesSync(join(dir, 'src', 'f.txt'), future, future);
+  const first = await snapshot(join(dir, 'src'), { store });
+  assert.equal(first.hashedFiles, 2);
   const again = await snapshot(join(dir, 'src'), { store });
-  assert.equal(again.hashedFiles, 1);
+  assert.equal(again.hashedFiles, 1, 'the racy file is hashed again, the settled one is not');
 });
 
 test('symlinks are stored verbatim and never followed by default', async () => {

@@ -10,10 +10,10 @@ import { type Directory, directoryBlob, type DirectoryNode, type FileNode } from
 import { compareNames } from '../core/names.js';
 import { CaptureError, InterruptedError, TargetError } from '../errors.js';
 import { LocalStore, checkRefName } from '../store/local.js';
-import { writeTreePack } from '../store/tree-pack.js';
+import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
-import { StatCache } from './stat-cache.js';
+import { StatCache, listingKey } from './stat-cache.js';
 import { type ScannedDir, type ScannedFile, type SkippedEntry, applyStats, walk } from './walk.js';
 
 export interface SnapshotOptions {
@@ -39,6 +39,10 @@ export interface SnapshotResult {
   hashedFiles: number;
   hashedBytes: number;
   cachedFiles: number;
+  /** Directories listed with readdir (the rest had an unchanged stat and a cached listing). */
+  readDirectories: number;
+  /** Directories whose Directory message was reused unchanged instead of being rebuilt. */
+  reusedDirectories: number;
   skipped: SkippedEntry[];
   seconds: number;
 }
@@ -49,6 +53,8 @@ export interface SnapshotResult {
  */
 const INLINE_MAX_FILES = 2000;
 const INLINE_MAX_BYTES = 64 << 20;
+/** lstat is cheaper than hashing: inline up to this many files. */
+const STAT_INLINE_MAX_FILES = INLINE_MAX_FILES * 4;
 const BATCH_FILES = 128;
 const STAT_BATCH = 1024;
 const BATCH_BYTES = 16 << 20;
@@ -64,31 +70,43 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   store.init();
 
   const startedMs = Date.now();
-  const scan = walk(rootAbs, { exclude: opts.exclude, followSymlinks: opts.followSymlinks, strict: opts.strict, onSkip: opts.onSkip });
+  const cache = StatCache.load(store, rootAbs, listingKey(opts.exclude, opts.followSymlinks));
   const jobs = Math.max(1, opts.jobs ?? defaultJobs());
   // Threads only for large work (starting one costs ~30 ms); once started, used for everything.
   const inline = new WorkerPool(0, { storeRoot: store.root });
   let pool: WorkerPool | undefined;
   const poolFor = (large: boolean) => pool ?? (large ? (pool = new WorkerPool(jobs, { storeRoot: store.root })) : inline);
+  // Perf: a tree the cache knows as large gets its threads now, so they start while this thread
+  // walks (on the Linux tree the walk is ~0.2 s of CPU, thread start-up ~30 ms each).
+  if (cache.size > STAT_INLINE_MAX_FILES) poolFor(true);
   const toHash: ScannedFile[] = [];
   let bytes = 0;
   let hashBytes = 0;
   try {
-    await statFiles(scan.files, opts.followSymlinks === true, poolFor(scan.files.length > INLINE_MAX_FILES * 4));
-    const cache = StatCache.load(store, rootAbs);
+    const scan = walk(rootAbs, {
+      exclude: opts.exclude,
+      followSymlinks: opts.followSymlinks,
+      strict: opts.strict,
+      onSkip: opts.onSkip,
+      listings: (rel, dirStat) => cache.listing(rel, dirStat),
+    });
+    await statFiles(scan.files, opts.followSymlinks === true, poolFor(scan.files.length > STAT_INLINE_MAX_FILES));
     for (const f of scan.files) {
       bytes += f.size;
       if (f.size === 0) f.digest = EMPTY_DIGEST;
-      else if ((f.digest = cache.lookup(f)) === undefined) {
+      else if ((f.digest = cache.lookup(f)) !== undefined) f.cached = true;
+      else {
         toHash.push(f);
         hashBytes += f.size;
       }
     }
     const small = toHash.length <= INLINE_MAX_FILES && hashBytes <= INLINE_MAX_BYTES;
     await hashFiles(toHash, poolFor(!small), opts);
-    const digest = storeTree(scan.root, store);
-    // Nothing hashed and every cached entry used: the cache on disk is already exactly right.
-    if (toHash.length > 0 || cache.hits !== cache.size) cache.save(scan.files, startedMs, store.tmpPath('cache'));
+    const { digest, reused } = storeTree(scan.root, store, cache);
+    // Nothing hashed, every cached entry used, every message reused: the cache on disk is exactly right.
+    if (toHash.length > 0 || cache.hits !== cache.size || reused !== scan.allDirs.length) {
+      cache.save(scan.files, scan.allDirs, digest, startedMs, store.tmpPath('cache'));
+    }
     if (opts.ref !== undefined) store.writeRef(opts.ref, digest);
     return {
       digest,
@@ -99,6 +117,8 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
       hashedFiles: toHash.length,
       hashedBytes: hashBytes,
       cachedFiles: scan.files.length - toHash.length,
+      readDirectories: scan.readDirectories,
+      reusedDirectories: reused,
       skipped: scan.skipped,
       seconds: elapsed(),
     };
@@ -157,22 +177,61 @@ async function hashFiles(files: ScannedFile[], pool: WorkerPool, opts: SnapshotO
 
 const byName = (a: { name: string }, b: { name: string }) => compareNames(a.name, b.name);
 
-/** Encodes and stores the Directory messages bottom-up, and their tree pack; returns the root's digest. */
-function storeTree(root: ScannedDir, store: LocalStore): Digest {
+/**
+ * Whether `d`'s message is the one recorded in the cache: its listing came from the cache, every
+ * file has the stat (so the digest) and executable bit recorded, and every subdirectory the
+ * digest the recorded message names.
+ */
+function unchanged(d: ScannedDir, cache: StatCache): boolean {
+  const l = d.listing;
+  if (l === undefined) return false;
+  for (let i = 0; i < d.files.length; i++) {
+    const f = d.files[i]!;
+    if (!(f.cached === true || f.size === 0) || f.executable !== (l.executable.charCodeAt(i) === 120 /* x */)) return false;
+  }
+  for (const s of d.dirs) if (s.digest?.hash !== cache.recordedDigest(s.rel)?.hash) return false;
+  return true;
+}
+
+/**
+ * Encodes and stores the Directory messages bottom-up, reusing the recorded digest of every
+ * directory found unchanged, and writes the tree pack; returns the root's digest.
+ *
+ * Perf: encoding and storing the 5,096 messages of the Linux tree took ~0.45 s of a 2.2 s
+ * unchanged snapshot (profiled); an unchanged tree now encodes none and reads no pack.
+ */
+function storeTree(root: ScannedDir, store: LocalStore, cache: StatCache | undefined): { digest: Digest; reused: number } {
   const messages = new Map<string, Buffer>();
+  const reusedDirs: ScannedDir[] = [];
   const encode = (d: ScannedDir): Digest => {
+    for (const s of d.dirs) s.digest = encode(s);
+    if (cache !== undefined && unchanged(d, cache)) {
+      reusedDirs.push(d);
+      return d.listing!.digest;
+    }
     const files: FileNode[] = d.files.map((f) => {
       if (!f.digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
       return { name: f.name, digest: f.digest, executable: f.executable };
     });
-    const directories: DirectoryNode[] = d.dirs.map((s) => ({ name: s.name, digest: encode(s) }));
+    const directories: DirectoryNode[] = d.dirs.map((s) => ({ name: s.name, digest: s.digest! }));
     const msg: Directory = { files: files.sort(byName), directories: directories.sort(byName), symlinks: d.symlinks.sort(byName) };
     const blob = directoryBlob(msg);
     store.putHashedSync(blob.bytes, blob.digest);
     messages.set(blob.digest.hash, blob.bytes);
     return blob.digest;
   };
-  const digest = encode(root);
-  if (!fs.existsSync(join(store.root, 'trees', digest.hash))) writeTreePack(store, digest, messages);
-  return digest;
+  const digest = (root.digest = encode(root));
+  if (hasTreePack(store, digest)) return { digest, reused: reusedDirs.length };
+  if (reusedDirs.length > 0) {
+    // The reused messages are in the last snapshot's tree pack (and, as gc keeps or removes a pack
+    // with its messages, in the store). Without that pack, build every message again.
+    const previous = cache?.previousTree && readTreePack(store, cache.previousTree);
+    for (const d of reusedDirs) {
+      const bytes = previous?.get(d.digest!.hash);
+      if (bytes === undefined) return storeTree(root, store, undefined);
+      messages.set(d.digest!.hash, bytes);
+    }
+  }
+  writeTreePack(store, digest, messages);
+  return { digest, reused: reusedDirs.length };
 }

@@ -1,13 +1,28 @@
 /**
- * The snapshot stat cache: for each file of a snapshotted directory, the (device, inode, size,
- * mtime, ctime) it had when hashed, and its digest. A second snapshot of an unchanged tree reads
- * no file contents.
+ * The snapshot stat cache, kept per snapshotted root:
+ * - for each file, the (device, inode, size, mtime, ctime) it had when hashed, and its digest, so a
+ *   second snapshot of an unchanged tree reads no file contents;
+ * - for each directory (as git's untracked cache does), its own stat taken before it was listed,
+ *   its listing (file names and executable bits, subdirectory names, symlinks with targets) and its
+ *   Directory message digest, so a directory whose stat is unchanged is not listed again and, when
+ *   nothing under it changed either, its message is not rebuilt.
  *
- * Racy entries (git's "racily clean" problem): a file changed within the same timestamp tick as
- * the stat recorded for it keeps an identical stat. So an entry is trusted only when its ctime is
- * safely older than the start of the snapshot that recorded it; younger entries are re-hashed.
+ * Why a directory's stat is enough for its listing: creating, removing or renaming an entry
+ * changes the directory's mtime and ctime, and an entry cannot change type in place (file -> dir
+ * is an unlink and a mkdir). It is not enough for the files: writing a file in place leaves its
+ * directory alone, so every file is still lstat'ed (snapshot.ts), as git stats every tracked file.
+ * The listing part is only used with the same --exclude patterns and without --follow-symlinks
+ * (what a link points to can change without its directory changing).
  *
- * Perf: a compact binary file (numbers in one Float64Array, hashes as raw bytes, paths joined by
+ * The cache is trusted only while the tree pack of the snapshot that wrote it exists: gc removes a
+ * tree's pack together with its blobs, and a digest from the cache must name a blob in the store.
+ *
+ * Racy entries (git's "racily clean" problem): a file or directory changed within the same
+ * timestamp tick as the stat recorded for it keeps an identical stat. So an entry is trusted only
+ * when its mtime and ctime are safely older than the start of the snapshot that recorded it;
+ * younger files are re-hashed and younger directories listed again.
+ *
+ * Perf: a compact binary file (numbers in Float64Arrays, hashes as raw bytes, names joined by
  * NUL) instead of JSON: on the Linux tree, loading and saving went from ~0.5 s to a few tens of
  * ms, and an unchanged snapshot does not rewrite it at all.
  */
@@ -15,42 +30,87 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { LocalStore } from '../store/local.js';
-import type { ScannedFile } from './walk.js';
-import type { Digest } from '../core/digest.js';
+import { hasTreePack } from '../store/tree-pack.js';
+import type { ScannedDir, ScannedFile } from './walk.js';
+import { type Digest, formatDigest, parseDigest } from '../core/digest.js';
+import type { SymlinkNode } from '../core/reapi.js';
 
 /** Coarse kernel clocks can stamp a change up to a tick (<= 10 ms) before "now"; keep a margin. */
 const RACY_MARGIN_MS = 50;
-const MAGIC = 'treecast-stat-cache-2';
+const MAGIC = 'treecast-stat-cache-3';
 const FIELDS = 5; // dev, ino, size, mtimeMs, ctimeMs
+const DIR_FIELDS = 8; // dev, ino, mtimeMs, ctimeMs, digest size, files, subdirectories, symlinks
+/** Ends the string list, so an empty list still splits to the right length. */
+const END = '\u0001end';
 
 interface Header {
   magic: string;
   root: string;
   startedMs: number;
   count: number;
+  dirCount: number;
+  /** The options the listings were made with; listings are used only under the same options. */
+  listingKey: string;
+  /** The root digest of the snapshot that wrote this cache (its tree pack holds every message). */
+  tree: string;
+}
+
+/** A directory as the last snapshot listed it. */
+export interface CachedListing {
+  digest: Digest;
+  files: string[];
+  /** One character per file, 'x' when executable. */
+  executable: string;
+  dirs: string[];
+  symlinks: SymlinkNode[];
+}
+
+/** The identity and times of a directory, taken before it is listed. */
+export interface DirStat {
+  dev: number;
+  ino: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+/** The key under which listings made with these options are kept. */
+export function listingKey(exclude: readonly string[] | undefined, followSymlinks: boolean | undefined): string | undefined {
+  return followSymlinks ? undefined : JSON.stringify([...(exclude ?? [])]);
 }
 
 export class StatCache {
   private index = new Map<string, number>();
   private nums: Float64Array = new Float64Array(0);
   private hashes: Buffer = Buffer.alloc(0);
+  private dirIndex = new Map<string, number>();
+  private dirNums: Float64Array = new Float64Array(0);
+  private dirHashes: Buffer = Buffer.alloc(0);
+  /** Per directory, where its names start in `strings`. */
+  private dirStart: number[] = [];
+  private strings: string[] = [];
   private trustBeforeMs = 0;
+  /** The root digest of the snapshot that wrote the cache, when its listings are usable. */
+  previousTree: Digest | undefined;
   /** Lookups answered from the cache in this run. */
   hits = 0;
 
   private constructor(
+    private readonly store: LocalStore,
     private readonly file: string,
     private readonly root: string,
+    private readonly key: string | undefined,
   ) {}
 
-  static load(store: LocalStore, rootAbs: string): StatCache {
+  /** Loads the cache of `rootAbs`; `key` (see listingKey) undefined means listings are not used. */
+  static load(store: LocalStore, rootAbs: string, key: string | undefined): StatCache {
     const file = join(store.root, 'stat-cache', createHash('sha256').update(rootAbs).digest('hex'));
-    const cache = new StatCache(file, rootAbs);
+    const cache = new StatCache(store, file, rootAbs, key);
     try {
       cache.read(fs.readFileSync(file));
     } catch {
       // Absent or unreadable: start empty; the cache is only ever a shortcut.
       cache.index = new Map();
+      cache.dirIndex = new Map();
     }
     return cache;
   }
@@ -63,16 +123,48 @@ export class StatCache {
     const headerLen = buf.readUInt32LE(0);
     const header = JSON.parse(buf.toString('utf8', 4, 4 + headerLen)) as Header;
     if (header.magic !== MAGIC || header.root !== this.root) return;
+    const tree = parseDigest(header.tree);
+    if (!hasTreePack(this.store, tree)) return;
     const n = header.count;
+    const nd = header.dirCount;
     let off = 4 + headerLen;
-    this.nums = new Float64Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + n * FIELDS * 8));
-    off += n * FIELDS * 8;
-    this.hashes = buf.subarray(off, off + n * 32);
-    off += n * 32;
-    const paths = buf.toString('utf8', off).split('\0');
-    if (paths.length !== n || this.nums.length !== n * FIELDS || this.hashes.length !== n * 32) return;
-    for (let i = 0; i < n; i++) this.index.set(paths[i]!, i);
+    const f64 = (count: number) => {
+      const a = new Float64Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + count * 8));
+      off += count * 8;
+      return a;
+    };
+    const raw = (len: number) => {
+      const b = buf.subarray(off, off + len);
+      off += len;
+      return b;
+    };
+    const nums = f64(n * FIELDS);
+    const hashes = raw(n * 32);
+    const dirNums = f64(nd * DIR_FIELDS);
+    const dirHashes = raw(nd * 32);
+    const strings = buf.toString('utf8', off).split('\0');
+    if (nums.length !== n * FIELDS || hashes.length !== n * 32 || dirNums.length !== nd * DIR_FIELDS || dirHashes.length !== nd * 32) return;
+    if (strings[strings.length - 1] !== END) return;
+    // Where each directory's names start, checked against the length before anything is trusted.
+    const dirStart: number[] = new Array(nd);
+    let s = n;
+    for (let i = 0; i < nd; i++) {
+      dirStart[i] = s;
+      const o = i * DIR_FIELDS;
+      s += 2 + dirNums[o + 5]! + dirNums[o + 6]! + 2 * dirNums[o + 7]!;
+    }
+    if (s !== strings.length - 1) return;
+    for (let i = 0; i < n; i++) this.index.set(strings[i]!, i);
+    this.nums = nums;
+    this.hashes = hashes;
     this.trustBeforeMs = header.startedMs - RACY_MARGIN_MS;
+    if (this.key === undefined || header.listingKey !== this.key) return;
+    for (let i = 0; i < nd; i++) this.dirIndex.set(strings[dirStart[i]!]!, i);
+    this.dirNums = dirNums;
+    this.dirHashes = dirHashes;
+    this.dirStart = dirStart;
+    this.strings = strings;
+    this.previousTree = tree;
   }
 
   /** The digest recorded for `f` when its stat is unchanged and the entry is not racy. */
@@ -87,12 +179,44 @@ export class StatCache {
     return { hash: this.hashes.toString('hex', i * 32, i * 32 + 32), size: f.size };
   }
 
-  /** Replaces the cache with the files of this snapshot (started at `startedMs`), atomically. */
-  save(files: readonly ScannedFile[], startedMs: number, tmpPath: string): void {
+  /** The listing recorded for directory `rel` when its stat is unchanged and the entry is not racy. */
+  listing(rel: string, st: DirStat): CachedListing | undefined {
+    const i = this.dirIndex.get(rel);
+    if (i === undefined) return undefined;
+    const o = i * DIR_FIELDS;
+    const v = this.dirNums;
+    if (v[o] !== st.dev || v[o + 1] !== st.ino || v[o + 2] !== st.mtimeMs || v[o + 3] !== st.ctimeMs) return undefined;
+    if (st.ctimeMs >= this.trustBeforeMs || st.mtimeMs >= this.trustBeforeMs) return undefined;
+    const strings = this.strings;
+    let s = this.dirStart[i]! + 1;
+    const executable = strings[s++]!;
+    const files = strings.slice(s, (s += v[o + 5]!));
+    const dirs = strings.slice(s, (s += v[o + 6]!));
+    const symlinks: SymlinkNode[] = new Array(v[o + 7]!);
+    for (let k = 0; k < symlinks.length; k++, s += 2) symlinks[k] = { name: strings[s]!, target: strings[s + 1]! };
+    return { digest: this.dirDigest(i), files, executable, dirs, symlinks };
+  }
+
+  /** The message digest recorded for directory `rel` (whatever its stat now), if any. */
+  recordedDigest(rel: string): Digest | undefined {
+    const i = this.dirIndex.get(rel);
+    return i === undefined ? undefined : this.dirDigest(i);
+  }
+
+  private dirDigest(i: number): Digest {
+    return { hash: this.dirHashes.toString('hex', i * 32, i * 32 + 32), size: this.dirNums[i * DIR_FIELDS + 4]! };
+  }
+
+  /**
+   * Replaces the cache with this snapshot (started at `startedMs`, root digest `tree`), atomically.
+   * `dirs` are the directories whose listing may be kept (with their stat and digest set).
+   */
+  save(files: readonly ScannedFile[], dirs: readonly ScannedDir[], tree: Digest, startedMs: number, tmpPath: string): void {
     const kept = files.filter((f) => f.digest !== undefined && f.size > 0);
     const n = kept.length;
     const nums = new Float64Array(n * FIELDS);
     const hashes = Buffer.allocUnsafe(n * 32);
+    const strings: string[] = new Array(n);
     for (let i = 0; i < n; i++) {
       const f = kept[i]!;
       const o = i * FIELDS;
@@ -102,11 +226,38 @@ export class StatCache {
       nums[o + 3] = f.mtimeMs;
       nums[o + 4] = f.ctimeMs;
       hashes.write(f.digest!.hash, i * 32, 32, 'hex');
+      strings[i] = f.rel;
     }
-    const header = Buffer.from(JSON.stringify({ magic: MAGIC, root: this.root, startedMs, count: n } satisfies Header));
+    const listed = this.key === undefined ? [] : dirs.filter((d) => d.stat !== undefined && d.digest !== undefined);
+    const dirNums = new Float64Array(listed.length * DIR_FIELDS);
+    const dirHashes = Buffer.allocUnsafe(listed.length * 32);
+    for (let i = 0; i < listed.length; i++) {
+      const d = listed[i]!;
+      const o = i * DIR_FIELDS;
+      dirNums.set([d.stat!.dev, d.stat!.ino, d.stat!.mtimeMs, d.stat!.ctimeMs, d.digest!.size, d.files.length, d.dirs.length, d.symlinks.length], o);
+      dirHashes.write(d.digest!.hash, i * 32, 32, 'hex');
+      let exec = '';
+      for (const f of d.files) exec += f.executable ? 'x' : '-';
+      strings.push(d.rel, exec);
+      for (const f of d.files) strings.push(f.name);
+      for (const s of d.dirs) strings.push(s.name);
+      for (const l of d.symlinks) strings.push(l.name, l.target);
+    }
+    strings.push(END);
+    const header = Buffer.from(
+      JSON.stringify({
+        magic: MAGIC,
+        root: this.root,
+        startedMs,
+        count: n,
+        dirCount: listed.length,
+        listingKey: this.key ?? '',
+        tree: formatDigest(tree),
+      } satisfies Header),
+    );
     const len = Buffer.allocUnsafe(4);
     len.writeUInt32LE(header.length, 0);
-    const body = Buffer.concat([len, header, Buffer.from(nums.buffer), hashes, Buffer.from(kept.map((f) => f.rel).join('\0'))]);
+    const body = Buffer.concat([len, header, Buffer.from(nums.buffer), hashes, Buffer.from(dirNums.buffer), dirHashes, Buffer.from(strings.join('\0'))]);
     try {
       fs.mkdirSync(join(this.file, '..'), { recursive: true });
       fs.writeFileSync(tmpPath, body);

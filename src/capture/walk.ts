@@ -15,6 +15,7 @@ import { MAX_DEPTH } from '../core/names.js';
 import { escapeControl } from '../core/display.js';
 import type { SymlinkNode } from '../core/reapi.js';
 import type { Digest } from '../core/digest.js';
+import type { CachedListing, DirStat } from './stat-cache.js';
 
 export interface ScannedFile {
   name: string;
@@ -29,6 +30,8 @@ export interface ScannedFile {
   mtimeMs: number;
   ctimeMs: number;
   digest?: Digest;
+  /** The digest came from the stat cache (the file's stat is as recorded). */
+  cached?: boolean;
 }
 
 export interface ScannedDir {
@@ -37,6 +40,12 @@ export interface ScannedDir {
   files: ScannedFile[];
   symlinks: SymlinkNode[];
   dirs: ScannedDir[];
+  /** The directory's own stat, taken before it was listed; absent when its listing must not be kept. */
+  stat?: DirStat;
+  /** Set when the listing came from the stat cache instead of readdir. */
+  listing?: CachedListing;
+  /** The Directory message digest, once known. */
+  digest?: Digest;
 }
 
 export interface SkippedEntry {
@@ -49,14 +58,23 @@ export interface WalkOptions {
   followSymlinks?: boolean;
   strict?: boolean;
   onSkip?: (s: SkippedEntry) => void;
+  /**
+   * Listings kept from the last snapshot: a directory whose stat it matches is not read again.
+   * Never given with followSymlinks (what a link points to can change while its directory does not).
+   */
+  listings?: (rel: string, st: DirStat) => CachedListing | undefined;
 }
 
 export interface WalkResult {
   root: ScannedDir;
   files: ScannedFile[];
+  /** Every directory, the root first, parents before children. */
+  allDirs: ScannedDir[];
   directories: number;
   symlinks: number;
   skipped: SkippedEntry[];
+  /** Directories listed with readdir (the rest came from cached listings). */
+  readDirectories: number;
 }
 
 const READDIR_OPTS = { withFileTypes: true } as const;
@@ -78,8 +96,11 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
   const root: ScannedDir = { name: '', rel: '', files: [], symlinks: [], dirs: [] };
   const files: ScannedFile[] = [];
   const skipped: SkippedEntry[] = [];
+  const allDirs: ScannedDir[] = [root];
+  const listings = follow ? undefined : opts.listings;
   let directories = 0;
   let symlinks = 0;
+  let readDirectories = 0;
 
   const rootStat = fs.statSync(rootAbs);
   // Stack of [dir, abs path, depth, ancestor identities for --follow-symlinks loop detection].
@@ -87,6 +108,34 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
   while (stack.length > 0) {
     const [dir, abs, depth, ancestors] = stack.pop()!;
     if (depth > MAX_DEPTH) throw new CaptureError(`${abs} nests deeper than ${MAX_DEPTH} levels`, { path: abs });
+    if (listings !== undefined) {
+      // Perf: on the Linux tree (5,096 directories) an unchanged snapshot spent ~0.1 s in readdir
+      // and its Dirent objects; one lstat per directory instead lets it list none of them.
+      const st = dir === root ? rootStat : fs.lstatSync(abs, LSTAT_OPTS);
+      if (st === undefined || !st.isDirectory()) throw new CaptureError(`${abs} disappeared or changed type while the snapshot ran`, { path: abs });
+      dir.stat = { dev: st.dev, ino: st.ino, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+      const hit = listings(dir.rel, dir.stat);
+      if (hit !== undefined) {
+        dir.listing = hit;
+        const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
+        for (const name of hit.files) {
+          const f: ScannedFile = { name, abs: `${abs}/${name}`, rel: prefix + name, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
+          dir.files.push(f);
+          files.push(f);
+        }
+        for (const l of hit.symlinks) dir.symlinks.push(l);
+        symlinks += hit.symlinks.length;
+        for (const name of hit.dirs) {
+          const sub: ScannedDir = { name, rel: prefix + name, files: [], symlinks: [], dirs: [] };
+          dir.dirs.push(sub);
+          allDirs.push(sub);
+          stack.push([sub, `${abs}/${name}`, depth + 1, ancestors]);
+        }
+        directories += hit.dirs.length;
+        continue;
+      }
+    }
+    readDirectories++;
     let entries: fs.Dirent[];
     try {
       entries = fs.readdirSync(abs, READDIR_OPTS);
@@ -114,6 +163,8 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         if (!isFile && !isDir && !isLink) {
           const s: SkippedEntry = { path, kind: specialKind(st) };
           if (opts.strict) throw new SpecialFileError(`${path} is a ${s.kind}; treecast stores only files, directories and symlinks`, { path });
+          // Listed again next time, so the warning (or --strict's error) is given every time.
+          dir.stat = undefined;
           skipped.push(s);
           opts.onSkip?.(s);
           continue;
@@ -136,6 +187,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
       if (isDir) {
         const sub: ScannedDir = { name, rel, files: [], symlinks: [], dirs: [] };
         dir.dirs.push(sub);
+        allDirs.push(sub);
         directories++;
         let chain = ancestors;
         if (follow) {
@@ -164,7 +216,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
       }
     }
   }
-  return { root, files, directories, symlinks, skipped };
+  return { root, files, allDirs, directories, symlinks, skipped, readDirectories };
 }
 
 function fillStat(f: ScannedFile, mode: number, dev: number, ino: number, size: number, mtimeMs: number, ctimeMs: number): void {

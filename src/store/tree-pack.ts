@@ -23,6 +23,11 @@ function packPath(store: LocalStore, root: Digest): string {
   return join(store.root, 'trees', root.hash);
 }
 
+/** Whether `root` has a pack (gc removes a pack only with the tree's blobs). */
+export function hasTreePack(store: LocalStore, root: Digest): boolean {
+  return fs.existsSync(packPath(store, root));
+}
+
 /** The messages of `root`'s pack by hash, or undefined when there is none or it is damaged. */
 export function readTreePack(store: LocalStore, root: Digest): Map<string, Buffer> | undefined {
   let buf: Buffer;
