@@ -3,6 +3,8 @@
  * from commands/remote.ts so `checkout` can offer them without loading the HTTP client.
  */
 import type { Command } from 'commander';
+import type { ClientOptions } from '../remote/client.js';
+import { resolveToken } from '../remote/auth.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from '../remote/limits.js';
 import { intInRange } from './common.js';
 
@@ -23,4 +25,15 @@ export function addRemoteClientOptions(cmd: Command, withBatch = true): Command 
     .option('--token-file <file>', 'read the bearer token from the first line of FILE');
   if (withBatch) cmd.option('--no-batch', "use only the plain Bazel HTTP cache protocol, even when the server offers treecast's batch endpoints");
   return cmd;
+}
+
+/** The client options for `url` from the command's options (reads --token-file). */
+export function clientOptions(url: string, o: RemoteCliOptions): ClientOptions {
+  return {
+    url,
+    token: resolveToken(o),
+    concurrency: o.concurrency,
+    retries: o.retries,
+    batch: o.batch === false ? 'off' : 'auto',
+  };
 }

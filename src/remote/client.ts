@@ -19,6 +19,7 @@ import { BlobReceiver } from './receiver.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import type { StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
+import { parseRemoteUrl } from './url.js';
 import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
 
 export interface ClientOptions {
@@ -57,7 +58,7 @@ export interface ClientStats {
 /** Largest batch gathered in memory for the store writer thread. */
 const MAX_GATHER = 64 << 20;
 
-export { DEFAULT_CONCURRENCY, MAX_CONCURRENCY };
+export { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, parseRemoteUrl };
 
 export function checkConcurrency(n: number): number {
   if (!Number.isInteger(n) || n < 1 || n > MAX_CONCURRENCY) throw new UsageError(`--concurrency must be an integer from 1 to ${MAX_CONCURRENCY}, not ${n}`);
@@ -67,21 +68,6 @@ export function checkConcurrency(n: number): number {
 export function checkRetries(n: number): number {
   if (!Number.isInteger(n) || n < 0 || n > 100) throw new UsageError(`--retries must be an integer from 0 to 100, not ${n}`);
   return n;
-}
-
-/** Parses and checks a remote URL (http only; credentials in the URL are refused, use a token). */
-export function parseRemoteUrl(s: string): URL {
-  let u: URL;
-  try {
-    u = new URL(s);
-  } catch {
-    throw new UsageError(`'${s}' is not a URL`, { hint: 'remote URLs look like http://127.0.0.1:9090/' });
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`unsupported URL scheme '${u.protocol}': use http:// or https://`);
-  if (u.username || u.password) throw new UsageError('put credentials in --token, --token-file or TREECAST_TOKEN, not in the URL');
-  if (u.search || u.hash) throw new UsageError('a remote URL takes no query or fragment');
-  if (!u.pathname.endsWith('/')) u.pathname += '/';
-  return u;
 }
 
 export class RemoteClient {

@@ -18,6 +18,8 @@ import { InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { writeTreePack } from '../store/tree-pack.js';
+import { markComplete, settledShardState } from '../store/completeness.js';
+import { pulledAlready } from './pulled.js';
 import { type ClientOptions, RemoteClient } from './client.js';
 import { StoreWriter } from './store-writer.js';
 import { FetchScheduler } from './window.js';
@@ -59,6 +61,8 @@ export class RemoteFetcher {
   private directories = 0;
   /** Distinct non-empty file blobs of the prepared tree, in tree order. */
   private files: Digest[] = [];
+  /** Distinct Directory messages of the prepared tree. */
+  private dirDigests: Digest[] = [];
   private root: Digest | undefined;
   /** Blobs this run will fetch (for progress). */
   planned = 0;
@@ -124,6 +128,7 @@ export class RemoteFetcher {
       });
     }
     const seenDirs = new Set<string>([root.hash]);
+    const dirDigests: Digest[] = [root];
     const seenFiles = new Set<string>();
     this.files = [];
     let level: Digest[] = [root];
@@ -145,12 +150,14 @@ export class RemoteFetcher {
         for (const sub of dir.directories) {
           if (seenDirs.has(sub.digest.hash)) continue;
           seenDirs.add(sub.digest.hash);
+          dirDigests.push(sub.digest);
           next.push(sub.digest);
         }
       }
       level = next;
     }
     this.directories = seenDirs.size;
+    this.dirDigests = dirDigests;
     // Every message is now local and validated: pack them so the next load of this tree (the
     // checkout that usually follows, a pull again) is one read instead of one per directory.
     if (!packed) writeTreePack(store, root, this.reader.raw);
@@ -215,8 +222,13 @@ export class RemoteFetcher {
     return this.summary();
   }
 
-  /** Fetches the whole tree under `root` into the local store. */
+  /**
+   * Fetches the whole tree under `root` into the local store. A tree an earlier pull left whole,
+   * with no blob added or removed since (store/completeness.ts), needs no request and no read.
+   */
   async pull(root: Digest): Promise<FetchSummary> {
+    const done = pulledAlready(this.store, root);
+    if (done) return done;
     try {
       await this.prepareTree(root);
     } catch (e) {
@@ -224,7 +236,22 @@ export class RemoteFetcher {
       throw e;
     }
     this.prefetch();
-    return this.finish();
+    const summary = await this.finish();
+    await this.recordComplete(root, summary);
+    return summary;
+  }
+
+  /**
+   * Records the tree as whole: the store's shard state first, then one more look that every blob
+   * is there, so a removal racing this pull either shows in that look or changes the state.
+   * Perf: the look lists the store like prefetch() (~0.26 s on the Linux tree, 3% of its pull).
+   */
+  private async recordComplete(root: Digest, summary: FetchSummary): Promise<void> {
+    const state = await settledShardState(this.store.root);
+    const listed = this.listStoreIfCheaper();
+    const has = (d: Digest) => (listed ? d.size === 0 || listed.has(d.hash) : this.store.hasSync(d));
+    if (!this.files.every(has) || !this.dirDigests.every(has)) return;
+    markComplete(this.store.root, root, { state, directories: summary.directories, files: summary.files });
   }
 
   summary(): FetchSummary {

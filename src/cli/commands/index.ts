@@ -15,7 +15,8 @@ const table: [names: readonly string[], load: () => Promise<Register>][] = [
   [['ls', 'diff', 'refs'], async () => (await import('./inspect.js')).registerInspect],
   [['blob'], async () => (await import('./blob.js')).registerBlob],
   [['verify', 'gc'], async () => (await import('./maintenance.js')).registerMaintenance],
-  [['serve', 'push', 'pull'], async () => (await import('./remote.js')).registerRemote],
+  [['serve', 'push'], async () => (await import('./remote.js')).registerRemote],
+  [['pull'], async () => (await import('./pull.js')).registerPull],
   [['pack', 'unpack', 'import'], async () => (await import('./archive.js')).registerArchive],
 ];
 

@@ -1,6 +1,6 @@
 /**
- * `treecast serve`, `push` and `pull`: the HTTP remote. Also exports the client options and the
- * fetcher wiring that `checkout --remote` shares.
+ * `treecast serve` and `push`: the HTTP remote. Also exports the fetch progress bar and the
+ * fetcher wiring that `pull` and `checkout --remote` share.
  */
 import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
@@ -8,8 +8,8 @@ import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js
 import { snapshot } from '../../capture/snapshot.js';
 import { UsageError } from '../../errors.js';
 import { resolveToken } from '../../remote/auth.js';
-import { type ClientOptions, RemoteClient } from '../../remote/client.js';
-import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
+import { RemoteClient } from '../../remote/client.js';
+import { type RemoteCliOptions, addRemoteClientOptions, clientOptions } from '../remote-options.js';
 import { RemoteFetcher } from '../../remote/fetch.js';
 import { push } from '../../remote/push.js';
 import { RemoteServer } from '../../remote/server.js';
@@ -19,18 +19,8 @@ import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
 
-export function clientOptions(url: string, o: RemoteCliOptions): ClientOptions {
-  return {
-    url,
-    token: resolveToken(o),
-    concurrency: o.concurrency,
-    retries: o.retries,
-    batch: o.batch === false ? 'off' : 'auto',
-  };
-}
-
 /** Draws fetch progress from the client's counters until stopped. */
-function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: boolean): () => void {
+export function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: boolean): () => void {
   const bar = new ProgressBar(enabled);
   if (!enabled) return () => {};
   const timer = setInterval(() => {
@@ -191,46 +181,5 @@ export function registerRemote(program: Command): void {
       `pushed ${r.root}: ${r.uploaded} blob(s) sent (${formatBytes(r.uploadedBytes)}), ${r.present} already there, ${r.retried} retried; ${seconds.toFixed(2)} s\n`,
     );
     process.stdout.write(`${r.root}\n`);
-  });
-
-  // ---------------------------------------------------------------- pull
-  const pullCmd = program
-    .command('pull')
-    .description('fetch a whole tree from a remote cache into the store (resumable: run it again after a cut)')
-    .argument('<digest>', 'tree digest (<sha256>/<size>) or a ref name in the local store')
-    .argument('<url>', 'remote cache URL, e.g. http://127.0.0.1:9090/')
-    .option('--ref <name>', 'record the digest under this ref name once the tree is complete');
-  addRemoteClientOptions(pullCmd);
-  addStoreOption(pullCmd);
-  addJsonOption(pullCmd);
-  pullCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { ref?: string; store?: string; json?: boolean }) => {
-    const copts = clientOptions(url, o);
-    const store = openStore(o);
-    if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
-    const root = store.resolve(spec);
-    const t0 = performance.now();
-    const fetcher = new RemoteFetcher(store, copts);
-    const stopBar = fetchProgress(fetcher, 'pull', !o.json && process.stderr.isTTY === true);
-    let r;
-    try {
-      r = await withSignals((signal) => {
-        signal.addEventListener('abort', () => fetcher.stop(), { once: true });
-        return fetcher.pull(root);
-      });
-    } finally {
-      stopBar();
-      await fetcher.close();
-    }
-    if (o.ref !== undefined) store.writeRef(o.ref, root);
-    const seconds = (performance.now() - t0) / 1000;
-    if (o.json) {
-      printJson({ ok: true, ...r, ref: o.ref ?? null, seconds });
-      return;
-    }
-    process.stderr.write(
-      `pulled ${formatDigest(root)}: ${r.fetched} blob(s) fetched (${formatBytes(r.fetchedBytes)}), ${r.skipped} already present, ` +
-        `${r.retried} retried, ${r.requests} requests; ${seconds.toFixed(2)} s\n`,
-    );
-    process.stdout.write(`${formatDigest(root)}\n`);
   });
 }
