@@ -96,14 +96,14 @@ test('an update skips unchanged subtrees without listing them, and replaces only
   assert.deepEqual(disk.reads.sort(), ['lstat added', 'lstat gone', 'lstat x'], 'only the entries that differ are looked at; "same" never is');
 });
 
-test('edited files in the way are conflicts; edits to files the update leaves alone are kept', () => {
+test('edited files in the way are conflicts; edits to files the update leaves alone are kept, and restored by force', () => {
   const v1 = tree([f('a', '1'), f('b', '1')]);
   const v2 = tree([f('a', '2'), f('b', '1')]);
   const disk = new FakeDisk(diskOf([f('a', 'local edit'), f('b', 'local edit')]), new Set(['a', 'b']));
   const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false });
   assert.deepEqual(plan.conflicts, ['a']);
   const forced = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true });
-  assert.deepEqual(summary(forced), { removes: ['a'], steps: ['file a'], conflicts: [] });
+  assert.deepEqual({ ...summary(forced), steps: summary(forced).steps.sort() }, { removes: ['a', 'b'], steps: ['file a', 'file b'], conflicts: [] });
 });
 
 test('an entry already equal to the target (left by an interrupted run) is kept, not rewritten', () => {
@@ -123,12 +123,65 @@ test('an untracked file in the way of a new one is a conflict; untracked files e
   assert.deepEqual(summary(plan), { removes: [], steps: [], conflicts: ['new'] });
 });
 
-test('without a record, untracked or different entries are conflicts and equal ones are kept', () => {
+test('without a record, different entries are conflicts, equal ones are kept, entries the tree lacks are untracked', () => {
   const v2 = tree([f('same', 's'), f('diff', 'new')]);
   const disk = new FakeDisk(diskOf([f('same', 's'), f('diff', 'old'), f('extra', 'e')]));
   const plan = planUpdate({ target: v2.root, ...lookupIn(v2), disk, force: false });
-  assert.deepEqual(plan.conflicts.sort(), ['diff', 'extra']);
+  assert.deepEqual(plan.conflicts, ['diff']);
   assert.equal(plan.unchanged, 1);
+  // force replaces what conflicts with the tree and keeps what the tree does not have.
+  const forced = planUpdate({ target: v2.root, ...lookupIn(v2), disk, force: true });
+  assert.deepEqual(summary(forced), { removes: ['diff'], steps: ['file diff'], conflicts: [] });
+  const cleaned = planUpdate({ target: v2.root, ...lookupIn(v2), disk, force: false, clean: true });
+  assert.deepEqual(cleaned.removes, [{ rel: 'extra', type: 'file', untracked: true }]);
+  assert.deepEqual(cleaned.conflicts, ['diff'], 'clean alone does not discard local changes');
+});
+
+test('force with a record keeps untracked files; only clean removes them, in unchanged subtrees too', () => {
+  const v1 = tree([f('a', '1'), f('d/x', 'x')]);
+  const v2 = tree([f('a', '2'), f('d/x', 'x')]);
+  const disk = new FakeDisk(diskOf([f('a', '1'), f('d/x', 'x'), f('mine', 'm'), f('d/mine', 'm')]));
+  const forced = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true });
+  assert.deepEqual(summary(forced), { removes: ['a'], steps: ['file a'], conflicts: [] });
+  const cleaned = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true, clean: true });
+  assert.deepEqual(summary(cleaned), { removes: ['a', 'd/mine', 'mine'], steps: ['file a'], conflicts: [] });
+  assert.deepEqual(cleaned.removes.filter((r) => r.untracked).map((r) => r.rel).sort(), ['d/mine', 'mine']);
+});
+
+test('a directory the target drops loses its tracked files; untracked ones stay and so does the directory', () => {
+  const v1 = tree([f('keep', 'k'), f('d/x', 'x'), f('d/sub/y', 'y')]);
+  const v2 = tree([f('keep', 'k')]);
+  const disk = new FakeDisk(diskOf([f('keep', 'k'), f('d/x', 'x'), f('d/sub/y', 'y'), f('d/sub/mine', 'm')]));
+  for (const force of [false, true]) {
+    const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force });
+    const order = plan.removes.map((r) => r.rel);
+    assert.deepEqual([...plan.removes].sort((x, y) => (x.rel < y.rel ? -1 : 1)), [
+      { rel: 'd', type: 'dir', ifEmpty: true },
+      { rel: 'd/sub', type: 'dir', ifEmpty: true },
+      { rel: 'd/sub/y', type: 'file' },
+      { rel: 'd/x', type: 'file' },
+    ]);
+    assert.ok(order.indexOf('d/sub/y') < order.indexOf('d/sub') && order.indexOf('d/sub') < order.indexOf('d') && order.indexOf('d/x') < order.indexOf('d'), 'children before their directory');
+    assert.deepEqual(plan.conflicts, []);
+  }
+});
+
+test('force re-checking-out the same tree restores edited, missing and retyped entries, reading only files the stat cannot prove', () => {
+  const v1 = tree([f('a', 'a'), f('b', 'b'), f('c', 'c'), f('d/e', 'e'), { type: 'symlink', path: 'l', target: 'a' }]);
+  const disk = new FakeDisk(
+    new Map<string, { type: DiskType; digest?: Digest; target?: string }>([
+      ['a', { type: 'file', digest: digestOf(Buffer.from('edited')) }],
+      ['b', { type: 'file', digest: digestOf(Buffer.from('b')) }],
+      ['d', { type: 'file', digest: digestOf(Buffer.from('not a dir')) }],
+      ['l', { type: 'symlink', target: 'elsewhere' }],
+    ]),
+    new Set(['a', 'd']),
+  );
+  assert.deepEqual(summary(planUpdate({ target: v1.root, previous: v1.root, ...lookupIn(v1), disk, force: false })), { removes: [], steps: [], conflicts: [] });
+  disk.reads.length = 0;
+  const plan = planUpdate({ target: v1.root, previous: v1.root, ...lookupIn(v1), disk, force: true });
+  assert.deepEqual(summary(plan), { removes: ['a', 'd', 'l'], steps: ['file a', 'file c', 'mkdir d', 'file d/e', 'link l'], conflicts: [] });
+  assert.deepEqual(disk.reads, ['list ', 'hash a'], 'one listing; only the file whose stat changed is read');
 });
 
 test('a directory replaced by a symlink on disk is a conflict; with force the link is removed, never followed', () => {

@@ -3,7 +3,8 @@
  * Parent directories already exist (execute.ts makes them first), so no mkdir per file.
  */
 import * as fs from 'node:fs';
-import { fsError } from '../errors.js';
+import { DigestMismatchError, fsError } from '../errors.js';
+import { EMPTY_HASH } from '../core/digest.js';
 import type { OpContext } from '../fs/worker-ops.js';
 import { type ImportMethod, STICKY, importBlob, writeBytes } from './import-file.js';
 import type { WriteOp } from './plan.js';
@@ -105,6 +106,9 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     const size = sizes[i]!;
     if (size === 0) {
       // Zero-length files are made directly; the empty blob is never read.
+      if (hashes.slice(i * 64, i * 64 + 64) !== EMPTY_HASH) {
+        throw new DigestMismatchError(`the tree gives ${dst} the size 0, but its hash is not that of empty content; nothing was written there`, { path: dst });
+      }
       try {
         fs.closeSync(fs.openSync(dst, 'wx', mode));
         if (executable) fs.chmodSync(dst, mode);

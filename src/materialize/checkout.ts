@@ -32,8 +32,10 @@ export const CHECKOUT_METHODS: readonly CheckoutMethod[] = ['auto', 'clone', 'ha
 export interface CheckoutOptions {
   store: LocalStore;
   method?: CheckoutMethod;
-  /** Overwrite or remove local changes instead of stopping. */
+  /** Replace entries that differ from the tree (local changes included) instead of stopping; untracked entries are kept. */
   force?: boolean;
+  /** Remove entries in the target that the tree does not have (untracked), listing them in the result. */
+  clean?: boolean;
   /** Worker threads (default: one per core). */
   jobs?: number;
   /** Re-hash every blob before writing it. */
@@ -89,7 +91,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   let pool = incremental ? undefined : new WorkerPool(jobs, { storeRoot: store.root });
   try {
     if (o.prepareTree) await o.prepareTree(root);
-    const plan = await makePlan(root, rootAbs, targetStat, incremental, o);
+    const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
     const method = resolveMethod(o.method ?? 'auto', store, rootAbs, plan);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) dropRecord(store, rootAbs);
     pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs ? 0 : jobs, { storeRoot: store.root });
@@ -108,7 +110,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
         path: rootAbs,
       });
     }
-    saveRecord(store, rootAbs, targetStat, root, Date.now());
+    saveRecord(store, rootAbs, targetStat, root, provenBefore ?? Date.now());
     return {
       ...result,
       digest: formatDigest(root),
@@ -123,12 +125,19 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   }
 }
 
-/** Plans the checkout; refuses (LocalChangesError) before anything is touched when it would lose local changes. */
-async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, incremental: boolean, o: CheckoutOptions): Promise<Plan> {
+/**
+ * Plans the checkout; refuses (LocalChangesError) before anything is touched when it would lose
+ * local changes. `provenBefore` is the time the new record must keep: an update that looked only
+ * at what the trees change did not check the other files, so a file edited before now but after
+ * the last record must not pass for unchanged. Only a plan that checked every entry (a fresh
+ * checkout, force, or no record) may move the record's time to now.
+ */
+async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, incremental: boolean, o: CheckoutOptions): Promise<{ plan: Plan; provenBefore?: number }> {
   const store = o.store;
   const reader = new TreeReader(store);
   const tree = (d: Digest) => reader.getSync(d);
   let plan: Plan;
+  let provenBefore: number | undefined;
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
     const packed = reader.usePack(root);
@@ -151,10 +160,11 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
       }
     }
     const disk = new RealDiskView(rootAbs, store, previous && record ? record.finishedAtMs : 0);
-    plan = planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true });
+    plan = planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true });
+    if (previous && record && o.force !== true) provenBefore = record.finishedAtMs;
   }
   if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
-  return plan;
+  return { plan, provenBefore };
 }
 
 /** Creates the target when absent; refuses one that is not a directory. */

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Digest } from '../core/digest.js';
 import type { LocalStore } from '../store/local.js';
 import type { DiskType, DiskView } from './plan.js';
+import { diskPath, nameKey } from '../fs/byte-names.js';
 
 /** Kernel timestamps come from a coarse clock; a change this close to the record's time is not trusted. */
 const RACY_MARGIN_MS = 50;
@@ -21,9 +22,10 @@ export class RealDiskView implements DiskView {
   }
 
   list(rel: string): Map<string, DiskType> | undefined {
-    let ents: fs.Dirent[];
+    let ents: fs.Dirent<Buffer>[];
     try {
-      ents = fs.readdirSync(this.abs(rel), { withFileTypes: true });
+      // Names as bytes: one that is not UTF-8 is kept exactly (see byte-names.ts).
+      ents = fs.readdirSync(diskPath(this.rootAbs, rel), { withFileTypes: true, encoding: 'buffer' });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
@@ -31,13 +33,13 @@ export class RealDiskView implements DiskView {
     }
     const m = new Map<string, DiskType>();
     for (const e of ents) {
-      m.set(e.name, e.isFile() ? 'file' : e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'other');
+      m.set(nameKey(e.name), e.isFile() ? 'file' : e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'other');
     }
     return m;
   }
 
   kind(rel: string): DiskType | undefined {
-    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    const st = fs.lstatSync(diskPath(this.rootAbs, rel), { throwIfNoEntry: false });
     if (!st) return undefined;
     return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
   }

@@ -11,7 +11,8 @@ import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
 import type { LocalStore } from '../store/local.js';
 import { type ApplyBatch, type ApplyCounts, type ApplySettings, addCounts, newCounts, packWrites } from './apply-op.js';
 import type { ImportMethod } from './import-file.js';
-import type { Plan, Step, WriteOp } from './plan.js';
+import type { Plan, Removal, Step, WriteOp } from './plan.js';
+import { diskPath, displayPath } from '../fs/byte-names.js';
 
 export interface ExecuteOptions {
   store: LocalStore;
@@ -28,7 +29,10 @@ export interface ExecuteOptions {
 
 export interface ExecuteResult extends ApplyCounts {
   directories: number;
+  /** Entries of the last checkout removed or replaced. */
   removed: number;
+  /** Untracked entries removed (clean), as paths for people (byte names escaped). */
+  cleaned: string[];
 }
 
 const BATCH_OPS = 256;
@@ -66,15 +70,12 @@ export function umaskModes(): { fileMode: number; execMode: number } {
 
 export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<ExecuteResult> {
   const root = o.rootAbs;
+  let removed = 0;
+  const cleaned: string[] = [];
   for (const r of plan.removes) {
-    const p = `${root}/${r.rel}`;
-    try {
-      // rmSync never follows symlinks: a link is removed, not what it points to.
-      if (r.type === 'dir') fs.rmSync(p, { recursive: true, force: true });
-      else fs.unlinkSync(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, 'cannot remove', p);
-    }
+    if (!removeEntry(root, r)) continue;
+    if (r.untracked) cleaned.push(displayPath(r.rel) + (r.type === 'dir' ? '/' : ''));
+    else removed++;
   }
   const counts = newCounts();
   const total = plan.writes;
@@ -103,7 +104,23 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
       payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch) }),
     },
   );
-  return { ...counts, directories: plan.mkdirs, removed: plan.removes.length };
+  return { ...counts, directories: plan.mkdirs, removed, cleaned };
+}
+
+/** Removes one planned entry; false when there was nothing to remove (or a kept directory not empty). */
+function removeEntry(root: string, r: Removal): boolean {
+  const p = diskPath(root, r.rel);
+  try {
+    // rmSync never follows symlinks: a link is removed, not what it points to.
+    if (r.ifEmpty) fs.rmdirSync(p);
+    else if (r.type === 'dir') fs.rmSync(p, { recursive: true });
+    else fs.unlinkSync(p);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || (r.ifEmpty && (code === 'ENOTEMPTY' || code === 'EEXIST'))) return false;
+    throw fsError(e, 'cannot remove', `${root}/${displayPath(r.rel)}`);
+  }
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { formatDigest, type Digest } from '../core/digest.js';
-import { BlobNotFoundError, fsError } from '../errors.js';
+import { BlobNotFoundError, DigestMismatchError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 
 export type ImportMethod = 'clone' | 'hardlink' | 'copy';
@@ -32,6 +32,7 @@ export interface ImportOutcome {
  */
 export function importBlob(store: LocalStore, d: Digest, dst: string, method: ImportMethod, executable: boolean, mode: number): ImportOutcome {
   const src = store.blobPath(d.hash);
+  checkStoredSize(store, src, d, dst);
   let fellBack: string | undefined;
   try {
     if (method === 'hardlink') {
@@ -57,6 +58,21 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     throw importError(e, store, d, dst);
   }
   return { used: 'copy', fellBack };
+}
+
+/**
+ * The tree's size must be the stored blob's (blobs are stored under their SHA-256 only, so a tree
+ * can name the right hash with a wrong size). One stat, no re-hash: the store verified the bytes.
+ */
+function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string): void {
+  const st = fs.statSync(src, { throwIfNoEntry: false });
+  if (st === undefined) throw importError(Object.assign(new Error('no such blob'), { code: 'ENOENT' }), store, d, dst);
+  if (st.size !== d.size) {
+    throw new DigestMismatchError(`the tree gives ${dst} the size ${d.size}, but blob ${d.hash} is ${st.size} bytes; nothing was written there`, {
+      digest: formatDigest(d),
+      path: dst,
+    });
+  }
 }
 
 /** Writes verified bytes (from --verify or a fetch) to a new file. */

@@ -8,6 +8,12 @@
  * - An entry the target changes is replaced only when the disk is proven to hold what the last
  *   checkout wrote (or already holds the target); anything else is a conflict, listed, unless force.
  * - With no record of a last checkout, every existing entry is compared with the target by content.
+ * - As in git, entries that neither tree has (untracked) are kept, also with force; only `clean`
+ *   removes them. A directory the target drops loses its tracked entries and is removed only if
+ *   nothing untracked is left in it.
+ * - With force, every entry of the target is checked on disk (one lstat, and a read only when the
+ *   stat cannot prove it), so the directory ends up holding exactly the tree's entries even where
+ *   the two trees do not differ.
  */
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { type Directory, type RawDirectory, RAW_DIR, RAW_FILE, compareRawNames, rawEntry, sameRawEntry } from '../core/reapi.js';
@@ -49,9 +55,18 @@ export interface MakeDir {
 }
 export type Step = MakeDir | WriteOp;
 
+export interface Removal {
+  rel: string;
+  type: DiskType;
+  /** A directory the target drops: removed only when empty (it may still hold untracked entries). */
+  ifEmpty?: boolean;
+  /** An entry neither tree has, removed because `clean` asked for it. */
+  untracked?: boolean;
+}
+
 export interface Plan {
-  /** Entries to delete first, in order (a directory is removed with everything under it). */
-  removes: { rel: string; type: DiskType }[];
+  /** Entries to delete first, in order (a directory is removed with everything under it unless ifEmpty). */
+  removes: Removal[];
   /**
    * Directories, files and symlinks to create, in tree order: a directory comes before everything
    * in it, so the executor can create directories as it hands out batches of writes.
@@ -180,13 +195,19 @@ export interface ReconcileInput {
   /** The same messages, split but not decoded (see splitDirectory). */
   raw: (d: Digest) => RawDirectory;
   disk: DiskView;
+  /** Replace entries that differ from the target (local changes included) instead of listing conflicts. */
   force: boolean;
+  /** Remove entries neither tree has. */
+  clean?: boolean;
 }
 
 /** Plans a checkout into a directory that already has content. */
 export function planUpdate(input: ReconcileInput): Plan {
   const plan = emptyPlan();
-  if (input.previous && sameDigest(input.previous, input.target)) return plan;
+  if (input.previous && sameDigest(input.previous, input.target)) {
+    if (input.force || input.clean) verifyDir(input, plan, '', input.target, 0);
+    return plan;
+  }
   if (input.previous) reconcileKnown(input, plan, '', input.previous, input.target, 0);
   else reconcileUnknown(input, plan, '', input.tree(input.target), 0);
   return plan;
@@ -212,7 +233,11 @@ function reconcileKnown(input: ReconcileInput, plan: Plan, rel: string, old: Dig
   while (i < na || j < nb) {
     const order = i >= na ? 1 : j >= nb ? -1 : a.kinds[i]! - b.kinds[j]! || compareRawNames(a, i, b, j);
     if (order === 0 && sameRawEntry(a, i, b, j)) {
-      plan.unchanged++;
+      // The trees agree here; force and clean still look at the disk (verifyEntry).
+      if (input.force || input.clean) {
+        const n = rawEntry(b, j);
+        verifyEntry(input, plan, join(rel, n.node.name), toEntry(n), input.disk.kind(join(rel, n.node.name)), depth);
+      } else plan.unchanged++;
       i++;
       j++;
     } else if (order === 0) {
@@ -235,11 +260,88 @@ function reconcileKnown(input: ReconcileInput, plan: Plan, rel: string, old: Dig
   }
   for (const [name, o] of removed) {
     const path = join(rel, name);
-    const d = input.disk.kind(path);
-    if (d === undefined) continue;
-    if (provenOld(input, path, o, d, depth) || input.force) plan.removes.push({ rel: path, type: d });
-    else plan.conflicts.push(path);
+    removeOld(input, plan, path, o, input.disk.kind(path), depth);
   }
+  if (input.clean) {
+    const known = new Set<string>();
+    for (let k = 0; k < na; k++) known.add(rawEntry(a, k).node.name);
+    for (let k = 0; k < nb; k++) known.add(rawEntry(b, k).node.name);
+    for (const [name, d] of input.disk.list(rel) ?? []) if (!known.has(name)) untracked(input, plan, join(rel, name), d);
+  }
+}
+
+/** An entry neither tree has: kept, or removed when `clean` asks for it. */
+function untracked(input: ReconcileInput, plan: Plan, path: string, d: DiskType): void {
+  if (input.clean) plan.removes.push({ rel: path, type: d, untracked: true });
+}
+
+/**
+ * Removes what the last checkout put at `path` (entry `o`) and the target no longer has. Inside a
+ * dropped directory, tracked entries go and untracked ones stay (and with them the directory).
+ * Something of another kind than `o` at the path is the user's own: untracked.
+ */
+function removeOld(input: ReconcileInput, plan: Plan, path: string, o: Entry, d: DiskType | undefined, depth: number): void {
+  if (d === undefined) return;
+  if (d !== o.type) {
+    untracked(input, plan, path, d);
+    return;
+  }
+  if (o.type === 'dir') {
+    if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${path}'`, { digest: formatDigest(input.target) });
+    const want = entries(input.tree(o.digest));
+    for (const [name, dt] of input.disk.list(path) ?? []) {
+      const e = want.get(name);
+      if (e) removeOld(input, plan, join(path, name), e, dt, depth + 1);
+      else untracked(input, plan, join(path, name), dt);
+    }
+    plan.removes.push({ rel: path, type: 'dir', ifEmpty: true });
+    return;
+  }
+  if (input.force || provenOld(input, path, o, d, depth)) plan.removes.push({ rel: path, type: d });
+  else plan.conflicts.push(path);
+}
+
+/**
+ * Checks a subtree the two trees agree on against the disk. With force, an entry that is missing,
+ * of another kind or with other contents is put back (a stat proves most files unchanged; only
+ * files changed since the checkout are read). With clean, entries the tree lacks are removed.
+ */
+function verifyDir(input: ReconcileInput, plan: Plan, rel: string, digest: Digest, depth: number): void {
+  if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${rel}'`, { digest: formatDigest(input.target) });
+  // One readdir gives every entry's kind: cheaper than an lstat per entry.
+  const disk = input.disk.list(rel) ?? new Map<string, DiskType>();
+  const want = sortedEntries(input.tree(digest));
+  for (const { name, entry } of want) verifyEntry(input, plan, join(rel, name), entry, disk.get(name), depth);
+  if (input.clean) {
+    const names = new Set(want.map((e) => e.name));
+    for (const [name, d] of disk) if (!names.has(name)) untracked(input, plan, join(rel, name), d);
+  }
+}
+
+function verifyEntry(input: ReconcileInput, plan: Plan, path: string, n: Entry, d: DiskType | undefined, depth: number): void {
+  if (n.type === 'dir' && d === 'dir') {
+    verifyDir(input, plan, path, n.digest, depth + 1);
+    return;
+  }
+  if (!input.force) {
+    // clean alone keeps local changes to tracked entries, as a checkout without force does.
+    plan.unchanged++;
+    return;
+  }
+  if (d === undefined) {
+    createEntry(input, plan, path, n, depth);
+    return;
+  }
+  const same =
+    n.type === 'file'
+      ? d === 'file' && (input.disk.unchangedSinceCheckout(path, n) || input.disk.fileEquals(path, n))
+      : n.type === 'symlink' && d === 'symlink' && input.disk.readlink(path) === n.target;
+  if (same) {
+    plan.unchanged++;
+    return;
+  }
+  plan.removes.push({ rel: path, type: d });
+  createEntry(input, plan, path, n, depth);
 }
 
 function toEntry(e: ReturnType<typeof rawEntry>): Entry {
@@ -257,11 +359,7 @@ function reconcileUnknown(input: ReconcileInput, plan: Plan, rel: string, next: 
     wanted.add(name);
     changeEntry(input, plan, join(rel, name), undefined, entry, disk.get(name), false, depth);
   }
-  for (const [name, d] of disk) {
-    if (wanted.has(name)) continue;
-    if (input.force) plan.removes.push({ rel: join(rel, name), type: d });
-    else plan.conflicts.push(join(rel, name));
-  }
+  for (const [name, d] of disk) if (!wanted.has(name)) untracked(input, plan, join(rel, name), d);
 }
 
 /** Brings one path from what is on disk (`d`) to the target entry `n`; `o` is the old entry when known. */

@@ -19,14 +19,15 @@ export function registerCheckout(program: Command): void {
         .choices(CHECKOUT_METHODS as string[])
         .default('auto'),
     )
-    .option('--force', 'overwrite or remove files changed since the last checkout instead of stopping')
+    .option('--force', 'replace entries that differ from the tree, local changes included, instead of stopping; files the tree does not have are kept')
+    .option('--clean', 'remove files and directories the tree does not have (untracked), listing each one')
     .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
     .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out');
   addRemoteClientOptions(cmd);
   addJobsOption(cmd, 'worker threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
-  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; verify?: boolean; jobs?: number; remote?: string; store?: string; json?: boolean }) => {
+  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; clean?: boolean; verify?: boolean; jobs?: number; remote?: string; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const root = store.resolve(spec);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
@@ -40,6 +41,7 @@ export function registerCheckout(program: Command): void {
         store,
         method: o.method,
         force: o.force,
+        clean: o.clean,
         verify: o.verify,
         jobs: o.jobs,
         signal,
@@ -57,8 +59,10 @@ export function registerCheckout(program: Command): void {
     process.stderr.write(
       `checked out ${r.digest} into ${r.target} (${r.incremental ? 'update' : 'full'}, ${r.method}): ` +
         `${r.cloned} cloned, ${r.hardlinked} hardlinked, ${r.copied} copied, ${r.empty} empty, ${r.symlinks} symlinks, ` +
-        `${r.directories} directories, ${r.removed} removed, ${r.unchanged} unchanged; ${formatBytes(r.bytes)} in ${r.seconds.toFixed(2)} s\n`,
+        `${r.directories} directories, ${r.removed} removed, ${r.unchanged} unchanged` +
+        `${o.clean ? `, ${r.cleaned.length} untracked removed` : ''}; ${formatBytes(r.bytes)} in ${r.seconds.toFixed(2)} s\n`,
     );
+    for (const p of r.cleaned) process.stderr.write(`  removed untracked: ${p}\n`);
     if (r.fallbacks > 0) process.stderr.write(`  ${r.fallbacks} file(s) fell back to copy (${r.fallbackReason})\n`);
   });
 }

@@ -12,6 +12,7 @@ type Register = (program: Command) => void;
 const table: [names: readonly string[], load: () => Promise<Register>][] = [
   [['snapshot'], async () => (await import('./snapshot.js')).registerSnapshot],
   [['checkout'], async () => (await import('./checkout.js')).registerCheckout],
+  [['status'], async () => (await import('./status.js')).registerStatus],
   [['ls', 'diff', 'refs'], async () => (await import('./inspect.js')).registerInspect],
   [['blob'], async () => (await import('./blob.js')).registerBlob],
   [['verify', 'gc'], async () => (await import('./maintenance.js')).registerMaintenance],
