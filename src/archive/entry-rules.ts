@@ -120,13 +120,63 @@ function entryType(e: RawEntry, slash: boolean, shown: string): { type: EntryTyp
   return { type, perm: mode & 0o7777 };
 }
 
+/**
+ * The type of every path an archive has named so far, explicit or implied as a parent, so each
+ * new entry can be refused when it names a path twice or lies under a file or symlink of the
+ * archive (shared by the zip and tar readers).
+ */
+export class PathKinds {
+  /** 'implied' is a directory nobody named. */
+  private readonly kinds = new Map<string, EntryType | 'implied'>();
+  private lastParent = '';
+
+  /**
+   * `fold` maps a path to the key the target filesystem sees, where it folds case or Unicode
+   * normalization (then 'A' and 'a', or NFC and NFD forms, are one path: CVE-2021-37712).
+   */
+  constructor(private readonly fold?: (path: string) => string) {}
+
+  get(path: string): EntryType | 'implied' | undefined {
+    return this.kinds.get(this.fold ? this.fold(path) : path);
+  }
+
+  /** Records `path` as `type`, or throws naming `shown` when that clashes with what came before. */
+  add(rawPath: string, type: EntryType, shown: string): void {
+    const path = this.fold ? this.fold(rawPath) : rawPath;
+    // Parents must be directories (explicit or implied); a path may be named once.
+    // Perf: entries come grouped by directory; when the parent is the previous entry's parent,
+    // every prefix of it is already known to be a directory (a later clash is caught as a duplicate).
+    const lastCut = path.lastIndexOf('/');
+    const parentPath = lastCut < 0 ? '' : path.slice(0, lastCut);
+    let cut = parentPath === this.lastParent ? -1 : path.indexOf('/');
+    this.lastParent = parentPath;
+    while (cut >= 0) {
+      const parent = path.slice(0, cut);
+      const k = this.kinds.get(parent);
+      if (k === undefined) this.kinds.set(parent, 'implied');
+      else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${parent}', which is a ${k} in this archive`);
+      cut = path.indexOf('/', cut + 1);
+    }
+    const prev = this.kinds.get(path);
+    if (prev === 'implied') {
+      if (type !== 'dir') throw unsafe(shown, `is a ${type}, but earlier entries lie under it as a directory`);
+    } else if (prev !== undefined) {
+      throw unsafe(shown, `duplicate entry (${prev} and ${type})`);
+    }
+    this.kinds.set(path, type);
+  }
+}
+
+/** How a case-folding, normalizing filesystem (ext4 casefold, APFS, NTFS) compares names. */
+export function foldName(path: string): string {
+  return path.normalize('NFD').toLowerCase();
+}
+
 export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits: Limits): Judged {
   const warnings: Judged['warnings'] = [];
   const entries: ArchiveEntry[] = [];
-  /** Type of every path seen, explicit or implied as a parent. 'implied' is a directory nobody named. */
-  const kinds = new Map<string, EntryType | 'implied'>();
+  const kinds = new PathKinds();
   let totalSize = 0;
-  let lastParent = '';
   for (const e of raw) {
     if (e.name === undefined) {
       throw new UnsafePathError(`archive entry ${e.index} ('${escapeControl(e.nameBytes)}'): name is not valid UTF-8`, {
@@ -157,27 +207,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
     totalSize += e.size;
     if (totalSize > limits.maxSize) throw refused(shown, `total size ${totalSize} bytes exceeds --max-size ${limits.maxSize}`);
 
-    // Parents must be directories (explicit or implied); a path may be named once.
-    // Perf: entries come grouped by directory; when the parent is the previous entry's parent,
-    // every prefix of it is already known to be a directory (a later clash is caught as a duplicate).
-    const lastCut = path.lastIndexOf('/');
-    const parentPath = lastCut < 0 ? '' : path.slice(0, lastCut);
-    let cut = parentPath === lastParent ? -1 : path.indexOf('/');
-    lastParent = parentPath;
-    while (cut >= 0) {
-      const parent = path.slice(0, cut);
-      const k = kinds.get(parent);
-      if (k === undefined) kinds.set(parent, 'implied');
-      else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${parent}', which is a ${k} in this archive`);
-      cut = path.indexOf('/', cut + 1);
-    }
-    const prev = kinds.get(path);
-    if (prev === 'implied') {
-      if (type !== 'dir') throw unsafe(shown, `is a ${type}, but earlier entries lie under it as a directory`);
-    } else if (prev !== undefined) {
-      throw unsafe(shown, `duplicate entry (${prev} and ${type})`);
-    }
-    kinds.set(path, type);
+    kinds.add(path, type, shown);
     entries.push({
       index: e.index,
       path,

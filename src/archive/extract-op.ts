@@ -58,14 +58,48 @@ export function extractBatch(b: ExtractBatch): ExtractResult {
   return { files: written.length, bytes };
 }
 
-function writeFile(dest: string, data: Buffer, f: ExtractFile, umask: number): void {
+/**
+ * Worker op 'archive.write': writes a batch of files whose data came with the batch (tar, read
+ * sequentially on the main thread): `data[at, at + size)` for each, into a fresh staging
+ * directory. Same creation rules as extractBatch; on failure the files of this batch are removed.
+ */
+export interface DataBatch {
+  root: string;
+  umask: number;
+  /** Set owners from the archive (--same-owner as root). */
+  sameOwner: boolean;
+  files: { path: string; perm: number; mtime: number; size: number; at: number; uid: number; gid: number }[];
+  data: Uint8Array;
+}
+
+export function writeDataBatch(b: DataBatch): ExtractResult {
+  const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
+  const written: string[] = [];
+  let bytes = 0;
+  try {
+    for (const f of b.files) {
+      const dest = `${b.root}/${f.path}`;
+      writeFile(dest, data.subarray(f.at, f.at + f.size), f, b.umask, b.sameOwner ? f : undefined);
+      written.push(dest);
+      bytes += f.size;
+    }
+  } catch (err) {
+    for (const w of written) removeQuietly(w);
+    throw err;
+  }
+  return { files: written.length, bytes };
+}
+
+function writeFile(dest: string, data: Buffer, f: { perm: number | undefined; mtime: number }, umask: number, owner?: { uid: number; gid: number }): void {
   const out = createExclusive(dest, f.perm);
   try {
     let off = 0;
     while (off < data.length) off += fs.writeSync(out, data, off, data.length - off);
     // Perf: open() already gave perm & ~umask; chmod only when the umask took bits away
     // (fchmod cost 0.12 s per worker on the Linux tree, profiled).
-    if (f.perm !== undefined && (f.perm & umask) !== 0) fs.fchmodSync(out, f.perm);
+    if (owner) fs.fchownSync(out, owner.uid, owner.gid);
+    // (fchown clears setuid bits, so the mode is set after it)
+    if (f.perm !== undefined && ((f.perm & umask) !== 0 || owner)) fs.fchmodSync(out, f.perm);
     fs.futimesSync(out, f.mtime, f.mtime);
   } catch (e) {
     fs.closeSync(out);

@@ -11,13 +11,15 @@ import { TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
-import { checkLimitsOptions, earlyPool, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
+import { checkLimitsOptions, earlyPool, refuseTarOnlyOptions, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import type { IngestBatch, IngestResult } from './ingest-op.js';
 import type { ArchiveEntry } from './entry-rules.js';
+import { openTarSource } from './tar-input.js';
+import type { TarReadOptions } from './tar-walk.js';
 
-export interface ImportOptions extends ArchiveReadOptions {
+export interface ImportOptions extends ArchiveReadOptions, TarReadOptions {
   ref?: string;
   /** Aborting stops after the batches in flight (blobs stored so far stay: the store is content-addressed). */
   signal?: AbortSignal;
@@ -29,6 +31,9 @@ export interface ImportSummary extends ArchiveSummary {
 
 export async function importArchive(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
   checkLimitsOptions(opts);
+  const tar = openTarSource(archivePath);
+  if (tar) return (await import('./tar-import.js')).importTar(tar.input, tar.label, store, opts);
+  refuseTarOnlyOptions(opts);
   const t0 = process.hrtime.bigint();
   let pool = earlyPool(archivePath, opts.jobs, { storeRoot: store.root });
   let ar;

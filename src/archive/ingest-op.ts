@@ -19,3 +19,14 @@ export function ingestArchiveBatch(b: IngestBatch, ctx: OpContext): IngestResult
   forEachBatchEntry(b.archive, b.files, (_f, data) => hashes.push(ctx.store.putSync(data).hash));
   return hashes;
 }
+
+/** Worker op 'archive.store': stores files whose data came with the batch (tar); returns their hashes in order. */
+export interface StoreDataBatch {
+  files: { at: number; size: number }[];
+  data: Uint8Array;
+}
+
+export function storeDataBatch(b: StoreDataBatch, ctx: OpContext): IngestResult {
+  const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
+  return b.files.map((f) => ctx.store.putSync(data.subarray(f.at, f.at + f.size)).hash);
+}

@@ -21,6 +21,8 @@ import { readEntry } from './local-data.js';
 import { streamEntry } from './large-entry.js';
 import { createExclusive, removeQuietly, type ExtractBatch, type ExtractFile, type ExtractResult } from './extract-op.js';
 import { Replacements } from './replacements.js';
+import { openTarSource } from './tar-input.js';
+import type { TarReadOptions } from './tar-walk.js';
 
 /** What every command that reads an archive (unpack, import) takes. */
 export interface ArchiveReadOptions {
@@ -33,8 +35,10 @@ export interface ArchiveReadOptions {
   largeEntryBytes?: number;
 }
 
-export interface UnpackOptions extends ArchiveReadOptions {
+export interface UnpackOptions extends ArchiveReadOptions, TarReadOptions {
   force?: boolean;
+  /** tar: restore owners from the archive (root only). */
+  sameOwner?: boolean;
   keepPartial?: boolean;
   /** Aborting stops after the batches in flight and takes back what was written (as a failure does). */
   signal?: AbortSignal;
@@ -96,6 +100,12 @@ export function checkLimitsOptions(o: { maxRatio?: number; maxSize?: number; job
   if (!(Number.isInteger(o.jobs) && o.jobs >= 0 && o.jobs <= 256)) throw new UsageError(`--jobs must be an integer from 0 to 256, got ${o.jobs}`);
 }
 
+/** Options that only tar reading has: refused for a zip rather than ignored. */
+export function refuseTarOnlyOptions(o: TarReadOptions & { sameOwner?: boolean }): void {
+  const given = [o.stripComponents ? '--strip-components' : '', o.strict ? '--strict' : '', o.sameOwner ? '--same-owner' : ''].filter(Boolean);
+  if (given.length > 0) throw new UsageError(`${given.join(', ')}: for tar archives only, and this is a zip`);
+}
+
 /** What this run created or staged, so a failure can take it back. */
 class Undo {
   files: ArchiveEntry[] = [];
@@ -141,6 +151,10 @@ export async function unpack(archivePath: string, dir: string, opts: UnpackOptio
 
 async function unpackLocked(archivePath: string, dir: string, opts: UnpackOptions): Promise<ArchiveSummary> {
   checkLimitsOptions(opts);
+  // The format is chosen by content: tar (plain, gzip, zstd; also from stdin as '-') or zip.
+  const tar = openTarSource(archivePath);
+  if (tar) return (await import('./tar-unpack.js')).unpackTar(tar.input, tar.label, dir, opts);
+  refuseTarOnlyOptions(opts);
   const t0 = process.hrtime.bigint();
   // Perf: workers take tens of ms to start (see fs/worker-pool.ts); for a large archive, start
   // them while the central directory is read and judged on this thread.
@@ -200,7 +214,7 @@ export function earlyPool(archivePath: string, jobs: number, init: { storeRoot?:
 }
 
 /** Creates the root when missing; returns whether it is empty (then no entry can clash). */
-function prepareRoot(root: string, undo: Undo): boolean {
+export function prepareRoot(root: string, undo: { rootCreated: string | undefined }): boolean {
   let st: fs.Stats | undefined;
   try {
     st = fs.statSync(root, { throwIfNoEntry: false });
@@ -377,7 +391,7 @@ async function extractLarge(ar: OpenedArchive, e: ArchiveEntry, undo: Undo): Pro
 }
 
 /** The umask, read without changing it for long (process.umask() without an argument is deprecated). */
-function currentUmask(): number {
+export function currentUmask(): number {
   const m = process.umask(0o022);
   process.umask(m);
   return m;

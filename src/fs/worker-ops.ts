@@ -27,6 +27,8 @@ const ops = {
   'materialize.apply': async () => (await import('../materialize/apply-op.js')).applyBatch,
   'archive.extract': async () => (await import('../archive/extract-op.js')).extractBatch,
   'archive.ingest': async () => (await import('../archive/ingest-op.js')).ingestArchiveBatch,
+  'archive.write': async () => (await import('../archive/extract-op.js')).writeDataBatch,
+  'archive.store': async () => (await import('../archive/ingest-op.js')).storeDataBatch,
   'archive.compress': async () => (await import('../archive/pack-op.js')).compressBatch,
 } satisfies Record<string, () => Promise<OpFn>>;
 

@@ -56,8 +56,11 @@ export class WorkerPool {
     }
   }
 
-  /** Runs one batch on the least busy worker (or inline) and resolves with its result. */
-  run<T>(op: OpName, payload: unknown): Promise<T> {
+  /**
+   * Runs one batch on the least busy worker (or inline) and resolves with its result. `transfer`
+   * lists buffers handed to the worker instead of copied (the caller must not use them after).
+   */
+  run<T>(op: OpName, payload: unknown, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.size === 0) return runOp(op, payload, this.init) as Promise<T>;
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
@@ -65,7 +68,7 @@ export class WorkerPool {
     slot.inFlight++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, slot });
-      slot.worker.postMessage({ id, op, payload });
+      slot.worker.postMessage({ id, op, payload }, transfer);
     });
   }
 

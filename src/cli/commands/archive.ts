@@ -70,14 +70,17 @@ Sockets, FIFOs and devices are skipped with a warning.`,
 
   const unpackCmd = program
     .command('unpack')
-    .description('extract a zip into DIR (created when missing), refusing anything that could write outside it')
-    .argument('<archive>', 'the zip file to read')
+    .description('extract a zip or tar (.tar, .tar.gz, .tar.zst) into DIR (created when missing), refusing anything that could write outside it')
+    .argument('<archive>', "the archive to read; its format is told by its content; '-' reads a tar from stdin")
     .argument('<dir>', 'the directory to extract into')
 
     .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed); they are replaced only once the whole archive was extracted, so a failed or interrupted unpack leaves them as they were')
     .option('--keep-partial', 'when a damaged entry is met while extracting, keep the entries before it instead of removing everything written')
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
     .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
+    .option('--strip-components <n>', 'tar: remove N leading components from every name (as GNU tar); shorter names are skipped', intInRange('--strip-components', 0, 1024))
+    .option('--strict', 'tar: refuse devices, FIFOs, sparse files and other special entries instead of skipping them with a warning')
+    .option('--same-owner', 'tar: restore owners (uid, gid) from the archive; root only')
     .option('--json', 'print one JSON object on stdout instead of human-readable lines');
   addJobsOption(unpackCmd, 'extraction threads');
   unpackCmd.addHelpText(
@@ -93,9 +96,16 @@ setuid, setgid and sticky bits are stripped with a warning. Existing files in DI
 overwritten without --force, and a symlink already in DIR is never written through. With --force,
 the new version of an existing file is written beside it as .treecast-new-<run>-<n> and renamed over
 it only after every entry was extracted; a failure or SIGINT/SIGTERM before that removes those and
-leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left).`,
+leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left).
+
+tar archives (ustar, pax, GNU; plain, gzip or zstd, told by their first bytes) are read as one
+stream: every entry is judged by the same rules as it arrives (hardlinks must name an earlier
+file of the archive) and written into a staging directory inside DIR, which is moved into place
+only after the whole archive was read and accepted; a refused or interrupted unpack leaves DIR as
+it was. --max-ratio applies to the whole stream. Devices, FIFOs and sparse files are skipped with
+a warning (refused with --strict); owners are not restored unless --same-owner.`,
   );
-  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; json?: boolean }) => {
+  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; sameOwner?: boolean; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => unpack(archive, dir, {
       signal,
@@ -104,6 +114,9 @@ leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* lef
       keepPartial: o.keepPartial,
       maxRatio: o.maxRatio,
       maxSize: o.maxSize,
+      stripComponents: o.stripComponents,
+      strict: o.strict,
+      sameOwner: o.sameOwner,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'unpacking' }),
     }));
@@ -114,17 +127,19 @@ leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* lef
 
   const importCmd = program
     .command('import')
-    .description('store the tree of a zip without writing it to disk; prints the tree digest (the last line of output)')
-    .argument('<archive>', 'the zip file to read')
+    .description('store the tree of a zip or tar (.tar, .tar.gz, .tar.zst) without writing it to disk; prints the tree digest (the last line of output)')
+    .argument('<archive>', "the archive to read; its format is told by its content; '-' reads a tar from stdin")
     .option('--ref <name>', 'also record the digest under this ref name')
 
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
-    .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes);
+    .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
+    .option('--strip-components <n>', 'tar: remove N leading components from every name (as GNU tar); shorter names are skipped', intInRange('--strip-components', 0, 1024))
+    .option('--strict', 'tar: refuse devices, FIFOs, sparse files and other special entries instead of skipping them with a warning');
   addJobsOption(importCmd, 'threads');
   addStoreOption(importCmd);
   addJsonOption(importCmd);
   importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of `treecast snapshot` of the unpacked directory.');
-  importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; store?: string; json?: boolean }) => {
+  importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => importArchive(archive, store, {
@@ -133,6 +148,8 @@ leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* lef
       ref: o.ref,
       maxRatio: o.maxRatio,
       maxSize: o.maxSize,
+      stripComponents: o.stripComponents,
+      strict: o.strict,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'importing' }),
     }));

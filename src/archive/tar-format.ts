@@ -1,0 +1,286 @@
+/**
+ * The tar format (pure: no I/O): 512-byte headers of ustar, pax and GNU archives, their numeric
+ * fields (octal, and GNU base-256 for values past the octal width), header checksums, pax extended
+ * records, and the encoding of headers for writing (ustar, with a pax record only for what ustar
+ * cannot hold).
+ */
+
+export const BLOCK = 512;
+
+/** Entry type flags (the typeflag byte). */
+export const T = {
+  FILE: 0x30, // '0' (and NUL in old archives)
+  HARDLINK: 0x31, // '1'
+  SYMLINK: 0x32, // '2'
+  CHAR: 0x33, // '3'
+  BLOCK: 0x34, // '4'
+  DIR: 0x35, // '5'
+  FIFO: 0x36, // '6'
+  CONTIGUOUS: 0x37, // '7', a regular file
+  PAX: 0x78, // 'x', pax extended header for the next entry
+  PAX_GLOBAL: 0x67, // 'g', pax global header
+  GNU_LONGNAME: 0x4c, // 'L'
+  GNU_LONGLINK: 0x4b, // 'K'
+  GNU_DUMPDIR: 0x44, // 'D', a directory with a listing
+  GNU_SPARSE: 0x53, // 'S'
+  GNU_VOLUME: 0x56, // 'V'
+  GNU_MULTIVOL: 0x4d, // 'M'
+} as const;
+
+/** A header block as stored (numbers decoded, names still bytes: pax or GNU records may replace them). */
+export interface RawHeader {
+  name: Buffer;
+  linkname: Buffer;
+  typeflag: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+}
+
+/** Why a header is unreadable, or a decoded header. */
+export type HeaderResult = { ok: true; header: RawHeader } | { ok: false; why: string };
+
+function field(b: Buffer, off: number, len: number): Buffer {
+  const end = b.indexOf(0, off);
+  return b.subarray(off, end < 0 || end > off + len ? off + len : end);
+}
+
+/**
+ * A numeric field: octal digits (leading spaces, ended by NUL or space), or GNU base-256 when the
+ * high bit of the first byte is set. Returns NaN for anything else or past 2^53.
+ */
+export function parseNumber(b: Buffer, off: number, len: number): number {
+  const first = b[off]!;
+  if (first & 0x80) {
+    if (first === 0xff) return NaN; // negative
+    let v = first & 0x7f;
+    for (let i = 1; i < len; i++) {
+      v = v * 256 + b[off + i]!;
+      if (v > Number.MAX_SAFE_INTEGER) return NaN;
+    }
+    return v;
+  }
+  let i = off;
+  const end = off + len;
+  while (i < end && b[i] === 0x20) i++;
+  let v = 0;
+  let digits = 0;
+  for (; i < end; i++) {
+    const c = b[i]!;
+    if (c === 0 || c === 0x20) break;
+    if (c < 0x30 || c > 0x37) return NaN;
+    v = v * 8 + (c - 0x30);
+    digits++;
+  }
+  for (; i < end; i++) if (b[i] !== 0 && b[i] !== 0x20) return NaN;
+  return digits === 0 ? 0 : v;
+}
+
+export function isZeroBlock(b: Buffer, off: number): boolean {
+  for (let i = off; i < off + BLOCK; i += 8) if (b.readBigUInt64LE(i) !== 0n) return false;
+  return true;
+}
+
+/** Both sums tar implementations have written: bytes as unsigned and as signed, checksum field as spaces. */
+function checksums(b: Buffer, off: number): { unsigned: number; signed: number } {
+  let u = 0;
+  let s = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const c = i >= 148 && i < 156 ? 0x20 : b[off + i]!;
+    u += c;
+    s += c > 127 ? c - 256 : c;
+  }
+  return { unsigned: u, signed: s };
+}
+
+/** Whether the block at `off` looks like a tar header: a valid checksum (any ustar, GNU or v7 header). */
+export function looksLikeTar(b: Buffer, off = 0): boolean {
+  if (b.length - off < BLOCK) return false;
+  const stored = parseNumber(b, off + 148, 8);
+  if (!Number.isFinite(stored) || isZeroBlock(b, off)) return false;
+  const c = checksums(b, off);
+  return stored === c.unsigned || stored === c.signed;
+}
+
+const USTAR = Buffer.from('ustar\0');
+
+export function parseHeader(b: Buffer, off: number): HeaderResult {
+  const stored = parseNumber(b, off + 148, 8);
+  const c = checksums(b, off);
+  if (!(stored === c.unsigned || stored === c.signed)) return { ok: false, why: 'header checksum mismatch (the archive is corrupt or not a tar archive)' };
+  const typeflag = b[off + 156]!;
+  const mode = parseNumber(b, off + 100, 8);
+  const uid = parseNumber(b, off + 108, 8);
+  const gid = parseNumber(b, off + 116, 8);
+  const size = parseNumber(b, off + 124, 12);
+  const mtime = parseNumber(b, off + 136, 12);
+  if (!Number.isFinite(size)) return { ok: false, why: 'size field is not a number' };
+  let name = field(b, off, 100);
+  // POSIX ustar splits long names into prefix '/' name; GNU archives use those bytes otherwise.
+  if (b.compare(USTAR, 0, 6, off + 257, off + 263) === 0 && b[off + 345] !== 0) {
+    name = Buffer.concat([field(b, off + 345, 155), Buffer.from('/'), name]);
+  }
+  return {
+    ok: true,
+    header: {
+      name,
+      linkname: field(b, off + 157, 100),
+      typeflag: typeflag === 0 ? T.FILE : typeflag,
+      mode: Number.isFinite(mode) ? mode : 0o644,
+      uid: Number.isFinite(uid) ? uid : 0,
+      gid: Number.isFinite(gid) ? gid : 0,
+      size,
+      mtime: Number.isFinite(mtime) ? mtime : 0,
+    },
+  };
+}
+
+/**
+ * Parses pax extended records (`<len> <key>=<value>\n`). Returns the records, or why they are
+ * malformed. Values are bytes (paths are decoded by the caller, which checks UTF-8).
+ */
+export function parsePax(data: Buffer): Map<string, Buffer> | string {
+  const out = new Map<string, Buffer>();
+  let i = 0;
+  while (i < data.length) {
+    if (data[i] === 0) break; // padding some writers leave
+    const sp = data.indexOf(0x20, i);
+    if (sp < 0 || sp - i > 20) return 'pax record has no length';
+    const len = Number(data.toString('latin1', i, sp));
+    if (!Number.isSafeInteger(len) || len <= sp - i + 1 || i + len > data.length || data[i + len - 1] !== 0x0a) return 'pax record length is wrong';
+    const eq = data.indexOf(0x3d, sp + 1);
+    if (eq < 0 || eq >= i + len - 1) return 'pax record has no key';
+    out.set(data.toString('utf8', sp + 1, eq), data.subarray(eq + 1, i + len - 1));
+    i += len;
+  }
+  return out;
+}
+
+/** A pax decimal size (digits only). */
+export function paxInteger(v: Buffer): number {
+  const s = v.toString('latin1');
+  if (!/^\d{1,16}$/.test(s)) return NaN;
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : NaN;
+}
+
+/** A pax time (seconds, optional fraction; may be negative): whole seconds. */
+export function paxTime(v: Buffer): number {
+  const s = v.toString('latin1');
+  if (!/^-?\d{1,19}(\.\d*)?$/.test(s)) return NaN;
+  return Math.floor(Number(s));
+}
+
+// ---- writing ----
+
+export interface HeaderFields {
+  /** Relative path ('/'-separated; directories with a trailing '/'). */
+  name: string;
+  typeflag: number;
+  mode: number;
+  size: number;
+  mtime: number;
+  linkname?: string;
+  uid?: number;
+  gid?: number;
+}
+
+const ZERO_PAD = Buffer.alloc(BLOCK);
+
+export function padding(size: number): number {
+  return (BLOCK - (size % BLOCK)) % BLOCK;
+}
+
+/** Writes `v` as zero-padded octal in `len - 1` digits plus NUL; false when it does not fit. */
+function putOctal(b: Buffer, off: number, len: number, v: number): boolean {
+  const s = v.toString(8);
+  if (s.length > len - 1 || v < 0) return false;
+  b.write(s.padStart(len - 1, '0'), off, 'latin1');
+  b[off + len - 1] = 0;
+  return true;
+}
+
+/** Splits a long name into ustar prefix and name parts at a '/', when possible. */
+function splitUstar(name: Buffer): { prefix: Buffer; rest: Buffer } | undefined {
+  if (name.length <= 100) return { prefix: Buffer.alloc(0), rest: name };
+  for (let i = Math.min(name.length - 1, 155); i > 0; i--) {
+    if (name[i] === 0x2f && name.length - i - 1 <= 100 && name.length - i - 1 > 0) return { prefix: name.subarray(0, i), rest: name.subarray(i + 1) };
+  }
+  return undefined;
+}
+
+function rawHeader(f: { name: Buffer; prefix: Buffer; typeflag: number; mode: number; size: number; mtime: number; linkname: Buffer; uid: number; gid: number }): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  f.name.copy(b, 0, 0, 100);
+  putOctal(b, 100, 8, f.mode & 0o7777);
+  putOctal(b, 108, 8, f.uid);
+  putOctal(b, 116, 8, f.gid);
+  putOctal(b, 124, 12, f.size);
+  putOctal(b, 136, 12, f.mtime);
+  b.fill(0x20, 148, 156);
+  b[156] = f.typeflag;
+  f.linkname.copy(b, 157, 0, 100);
+  b.write('ustar\x0000', 257, 'latin1');
+  f.prefix.copy(b, 345, 0, 155);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return b;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let len = Buffer.byteLength(body) + 1;
+  while (String(len).length + Buffer.byteLength(body) !== len) len = String(len).length + Buffer.byteLength(body);
+  return `${len}${body}`;
+}
+
+/**
+ * Encodes one entry's header: a ustar block, preceded by a pax 'x' header (and its data) when the
+ * name or link does not fit ustar, is not ASCII, or the size or time needs more digits. Returns
+ * the bytes to write before the entry's data.
+ */
+export function encodeHeader(h: HeaderFields): Buffer {
+  const name = Buffer.from(h.name);
+  const link = Buffer.from(h.linkname ?? '');
+  const uid = h.uid ?? 0;
+  const gid = h.gid ?? 0;
+  const records: string[] = [];
+  const ascii = (s: string) => /^[\x00-\x7f]*$/.test(s);
+  let split = ascii(h.name) ? splitUstar(name) : undefined;
+  if (!split) {
+    records.push(paxRecord('path', h.name));
+    split = { prefix: Buffer.alloc(0), rest: Buffer.from(truncateName(h.name)) };
+  }
+  let linkField = link;
+  if (link.length > 100 || !ascii(h.linkname ?? '')) {
+    records.push(paxRecord('linkpath', h.linkname!));
+    linkField = Buffer.from(truncateName(h.linkname!));
+  }
+  let size = h.size;
+  if (size > 0o77777777777) {
+    records.push(paxRecord('size', String(size)));
+    size = 0;
+  }
+  let mtime = h.mtime;
+  if (mtime < 0 || mtime > 0o77777777777) {
+    records.push(paxRecord('mtime', String(mtime)));
+    mtime = 0;
+  }
+  const main = rawHeader({ name: split.rest, prefix: split.prefix, typeflag: h.typeflag, mode: h.mode, size, mtime, linkname: linkField, uid, gid });
+  if (records.length === 0) return main;
+  const data = Buffer.from(records.join(''));
+  const paxName = Buffer.from(`PaxHeaders/${truncateName(h.name).slice(-80)}`);
+  const pax = rawHeader({ name: paxName.subarray(0, 100), prefix: Buffer.alloc(0), typeflag: T.PAX, mode: 0o644, size: data.length, mtime, linkname: Buffer.alloc(0), uid: 0, gid: 0 });
+  return Buffer.concat([pax, data, ZERO_PAD.subarray(0, padding(data.length)), main]);
+}
+
+/** An ASCII stand-in of at most 100 bytes for readers that ignore pax records. */
+function truncateName(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, '_').slice(-100);
+}
+
+/** The end of an archive: two zero blocks. */
+export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);

@@ -1,0 +1,331 @@
+/**
+ * unpack of a tar stream (plain, gzip or zstd) into DIR. A stream cannot be judged whole before
+ * writing, as a zip's central directory can, so everything is written into a fresh staging
+ * directory inside DIR (same filesystem, so publishing is a rename) and published only once the
+ * whole stream was read and judged:
+ *
+ *   read + decompress + parse + judge (this thread) -> file batches (worker threads write them
+ *   into staging) -> end of archive -> hardlinks, symlinks (last: nothing is written through
+ *   one) -> publish (rename into DIR; existing files are clashes unless --force, which sets them
+ *   aside until every rename succeeded) -> directory modes and times, deepest first.
+ *
+ * A refusal, an error or SIGINT/SIGTERM removes the staging directory: DIR is left as it was.
+ * A staging directory left by a killed process is recognised by its name (and dead pid) and
+ * removed by the next unpack into the same DIR.
+ */
+import * as fs from 'node:fs';
+import { resolve } from 'node:path';
+import { TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
+import { WorkerPool } from '../fs/worker-pool.js';
+import { foldName } from './entry-rules.js';
+import type { DataBatch, ExtractResult } from './extract-op.js';
+import { tarJobs, type TarInput } from './tar-input.js';
+import { walkTar, type TarDir, type TarFile, type TarHardlink, type TarReadOptions, type TarSymlink } from './tar-walk.js';
+import { currentUmask, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
+
+export interface TarUnpackOptions extends UnpackOptions, TarReadOptions {
+  /** Restore owners from the archive (root only). */
+  sameOwner?: boolean;
+}
+
+export const STAGING_PREFIX = '.treecast-unpack-';
+const KEEP_STAGING = 'move the files back by hand; treecast leaves that directory in place';
+const STAGING_RE = /^\.treecast-unpack-(\d+)-/;
+
+const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+/** Errors that mean "this filesystem cannot hardlink here": the file is copied instead. */
+const LINK_FALLBACK = new Set(['EPERM', 'EMLINK', 'EXDEV', 'ENOTSUP', 'EOPNOTSUPP']);
+
+export async function unpackTar(input: TarInput, label: string, dir: string, opts: TarUnpackOptions): Promise<ArchiveSummary> {
+  const t0 = process.hrtime.bigint();
+  if (opts.keepPartial) throw new UsageError('--keep-partial applies to zip archives only (a tar archive is published whole or not at all)');
+  if (opts.sameOwner && process.getuid?.() !== 0) throw new UsageError('--same-owner needs root');
+  const root = resolve(dir);
+  const created: { rootCreated: string | undefined } = { rootCreated: undefined };
+  prepareRoot(root, created);
+  removeStaleStaging(root);
+  let staging: string;
+  try {
+    staging = fs.mkdtempSync(`${root}/${STAGING_PREFIX}${process.pid}-`);
+  } catch (e) {
+    if (created.rootCreated) fs.rmSync(created.rootCreated, { recursive: true, force: true });
+    throw fsError(e, 'cannot write into', root);
+  }
+  const pool = new WorkerPool(tarJobs(input, opts.jobs), {});
+  const sameOwner = opts.sameOwner === true;
+  const explicitDirs: TarDir[] = [];
+  const symlinks: TarSymlink[] = [];
+  const hardlinks: TarHardlink[] = [];
+  const madeDirs = new Set<string>();
+  const umask = currentUmask();
+  let lastParent = '';
+  let done = 0;
+  let bytes = 0;
+
+  const mkdirs = (path: string) => {
+    // Parents first, each once; staging is ours and archive symlinks come last, so no mkdir here
+    // can meet a symlink.
+    if (path === '' || madeDirs.has(path)) return;
+    const cut = path.lastIndexOf('/');
+    if (cut > 0) mkdirs(path.slice(0, cut));
+    const p = `${staging}/${path}`;
+    try {
+      fs.mkdirSync(p, 0o700);
+    } catch (e) {
+      throw fsError(e, 'cannot create directory', p);
+    }
+    madeDirs.add(path);
+  };
+  const parentOf = (path: string) => {
+    const cut = path.lastIndexOf('/');
+    const parent = cut < 0 ? '' : path.slice(0, cut);
+    // Perf: entries come grouped by directory; skip the set lookup for the previous parent.
+    if (parent !== lastParent) {
+      mkdirs(parent);
+      lastParent = parent;
+    }
+  };
+  let large: { fd: number; path: string } | undefined;
+  let keep = false;
+
+  try {
+    const fold = foldsNames(staging) ? foldName : undefined;
+    const walked = await walkTar(input, label, { ...opts, fold }, { parallelism: pool.parallelism, signal: opts.signal, largeBytes: opts.largeEntryBytes }, {
+      dir: (e) => {
+        mkdirs(e.path);
+        explicitDirs.push(e);
+      },
+      symlink: (e) => symlinks.push(e),
+      hardlink: (e) => hardlinks.push(e),
+      batch: async (files, data) => {
+        for (const f of files) parentOf(f.path);
+        const payload: DataBatch = { root: staging, umask, sameOwner, files, data };
+        const r = await pool.run<ExtractResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer] : undefined);
+        done += r.files;
+        bytes += r.bytes;
+        opts.onProgress?.({ done, total: 0, bytes });
+      },
+      largeBegin: (e) => {
+        parentOf(e.path);
+        const p = `${staging}/${e.path}`;
+        try {
+          large = { fd: fs.openSync(p, CREATE, 0o600), path: p };
+        } catch (err) {
+          throw fsError(err, 'cannot create', p);
+        }
+      },
+      largeData: (chunk) => {
+        try {
+          let off = 0;
+          while (off < chunk.length) off += fs.writeSync(large!.fd, chunk, off, chunk.length - off);
+        } catch (err) {
+          throw fsError(err, 'cannot write', large!.path);
+        }
+      },
+      largeEnd: (e: TarFile) => {
+        const l = large!;
+        large = undefined;
+        try {
+          if (sameOwner) fs.fchownSync(l.fd, e.uid, e.gid);
+          fs.fchmodSync(l.fd, e.perm);
+          fs.futimesSync(l.fd, e.mtime, e.mtime);
+        } catch (err) {
+          throw fsError(err, 'cannot set mode or time of', l.path);
+        } finally {
+          fs.closeSync(l.fd);
+        }
+        done++;
+        bytes += e.size;
+      },
+    });
+    throwIfAborted(opts.signal);
+
+    for (const h of hardlinks) {
+      parentOf(h.path);
+      linkOrCopy(`${staging}/${h.target}`, `${staging}/${h.path}`);
+    }
+    // Symlinks after every file, so nothing was written through one.
+    for (const s of symlinks) {
+      parentOf(s.path);
+      const p = `${staging}/${s.path}`;
+      try {
+        fs.symlinkSync(s.target, p);
+        if (sameOwner) fs.lchownSync(p, s.uid, s.gid);
+        fs.lutimesSync(p, s.mtime, s.mtime);
+      } catch (err) {
+        throw fsError(err, 'cannot create symlink', p);
+      }
+    }
+    throwIfAborted(opts.signal);
+    publish(staging, root, opts.force === true);
+
+    // Directory modes and times last, deepest first, so writing into them no longer changes them.
+    explicitDirs.sort((a, b) => depth(b.path) - depth(a.path));
+    for (const d of explicitDirs) {
+      const p = `${root}/${d.path}`;
+      try {
+        if (sameOwner) fs.chownSync(p, d.uid, d.gid);
+        fs.chmodSync(p, d.perm);
+        fs.utimesSync(p, d.mtime, d.mtime);
+      } catch (err) {
+        throw fsError(err, 'cannot set mode or time of', p);
+      }
+    }
+    return {
+      entries: walked.entries,
+      files: walked.files + walked.hardlinks,
+      dirs: madeDirs.size,
+      symlinks: walked.symlinks,
+      bytesIn: input.bytesIn(),
+      bytesOut: walked.bytesOut,
+      seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+    };
+  } catch (err) {
+    if (err instanceof TreecastError && err.hint === KEEP_STAGING) keep = true;
+    else if (created.rootCreated) fs.rmSync(created.rootCreated, { recursive: true, force: true });
+    throw err;
+  } finally {
+    if (large) fs.closeSync(large.fd);
+    await pool.close();
+    if (!keep) fs.rmSync(staging, { recursive: true, force: true });
+  }
+}
+
+function depth(p: string): number {
+  let n = 0;
+  for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++;
+  return n;
+}
+
+function linkOrCopy(from: string, to: string): void {
+  try {
+    fs.linkSync(from, to);
+  } catch (e) {
+    if (!LINK_FALLBACK.has((e as NodeJS.ErrnoException).code ?? '')) throw fsError(e, 'cannot create hardlink', to);
+    try {
+      fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
+      const st = fs.statSync(from);
+      fs.chmodSync(to, st.mode & 0o7777);
+      fs.utimesSync(to, st.atime, st.mtime);
+    } catch (e2) {
+      throw fsError(e2, 'cannot copy', to);
+    }
+  }
+}
+
+/** Whether names that differ in case (or Unicode normalization) are one name in `dir`. */
+function foldsNames(dir: string): boolean {
+  const probe = `${dir}/.Fold-\u00c9`;
+  try {
+    fs.writeFileSync(probe, '');
+    return fs.existsSync(`${dir}/.fold-\u00e9`) || fs.existsSync(`${dir}/.Fold-E\u0301`);
+  } catch {
+    return false;
+  } finally {
+    fs.rmSync(probe, { force: true });
+  }
+}
+
+/** Removes staging directories of unpacks whose process is gone (killed before it could clean up). */
+function removeStaleStaging(root: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch (e) {
+    throw fsError(e, 'cannot read target', root);
+  }
+  for (const n of names) {
+    const m = STAGING_RE.exec(n);
+    if (!m || alive(Number(m[1]))) continue;
+    fs.rmSync(`${root}/${n}`, { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Moves what staging holds into root. Paths absent from root are renamed in whole (a directory
+ * with everything under it in one rename); directories present in both are merged. Existing files
+ * and symlinks are clashes (refused, listed) unless `force`; then each is first set aside inside
+ * staging, and put back if any later rename fails, so a failed publish loses nothing that was in
+ * root. Existing directories are never replaced and existing symlinks never written through.
+ */
+export function publish(staging: string, root: string, force: boolean): void {
+  const moves: [string, string][] = [];
+  const replaces: [string, string][] = [];
+  const clashes: string[] = [];
+  const plan = (rel: string) => {
+    const src = `${staging}/${rel}`;
+    const dst = `${root}/${rel}`;
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(dst, { throwIfNoEntry: false });
+    } catch (e) {
+      throw fsError(e, 'cannot stat', dst);
+    }
+    if (!st) {
+      moves.push([src, dst]);
+      return;
+    }
+    const srcIsDir = fs.lstatSync(src).isDirectory();
+    if (st.isDirectory()) {
+      if (!srcIsDir) throw new TargetError(`archive entry '${rel}' would replace an existing directory`, { path: dst });
+      for (const n of fs.readdirSync(src)) plan(`${rel}/${n}`);
+      return;
+    }
+    if (srcIsDir) {
+      const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
+      throw new UnsafePathError(`archive directory '${rel}' is ${what} in the target; refusing to write through or replace it`, { path: dst });
+    }
+    if (!force) clashes.push(rel);
+    else replaces.push([src, dst]);
+  };
+  for (const n of fs.readdirSync(staging)) plan(n);
+  if (clashes.length > 0) {
+    const shown = clashes.slice(0, 10).join(', ');
+    throw new TargetError(`${clashes.length} archive entr${clashes.length === 1 ? 'y' : 'ies'} would overwrite existing files: ${shown}${clashes.length > 10 ? ', ...' : ''}`, {
+      path: root,
+      hint: 'pass --force to replace them, or unpack into an empty directory',
+    });
+  }
+  const aside = `${staging}/.replaced`;
+  const undo: [string, string][] = [];
+  try {
+    if (replaces.length > 0) fs.mkdirSync(aside);
+    replaces.forEach(([src, dst], i) => {
+      const old = `${aside}/${i}`;
+      fs.renameSync(dst, old);
+      undo.push([old, dst]);
+      fs.renameSync(src, dst);
+      undo.push([dst, src]);
+    });
+    for (const [src, dst] of moves) {
+      fs.renameSync(src, dst);
+      undo.push([dst, src]);
+    }
+  } catch (e) {
+    let stuck = false;
+    for (let i = undo.length - 1; i >= 0; i--) {
+      const [from, to] = undo[i]!;
+      try {
+        fs.renameSync(from, to);
+      } catch {
+        stuck = true;
+      }
+    }
+    const err = e instanceof TreecastError ? e : fsError(e, 'cannot move into place', root);
+    // A replaced file that could not be put back must not be removed with the staging directory.
+    if (stuck && replaces.length > 0) {
+      throw new TargetError(`${err.message}; some replaced files could not be put back and are kept in ${aside}`, { path: aside, cause: err, hint: KEEP_STAGING });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,324 @@
+/**
+ * Reads a tar stream once, judging each entry as it arrives with the zip path's rules
+ * (entry-rules.ts: names, duplicates, entries under a file or symlink of the archive, symlink
+ * targets, setuid bits, --max-size) plus tar's own (hardlink targets, special types, pax and GNU
+ * records, --strip-components), and hands the accepted entries to a consumer: directories,
+ * symlinks and hardlinks one by one, small files as batches of data (one buffer per batch, for a
+ * worker thread), large files as a stream of chunks. Shared by unpack and import.
+ *
+ * Nothing here writes: the consumer decides where (a staging directory, the store).
+ */
+import { ArchiveError, SpecialFileError, UnsafePathError } from '../errors.js';
+import { DEFAULT_MAX_RATIO, PathKinds, entryPath, symlinkTargetRule } from './entry-rules.js';
+import { T } from './tar-format.js';
+import { TarParser, type TarHeader } from './tar-parser.js';
+import type { TarInput } from './tar-input.js';
+
+export interface TarReadOptions {
+  maxRatio?: number;
+  maxSize?: number;
+  /** Leading path components removed from every name (and hardlink target), as GNU tar does. */
+  stripComponents?: number;
+  /** Special entries (devices, FIFOs, sparse files, unknown types) are errors instead of skipped. */
+  strict?: boolean;
+  onWarning?: (code: string, message: string) => void;
+  /** How the target filesystem folds names (case, Unicode normalization), when it does. */
+  fold?: (path: string) => string;
+}
+
+interface Base {
+  /** Relative '/'-separated path without a trailing slash. */
+  path: string;
+  /** The name as stored (for messages). */
+  shown: string;
+  mtime: number;
+  uid: number;
+  gid: number;
+}
+export type TarDir = Base & { type: 'dir'; perm: number };
+export type TarSymlink = Base & { type: 'symlink'; target: string };
+export type TarHardlink = Base & { type: 'hardlink'; target: string };
+export type TarFile = Base & { type: 'file'; perm: number; size: number };
+
+/** A file of a batch: its data is `data[at, at + size)`. */
+export interface BatchFile {
+  path: string;
+  rawName: string;
+  perm: number;
+  mtime: number;
+  size: number;
+  at: number;
+  uid: number;
+  gid: number;
+}
+
+export interface TarConsumer {
+  dir(e: TarDir): void;
+  symlink(e: TarSymlink): void;
+  hardlink(e: TarHardlink): void;
+  /** A batch of small files with their data; the walk keeps at most `parallelism` unsettled. */
+  batch(files: BatchFile[], data: Buffer): Promise<void>;
+  /** A file too large to batch: `begin`, then its chunks, then `end`, all synchronous. */
+  largeBegin(e: TarFile): void;
+  largeData(chunk: Buffer): void;
+  largeEnd(e: TarFile): void;
+}
+
+export interface TarWalkLimits {
+  /** Unsettled batches allowed at once. */
+  parallelism: number;
+  /** Files larger than this are streamed instead of batched (default 64 MiB). */
+  largeBytes?: number;
+  signal?: AbortSignal;
+}
+
+export interface TarWalkSummary {
+  entries: number;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  skipped: number;
+  bytesOut: number;
+}
+
+// Perf: batches of up to 256 files / 8 MiB, as zip unpack (extract-plan.ts): one message each way
+// per batch keeps two workers busy.
+const BATCH_FILES = 256;
+const BATCH_BYTES = 8 << 20;
+const LARGE_BYTES = 64 << 20;
+
+/** Removes `n` leading components (GNU tar counts every component, '.' included); undefined when none is left. */
+export function stripComponents(name: string, n: number): string | undefined {
+  if (n === 0) return name;
+  let i = 0;
+  for (let k = 0; k < n; k++) {
+    const slash = name.indexOf('/', i);
+    if (slash < 0) return undefined;
+    i = slash + 1;
+    while (name[i] === '/') i++;
+  }
+  return i >= name.length ? undefined : name.slice(i);
+}
+
+/** Drops the leading './' that `tar -cf - .` writes; '.' or './' alone is the root itself (''). */
+function dropDotSlash(name: string): string {
+  let s = name;
+  while (s.startsWith('./')) s = s.slice(2);
+  return s === '.' ? '' : s;
+}
+
+/** Judges tar headers one by one; keeps what later entries are judged against. */
+export class TarJudge {
+  readonly kinds: PathKinds;
+  totalSize = 0;
+  constructor(private readonly o: TarReadOptions) {
+    this.kinds = new PathKinds(o.fold);
+  }
+
+  /** The relative path of a stored name after --strip-components, checked; undefined to skip. */
+  private pathOf(name: string): { path: string; slash: boolean } | undefined {
+    const stripped = stripComponents(name, this.o.stripComponents ?? 0);
+    if (stripped === undefined) return undefined;
+    const rel = dropDotSlash(stripped);
+    if (rel === '' || rel === '/') return undefined;
+    return entryPath(rel);
+  }
+
+  judge(h: TarHeader): TarDir | TarSymlink | TarHardlink | TarFile | undefined {
+    const shown = h.name.length > 200 ? `${h.name.slice(0, 200)}...` : h.name;
+    const special = (why: string) => {
+      if (this.o.strict) throw new SpecialFileError(`archive entry '${shown}': ${why}; refused with --strict`, { path: shown });
+      this.o.onWarning?.('ARCHIVE_SPECIAL_SKIPPED', `skipped archive entry '${shown}': ${why}`);
+      return undefined;
+    };
+    const checked = this.pathOf(h.name);
+    if (!checked) {
+      // The root ('./') carries nothing treecast restores; a name stripped away entirely is skipped.
+      if (h.name.startsWith('/') || h.name.includes('\0')) entryPath(h.name); // still refuse what is hostile
+      return undefined;
+    }
+    const { path, slash } = checked;
+    const t = h.typeflag;
+    let perm = h.mode & 0o7777;
+    if (perm & 0o7000) {
+      this.o.onWarning?.('ARCHIVE_MODE_STRIPPED', `'${shown}': setuid/setgid/sticky bits stripped (mode 0o${perm.toString(8)})`);
+      perm &= 0o777;
+    }
+    const base = { path, shown, mtime: h.mtime, uid: h.uid, gid: h.gid };
+    if (h.sparse) return special('is a sparse file');
+    if (t === T.DIR || t === T.GNU_DUMPDIR) {
+      this.kinds.add(path, 'dir', shown);
+      return { ...base, type: 'dir', perm };
+    }
+    if (t === T.SYMLINK) {
+      if (slash) throw new ArchiveError(`archive entry '${shown}': a symlink whose name ends with '/'`, { path: shown });
+      const why = symlinkTargetRule(path, h.linkname);
+      if (why) throw new UnsafePathError(`archive entry '${shown}': ${why}`, { path: shown });
+      this.kinds.add(path, 'symlink', shown);
+      return { ...base, type: 'symlink', target: h.linkname };
+    }
+    if (t === T.HARDLINK) {
+      if (slash) throw new ArchiveError(`archive entry '${shown}': a hardlink whose name ends with '/'`, { path: shown });
+      const target = this.hardlinkTarget(h.linkname, shown);
+      this.kinds.add(path, 'file', shown);
+      return { ...base, type: 'hardlink', target };
+    }
+    if (t === T.FILE || t === T.CONTIGUOUS) {
+      if (slash) throw new ArchiveError(`archive entry '${shown}': a file whose name ends with '/'`, { path: shown });
+      this.kinds.add(path, 'file', shown);
+      this.totalSize += h.size;
+      const max = this.o.maxSize ?? Number.MAX_SAFE_INTEGER;
+      if (this.totalSize > max) throw new ArchiveError(`archive entry '${shown}': total size ${this.totalSize} bytes exceeds --max-size ${max}`, { path: shown });
+      return { ...base, type: 'file', perm, size: h.size };
+    }
+    if (t === T.CHAR || t === T.BLOCK) return special(`is a ${t === T.CHAR ? 'character' : 'block'} device`);
+    if (t === T.FIFO) return special('is a FIFO');
+    if (t === T.GNU_MULTIVOL) throw new ArchiveError(`archive entry '${shown}': continues a multi-volume archive, which treecast does not read`, { path: shown });
+    if (t === T.GNU_VOLUME) return undefined;
+    return special(`has entry type '${String.fromCharCode(t)}', which treecast does not extract`);
+  }
+
+  /** A hardlink must name a regular file an earlier entry of this archive created (never a symlink, a directory or a path outside). */
+  private hardlinkTarget(linkname: string, shown: string): string {
+    const refuse = (why: string) => new UnsafePathError(`archive entry '${shown}': hardlink target '${linkname}' ${why}`, { path: shown });
+    if (linkname === '') throw refuse('is empty');
+    if (linkname.startsWith('/') || /^[A-Za-z]:/.test(linkname)) throw refuse('is absolute');
+    let checked;
+    try {
+      checked = this.pathOf(linkname);
+    } catch (e) {
+      throw refuse(`is not a safe path (${(e as Error).message.replace(/^archive entry '.*?': /, '')})`);
+    }
+    if (!checked) throw refuse('names nothing inside the extraction directory');
+    const kind = this.kinds.get(checked.path);
+    if (kind === 'symlink') throw refuse('is a symlink');
+    if (kind !== 'file') throw refuse(kind === undefined ? 'is not an earlier file of this archive' : `is a ${kind === 'implied' ? 'dir' : kind}, not a file`);
+    return checked.path;
+  }
+}
+
+/**
+ * Reads the whole stream: judges every entry, hands it to `consumer`, and returns once the
+ * end-of-archive marker was read and every batch settled. On any failure it stops reading, waits
+ * for the batches in flight, and rethrows the first error.
+ */
+export async function walkTar(input: TarInput, label: string, opts: TarReadOptions, limits: TarWalkLimits, consumer: TarConsumer): Promise<TarWalkSummary> {
+  const judge = new TarJudge(opts);
+  const sum: TarWalkSummary = { entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, skipped: 0, bytesOut: 0 };
+  const largeBytes = limits.largeBytes ?? LARGE_BYTES;
+  const maxRatio = opts.maxRatio ?? DEFAULT_MAX_RATIO;
+
+  let files: BatchFile[] = [];
+  let buf = Buffer.allocUnsafeSlow(BATCH_BYTES);
+  let used = 0;
+  let current: TarFile | undefined;
+  let currentLarge = false;
+  let largeLeft = 0;
+  let decompressed = 0;
+
+  const inFlight = new Set<Promise<void>>();
+  let failure: { e: unknown } | undefined;
+  const flush = () => {
+    if (files.length === 0) return;
+    // Perf: the batch buffer is handed over whole (transferred to the worker, not copied), so
+    // each batch gets a fresh one sized to its data.
+    const data = used === buf.length ? buf : Buffer.from(buf.subarray(0, used));
+    const p: Promise<void> = consumer.batch(files, data).then(
+      () => void inFlight.delete(p),
+      (e) => {
+        inFlight.delete(p);
+        failure ??= { e };
+      },
+    );
+    inFlight.add(p);
+    files = [];
+    if (data === buf || buf.length > BATCH_BYTES) buf = Buffer.allocUnsafeSlow(BATCH_BYTES);
+    used = 0;
+  };
+
+  const parser = new TarParser(
+    {
+      entry: (h) => {
+        sum.entries++;
+        const e = judge.judge(h);
+        if (!e) {
+          sum.skipped++;
+          return false;
+        }
+        if (e.type === 'dir') {
+          sum.dirs++;
+          consumer.dir(e);
+          return false;
+        }
+        if (e.type === 'symlink') {
+          sum.symlinks++;
+          consumer.symlink(e);
+          return false;
+        }
+        if (e.type === 'hardlink') {
+          sum.hardlinks++;
+          consumer.hardlink(e);
+          return false;
+        }
+        sum.files++;
+        sum.bytesOut += e.size;
+        current = e;
+        currentLarge = e.size > largeBytes;
+        if (currentLarge) {
+          flush();
+          largeLeft = e.size;
+          consumer.largeBegin(e);
+          return true;
+        }
+        if (files.length >= BATCH_FILES || used + e.size > buf.length) flush();
+        if (e.size > buf.length) buf = Buffer.allocUnsafeSlow(e.size);
+        files.push({ path: e.path, rawName: e.shown, perm: e.perm, mtime: e.mtime, size: e.size, at: used, uid: e.uid, gid: e.gid });
+        // A file's data arrives through data(); used advances there.
+        if (e.size === 0) current = undefined;
+        return e.size > 0;
+      },
+      data: (chunk) => {
+        const e = current!;
+        if (currentLarge) {
+          consumer.largeData(chunk);
+          largeLeft -= chunk.length;
+          if (largeLeft === 0) {
+            consumer.largeEnd(e);
+            current = undefined;
+          }
+          return;
+        }
+        chunk.copy(buf, used);
+        used += chunk.length;
+      },
+    },
+    label,
+  );
+
+  try {
+    for await (const chunk of input.chunks) {
+      if (failure) break;
+      if (limits.signal?.aborted) break;
+      decompressed += chunk.length;
+      if (input.compression !== 'none' && decompressed > 1 << 20 && decompressed > maxRatio * Math.max(1, input.bytesIn())) {
+        throw new ArchiveError(`${label}: decompresses to more than ${maxRatio} times its size (past --max-ratio ${maxRatio}, after ${decompressed} bytes)`, { path: label });
+      }
+      parser.push(chunk);
+      if (parser.ended) break;
+      // Backpressure: stop reading while the workers are behind.
+      while (inFlight.size >= limits.parallelism && !failure) await Promise.race(inFlight);
+    }
+    if (!failure && !limits.signal?.aborted) {
+      parser.end();
+      flush();
+    }
+  } catch (e) {
+    failure ??= { e };
+  } finally {
+    input.close();
+  }
+  while (inFlight.size > 0) await Promise.race(inFlight);
+  if (failure) throw failure.e;
+  return sum;
+}
