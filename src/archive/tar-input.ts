@@ -38,20 +38,22 @@ export interface TarInput {
 // the Linux tree's .tar).
 const READ_CHUNK = 1 << 20;
 
-/** Raw bytes of a file (from `start`) or of stdin. */
+/** Raw bytes of a file (from `start`), or of stdin (through process.stdin, which can be stopped while it waits). */
 async function* rawChunks(source: { fd: number; path: string }, start: number, counter: { n: number }): AsyncGenerator<Buffer> {
+  if (source.fd === 0) {
+    for await (const c of process.stdin) {
+      counter.n += (c as Buffer).length;
+      yield c as Buffer;
+    }
+    return;
+  }
   let pos = start;
   for (;;) {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     let n: number;
     try {
-      // Positioned reads for files; stdin (a pipe) is read where it stands.
-      n = await new Promise<number>((res, rej) => fs.read(source.fd, buf, 0, READ_CHUNK, source.fd === 0 ? null : pos, (e, got) => (e ? rej(e) : res(got))));
+      n = await new Promise<number>((res, rej) => fs.read(source.fd, buf, 0, READ_CHUNK, pos, (e, got) => (e ? rej(e) : res(got))));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
-        await new Promise((r) => setTimeout(r, 5));
-        continue;
-      }
       throw fsError(e, 'cannot read archive', source.path);
     }
     if (n === 0) return;
@@ -96,6 +98,7 @@ export function openTarInput(source: { fd: number; path: string }, head: Buffer 
       closed = true;
       for (const c of closers) c();
       if (source.fd !== 0) fs.closeSync(source.fd);
+      else process.stdin.destroy();
     },
   };
 }

@@ -122,7 +122,14 @@ export class TarJudge {
     if (stripped === undefined) return undefined;
     const rel = dropDotSlash(stripped);
     if (rel === '' || rel === '/') return undefined;
-    return entryPath(rel);
+    if (rel === name) return entryPath(rel);
+    try {
+      return entryPath(rel);
+    } catch (e) {
+      // Name the entry as stored, not as stripped.
+      const shown = name.length > 200 ? `${name.slice(0, 200)}...` : name;
+      throw new UnsafePathError(`archive entry '${shown}': ${(e as Error).message.replace(/^archive entry '.*?': /s, '')}`, { path: shown });
+    }
   }
 
   judge(h: TarHeader): TarDir | TarSymlink | TarHardlink | TarFile | undefined {
@@ -297,9 +304,16 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
   );
 
   try {
-    for await (const chunk of input.chunks) {
-      if (failure) break;
-      if (limits.signal?.aborted) break;
+    const chunks = input.chunks[Symbol.asyncIterator]();
+    // An abort also ends a wait for input (a stalled pipe must not keep the command alive).
+    const aborted = new Promise<IteratorResult<Buffer>>((res) => {
+      if (limits.signal?.aborted) res({ done: true, value: undefined });
+      limits.signal?.addEventListener('abort', () => res({ done: true, value: undefined }), { once: true });
+    });
+    for (;;) {
+      const next = await Promise.race([chunks.next(), aborted]);
+      if (next.done || failure || limits.signal?.aborted) break;
+      const chunk = next.value;
       decompressed += chunk.length;
       if (input.compression !== 'none' && decompressed > 1 << 20 && decompressed > maxRatio * Math.max(1, input.bytesIn())) {
         throw new ArchiveError(`${label}: decompresses to more than ${maxRatio} times its size (past --max-ratio ${maxRatio}, after ${decompressed} bytes)`, { path: label });
