@@ -70,7 +70,7 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
     if (cut > 0) mkdirs(path.slice(0, cut));
     const p = `${staging}/${path}`;
     try {
-      fs.mkdirSync(p, 0o700);
+      fs.mkdirSync(p); // implied directories get 0777 less the umask, as tar gives them
     } catch (e) {
       throw fsError(e, 'cannot create directory', p);
     }
