@@ -1,4 +1,4 @@
-/** `treecast pack`, `unpack` and `import`: zip archives of directories and store trees. */
+/** `treecast pack`, `unpack` and `import`: zip and tar archives of directories and store trees. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { formatDigest } from '../../core/digest.js';
@@ -7,7 +7,7 @@ import { pack, LEVELS, type Level } from '../../archive/pack.js';
 import { unpack } from '../../archive/unpack.js';
 import { importArchive } from '../../archive/import.js';
 import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
-import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
+import { addJobsOption, addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
