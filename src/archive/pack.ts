@@ -31,7 +31,7 @@ export interface PackOptions {
   jobs: number;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
-  /** Files above this many bytes are compressed via a temporary file (default 64 MiB). */
+  /** Files above this many bytes are compressed via a temporary file (default 8 MiB). */
   largeBytes?: number;
   /** Piece size for large files (default 16 MiB; tests lower it). */
   chunkBytes?: number;
@@ -55,6 +55,18 @@ interface Source {
 // Perf: batches of up to 128 files / 4 MiB: enough work per message to hide the round trip.
 const BATCH_FILES = 128;
 const BATCH_BYTES = 4 << 20;
+/**
+ * Perf: compressed output waiting for an earlier batch is bounded to this: a batch that is not the
+ * one the writer needs next waits past it. Unbounded, `--level store` on the Linux tree held up to
+ * 359 MB of results (peak RSS 730 MB-1.4 GB) while one slow batch kept the writer waiting.
+ */
+const MAX_WAITING_BYTES = 32 << 20;
+/**
+ * Perf: a file read whole is held by its worker in a buffer that grows by doubling and is kept for
+ * reuse, plus its output buffer; at 64 MiB, the few 10-30 MB files of the Linux tree left each
+ * worker holding ~130 MB. Larger files go through a temporary file in pieces (10 files there).
+ */
+const LARGE_BYTES = 8 << 20;
 
 class Batcher {
   readonly batches: CompressFile[][] = [];
@@ -167,6 +179,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   const pending = new Set<string>();
   const total = src.items.filter((i) => i.kind === 'file').length;
   let next = 0;
+  /** Bytes of results received and not yet written. */
+  let waitingBytes = 0;
   let done = 0;
   let bytesIn = 0;
   let files = 0;
@@ -198,6 +212,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         if (it.slot === part.start + r.files.length - 1) {
           const parts = results.get(it.batch)!;
           parts.splice(parts.indexOf(part), 1);
+          waitingBytes -= r.data.length;
           if (parts.length === 0) results.delete(it.batch);
         }
         files++;
@@ -208,10 +223,16 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     }
   };
 
+  /** Whether the writer waits for `p`: it holds the file at the write position. */
+  const neededNext = (p: { n: number; start: number }) => {
+    const it = src.items[next];
+    return it?.kind === 'file' && it.batch === p.n && it.slot >= p.start;
+  };
+
   const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
   try {
     type Payload = CompressBatch & { n: number; start: number };
-    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes, chunkBytes: opts.chunkBytes }));
+    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes ?? LARGE_BYTES, chunkBytes: opts.chunkBytes }));
     // A queue rather than a fixed list: a batch that returns early is sent again for the rest.
     let head = 0;
     const batches: IterableIterator<Payload> = {
@@ -229,8 +250,12 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
       let parts = results.get(p.n);
       if (!parts) results.set(p.n, (parts = []));
       parts.push({ start: p.start, r });
+      waitingBytes += r.data.length;
       drain();
-    }, { shouldStop: () => opts.signal?.aborted === true });
+    }, {
+      shouldStop: () => opts.signal?.aborted === true,
+      admit: (p) => waitingBytes <= MAX_WAITING_BYTES || neededNext(p),
+    });
     throwIfAborted(opts.signal, 'interrupted; the archive was not written');
     drain();
     writer.finish();

@@ -98,6 +98,11 @@ export interface RunBatchesOptions<P> {
   before?: (payload: P) => Promise<void>;
   /** What is posted to the worker for a batch, when not the whole batch (keep main-thread state home). */
   payloadOf?: (batch: P) => unknown;
+  /**
+   * Checked before a batch is dispatched: while false, its lane waits until another batch finishes
+   * (a batch is always admitted when none is in flight). Bounds results waiting to be used.
+   */
+  admit?: (payload: P) => boolean;
 }
 
 /**
@@ -113,16 +118,29 @@ export async function runBatches<P, R>(
 ): Promise<void> {
   const it = batches[Symbol.iterator]();
   let firstError: unknown;
+  let inFlight = 0;
+  let waiters: (() => void)[] = [];
+  const finished = () => {
+    inFlight--;
+    const w = waiters;
+    waiters = [];
+    for (const wake of w) wake();
+  };
   const lane = async () => {
     for (;;) {
       if (firstError !== undefined || opts.shouldStop?.()) return;
       const next = it.next();
       if (next.done) return;
+      while (opts.admit && inFlight > 0 && firstError === undefined && !opts.admit(next.value)) await new Promise<void>((r) => waiters.push(r));
+      if (firstError !== undefined) return;
+      inFlight++;
       try {
         if (opts.before) await opts.before(next.value);
         onResult(await pool.run<R>(op, opts.payloadOf ? opts.payloadOf(next.value) : next.value), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;
+      } finally {
+        finished();
       }
     }
   };
