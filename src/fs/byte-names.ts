@@ -4,6 +4,7 @@
  * without pretending U+FFFD is its name. Inside the planner a path is a string, so a byte name is
  * carried as a key that no real name can be: NUL (never in a file name) and the bytes in hex.
  */
+import { escapeControl } from '../core/display.js';
 
 const BYTE_KEY = '\0';
 
@@ -22,11 +23,11 @@ export function diskPath(root: string, rel: string): string | Buffer {
   return Buffer.concat(p.split('/').map((seg, i) => Buffer.concat([i > 0 ? Buffer.from('/') : Buffer.alloc(0), seg.startsWith(BYTE_KEY) ? Buffer.from(seg.slice(1), 'hex') : Buffer.from(seg)])));
 }
 
-/** `rel` for people: byte names with every byte outside printable ASCII escaped as \xNN. */
+/** `rel` for people: byte names shown with their invalid bytes escaped as \xNN (see core/display.ts). */
 export function displayPath(rel: string): string {
   if (!rel.includes(BYTE_KEY)) return rel;
   return rel
     .split('/')
-    .map((seg) => (seg.startsWith(BYTE_KEY) ? [...Buffer.from(seg.slice(1), 'hex')].map((b) => (b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('') : seg))
+    .map((seg) => (seg.startsWith(BYTE_KEY) ? escapeControl(Buffer.from(seg.slice(1), 'hex')) : seg))
     .join('/');
 }

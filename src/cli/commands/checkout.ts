@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materialize/checkout.js';
 import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
+import { escapeControl } from '../../core/display.js';
 import { ProgressBar } from '../progress.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
 import type { remoteCheckoutHooks } from './remote.js';
@@ -62,7 +63,7 @@ export function registerCheckout(program: Command): void {
         `${r.directories} directories, ${r.removed} removed, ${r.unchanged} unchanged` +
         `${o.clean ? `, ${r.cleaned.length} untracked removed` : ''}; ${formatBytes(r.bytes)} in ${r.seconds.toFixed(2)} s\n`,
     );
-    for (const p of r.cleaned) process.stderr.write(`  removed untracked: ${p}\n`);
+    for (const p of r.cleaned) process.stderr.write(`  removed untracked: ${escapeControl(p)}\n`);
     if (r.fallbacks > 0) process.stderr.write(`  ${r.fallbacks} file(s) fell back to copy (${r.fallbackReason})\n`);
   });
 }

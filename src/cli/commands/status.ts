@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { status } from '../../materialize/status.js';
 import { addJsonOption, addStoreOption, openStore } from '../common.js';
 import { printJson } from '../output.js';
+import { escapeControl } from '../../core/display.js';
 
 export function registerStatus(program: Command): void {
   const cmd = program
@@ -26,6 +27,6 @@ prove them unchanged. Nothing is written. Exit 0 whether or not anything changed
     }
     const lines = [...r.modified.map((p) => ({ p, l: 'M' })), ...r.added.map((p) => ({ p, l: 'A' })), ...r.removed.map((p) => ({ p, l: 'D' }))];
     lines.sort((a, b) => (a.p < b.p ? -1 : a.p > b.p ? 1 : 0));
-    process.stdout.write(lines.map(({ p, l }) => `${l} ${p}\n`).join(''));
+    process.stdout.write(lines.map(({ p, l }) => `${l} ${escapeControl(p)}\n`).join(''));
   });
 }
