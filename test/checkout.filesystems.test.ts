@@ -36,15 +36,22 @@ test('on XFS with reflink, auto and clone check out by cloning: blocks are share
   });
 });
 
-test('on tmpfs, auto falls back to copy (no reflink there) and says so', async () => {
-  const dir = tempDir();
-  writeTree(join(dir, 'src'), { a: 'a', b: 'b' });
-  const store = LocalStore.open(join(dir, 's'));
-  const snap = await snapshot(join(dir, 'src'), { store });
-  const r = await checkout(snap.digest, join(dir, 'out'), { store, method: 'auto' });
-  // The temp dir may or may not support reflink; either way every file is accounted for once.
-  assert.equal(r.cloned + r.copied, 2);
-  assert.ok(r.method === 'clone' || r.method === 'copy');
+test('on tmpfs, auto falls back to copy (no reflink there) and says so', { skip: noRoot }, async () => {
+  await withTmpfs('16m', async (mnt) => {
+    writeTree(join(mnt, 'src'), { a: 'a', b: 'b', 'big.bin': { bytes: randomBytes(64 << 10) } });
+    const env = { ...process.env, TREECAST_STORE: join(mnt, 's') };
+    const snap = spawnSync(process.execPath, [bin, 'snapshot', join(mnt, 'src')], { env, encoding: 'utf8' });
+    assert.equal(snap.status, 0, snap.stderr);
+    const digest = snap.stdout.trim();
+    const json = spawnSync(process.execPath, [bin, 'checkout', digest, join(mnt, 'out1'), '--method', 'auto', '--json'], { env, encoding: 'utf8' });
+    assert.equal(json.status, 0, json.stderr);
+    const r = JSON.parse(json.stdout);
+    assert.deepEqual({ method: r.method, copied: r.copied, cloned: r.cloned, hardlinked: r.hardlinked }, { method: 'copy', copied: 3, cloned: 0, hardlinked: 0 });
+    const text = spawnSync(process.execPath, [bin, 'checkout', digest, join(mnt, 'out2')], { env, encoding: 'utf8' });
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stderr, /\(full, copy\): 0 cloned, 0 hardlinked, 3 copied/);
+    assert.deepEqual(describeTree(join(mnt, 'out2')), describeTree(join(mnt, 'src')));
+  });
 });
 
 test('hardlink checkouts share the read-only store inode, executables link a separate read-only twin', async () => {
@@ -112,13 +119,22 @@ test('SIGINT in the middle of a checkout exits 130; the same command run again f
   const snap = await snapshot(src, { store: LocalStore.open(storeDir) });
   const out = join(dir, 'out');
   const args = [bin, 'checkout', formatDigest(snap.digest), out, '--store', storeDir, '--jobs', '1'];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The executor's test hook pauses before its second batch of writes, so the signal provably
+  // lands mid-checkout: the first batch is written, the rest is not.
+  const pause = join(dir, 'pause');
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TREECAST_TEST_PAUSE_FILE: pause } });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  // Interrupt as soon as the first directories appear.
-  for (let i = 0; i < 2000 && !(fs.existsSync(out) && fs.readdirSync(out).length > 3); i++) await new Promise((r) => setTimeout(r, 2));
+  for (let i = 0; i < 3000 && !fs.existsSync(pause) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(fs.existsSync(pause), `the checkout reached its pause: ${stderr}`);
+  const written = describeTree(out).length;
+  assert.ok(written > 1 && written < describeTree(src).length, 'the checkout is half done');
   child.kill('SIGINT');
   const code = await exited;
-  assert.ok(code === 130 || code === 0, `exit code ${code}`);
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /ERR_TREECAST_INTERRUPTED/);
+  assert.notDeepEqual(describeTree(out), describeTree(src), 'stopped before the end');
   const again = spawnSync(process.execPath, args, { encoding: 'utf8' });
   assert.equal(again.status, 0, again.stderr);
   assert.deepEqual(describeTree(out), describeTree(src));

@@ -9,6 +9,7 @@ import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
 import { CaptureError, SpecialFileError, SymlinkLoopError, TargetError } from '../src/errors.js';
 import { settle, tempDir, writeTree } from './helpers/tmp.js';
+import { publicBin } from './helpers/public-package.js';
 
 async function entries(store: LocalStore, root: Parameters<TreeReader['walk']>[0]): Promise<string[]> {
   const out: string[] = [];
@@ -121,8 +122,8 @@ test('an unreadable file is an error naming the path, and nothing is recorded', 
   fs.chmodSync(join(dir, 'src', 'secret'), 0o000);
   fs.mkdirSync(join(dir, 's'));
   fs.chownSync(join(dir, 's'), 65534, 65534);
-  const bin = new URL('../../bin/treecast', import.meta.url).pathname;
-  const r = spawnSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', join(dir, 's'), '--ref', 'never'], { uid: 65534, gid: 65534, encoding: 'utf8' });
+  // A world-readable copy of the package: the clone itself may sit in a directory mode 700.
+  const r = spawnSync(process.execPath, [publicBin(), 'snapshot', join(dir, 'src'), '--store', join(dir, 's'), '--ref', 'never'], { uid: 65534, gid: 65534, encoding: 'utf8' });
   assert.equal(r.status, 7, r.stderr);
   assert.match(r.stderr, /ERR_TREECAST_CAPTURE/);
   assert.ok(r.stderr.includes(join(dir, 'src', 'secret')));
