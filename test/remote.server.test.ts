@@ -163,10 +163,36 @@ describe('remote server', () => {
     const body = Buffer.alloc(2000, 9);
     const d = digestOf(body);
     const r = await raw(srv.url, [`PUT /cas/${d.hash} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 2000\r\n\r\n`, body.subarray(0, 700)], { halfClose: true });
-    assert.ok(r.status === 0 || r.status === 400, `status ${r.status}`);
+    assert.equal(r.status, 400, 'a body that ends early is a 400');
     await new Promise((res) => setTimeout(res, 50));
+    const logged = srv.log.filter((e) => e.path === `/cas/${d.hash}`);
+    assert.deepEqual(logged.map((e) => [e.status, e.aborted]), [[400, true]], 'logged as what happened');
     assert.ok(!storedBlobs(srv.store.root).includes(d.hash));
     assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('a client that leaves mid-response is logged as 499, not as the 200 it began with', async () => {
+    // Larger than loopback socket buffers, so the response cannot be complete when the client leaves.
+    const big = Buffer.alloc(32 << 20, 7);
+    const d = open.store.putSync(big);
+    const u = new URL(open.url);
+    await new Promise<void>((resolve) => {
+      const sock = net.connect(Number(u.port), u.hostname);
+      sock.on('connect', () => sock.write(`GET /cas/${d.hash} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      sock.once('data', () => sock.destroy());
+      sock.on('close', () => resolve());
+      sock.on('error', () => {});
+    });
+    let entry;
+    for (let i = 0; i < 100 && !entry; i++) {
+      await new Promise((res) => setTimeout(res, 20));
+      entry = open.log.find((e) => e.path === `/cas/${d.hash}`);
+    }
+    assert.ok(entry, 'the request was logged');
+    assert.equal(entry.status, 499);
+    assert.equal(entry.aborted, true);
+    assert.equal(entry.sent, undefined, 'the blob is not counted as sent');
+    open.store.removeBlobSync(d.hash);
   });
 
   test('slow clients: stalled headers and stalled bodies get 408, nothing stored', async () => {

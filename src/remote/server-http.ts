@@ -9,7 +9,10 @@ import * as fs from 'node:fs';
 export interface AccessLogEntry {
   method: string;
   path: string;
-  /** The status sent; 499 (as nginx logs it) when the client went away before the response was complete. */
+  /**
+   * The status sent. When the client went away first, as nginx logs it: 400 if the request body
+   * was incomplete, 499 if the request was whole and the response was cut.
+   */
   status: number;
   ms: number;
   /** Hashes of blobs whose bytes were sent completely (GET /cas, batch read, tree). */

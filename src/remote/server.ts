@@ -24,7 +24,7 @@ import { TokenChecker } from './auth.js';
 import { type Route, parseRoute } from './routes.js';
 import { serveBatch, serveTree } from './server-batch.js';
 import { serveCas } from './server-cas.js';
-import { type AccessLogEntry, type Ctx, HttpFailure, hasBody, methodNotAllowed, sendJson } from './server-http.js';
+import { type AccessLogEntry, CLIENT_CLOSED, type Ctx, HttpFailure, hasBody, methodNotAllowed, sendJson } from './server-http.js';
 import { BATCH_PROTOCOL, WireError } from './wire.js';
 
 export type { AccessLogEntry } from './server-http.js';
@@ -183,9 +183,14 @@ export class RemoteServer implements ServerCore {
     const entry: AccessLogEntry = { method: req.method ?? '', path: (req.url ?? '').slice(0, 300), status: 0, ms: 0 };
     res.once('close', () => {
       this.inFlight--;
-      entry.status = res.statusCode;
       entry.ms = Math.round(performance.now() - started);
-      if (!res.writableFinished) entry.aborted = true;
+      // A response cut short is logged as what happened, not as the status it began with, as
+      // nginx does: 400 when the request body ended early, 499 when the client left while answered.
+      if (res.writableFinished) entry.status = res.statusCode;
+      else {
+        entry.status = req.complete ? CLIENT_CLOSED : 400;
+        entry.aborted = true;
+      }
       this.opts.log?.(entry);
     });
     const ctx: Ctx = { req, res, entry };
