@@ -27,7 +27,7 @@ function sh(cmd: string): string {
 }
 
 /** Starts `treecast serve` as a child and resolves with its URL (from its --json line). */
-async function serve(ctx: BenchContext, args: string[]): Promise<{ url: string; child: ChildProcess }> {
+export async function serve(ctx: BenchContext, args: string[]): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(process.execPath, [ctx.treecast, 'serve', '--listen', '127.0.0.1:0', '--json', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let buf = '';
@@ -41,7 +41,7 @@ async function serve(ctx: BenchContext, args: string[]): Promise<{ url: string; 
   return { url, child };
 }
 
-async function stop(child: ChildProcess): Promise<void> {
+export async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const done = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');

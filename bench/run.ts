@@ -2,7 +2,7 @@
  * `npm run bench`: side-by-side benchmarks against the peer tools, on the Linux 6.1 source tree,
  * written to BENCHMARKS.md. Not part of `npm test`.
  *
- *   npm run bench -- [--runs N] [--only foundation,archive,remote] [--corpus DIR] [--out FILE]
+ *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load] [--corpus DIR] [--out FILE]
  *
  * Needs root for the loop-mounted XFS (reflink) part, and the peer tools: git, ostree, tar, cp,
  * Info-ZIP zip/unzip, rsync, nginx (Debian packages), GNU time.
@@ -20,7 +20,7 @@ interface Section {
 
 async function sections(): Promise<Section[]> {
   const list: Section[] = [{ name: 'foundation', run: (await import('./foundation.js')).run }];
-  for (const [name, file] of [['archive', './archive.js'], ['remote', './remote.js']] as const) {
+  for (const [name, file] of [['archive', './archive.js'], ['remote', './remote.js'], ['server-load', './server-load.js']] as const) {
     if (fs.existsSync(new URL(file, import.meta.url))) list.push({ name, run: (await import(file)).run });
   }
   return list;

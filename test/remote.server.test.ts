@@ -230,6 +230,83 @@ describe('remote server', () => {
     assert.deepEqual(tmpFiles(srv.store.root), []);
   });
 
+  test('an upload above 64 KiB streams to a temp file while it arrives; a small one does too once the memory budget is spent', async () => {
+    const s = await startServer(join(dir, 'budget'), { bufferBudgetBytes: 1000, stallTimeoutMs: 2_000 });
+    try {
+      const u = new URL(s.url);
+      // Sends the headers and part of the body, then waits until told to finish (or stall).
+      const partial = (body: Buffer, sent: number) => {
+        const sock = net.connect(Number(u.port), u.hostname);
+        sock.on('error', () => {});
+        let text = '';
+        sock.on('data', (c) => (text += c.toString('latin1')));
+        sock.on('connect', () => sock.write(Buffer.concat([Buffer.from(`PUT /cas/${digestOf(body).hash} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`), body.subarray(0, sent)])));
+        return {
+          finish: () => new Promise<string>((resolve) => {
+            sock.on('close', () => resolve(text));
+            sock.end(body.subarray(sent));
+          }),
+        };
+      };
+      const tmpBytes = async (want: number) => {
+        for (let i = 0; i < 100; i++) {
+          const total = tmpFiles(s.store.root).reduce((n, p) => n + fs.statSync(join(s.store.root, p)).size, 0);
+          if (total >= want) return total;
+          await new Promise((res) => setTimeout(res, 20));
+        }
+        return tmpFiles(s.store.root).reduce((n, p) => n + fs.statSync(join(s.store.root, p)).size, 0);
+      };
+      const large = Buffer.alloc(1 << 20, 4);
+      const a = partial(large, 100_000);
+      assert.equal(await tmpBytes(100_000), 100_000, 'the part received of a 1 MiB upload is on disk, not in memory');
+      const small1 = Buffer.alloc(900, 1);
+      const small2 = Buffer.alloc(900, 2);
+      const b = partial(small1, 10);
+      await new Promise((res) => setTimeout(res, 100));
+      assert.equal(await tmpBytes(100_000), 100_000, 'a small upload within the budget is held in memory');
+      const c = partial(small2, 10);
+      assert.equal(await tmpBytes(100_010), 100_010, 'a small upload past the budget goes to a temp file');
+      for (const p of [a, b, c]) assert.match(await p.finish(), /^HTTP\/1\.1 200/);
+      for (const body of [large, small1, small2]) assert.deepEqual(s.store.readSync(digestOf(body)), body);
+      assert.deepEqual(tmpFiles(s.store.root), []);
+      // The budget was given back: a small upload is buffered again.
+      const d = partial(Buffer.alloc(900, 3), 10);
+      await new Promise((res) => setTimeout(res, 100));
+      assert.deepEqual(tmpFiles(s.store.root), []);
+      assert.match(await d.finish(), /^HTTP\/1\.1 200/);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('past --max-connections a connection is answered 503 with Retry-After and closed; a freed slot serves again', async () => {
+    const s = await startServer(join(dir, 'capped'), { maxConnections: 2 });
+    const held: net.Socket[] = [];
+    try {
+      const u = new URL(s.url);
+      for (let i = 0; i < 2; i++) {
+        const sock = net.connect(Number(u.port), u.hostname);
+        sock.on('error', () => {});
+        await new Promise((res) => sock.on('connect', res));
+        held.push(sock);
+      }
+      await new Promise((res) => setTimeout(res, 50));
+      const refused = await raw(s.url, [`GET /status HTTP/1.1\r\nHost: x\r\n\r\n`]);
+      assert.equal(refused.status, 503);
+      assert.match(refused.text, /\r\nRetry-After: 1\r\n/i);
+      assert.equal(s.server.status().refusedConnections, 1);
+      assert.equal(s.log.filter((e) => e.refused).length, 1);
+      held.pop()!.destroy();
+      await new Promise((res) => setTimeout(res, 50));
+      const served = await raw(s.url, [`GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
+      assert.equal(served.status, 200);
+      assert.equal(s.server.status().refusedConnections, 1);
+    } finally {
+      for (const h of held) h.destroy();
+      await s.close();
+    }
+  });
+
   test('a full disk is 507 and leaves nothing behind', async (t) => {
     if (process.platform !== 'linux' || process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
     const mnt = join(dir, 'small');

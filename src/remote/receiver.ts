@@ -17,6 +17,36 @@ import { type LocalStore, removeQuietly } from '../store/local.js';
 /** Blobs up to this size are buffered whole; larger ones stream through a tmp file. */
 export const IN_MEMORY_LIMIT = 4 << 20;
 
+/**
+ * Bytes that receivers sharing it may hold in memory at once. The server gives one to all its
+ * receivers, so many slow uploads cost temp files, not memory: a receiver that cannot take its
+ * blob's size from the budget streams to a temp file instead.
+ */
+export class BufferBudget {
+  private used = 0;
+  constructor(readonly limit: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  take(n: number): boolean {
+    if (this.used + n > this.limit) return false;
+    this.used += n;
+    return true;
+  }
+
+  release(n: number): void {
+    this.used -= n;
+  }
+}
+
+/** How a receiver may buffer: blobs up to `limit` bytes, drawn from `budget` when given. */
+export interface BufferPolicy {
+  limit: number;
+  budget?: BufferBudget;
+}
+
 export class BlobReceiver {
   private readonly hash: Hash;
   private buf: Buffer | undefined;
@@ -24,6 +54,8 @@ export class BlobReceiver {
   private tmp: string | undefined;
   private received = 0;
   private done = false;
+  /** Bytes taken from the budget for `buf`, given back once the blob is stored or dropped. */
+  private held = 0;
 
   /**
    * `expected.size` may be -1 when the sender did not say (a chunked PUT): the hash alone is then
@@ -35,9 +67,14 @@ export class BlobReceiver {
     private readonly maxBytes: number = Number.MAX_SAFE_INTEGER,
     /** Named in errors: where the bytes came from. */
     private readonly source = '',
+    private readonly buffering: BufferPolicy = { limit: IN_MEMORY_LIMIT },
   ) {
     this.hash = createHash('sha256');
-    if (expected.size >= 0 && expected.size <= IN_MEMORY_LIMIT) this.buf = Buffer.allocUnsafe(expected.size);
+    const { limit, budget } = buffering;
+    if (expected.size >= 0 && expected.size <= limit && (budget === undefined || budget.take(expected.size))) {
+      this.held = budget ? expected.size : 0;
+      this.buf = Buffer.allocUnsafe(expected.size);
+    }
   }
 
   get bytesReceived(): number {
@@ -82,7 +119,11 @@ export class BlobReceiver {
       // for absent blobs, and a rename over an identical blob is harmless.
       // Perf: with the other repeated existence checks gone (fetch.ts, window.ts, client.ts), stat
       // self time in the profile of a Linux-tree pull (83k blobs) fell from 2.3 s to 0.5 s.
-      if (actual.size > 0) writeVerified(this.store, actual, this.buf);
+      try {
+        if (actual.size > 0) writeVerified(this.store, actual, this.buf);
+      } finally {
+        this.releaseBuffer();
+      }
       return actual;
     }
     if (this.fd === undefined) return actual; // empty blob sent with unknown size
@@ -115,7 +156,13 @@ export class BlobReceiver {
     }
     if (this.tmp) removeQuietly(this.tmp);
     this.tmp = undefined;
+    this.releaseBuffer();
+  }
+
+  private releaseBuffer(): void {
     this.buf = undefined;
+    if (this.held > 0) this.buffering.budget?.release(this.held);
+    this.held = 0;
   }
 
   private open(): void {

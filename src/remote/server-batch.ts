@@ -105,7 +105,7 @@ async function batchWrite(core: ServerCore, ctx: Ctx): Promise<void> {
       header: (d, present) => {
         if (!present) throw new WireError(`write batch holds a 'missing' frame for ${formatDigest(d)}`);
         existed = core.store.hasSync(d);
-        rx = new BlobReceiver(core.store, d, maxBlobBytes);
+        rx = new BlobReceiver(core.store, d, maxBlobBytes, '', core.buffering);
       },
       data: (chunk) => rx!.write(chunk),
       end: () => {

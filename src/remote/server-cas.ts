@@ -56,7 +56,7 @@ async function putBlob(core: ServerCore, hash: string, ctx: Ctx): Promise<void> 
   }
   const d = { hash, size: len ?? -1 };
   const existed = len !== undefined && core.store.hasSync({ hash, size: len });
-  const rx = new BlobReceiver(core.store, d, maxBlobBytes);
+  const rx = new BlobReceiver(core.store, d, maxBlobBytes, '', core.buffering);
   try {
     let total = 0;
     await readBody(req, core.opts.stallTimeoutMs, (chunk) => {

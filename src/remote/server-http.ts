@@ -21,6 +21,8 @@ export interface AccessLogEntry {
   stored?: number;
   /** True when the client went away before the response was complete. */
   aborted?: boolean;
+  /** A connection refused (503) because the server had `maxConnections` open; no request was read. */
+  refused?: boolean;
 }
 
 /** Logged when the client closed the connection before the response was complete (nginx's code). */

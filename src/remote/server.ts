@@ -15,12 +15,13 @@
 import * as http from 'node:http';
 import * as fs from 'node:fs';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import type * as net from 'node:net';
 import { type Digest, EMPTY_HASH } from '../core/digest.js';
 import { DigestMismatchError, NoSpaceError, TreecastError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { VERSION } from '../version.js';
 import { TokenChecker } from './auth.js';
+import { BufferBudget, type BufferPolicy } from './receiver.js';
 import { type Route, parseRoute } from './routes.js';
 import { serveBatch, serveTree } from './server-batch.js';
 import { serveCas } from './server-cas.js';
@@ -51,6 +52,13 @@ export interface ServerOptions {
   stallTimeoutMs?: number;
   /** Request headers must arrive within this time (408). */
   headersTimeoutMs?: number;
+  /**
+   * Most connections open at once (default 512). One more is answered `503` with `Retry-After: 1`
+   * and closed without reading its request.
+   */
+  maxConnections?: number;
+  /** Bytes all uploads together may hold in memory (default 16 MiB); beyond, bodies go to temp files. */
+  bufferBudgetBytes?: number;
   /** Holds every request this long before answering: simulates a distant server for benchmarks. */
   latencyMs?: number;
   /** Called once per finished request (access log). */
@@ -66,6 +74,10 @@ export interface ServerStatus {
   requests: number;
   inFlight: number;
   maxInFlight: number;
+  /** Connections open now. */
+  connections: number;
+  /** Connections refused with 503 because `maxConnections` were open. */
+  refusedConnections: number;
 }
 
 const DEFAULTS = {
@@ -75,7 +87,16 @@ const DEFAULTS = {
   maxTreeDirectories: 1_000_000,
   stallTimeoutMs: 30_000,
   headersTimeoutMs: 20_000,
+  maxConnections: 512,
+  bufferBudgetBytes: 16 << 20,
 };
+/**
+ * Upload bodies up to this size may be held in memory (within the budget); larger ones stream to
+ * a temp file in the store as they arrive, so a slow or stalled upload costs a file, not memory.
+ */
+const BUFFERED_BODY_LIMIT = 64 << 10;
+/** A refused connection is closed this long after its 503, if the client has not closed it first. */
+const REFUSED_LINGER_MS = 1_000;
 export type ResolvedServerOptions = Required<Omit<ServerOptions, 'token' | 'log' | 'host' | 'port' | 'latencyMs'>> & ServerOptions;
 
 /** What the protocol modules see of the server. */
@@ -86,6 +107,8 @@ export interface ServerCore {
   noteStored(d: Digest, existed: boolean): void;
   /** Present with exactly this size (a size that disagrees is a different, absent blob). */
   hasExact(d: Digest): boolean;
+  /** How upload bodies may be buffered: small ones only, within one budget for the server. */
+  readonly buffering: BufferPolicy;
 }
 
 export class RemoteServer implements ServerCore {
@@ -98,6 +121,9 @@ export class RemoteServer implements ServerCore {
   private requests = 0;
   private inFlight = 0;
   private maxInFlight = 0;
+  private readonly connections = new Set<net.Socket>();
+  private refusedConnections = 0;
+  readonly buffering: BufferPolicy;
 
   constructor(options: ServerOptions) {
     this.opts = { readOnly: false, batch: true, ...DEFAULTS, ...stripUndefined(options) };
@@ -115,6 +141,8 @@ export class RemoteServer implements ServerCore {
       (req, res) => void this.handle(req, res),
     );
     this.server.maxHeadersCount = 64;
+    this.buffering = { limit: BUFFERED_BODY_LIMIT, budget: new BufferBudget(this.opts.bufferBudgetBytes) };
+    this.capConnections();
     this.countStore();
   }
 
@@ -126,7 +154,7 @@ export class RemoteServer implements ServerCore {
   }
 
   get url(): string {
-    const a = this.server.address() as AddressInfo;
+    const a = this.server.address() as net.AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     return `http://${host}:${a.port}/`;
   }
@@ -150,7 +178,45 @@ export class RemoteServer implements ServerCore {
       requests: this.requests,
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
+      connections: this.connections.size,
+      refusedConnections: this.refusedConnections,
     };
+  }
+
+  /**
+   * Puts a gate in front of node:http's own connection handler: past `maxConnections`, a new
+   * connection gets a 503 and is closed without a parser ever being attached to it, so it costs
+   * next to nothing however many arrive. (net.Server's own maxConnections would drop the
+   * connection without a word, which clients report as a reset.)
+   */
+  private capConnections(): void {
+    const httpHandlers = this.server.listeners('connection') as ((s: net.Socket) => void)[];
+    this.server.removeAllListeners('connection');
+    this.server.on('connection', (socket: net.Socket) => {
+      if (this.connections.size >= this.opts.maxConnections) {
+        this.refuse(socket);
+        return;
+      }
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+      for (const h of httpHandlers) h.call(this.server, socket);
+    });
+  }
+
+  private refuse(socket: net.Socket): void {
+    this.refusedConnections++;
+    const body = `too many connections (limit ${this.opts.maxConnections}); retry shortly\n`;
+    socket.on('error', () => {});
+    // The request is never read: whatever the client sends is discarded until it closes.
+    socket.resume();
+    socket.end(
+      `HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n` +
+        `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    this.opts.log?.({ method: '', path: '', status: 503, ms: 0, refused: true });
   }
 
   /** Forgets the in-flight high-water mark (tests and benchmarks measure one run at a time). */

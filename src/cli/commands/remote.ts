@@ -108,11 +108,16 @@ export function registerRemote(program: Command): void {
     .option('--no-batch', 'offer only the plain Bazel HTTP cache protocol')
     .option('--max-blob-size <size>', 'largest blob accepted (e.g. 512M, 64G)', parseSize('--max-blob-size'))
     .option('--access-log <file>', 'append one JSON line per request to FILE')
+    .addOption(
+      new Option('--max-connections <n>', 'most connections open at once; one more is answered 503 with Retry-After: 1 and closed')
+        .argParser(intInRange('--max-connections', 1, 100_000))
+        .default(512),
+    )
     .addOption(new Option('--latency <ms>', 'hold every request MS milliseconds before answering (simulates a distant server)').argParser(intInRange('--latency', 0, 60_000)));
   addStoreOption(serve);
   addJsonOption(serve);
   serve.action(
-    async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; maxBlobSize?: number; accessLog?: string; latency?: number; store?: string; json?: boolean }) => {
+    async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
       const token = resolveToken(o);
       const store = openStore(o);
@@ -126,6 +131,7 @@ export function registerRemote(program: Command): void {
         readOnly: o.readOnly,
         batch: o.batch,
         maxBlobBytes: o.maxBlobSize,
+        maxConnections: o.maxConnections,
         latencyMs: o.latency,
         log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
       });
