@@ -4,12 +4,12 @@
  * percent-encoded, dotted or otherwise odd is simply not a route (400).
  *
  *   [/<instance>...]/cas/<sha256>                 Bazel HTTP cache blobs
- *   [/<instance>...]/ac/<sha256>                  Bazel action cache (not offered: 404 / 405)
+ *   [/<instance>...]/ac/<sha256>                  Bazel action cache
  *   [/<instance>...]/status                       server status and capabilities
  *   [/<instance>...]/treecast/v1/missing|read|write   batch endpoints (wire.ts)
  *   [/<instance>...]/treecast/v1/tree/<sha256>/<size>  every Directory of a tree
  *
- * Bazel and bazel-remote allow an instance name before /cas/; treecast serves one store, so the
+ * Bazel and bazel-remote allow an instance name before /cas/ and /ac/; treecast serves one store, so the
  * instance is accepted and ignored.
  */
 import { type Digest, isHash } from '../core/digest.js';

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { EMPTY_HASH } from '../core/digest.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, HttpFailure, SMALL_READ, contentLength, finished, methodNotAllowed, readBody, streamFile } from './server-http.js';
+import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
 
 export async function serveCas(core: ServerCore, hash: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -26,23 +26,8 @@ async function getBlob(core: ServerCore, hash: string, ctx: Ctx, head: boolean):
   const p = core.store.blobPath(hash);
   const st = fs.statSync(p, { throwIfNoEntry: false });
   if (!st) throw new HttpFailure(404, `blob ${hash} not found`);
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
-  if (head) {
-    res.end();
-    return;
-  }
-  if (st.size <= SMALL_READ) {
-    res.end(fs.readFileSync(p));
-  } else {
-    const fd = fs.openSync(p, 'r');
-    try {
-      await streamFile(fd, st.size, res);
-    } finally {
-      fs.closeSync(fd);
-    }
-    res.end();
-  }
-  await finished(res);
+  await sendFile(res, p, st.size, head);
+  if (head || !res.writableFinished) return;
   ctx.entry.sent = [hash];
 }
 

@@ -157,6 +157,30 @@ export async function streamFile(fd: number, size: number, res: http.ServerRespo
   }
 }
 
+/**
+ * Answers 200 with the file at `path` (`size` bytes): read whole when small, else streamed with
+ * backpressure. Resolves once the response is complete or the client has gone.
+ */
+export async function sendFile(res: http.ServerResponse, path: string, size: number, head: boolean): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+  if (head) {
+    res.end();
+    return;
+  }
+  if (size <= SMALL_READ) {
+    res.end(fs.readFileSync(path));
+  } else {
+    const fd = fs.openSync(path, 'r');
+    try {
+      await streamFile(fd, size, res);
+    } finally {
+      fs.closeSync(fd);
+    }
+    res.end();
+  }
+  await finished(res);
+}
+
 export function readFully(fd: number, buf: Buffer, off: number, len: number, position = 0): void {
   let got = 0;
   while (got < len) {

@@ -1,11 +1,12 @@
 /**
- * `treecast serve`: a LocalStore over HTTP, speaking the Bazel HTTP remote cache protocol for blobs
- * (GET/HEAD/PUT /cas/<sha256>, bazel-remote's status codes) plus treecast's batch endpoints
+ * `treecast serve`: a LocalStore over HTTP, speaking the Bazel HTTP remote cache protocol
+ * (GET/HEAD/PUT /cas/<sha256> and /ac/<sha256>, bazel-remote's status codes) plus treecast's batch endpoints
  * (docs/remote-protocol.md).
  *
  * This file is the core: listening, the token check, dispatch by route, errors to status codes,
  * the access log and the status counters. Each protocol has its own module: `server-cas.ts`
- * (blobs), `server-batch.ts` (batch endpoints and /tree); `server-http.ts` holds what they share.
+ * (blobs), `server-ac.ts` (action cache), `server-batch.ts` (batch endpoints and /tree);
+ * `server-http.ts` holds what they share.
  *
  * Bounded memory under many concurrent clients: bodies are streamed, never gathered (PUT bodies go
  * to a tmp file while hashed, responses wait for 'drain'), and every request size is capped before
@@ -18,11 +19,13 @@ import { once } from 'node:events';
 import type * as net from 'node:net';
 import { type Digest, EMPTY_HASH } from '../core/digest.js';
 import { DigestMismatchError, NoSpaceError, TreecastError } from '../errors.js';
+import { ActionCache } from '../store/action-cache.js';
 import type { LocalStore } from '../store/local.js';
 import { VERSION } from '../version.js';
 import { TokenChecker } from './auth.js';
 import { BufferBudget, type BufferPolicy } from './receiver.js';
 import { type Route, parseRoute } from './routes.js';
+import { serveAc } from './server-ac.js';
 import { serveBatch, serveTree } from './server-batch.js';
 import { serveCas } from './server-cas.js';
 import { type AccessLogEntry, CLIENT_CLOSED, type Ctx, HttpFailure, hasBody, methodNotAllowed, sendJson } from './server-http.js';
@@ -40,6 +43,11 @@ export interface ServerOptions {
   readOnly?: boolean;
   /** Offer the batch endpoints (default true); false makes a plain Bazel HTTP cache. */
   batch?: boolean;
+  /**
+   * Action cache entries must be REAPI ActionResults (default true): a PUT that does not decode is
+   * 400, and a GET whose entry names a blob the store lacks is a 404. False stores any bytes.
+   */
+  acValidation?: boolean;
   /** Largest blob accepted, in bytes (413 beyond). */
   maxBlobBytes?: number;
   /** Largest batch-write body, in bytes (413 beyond). */
@@ -109,6 +117,7 @@ export interface ServerCore {
   hasExact(d: Digest): boolean;
   /** How upload bodies may be buffered: small ones only, within one budget for the server. */
   readonly buffering: BufferPolicy;
+  readonly ac: ActionCache;
 }
 
 export class RemoteServer implements ServerCore {
@@ -124,10 +133,12 @@ export class RemoteServer implements ServerCore {
   private readonly connections = new Set<net.Socket>();
   private refusedConnections = 0;
   readonly buffering: BufferPolicy;
+  readonly ac: ActionCache;
 
   constructor(options: ServerOptions) {
-    this.opts = { readOnly: false, batch: true, ...DEFAULTS, ...stripUndefined(options) };
+    this.opts = { readOnly: false, batch: true, acValidation: true, ...DEFAULTS, ...stripUndefined(options) };
     this.store = options.store;
+    this.ac = new ActionCache(this.store);
     if (options.token !== undefined) this.checker = new TokenChecker(options.token);
     this.server = http.createServer(
       {
@@ -280,9 +291,7 @@ export class RemoteServer implements ServerCore {
       case 'cas':
         return serveCas(this, route.hash, ctx);
       case 'ac':
-        // The action cache is not offered: nothing is ever there, and it cannot be written.
-        if (m === 'GET' || m === 'HEAD') throw new HttpFailure(404, 'this server keeps no action cache');
-        throw methodNotAllowed(ctx, 'GET, HEAD');
+        return serveAc(this, route.hash, ctx);
       case 'status':
         if (m !== 'GET' && m !== 'HEAD') throw methodNotAllowed(ctx, 'GET, HEAD');
         return sendJson(ctx.res, 200, this.status(), m === 'HEAD');

@@ -1,12 +1,15 @@
 /**
  * Store upkeep: `verify` re-hashes every blob (and executable twin) and can remove corrupt ones;
- * `gc` removes blobs no ref (and no live checkout record) reaches.
+ * `gc` removes blobs no ref, live checkout record or action cache entry reaches, and with a
+ * maximum age first drops the action cache entries not used within it.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { decodeDirectory } from '../core/reapi.js';
+import { decodeActionResult } from '../core/action-result.js';
+import { ActionCache, actionResultReferences } from './action-cache.js';
 import type { LocalStore } from './local.js';
 
 export interface VerifyResult {
@@ -51,17 +54,47 @@ export function verifyStore(store: LocalStore, repair: boolean, onProgress?: (n:
   return res;
 }
 
+export interface GcOptions {
+  dryRun: boolean;
+  /** Unreachable blobs younger than this are kept (a snapshot or upload may still be writing them). */
+  graceSeconds: number;
+  /** Action cache entries neither written nor read within this are dropped first. */
+  maxAgeSeconds?: number;
+}
+
 export interface GcResult {
   roots: number;
   reachable: number;
   removed: string[];
   removedBytes: number;
+  /** Action cache entries kept (each pins what it references). */
+  actions: number;
+  /** Keys of the action cache entries dropped (or that would be) for being older than the maximum age. */
+  removedActions: string[];
   dryRun: boolean;
 }
 
-/** Everything reachable from refs and from records of checkouts whose directory still exists. */
-function reachableFrom(store: LocalStore): { roots: number; live: Set<string> } {
+/**
+ * Everything reachable from refs, from records of checkouts whose directory still exists, and
+ * from `actions` (action cache entries): their output files, stdout and stderr, each output
+ * directory's Tree message with every Directory and file in it, and its root Directory's tree.
+ * An entry that is not an ActionResult (ccache keeps its own format there) pins nothing.
+ */
+function reachableFrom(store: LocalStore, actions: { key: string; path: string }[]): { roots: number; live: Set<string> } {
+  const live = new Set<string>();
   const roots: Digest[] = store.listRefs().map((r) => r.digest);
+  for (const a of actions) {
+    let refs;
+    try {
+      const where = `action ${a.key}`;
+      refs = actionResultReferences(store, decodeActionResult(fs.readFileSync(a.path), where), where);
+    } catch {
+      continue;
+    }
+    for (const d of refs.needed) live.add(d.hash);
+    for (const d of refs.directories) live.add(d.hash);
+    roots.push(...refs.roots);
+  }
   const recDir = join(store.root, 'checkouts');
   for (const name of fs.existsSync(recDir) ? fs.readdirSync(recDir) : []) {
     try {
@@ -71,11 +104,13 @@ function reachableFrom(store: LocalStore): { roots: number; live: Set<string> } 
       /* unreadable record: it pins nothing */
     }
   }
-  const live = new Set<string>();
+  // Walked apart from `live`: an entry's root Directory is already live, and its tree must still be walked.
+  const walked = new Set<string>();
   const stack = [...roots];
   while (stack.length > 0) {
     const d = stack.pop()!;
-    if (live.has(d.hash)) continue;
+    if (walked.has(d.hash)) continue;
+    walked.add(d.hash);
     live.add(d.hash);
     let dir;
     try {
@@ -89,10 +124,22 @@ function reachableFrom(store: LocalStore): { roots: number; live: Set<string> } 
   return { roots: roots.length, live };
 }
 
-export function gcStore(store: LocalStore, opts: { dryRun: boolean; graceSeconds: number }): GcResult {
-  const { roots, live } = reachableFrom(store);
+export function gcStore(store: LocalStore, opts: GcOptions): GcResult {
+  const ac = new ActionCache(store);
+  const kept: { key: string; path: string }[] = [];
+  const removedActions: string[] = [];
+  const usedSince = opts.maxAgeSeconds === undefined ? -Infinity : Date.now() - opts.maxAgeSeconds * 1000;
+  for (const entry of ac.list()) {
+    if (entry.lastUsedMs >= usedSince) {
+      kept.push(entry);
+      continue;
+    }
+    removedActions.push(entry.key);
+    if (!opts.dryRun) ac.remove(entry.key);
+  }
+  const { roots, live } = reachableFrom(store, kept);
   const cutoff = Date.now() - opts.graceSeconds * 1000;
-  const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, dryRun: opts.dryRun };
+  const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, actions: kept.length, removedActions, dryRun: opts.dryRun };
   for (const hash of store.listHashes()) {
     if (live.has(hash)) continue;
     const st = fs.statSync(store.blobPath(hash), { throwIfNoEntry: false });

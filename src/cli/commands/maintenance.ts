@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { DigestMismatchError } from '../../errors.js';
 import { gcStore, verifyStore } from '../../store/maintenance.js';
 import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
@@ -25,18 +25,39 @@ export function registerMaintenance(program: Command): void {
 
   const gc = program
     .command('gc')
-    .description('remove blobs not reachable from any ref or live checkout')
+    .description('remove blobs not reachable from any ref, live checkout or action cache entry')
     .option('--dry-run', 'list what would be removed, remove nothing')
-    .option('--grace <seconds>', 'keep unreachable blobs younger than this, as a snapshot may still be writing them', intInRange('--grace', 0, 10 ** 9), 3600);
+    .option('--grace <seconds>', 'keep unreachable blobs younger than this, as a snapshot may still be writing them', intInRange('--grace', 0, 10 ** 9), 3600)
+    .option(
+      '--max-age <duration>',
+      'first drop action cache entries neither written nor read within DURATION (e.g. 7d, 12h, 30m, 90s), then what only they kept',
+      parseDuration,
+    );
   addStoreOption(gc);
   addJsonOption(gc);
-  gc.action(async (o: { dryRun?: boolean; grace: number; store?: string; json?: boolean }) => {
-    const r = gcStore(openStore(o), { dryRun: o.dryRun === true, graceSeconds: o.grace });
+  gc.action(async (o: { dryRun?: boolean; grace: number; maxAge?: number; store?: string; json?: boolean }) => {
+    const r = gcStore(openStore(o), { dryRun: o.dryRun === true, graceSeconds: o.grace, maxAgeSeconds: o.maxAge });
     if (o.json) {
       printJson({ ok: true, ...r });
       return;
     }
-    if (r.dryRun) for (const h of r.removed) process.stdout.write(`${h}\n`);
-    process.stderr.write(`gc: ${r.roots} roots, ${r.reachable} reachable; ${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} blobs (${formatBytes(r.removedBytes)})\n`);
+    if (r.dryRun) {
+      for (const k of r.removedActions) process.stdout.write(`ac/${k}\n`);
+      for (const h of r.removed) process.stdout.write(`${h}\n`);
+    }
+    const verb = r.dryRun ? 'would remove' : 'removed';
+    process.stderr.write(
+      `gc: ${r.roots} roots, ${r.actions} action cache entries, ${r.reachable} reachable; ${verb} ${r.removedActions.length} action cache entries, ` +
+        `${r.removed.length} blobs (${formatBytes(r.removedBytes)})\n`,
+    );
   });
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800 };
+
+/** '7d', '12h', '30m', '90s', '2w' (a bare number is seconds) to seconds. */
+function parseDuration(v: string): number {
+  const m = /^(\d{1,9})([smhdw]?)$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`--max-age '${v}' is not a duration like 7d, 12h, 30m or 90s`);
+  return Number(m[1]) * DURATION_UNITS[m[2] || 's']!;
 }

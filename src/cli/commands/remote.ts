@@ -100,12 +100,13 @@ export function registerRemote(program: Command): void {
   // ---------------------------------------------------------------- serve
   const serve = program
     .command('serve')
-    .description('serve the store over HTTP: the Bazel HTTP cache protocol (/cas/<sha256>) plus treecast batch endpoints')
+    .description('serve the store over HTTP: the Bazel HTTP cache protocol (/cas/ and /ac/) plus treecast batch endpoints')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:9090')
     .option('--token <token>', 'require this bearer token on every request (or --token-file, or TREECAST_TOKEN)')
     .option('--token-file <file>', 'read the required token from the first line of FILE')
     .option('--read-only', 'refuse uploads (405)')
     .option('--no-batch', 'offer only the plain Bazel HTTP cache protocol')
+    .option('--no-ac-validation', 'store any bytes in the action cache (/ac/), as ccache needs; by default entries must be REAPI ActionResults')
     .option('--max-blob-size <size>', 'largest blob accepted (e.g. 512M, 64G)', parseSize('--max-blob-size'))
     .option('--access-log <file>', 'append one JSON line per request to FILE')
     .addOption(
@@ -117,7 +118,7 @@ export function registerRemote(program: Command): void {
   addStoreOption(serve);
   addJsonOption(serve);
   serve.action(
-    async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
+    async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; acValidation: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
       const token = resolveToken(o);
       const store = openStore(o);
@@ -130,13 +131,14 @@ export function registerRemote(program: Command): void {
         token,
         readOnly: o.readOnly,
         batch: o.batch,
+        acValidation: o.acValidation,
         maxBlobBytes: o.maxBlobSize,
         maxConnections: o.maxConnections,
         latencyMs: o.latency,
         log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
       });
       const url = await server.listen();
-      if (o.json) printJson({ ok: true, event: 'listening', url, store: store.root, batch: o.batch, readOnly: o.readOnly === true });
+      if (o.json) printJson({ ok: true, event: 'listening', url, store: store.root, batch: o.batch, readOnly: o.readOnly === true, acValidation: o.acValidation });
       else process.stderr.write(`treecast: serving ${store.root} at ${url}${token ? ' (token required)' : ''}${o.readOnly ? ' (read-only)' : ''}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

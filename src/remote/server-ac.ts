@@ -1,0 +1,108 @@
+/**
+ * The Bazel HTTP cache's action cache: GET, HEAD and PUT /ac/<64 hex>, as bazel-remote serves it.
+ *
+ * With validation on (the default), a PUT body must decode as a REAPI `ActionResult` (else 400,
+ * nothing stored), and a GET answers an entry only when every blob it references is in the store
+ * (output files, stdout/stderr, each output directory's Tree message and every file in it); an
+ * entry that names an absent blob is a miss (404), so a client never gets a result it cannot
+ * restore. `--no-ac-validation` stores and serves any bytes (ccache keeps its own format there).
+ *
+ * Entries live in the store (STORE/ac/), are replaced atomically (temp file + rename), and a hit
+ * refreshes the entry's last use for `gc --max-age`.
+ */
+import * as fs from 'node:fs';
+import { MAX_ACTION_RESULT_BYTES, decodeActionResult } from '../core/action-result.js';
+import { formatDigest } from '../core/digest.js';
+import { fsError } from '../errors.js';
+import { actionResultReferences } from '../store/action-cache.js';
+import { removeQuietly } from '../store/local.js';
+import type { ServerCore } from './server.js';
+import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
+
+export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
+  const m = ctx.req.method;
+  if (m === 'GET' || m === 'HEAD') return getEntry(core, key, ctx, m === 'HEAD');
+  if (m === 'PUT') return putEntry(core, key, ctx);
+  throw methodNotAllowed(ctx, 'GET, HEAD, PUT');
+}
+
+async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean): Promise<void> {
+  const path = core.ac.path(key);
+  const size = core.ac.size(key);
+  if (size === undefined) throw new HttpFailure(404, `action ${key} not found`);
+  if (core.opts.acValidation) {
+    const bytes = core.ac.read(key);
+    if (!bytes) throw new HttpFailure(404, `action ${key} not found`);
+    const absent = firstAbsent(core, key, bytes);
+    if (absent) throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
+    core.ac.touch(key);
+    ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
+    ctx.res.end(head ? undefined : bytes);
+    return;
+  }
+  core.ac.touch(key);
+  await sendFile(ctx.res, path, size, head);
+}
+
+/** Why the entry cannot be served (undecodable, or a referenced blob the store lacks), or undefined. */
+function firstAbsent(core: ServerCore, key: string, bytes: Buffer): string | undefined {
+  let refs;
+  try {
+    refs = actionResultReferences(core.store, decodeActionResult(bytes, `action ${key}`), `action ${key}`);
+  } catch (e) {
+    // Stored while validation was off: not an ActionResult, so nothing a Bazel client can use.
+    return `its entry is not a valid ActionResult (${(e as Error).message})`;
+  }
+  if (refs.badTree) return refs.badTree;
+  for (const d of refs.needed) if (!core.hasExact(d)) return `blob ${formatDigest(d)} is not in the store`;
+  return undefined;
+}
+
+async function putEntry(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
+  const { req, res } = ctx;
+  if (core.opts.readOnly) throw methodNotAllowed(ctx, 'GET, HEAD');
+  const limit = core.opts.acValidation ? Math.min(MAX_ACTION_RESULT_BYTES, core.opts.maxBlobBytes) : core.opts.maxBlobBytes;
+  const len = contentLength(req);
+  if (len !== undefined && len > limit) throw new HttpFailure(413, `action cache entry of ${len} bytes is larger than the limit of ${limit}`, true);
+  // Streamed to a temp file as it arrives (an entry may be megabytes for ccache), renamed over
+  // the entry only once complete and, with validation, decoded.
+  const tmp = core.ac.tmpPath();
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644);
+  } catch (e) {
+    throw fsError(e, 'cannot create action cache entry', tmp);
+  }
+  let total = 0;
+  try {
+    try {
+      await readBody(req, core.opts.stallTimeoutMs, (chunk) => {
+        total += chunk.length;
+        if (total > limit) throw new HttpFailure(413, `action cache entry is larger than the limit of ${limit}`, true);
+        let off = 0;
+        try {
+          while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+        } catch (e) {
+          throw fsError(e, 'cannot write action cache entry', tmp);
+        }
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (len !== undefined && total !== len) throw new HttpFailure(400, `action cache entry: ${total} bytes arrived of ${len}`, true);
+    if (core.opts.acValidation) {
+      try {
+        decodeActionResult(fs.readFileSync(tmp), `action ${key}`);
+      } catch (e) {
+        throw new HttpFailure(400, (e as Error).message, false);
+      }
+    }
+    core.ac.commit(tmp, key);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw e;
+  }
+  ctx.entry.stored = 1;
+  res.writeHead(200, { 'content-length': 0 });
+  res.end();
+}

@@ -1,0 +1,157 @@
+/**
+ * The action cache of a local store: values (REAPI `ActionResult` messages, or any bytes a client
+ * such as ccache keeps there) under 64-hex keys, in `STORE/ac/<2 hex>/<key>`.
+ *
+ * Unlike blobs, entries are not content addressed: a key's value can be replaced. Every write goes
+ * to a temp file in the store first and is renamed over the entry, so a reader sees the old value
+ * or the new one, never a mix. An entry's mtime is its last use (written, or read by `touch`), so
+ * `gc --max-age` can drop entries nobody asked for in a while.
+ */
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { type ActionResult, actionResultBlobs, decodeTree } from '../core/action-result.js';
+import { type Digest, isHash } from '../core/digest.js';
+import { fsError } from '../errors.js';
+import { type LocalStore, removeQuietly } from './local.js';
+
+export interface ActionCacheEntry {
+  key: string;
+  path: string;
+  size: number;
+  /** Last written or read (the file's mtime). */
+  lastUsedMs: number;
+}
+
+export class ActionCache {
+  readonly dir: string;
+
+  constructor(private readonly store: LocalStore) {
+    this.dir = join(store.root, 'ac');
+  }
+
+  path(key: string): string {
+    return `${this.dir}/${key.slice(0, 2)}/${key}`;
+  }
+
+  /** The entry's size, or undefined when there is none. */
+  size(key: string): number | undefined {
+    return fs.statSync(this.path(key), { throwIfNoEntry: false })?.size;
+  }
+
+  /** The entry's bytes, or undefined when there is none. */
+  read(key: string): Buffer | undefined {
+    try {
+      return fs.readFileSync(this.path(key));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw fsError(e, 'cannot read action cache entry', this.path(key));
+    }
+  }
+
+  /** Marks the entry used now (its mtime), so gc --max-age keeps it. Quiet when it just vanished. */
+  touch(key: string): void {
+    const now = new Date();
+    try {
+      fs.utimesSync(this.path(key), now, now);
+    } catch {
+      /* removed by gc meanwhile: the read already happened */
+    }
+  }
+
+  /** A temp path in the store for a new value; hand it to `commit` once complete. */
+  tmpPath(): string {
+    return this.store.tmpPath('ac');
+  }
+
+  /** Moves a complete temp file over the entry (atomic replace). */
+  commit(tmp: string, key: string): void {
+    const p = this.path(key);
+    try {
+      fs.mkdirSync(join(p, '..'), { recursive: true });
+      fs.renameSync(tmp, p);
+    } catch (e) {
+      removeQuietly(tmp);
+      throw fsError(e, 'cannot write action cache entry', p);
+    }
+  }
+
+  /** Writes a whole value (temp file, then rename). */
+  write(key: string, bytes: Uint8Array): void {
+    const tmp = this.tmpPath();
+    try {
+      fs.writeFileSync(tmp, bytes, { flag: 'wx', mode: 0o644 });
+    } catch (e) {
+      removeQuietly(tmp);
+      throw fsError(e, 'cannot write action cache entry', tmp);
+    }
+    this.commit(tmp, key);
+  }
+
+  remove(key: string): void {
+    removeQuietly(this.path(key));
+  }
+
+  /** Every entry, shard by shard. */
+  *list(): Generator<ActionCacheEntry> {
+    for (const shard of readdirQuiet(this.dir)) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      for (const key of readdirQuiet(join(this.dir, shard))) {
+        if (!isHash(key)) continue;
+        const path = join(this.dir, shard, key);
+        const st = fs.statSync(path, { throwIfNoEntry: false });
+        if (st?.isFile()) yield { key, path, size: st.size, lastUsedMs: st.mtimeMs };
+      }
+    }
+  }
+}
+
+function readdirQuiet(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw fsError(e, 'cannot list', dir);
+  }
+}
+
+/** What an ActionResult references in a store. */
+export interface ActionResultReferences {
+  /**
+   * Blobs a client restoring the result needs: output files, stdout and stderr, each output
+   * directory's Tree message (and root Directory when set), and every file in those trees.
+   */
+  needed: Digest[];
+  /** Directory messages named by the trees, kept when the store holds them (a client may fetch them one by one). */
+  directories: Digest[];
+  /** Output directories' root Directory digests, for walking the trees as the store holds them. */
+  roots: Digest[];
+  /** Why a Tree message held in the store could not be read, if one could not. */
+  badTree?: string;
+}
+
+/**
+ * The blobs `ar` references, reading each output directory's Tree message from `store`. A Tree
+ * that is absent contributes only its own digest (which a completeness check then finds missing);
+ * one that is held but corrupt or malformed is reported in `badTree`.
+ */
+export function actionResultReferences(store: LocalStore, ar: ActionResult, where: string): ActionResultReferences {
+  const needed = actionResultBlobs(ar);
+  const directories: Digest[] = [];
+  const roots: Digest[] = [];
+  let badTree: string | undefined;
+  for (const out of ar.outputDirectories) {
+    if (out.rootDirectoryDigest) roots.push(out.rootDirectoryDigest);
+    let tree;
+    try {
+      tree = decodeTree(store.readSync(out.treeDigest), `the tree of '${out.path}' in ${where}`);
+    } catch (e) {
+      if (store.hasSync(out.treeDigest)) badTree ??= (e as Error).message;
+      continue;
+    }
+    for (const dir of [tree.root, ...tree.children]) {
+      directories.push(dir.digest);
+      for (const f of dir.directory.files) needed.push(f.digest);
+    }
+  }
+  return { needed, directories, roots, ...(badTree ? { badTree } : {}) };
+}
