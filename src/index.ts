@@ -21,6 +21,7 @@ export { TreeReader } from './store/tree-reader.js';
 export { gcStore, verifyStore } from './store/maintenance.js';
 export { snapshot, type SnapshotOptions, type SnapshotResult } from './capture/snapshot.js';
 export { checkout, type CheckoutOptions, type CheckoutResult, type CheckoutMethod } from './materialize/checkout.js';
+export { status, type StatusResult } from './materialize/status.js';
 export { RemoteClient } from './remote/client.js';
 export { RemoteFetcher } from './remote/fetch.js';
 export { RemoteServer } from './remote/server.js';

@@ -24,6 +24,15 @@ export function registerCheckout(program: Command): void {
     .option('--clean', 'remove files and directories the tree does not have (untracked), listing each one')
     .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
     .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out');
+  cmd.addHelpText(
+    'after',
+    `
+Local changes: a file changed since the last checkout is never overwritten or removed without
+--force (exit 4, the paths listed). --force replaces what differs from the tree, everywhere in it;
+files the tree does not have are kept, and only --clean removes them. See \`treecast status DIR\`.
+A DIR that contains the store or lies inside it is refused (exit 7). One checkout or unpack writes a
+DIR at a time: another one running there makes this one fail at once (exit 9, its pid named).`,
+  );
   addRemoteClientOptions(cmd);
   addJobsOption(cmd, 'worker threads');
   addStoreOption(cmd);
