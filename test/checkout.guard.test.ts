@@ -131,3 +131,33 @@ test('a lock left by a killed checkout is stale: the next checkout takes it over
   assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
 });
+
+test('two unpacks into one directory: the second fails at once naming the first, which then finishes', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a': 'from the tar', 'd/b': 'b' });
+  const store = join(dir, 's');
+  const tarBytes = spawnSync('tar', ['-cf', '-', '-C', join(dir, 'src'), '.']).stdout;
+  const zip = join(dir, 'a.zip');
+  assert.equal(tc(['pack', join(dir, 'src'), zip], store).code, 0);
+  const out = join(dir, 'out');
+  // The first unpack reads its tar from a pipe the test holds open: it has taken the lock and
+  // waits for its input, provably in the middle of its work.
+  const first = spawn(process.execPath, [bin, 'unpack', '-', out], { env: { ...process.env, TREECAST_STORE: store }, stdio: ['pipe', 'ignore', 'pipe'] });
+  let firstErr = '';
+  first.stderr.on('data', (d) => (firstErr += d));
+  const firstExit = new Promise<number | null>((r) => first.on('close', (code) => r(code)));
+  try {
+    for (let i = 0; i < 3000 && !(fs.existsSync(join(store, 'locks')) && fs.readdirSync(join(store, 'locks')).some((n) => n.endsWith('.lock'))); i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const second = tc(['unpack', zip, out], store);
+    assert.equal(second.code, 9, second.err);
+    assert.ok(second.err.includes(`unpack (pid ${first.pid})`), second.err);
+    first.stdin.end(tarBytes);
+    assert.equal(await firstExit, 0, firstErr);
+  } finally {
+    first.kill('SIGKILL');
+  }
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+  assert.equal(tc(['unpack', zip, join(dir, 'out2')], store).code, 0, 'the lock was released');
+});
