@@ -31,6 +31,8 @@ export interface CompressFile {
 export interface CompressBatch {
   /** zlib level 1-9, or 0 to store. */
   level: number;
+  /** Skip the CRC-32 (tar has none; the compressor checks its own). */
+  noCrc?: boolean;
   files: CompressFile[];
   /** Prefix for temporary files of large entries (beside the archive). */
   tmpPrefix: string;
@@ -95,7 +97,7 @@ export function compressBatch(b: CompressBatch): CompressResult {
       const size = st.size;
       const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size };
       if (size > large) {
-        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.chunkBytes ?? CHUNK, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
+        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.noCrc === true, b.chunkBytes ?? CHUNK, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
         continue;
       }
       if (input.length < size + 1) input = Buffer.allocUnsafe(Math.max(size + 1, input.length * 2));
@@ -106,7 +108,7 @@ export function compressBatch(b: CompressBatch): CompressResult {
       if (got !== size) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
       const raw = input.subarray(0, size);
       if (f.hash !== undefined) verifyBlob(raw, f);
-      const crc = zlib.crc32(raw) >>> 0;
+      const crc = b.noCrc ? 0 : zlib.crc32(raw) >>> 0;
       let data: Buffer = raw;
       let method = METHOD_STORE;
       if (b.level > 0 && size > 0) {
@@ -143,7 +145,7 @@ function verifyBlob(raw: Buffer, f: CompressFile): void {
  * flush, the last one finished), which concatenate into one valid deflate stream, as pigz does.
  * Falls back to storing the bytes when deflate does not make them smaller.
  */
-function compressLarge(fd: number, f: CompressFile, size: number, level: number, pieceBytes: number, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
+function compressLarge(fd: number, f: CompressFile, size: number, level: number, noCrc: boolean, pieceBytes: number, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
   const out = fs.openSync(tmp, 'wx', 0o600);
   try {
     // The thread's read buffer, not a new one per file: a worker's heap is small and rarely
@@ -163,7 +165,7 @@ function compressLarge(fd: number, f: CompressFile, size: number, level: number,
       const n = fs.readSync(fd, chunk, 0, Math.min(pieceBytes, size - pos), pos);
       if (n === 0) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
       const piece = chunk.subarray(0, n);
-      crc = zlib.crc32(piece, crc);
+      if (!noCrc) crc = zlib.crc32(piece, crc);
       hash?.update(piece);
       pos += n;
       if (level > 0) put(zlib.deflateRawSync(piece, { level, finishFlush: pos < size ? zlib.constants.Z_FULL_FLUSH : zlib.constants.Z_FINISH }));

@@ -16,18 +16,39 @@ import type { LocalStore } from '../store/local.js';
 import { TargetError, UsageError, fsError } from '../errors.js';
 import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
+import { TarOutput, TarWriter } from './tar-writer.js';
 import { METHOD_STORE, S_IFDIR, S_IFLNK, S_IFREG } from './zip-format.js';
 import type { CompressBatch, CompressFile, CompressResult } from './pack-op.js';
 import { throwIfAborted } from './unpack.js';
 
 export const LEVELS = { store: 0, fast: 1, default: 6, best: 9 } as const;
 export type Level = keyof typeof LEVELS;
+/** What --level means for the compressors of tar archives. */
+const TAR_LEVELS = { gzip: { store: 1, fast: 1, default: 6, best: 9 }, zstd: { store: 1, fast: 1, default: 3, best: 19 } } as const;
+
+export const FORMATS = ['zip', 'tar', 'tar.gz', 'tar.zst'] as const;
+export type ArchiveFormat = (typeof FORMATS)[number];
+
+/** The format `--format` names, else the one OUT's name ends in (zip when it names none); '-' needs --format. */
+export function formatOf(out: string, format?: ArchiveFormat): ArchiveFormat {
+  if (format !== undefined) {
+    if (!FORMATS.includes(format)) throw new UsageError(`--format must be one of ${FORMATS.join(', ')}, got '${format}'`);
+    return format;
+  }
+  if (out === '-') throw new UsageError("writing to stdout ('-') needs --format zip, tar, tar.gz or tar.zst");
+  if (/\.tar$/i.test(out)) return 'tar';
+  if (/\.(tar\.gz|tgz)$/i.test(out)) return 'tar.gz';
+  if (/\.(tar\.zst|tzst)$/i.test(out)) return 'tar.zst';
+  return 'zip';
+}
 
 /** Trees from the store carry no times: entries get this fixed one, so one tree packs to one zip. */
 export const STORE_MTIME = 315532800; // 1980-01-01T00:00:00Z, the earliest DOS time
 
 export interface PackOptions {
   level: Level;
+  /** Default: told by OUT's name (see formatOf). */
+  format?: ArchiveFormat;
   jobs: number;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
@@ -163,17 +184,35 @@ export function checkPackOptions(o: PackOptions): void {
 export async function pack(source: { dir: string } | { store: LocalStore; root: Digest }, out: string, opts: PackOptions): Promise<PackSummary> {
   checkPackOptions(opts);
   const t0 = process.hrtime.bigint();
-  const outPath = resolve(out);
+  const format = formatOf(out, opts.format);
+  const toStdout = out === '-';
+  const outPath = toStdout ? '-' : resolve(out);
   const src = 'dir' in source ? listDirectory(resolve(source.dir), outPath, opts.onWarning) : await listStoreTree(source.store, source.root);
-  const level = LEVELS[opts.level];
-  const tmp = `${dirname(outPath)}/.${outPath.slice(dirname(outPath).length + 1)}.treecast-${process.pid}`;
+  // tar: files are read uncompressed by the workers; the whole stream is compressed on its way out.
+  const level = format === 'zip' ? LEVELS[opts.level] : 0;
+  const tmp = toStdout ? '-' : `${dirname(outPath)}/.${outPath.slice(dirname(outPath).length + 1)}.treecast-${process.pid}`;
   let fd: number;
   try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
+    fd = toStdout ? 1 : fs.openSync(tmp, 'wx', 0o644);
   } catch (e) {
     throw fsError(e, 'cannot create', tmp);
   }
-  const writer = new ZipWriter(fd, outPath);
+  let tarOut: TarOutput | undefined;
+  let writer: ZipWriter | TarWriter;
+  try {
+    if (format === 'zip') writer = new ZipWriter(fd, outPath);
+    else {
+      const compression = format === 'tar.gz' ? 'gzip' : format === 'tar.zst' ? 'zstd' : 'none';
+      tarOut = new TarOutput(fd, outPath, compression, compression === 'none' ? 0 : TAR_LEVELS[compression][opts.level]);
+      writer = new TarWriter(tarOut);
+    }
+  } catch (e) {
+    if (!toStdout) {
+      fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+    }
+    throw e;
+  }
   /** Results by batch number: a batch may come back in parts (each from its first slot `start`). */
   const results = new Map<number, { start: number; r: CompressResult }[]>();
   const pending = new Set<string>();
@@ -186,6 +225,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   let files = 0;
   let dirs = 0;
   let symlinks = 0;
+  let bytesOut = 0;
 
   // Writes every item whose data is ready, in list order.
   const drain = () => {
@@ -232,7 +272,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
   try {
     type Payload = CompressBatch & { n: number; start: number };
-    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, files, tmpPrefix: `${tmp}-large-`, largeBytes: opts.largeBytes ?? LARGE_BYTES, chunkBytes: opts.chunkBytes }));
+    const tmpPrefix = toStdout ? `${resolve('.')}/.treecast-pack-large-` : `${tmp}-large-`;
+    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, noCrc: format !== 'zip', files, tmpPrefix, largeBytes: opts.largeBytes ?? LARGE_BYTES, chunkBytes: opts.chunkBytes }));
     // A queue rather than a fixed list: a batch that returns early is sent again for the rest.
     let head = 0;
     const batches: IterableIterator<Payload> = {
@@ -259,21 +300,26 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     throwIfAborted(opts.signal, 'interrupted; the archive was not written');
     drain();
     writer.finish();
-    fs.closeSync(fd);
-    fs.renameSync(tmp, outPath);
-  } catch (e) {
-    try {
+    await tarOut?.close();
+    if (!toStdout) {
+      bytesOut = fs.fstatSync(fd).size;
       fs.closeSync(fd);
+      fs.renameSync(tmp, outPath);
+    } else bytesOut = writer.size;
+  } catch (e) {
+    tarOut?.abort();
+    try {
+      if (!toStdout) fs.closeSync(fd);
     } catch {
       /* closed */
     }
-    for (const p of [tmp, ...pending]) fs.rmSync(p, { force: true });
+    for (const p of toStdout ? pending : [tmp, ...pending]) fs.rmSync(p, { force: true });
     for (const parts of results.values()) for (const { r } of parts) for (const f of r.files) if (f.tmp) fs.rmSync(f.tmp, { force: true });
     throw e;
   } finally {
     await pool.close();
   }
-  return { entries: files + dirs + symlinks, files, dirs, symlinks, bytesIn, bytesOut: writer.size, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
+  return { entries: files + dirs + symlinks, files, dirs, symlinks, bytesIn, bytesOut, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
 }
 
 function crc32(b: Buffer): number {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { formatDigest } from '../../core/digest.js';
 import { defaultJobs } from '../../fs/worker-pool.js';
-import { pack, LEVELS, type Level } from '../../archive/pack.js';
+import { pack, FORMATS, LEVELS, type ArchiveFormat, type Level } from '../../archive/pack.js';
 import { unpack } from '../../archive/unpack.js';
 import { importArchive } from '../../archive/import.js';
 import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
@@ -14,6 +14,11 @@ import { ProgressBar } from '../progress.js';
 function level(v: string): Level {
   if (!(v in LEVELS)) throw new InvalidArgumentError(`--level must be one of ${Object.keys(LEVELS).join(', ')}`);
   return v as Level;
+}
+
+function archiveFormat(v: string): ArchiveFormat {
+  if (!(FORMATS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--format must be one of ${FORMATS.join(', ')}`);
+  return v as ArchiveFormat;
 }
 
 function positiveNumber(name: string): (v: string) => number {
@@ -38,10 +43,11 @@ function summaryLine(verb: string, r: { entries: number; files: number; dirs: nu
 export function registerArchive(program: Command): void {
   const packCmd = program
     .command('pack')
-    .description('write a zip of DIR, or of a tree in the store (DIGEST or REF) without writing the tree to disk')
+    .description('write a zip or tar (.tar, .tar.gz, .tar.zst) of DIR, or of a tree in the store (DIGEST or REF) without writing the tree to disk')
     .argument('<source>', 'a directory, or a tree digest or ref name in the store')
-    .argument('<out>', 'the zip file to write (replaced when complete)')
+    .argument('<out>', "the archive to write (replaced when complete); '-' writes to stdout (needs --format)")
     .option('--level <level>', 'compression: store (none), fast, default or best; an entry deflate makes larger is stored', level, 'default' as Level)
+    .option('--format <format>', 'zip, tar, tar.gz or tar.zst (default: told by the name of OUT: .tar, .tar.gz or .tgz, .tar.zst or .tzst, else zip)', archiveFormat)
 
   addJobsOption(packCmd, 'compression threads');
   addStoreOption(packCmd);
@@ -52,13 +58,18 @@ export function registerArchive(program: Command): void {
 Entries carry unix modes, symlinks (as links, not followed) and modification times; directories are
 entries too. Zip64 is used when needed (over 65,535 entries, over 4 GiB). Trees from the store are
 packed with modes 0644/0755 and a fixed time (1980-01-01), so one tree always packs to the same zip.
-Sockets, FIFOs and devices are skipped with a warning.`,
+Sockets, FIFOs and devices are skipped with a warning.
+
+tar archives are ustar with pax records where ustar cannot hold a name, link target, size or time
+(GNU tar and bsdtar read them). .tar.gz is compressed by the gzip program (--level: fast 1,
+default 6, best 9), .tar.zst by the zstd program on every core (fast 1, default 3, best 19).
+From the store, a tree packs to the same bytes every time (owner 0, fixed modes, time and order).`,
   );
-  packCmd.action(async (source: string, out: string, o: { level: Level; jobs?: number; store?: string; json?: boolean }) => {
+  packCmd.action(async (source: string, out: string, o: { level: Level; format?: ArchiveFormat; jobs?: number; store?: string; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const st = fs.statSync(source, { throwIfNoEntry: false });
     const r = await withSignals((signal) => {
-      const opts = { level: o.level, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
+      const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
       if (st?.isDirectory()) return pack({ dir: source }, out, opts);
       const store = openStore(o);
       return pack({ store, root: store.resolve(source) }, out, opts);

@@ -1,0 +1,103 @@
+/**
+ * treecast's tar writer: random and sample trees pack to .tar, .tar.gz and .tar.zst that GNU tar,
+ * bsdtar and treecast itself extract to the same tree (contents, modes, symlinks, empty files and
+ * directories, mtimes, names past ustar's limits); a tree from the store packs to the same bytes
+ * every time and imports back to its own digest; stdout works with --format.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { pack, formatOf } from '../src/archive/pack.js';
+import { unpack } from '../src/archive/unpack.js';
+import { importArchive } from '../src/archive/import.js';
+import { encodeHeader, T } from '../src/archive/tar-format.js';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { formatDigest } from '../src/core/digest.js';
+import { UsageError } from '../src/errors.js';
+import { scratchDir } from './helpers/zip-craft.js';
+import { compareTrees } from './helpers/zip-trees.js';
+import { makeRandomTree } from './helpers/random-tree.js';
+import { makeTarSampleTree, sh } from './helpers/tar-trees.js';
+
+const BIN = new URL('../../bin/treecast', import.meta.url).pathname;
+const FORMATS = [
+  ['t.tar', 'tar -xf'],
+  ['t.tar.gz', 'tar -xzf'],
+  ['t.tar.zst', 'tar --zstd -xf'],
+] as const;
+
+test('trees packed to .tar, .tar.gz and .tar.zst extract identically with GNU tar, bsdtar and treecast', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  makeTarSampleTree(src);
+  makeRandomTree(join(src, 'random'), 7, { files: 300, maxDepth: 4 });
+  for (const [name, gnu] of FORMATS) {
+    const out = join(dir, name);
+    // Files over 100 kB go through the large-file path (a temporary file), in 64 kB pieces.
+    await pack({ dir: src }, out, { level: 'default', jobs: 2, largeBytes: 100_000, chunkBytes: 65_536 });
+    for (const [tool, cmd] of [['gnu', gnu], ['bsdtar', 'bsdtar -xf']]) {
+      const x = join(dir, `${tool}-${name}`);
+      fs.mkdirSync(x);
+      sh(`${cmd} ${out} -C ${x}`);
+      compareTrees(src, x, { symlinkTimes: true });
+    }
+    const ours = join(dir, `ours-${name}`);
+    await unpack(out, ours, { jobs: 2 });
+    compareTrees(src, ours, { symlinkTimes: true });
+  }
+  // The pax records are there for names past 100 bytes, and GNU tar lists them whole.
+  assert.match(sh(`tar -tf ${join(dir, 't.tar')}`), new RegExp(`long/${'d'.repeat(120)}/${'e'.repeat(150)}/${'f'.repeat(200)}\\.txt`));
+});
+
+test('a tree from the store packs to the same bytes every time, and imports back to its digest', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  makeTarSampleTree(src);
+  makeRandomTree(join(src, 'random'), 11, { files: 200, maxDepth: 3 });
+  const store = LocalStore.open(join(dir, 'store'));
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  for (const ext of ['tar', 'tar.gz', 'tar.zst']) {
+    const a = join(dir, `a.${ext}`);
+    const b = join(dir, `b.${ext}`);
+    await pack({ store, root: digest }, a, { level: 'default', jobs: 2 });
+    await pack({ store, root: digest }, b, { level: 'default', jobs: 0 });
+    assert.ok(fs.readFileSync(a).equals(fs.readFileSync(b)), `${ext}: same bytes from two packs`);
+    const r = await importArchive(a, store, { jobs: 2 });
+    assert.equal(formatDigest(r.root), formatDigest(digest), `${ext}: import gives the packed tree's digest`);
+  }
+  // Fixed owner, modes and time: what GNU tar lists.
+  const listing = sh(`tar -tvf ${join(dir, 'a.tar')} --numeric-owner`);
+  assert.match(listing, /^-rw-r--r-- 0\/0 +14 1980-01-01 00:00 a\.txt$/m);
+  assert.match(listing, /^-rwxr-xr-x 0\/0 .* bin\/run\.sh$/m);
+  assert.match(listing, /^lrwxrwxrwx 0\/0 .* ln -> a\.txt$/m);
+});
+
+test('pack writes to stdout with --format, and refuses stdout without one', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  makeTarSampleTree(src);
+  const r = spawnSync('sh', ['-c', `${process.execPath} ${BIN} pack ${src} - --format tar.zst | ${process.execPath} ${BIN} unpack - ${join(dir, 'out')}`], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  compareTrees(src, join(dir, 'out'), { symlinkTimes: true });
+  const bad = spawnSync(process.execPath, [BIN, 'pack', src, '-'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /writing to stdout \('-'\) needs --format/);
+  assert.throws(() => formatOf('-'), UsageError);
+  assert.equal(formatOf('x.tgz'), 'tar.gz');
+  assert.equal(formatOf('x.tzst'), 'tar.zst');
+  assert.equal(formatOf('x.tar.zst', 'zip'), 'zip');
+});
+
+test('sizes over 8 GiB and times past the octal fields are written as pax records GNU tar reads', () => {
+  const dir = scratchDir('tc-tar-rt');
+  const big = 9 * 2 ** 30 + 5;
+  const h = encodeHeader({ name: 'big.bin', typeflag: T.FILE, mode: 0o644, size: big, mtime: 2 ** 34 });
+  // Header only (the data is not there): GNU tar lists the entry, then reports the end as unexpected.
+  fs.writeFileSync(join(dir, 'h.tar'), Buffer.concat([h, Buffer.alloc(1024)]));
+  const r = spawnSync('tar', ['-tvf', join(dir, 'h.tar')], { encoding: 'utf8' });
+  assert.match(r.stdout, new RegExp(`-rw-r--r-- .* ${big} .* big\\.bin`));
+  assert.match(r.stdout, /2514-05-30/);
+});
