@@ -73,6 +73,32 @@ export class RefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
 }
 
+/** One name tried on a remote: no entry, or an entry naming blobs the server lacks. */
+export interface RemoteRefMiss {
+  name: string;
+  key: string;
+  reason: 'absent' | 'incomplete';
+  detail?: string;
+}
+
+/** No name (first or fallback) resolved to a complete tree on the remote. */
+export class RemoteRefNotFoundError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_REMOTE_REF_NOT_FOUND';
+  override readonly exitCode = ExitCode.notFound;
+  readonly tried: RemoteRefMiss[];
+  constructor(tried: RemoteRefMiss[], server: string, details: ErrorDetails = {}) {
+    const list = tried.map((t) => `  ${t.name} (ac/${t.key}): ${t.reason === 'absent' ? 'no entry' : `entry names blobs the server lacks`}`).join('\n');
+    super(`no ref of ${tried.map((t) => `'${t.name}'`).join(', ')} on ${server}:\n${list}`, {
+      hint: 'push one with `treecast push DIR URL --ref NAME`',
+      ...details,
+    });
+    this.tried = tried;
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), tried: this.tried };
+  }
+}
+
 /** Bytes whose SHA-256 or size disagree with the digest they were stored or sent under. */
 export class DigestMismatchError extends TreecastError {
   override readonly code = 'ERR_TREECAST_DIGEST_MISMATCH';

@@ -7,6 +7,8 @@ import type { ClientOptions } from '../remote/client.js';
 import { resolveToken } from '../remote/auth.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from '../remote/limits.js';
 import { intInRange } from './common.js';
+import { looksLikeDigest } from '../core/digest.js';
+import type { LocalStore } from '../store/local.js';
 
 export interface RemoteCliOptions {
   concurrency?: number;
@@ -36,4 +38,17 @@ export function clientOptions(url: string, o: RemoteCliOptions): ClientOptions {
     retries: o.retries,
     batch: o.batch === false ? 'off' : 'auto',
   };
+}
+
+/**
+ * True when SPEC names something in the local store: a digest (or digest-shaped text), or a local
+ * ref. With --remote, any other name is looked up on the remote (remote/refs.ts).
+ */
+export function isLocalSpec(store: LocalStore, spec: string): boolean {
+  return looksLikeDigest(spec) || /^[0-9a-fA-F]{40,}/.test(spec) || store.readRef(spec) !== undefined;
+}
+
+/** Collects a repeatable option's values (`--fallback A --fallback B`). */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
 }

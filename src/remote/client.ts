@@ -226,6 +226,57 @@ export class RemoteClient {
     });
   }
 
+  // ------------------------------------------------------------ action cache (Bazel protocol)
+
+  /**
+   * GET /ac/<key>: the entry's bytes, or undefined when the server has none (404). At most
+   * `maxBytes` are read; a larger entry is refused. Retried like every request (5xx, resets).
+   */
+  async getActionResult(key: string, maxBytes: number): Promise<Buffer | undefined> {
+    return this.attempt(`GET ac/${key}`, undefined, async () => {
+      const r = await this.request('GET', `ac/${key}`);
+      if (r.statusCode === 404) {
+        await r.body.dump();
+        return undefined;
+      }
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        throw this.statusError(`GET ac/${key}`, r.statusCode, undefined, r.headers['retry-after']);
+      }
+      const declared = Number(r.headers['content-length'] ?? 0);
+      if (declared > maxBytes) {
+        r.body.destroy();
+        throw new RemoteError(`action cache entry ${key} on ${this.server} is ${declared} bytes, more than the ${maxBytes} accepted`);
+      }
+      const parts: Buffer[] = [];
+      let n = 0;
+      try {
+        for await (const chunk of r.body) {
+          n += (chunk as Buffer).length;
+          if (n > maxBytes) throw new RemoteError(`action cache entry ${key} on ${this.server} is more than the ${maxBytes} bytes accepted`);
+          parts.push(chunk as Buffer);
+        }
+      } catch (e) {
+        r.body.destroy();
+        throw this.bodyError(e);
+      }
+      return Buffer.concat(parts);
+    });
+  }
+
+  /** PUT /ac/<key> with an entry's bytes (any 2xx is success, as nginx answers 201/204). */
+  async putActionResult(key: string, bytes: Buffer): Promise<void> {
+    await this.attempt(`PUT ac/${key}`, undefined, async () => {
+      const r = await this.request('PUT', `ac/${key}`, bytes, { 'content-type': 'application/octet-stream' });
+      if (r.statusCode >= 200 && r.statusCode <= 299) {
+        await r.body.dump();
+        return;
+      }
+      const text = await r.body.text().catch(() => '');
+      throw this.statusError(`PUT ac/${key}`, r.statusCode, undefined, r.headers['retry-after'], text);
+    });
+  }
+
   // ------------------------------------------------------------ batch endpoints
 
   /** Which of `digests` the server lacks (batch endpoint). */

@@ -12,9 +12,10 @@
  * byte the server sent is thrown away.
  */
 import * as fs from 'node:fs';
-import { type Digest, formatDigest } from '../core/digest.js';
+import { MAX_TREE_BYTES, decodeTree, treeDirectories } from '../core/action-result.js';
+import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { MAX_DEPTH } from '../core/names.js';
-import { InterruptedError, InvalidTreeError } from '../errors.js';
+import { BlobNotFoundError, InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { writeTreePack } from '../store/tree-pack.js';
@@ -22,13 +23,15 @@ import { markComplete, settledShardState } from '../store/completeness.js';
 import { pulledAlready } from './pulled.js';
 import { type ClientOptions, RemoteClient } from './client.js';
 import { StoreWriter } from './store-writer.js';
-import { FetchScheduler } from './window.js';
+import { FetchScheduler, runWindow } from './window.js';
 
 /** Batch limits: small enough that N requests are in flight on a typical tree, large enough that a
  * request carries real work. Blobs above `SINGLE_ABOVE` stream alone through GET /cas. */
 export const BATCH_BLOBS = 64;
 export const BATCH_BYTES = 1 << 20;
 export const SINGLE_ABOVE = 1 << 20;
+/** Digests per `/missing` question. */
+export const MISSING_CHUNK = 10_000;
 
 export interface FetchSummary {
   root: string;
@@ -64,6 +67,9 @@ export class RemoteFetcher {
   /** Distinct Directory messages of the prepared tree. */
   private dirDigests: Digest[] = [];
   private root: Digest | undefined;
+  /** Set by `secure`: the file blobs the store lacks, so `prefetch` need not look again. */
+  private absentFiles: Digest[] | undefined;
+  private prefetched = false;
   /** Blobs this run will fetch (for progress). */
   planned = 0;
   plannedBytes = 0;
@@ -114,6 +120,7 @@ export class RemoteFetcher {
    */
   async prepareTree(root: Digest): Promise<void> {
     await this.init();
+    if (this.root && sameDigest(this.root, root)) return; // prepared already (by secure)
     this.root = root;
     const store = this.store;
     // A tree pack (store/tree-pack.ts) left by an earlier pull, snapshot or checkout of this tree
@@ -165,6 +172,17 @@ export class RemoteFetcher {
 
   /** Starts fetching every file blob of the prepared tree that the store lacks, in tree order. */
   prefetch(): void {
+    if (this.prefetched) return;
+    this.prefetched = true;
+    const absent = this.absentFiles ?? this.findAbsentFiles();
+    for (const d of absent) this.plannedBytes += d.size;
+    this.planned += absent.length;
+    // Failures reach the caller through ensureBlobs or finish(); nothing is lost by not awaiting.
+    this.scheduler!.want(absent, false, true).catch(() => {});
+  }
+
+  /** The prepared tree's file blobs the store lacks; counts the others as skipped. */
+  private findAbsentFiles(): Digest[] {
     const absent: Digest[] = [];
     const listed = this.listStoreIfCheaper();
     for (const d of this.files) {
@@ -173,12 +191,70 @@ export class RemoteFetcher {
         this.known.add(d.hash);
       } else {
         absent.push(d);
-        this.plannedBytes += d.size;
       }
     }
-    this.planned += absent.length;
-    // Failures reach the caller through ensureBlobs or finish(); nothing is lost by not awaiting.
-    this.scheduler!.want(absent, false, true).catch(() => {});
+    return absent;
+  }
+
+  /**
+   * For a tree named on the remote (remote/refs.ts): leaves its Directory messages in the local
+   * store and makes sure the server holds every blob before anything is written, so a name whose
+   * entry outlived some of its blobs is a miss, never a partial checkout. A treecast server is
+   * asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
+   * HEAD per blob, so the blobs are fetched instead and a checkout then writes from the store.
+   * Without batch endpoints the Directory messages come from the ref's Tree message, one GET.
+   * Throws BlobNotFoundError when the server lacks anything. Returns the root digest.
+   */
+  async secure(root: Digest | undefined, tree: Digest): Promise<Digest> {
+    await this.init();
+    try {
+      if (root === undefined || (!this.batch && !this.store.hasSync(root))) root = await this.loadTreeMessage(tree, root);
+      await this.prepareTree(root);
+      if (!this.batch) {
+        this.prefetch();
+        await this.finish();
+        return root;
+      }
+      const absent = (this.absentFiles = this.findAbsentFiles());
+      const chunks: Digest[][] = [];
+      for (let i = 0; i < absent.length; i += MISSING_CHUNK) chunks.push(absent.slice(i, i + MISSING_CHUNK));
+      let lacking: Digest | undefined;
+      let count = 0;
+      await runWindow(chunks, this.client.concurrency, async (chunk) => {
+        const missing = await this.client.missing(chunk);
+        count += missing.length;
+        lacking ??= missing[0];
+      }, () => this.stopReason !== undefined);
+      if (this.stopReason !== undefined) throw this.stopReason;
+      if (lacking) {
+        throw new BlobNotFoundError(`${count} blob(s) of tree ${formatDigest(root)} are not on the server ${this.client.server}, e.g. ${formatDigest(lacking)}`, {
+          digest: formatDigest(lacking),
+        });
+      }
+      return root;
+    } catch (e) {
+      await this.drain(e);
+      throw e;
+    }
+  }
+
+  /**
+   * Fetches a REAPI Tree message (one GET) and stores every Directory in it, after all of them
+   * were checked: each decodes strictly (safe names, canonical bytes), every directory reference
+   * from the root resolves to one of them, and the root is `expectedRoot` when given. Nothing is
+   * stored from a Tree that fails any check. Returns the root's digest.
+   */
+  private async loadTreeMessage(tree: Digest, expectedRoot: Digest | undefined): Promise<Digest> {
+    const where = `Tree message ${formatDigest(tree)} from ${this.client.server}`;
+    if (tree.size > MAX_TREE_BYTES) throw new InvalidTreeError(`${where} is larger than the ${MAX_TREE_BYTES} bytes accepted`, { digest: formatDigest(tree) });
+    const decoded = decodeTree(await this.client.getBytes(tree), where);
+    if (expectedRoot && !sameDigest(decoded.root.digest, expectedRoot)) {
+      throw new InvalidTreeError(`${where} has root ${formatDigest(decoded.root.digest)}, not ${formatDigest(expectedRoot)} as the ref says`, {
+        digest: formatDigest(tree),
+      });
+    }
+    for (const d of treeDirectories(decoded, where).values()) this.store.putHashedSync(d.bytes, d.digest);
+    return decoded.root.digest;
   }
 
   /**

@@ -10,10 +10,8 @@ import { InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { RemoteClient } from './client.js';
-import { BATCH_BLOBS, BATCH_BYTES, SINGLE_ABOVE } from './fetch.js';
+import { BATCH_BLOBS, BATCH_BYTES, MISSING_CHUNK, SINGLE_ABOVE } from './fetch.js';
 import { runWindow } from './window.js';
-
-const MISSING_CHUNK = 10_000;
 
 export interface PushSummary {
   root: string;

@@ -1,10 +1,12 @@
 import { Command, Option } from 'commander';
+import type { Digest } from '../../core/digest.js';
+import { UsageError } from '../../errors.js';
 import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materialize/checkout.js';
 import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { escapeControl } from '../../core/display.js';
 import { ProgressBar } from '../progress.js';
-import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
+import { type RemoteCliOptions, addRemoteClientOptions, collect } from '../remote-options.js';
 import type { remoteCheckoutHooks } from './remote.js';
 
 type RemoteHooks = ReturnType<typeof remoteCheckoutHooks>;
@@ -13,7 +15,7 @@ export function registerCheckout(program: Command): void {
   const cmd = program
     .command('checkout')
     .description('materialize a tree into DIR; into an earlier checkout, only what differs is touched')
-    .argument('<digest>', 'tree digest (<sha256>/<size>) or ref name')
+    .argument('<digest>', 'tree digest (<sha256>/<size>) or ref name; with --remote, a name that is neither is looked up on the remote')
     .argument('<dir>', 'target directory (created when absent)')
     .addOption(
       new Option('--method <method>', 'how files are made: clone (reflink), hardlink (read-only, shares the store inode), copy, or auto (clone where the filesystem can, else copy)')
@@ -23,7 +25,8 @@ export function registerCheckout(program: Command): void {
     .option('--force', 'replace entries that differ from the tree, local changes included, instead of stopping; files the tree does not have are kept')
     .option('--clean', 'remove files and directories the tree does not have (untracked), listing each one')
     .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
-    .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out');
+    .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out')
+    .option('--fallback <name>', 'with --remote: when DIGEST is a remote name that misses, try this one next (repeatable, tried in order)', collect);
   cmd.addHelpText(
     'after',
     `
@@ -37,17 +40,26 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
   addJobsOption(cmd, 'worker threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
-  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; clean?: boolean; verify?: boolean; jobs?: number; remote?: string; store?: string; json?: boolean }) => {
+  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; clean?: boolean; verify?: boolean; jobs?: number; remote?: string; fallback?: string[]; store?: string; json?: boolean }) => {
+    if (o.fallback && !o.remote) throw new UsageError('--fallback needs --remote: fallback names are looked up on a remote');
     const store = openStore(o);
-    const root = store.resolve(spec);
+    let root: Digest | undefined = o.remote ? undefined : store.resolve(spec);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     // The HTTP client is loaded only for --remote (it is a fifth of a small checkout's start-up).
-    const hooks = o.remote ? (await import('./remote.js')).remoteCheckoutHooks : undefined;
+    const remoteCli = o.remote ? await import('./remote.js') : undefined;
     let fetched: Awaited<ReturnType<RemoteHooks['done']>> | undefined;
     let remote: RemoteHooks | undefined;
-    const r = await withSignals((signal) => {
-      remote = hooks && o.remote ? hooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true) : undefined;
-      return checkout(root, dir, {
+    let hit: Awaited<ReturnType<NonNullable<typeof remoteCli>['resolveRemoteSpec']>>['ref'];
+    const r = await withSignals(async (signal) => {
+      if (remoteCli && o.remote) {
+        // A name that is neither a digest nor a local ref is looked up on the remote (and its
+        // fallbacks); the whole tree is known to be there before anything is written.
+        const resolved = await remoteCli.resolveRemoteSpec(store, spec, o.fallback ?? [], o.remote, o, signal);
+        root = resolved.root;
+        hit = resolved.ref;
+        remote = remoteCli.remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher);
+      }
+      return checkout(root!, dir, {
         store,
         method: o.method,
         force: o.force,
@@ -63,9 +75,10 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
     });
     bar.finish();
     if (o.json) {
-      printJson({ ok: true, ...r, ...(fetched ? { remote: fetched } : {}) });
+      printJson({ ok: true, ...r, ...(fetched ? { remote: fetched } : {}), ...(hit ? { remoteRef: hit } : {}) });
       return;
     }
+    if (hit && remoteCli) process.stderr.write(`${remoteCli.describeRefHit(hit)}\n`);
     process.stderr.write(
       `checked out ${r.digest} into ${r.target} (${r.incremental ? 'update' : 'full'}, ${r.method}): ` +
         `${r.cloned} cloned, ${r.hardlinked} hardlinked, ${r.copied} copied, ${r.empty} empty, ${r.symlinks} symlinks, ` +

@@ -5,6 +5,7 @@ import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
 import { UsageError } from '../../errors.js';
 import { addJsonOption, addStoreOption, openStore } from '../common.js';
 import { escapeControl, printJson } from '../output.js';
+import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
 
 /** git-style modes, so `ls` output reads like `git ls-tree -r`; names and targets with control characters escaped. */
 function lsLine(e: WalkedEntry): string {
@@ -65,10 +66,20 @@ export function registerInspect(program: Command): void {
     for (const c of changes) process.stdout.write(`${letter[c.change]}\t${escapeControl(c.path)}${c.type === 'dir' ? '/' : ''}\n`);
   });
 
-  const refs = program.command('refs').description('list refs: digest and name');
+  const refs = program
+    .command('refs')
+    .description('list refs: digest and name; with --remote, tell which NAMEs exist on a remote cache')
+    .argument('[names...]', 'with --remote: the ref names to look up')
+    .option('--remote <url>', 'look NAMEs up on this remote cache (exit 3 when any is absent)');
+  addRemoteClientOptions(refs, false);
   addStoreOption(refs);
   addJsonOption(refs);
-  refs.action(async (o: { store?: string; json?: boolean }) => {
+  refs.action(async (names: string[], o: RemoteCliOptions & { remote?: string; store?: string; json?: boolean }) => {
+    if (o.remote) {
+      await (await import('./remote.js')).listRemoteRefs(o.remote, names, o);
+      return;
+    }
+    if (names.length > 0) throw new UsageError('NAMEs are looked up on a remote: pass --remote URL');
     const list = openStore(o).listRefs();
     if (o.json) printJson(list.map((r) => ({ name: r.name, digest: formatDigest(r.digest) })));
     else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${escapeControl(r.name)}\n`);

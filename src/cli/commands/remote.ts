@@ -6,12 +6,13 @@ import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
-import { UsageError } from '../../errors.js';
+import { ExitCode, UsageError } from '../../errors.js';
 import { resolveToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
-import { type RemoteCliOptions, addRemoteClientOptions, clientOptions } from '../remote-options.js';
+import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, isLocalSpec } from '../remote-options.js';
 import { RemoteFetcher } from '../../remote/fetch.js';
 import { push } from '../../remote/push.js';
+import { type PushedRef, type RefHit, lookupRef, pushRef, refKey, resolveRemoteRef } from '../../remote/refs.js';
 import { RemoteServer } from '../../remote/server.js';
 import { type LocalStore, checkRefName } from '../../store/local.js';
 import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
@@ -39,9 +40,8 @@ export function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: bo
  * the store lacks streams in while the checkout writes the ones that have arrived.
  */
 
-export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean) {
-  const fetcher = new RemoteFetcher(store, clientOptions(url, o));
-  signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean, resolved?: RemoteFetcher) {
+  const fetcher = resolved ?? newFetcher(store, url, o, signal);
   let stopBar = () => {};
   return {
     fetcher,
@@ -61,6 +61,64 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
       return summary;
     },
   };
+}
+
+function newFetcher(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal): RemoteFetcher {
+  const fetcher = new RemoteFetcher(store, clientOptions(url, o));
+  if (signal.aborted) fetcher.stop();
+  else signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+  return fetcher;
+}
+
+/**
+ * SPEC, for a command given --remote: a digest or local ref as it is; otherwise a ref name looked
+ * up on the remote, then each --fallback name in order (remote/refs.ts). A hit comes with the
+ * fetcher that checked the server holds the whole tree, for the command to go on with.
+ */
+export async function resolveRemoteSpec(
+  store: LocalStore,
+  spec: string,
+  fallbacks: readonly string[],
+  url: string,
+  o: RemoteCliOptions,
+  signal: AbortSignal,
+): Promise<{ root: Digest; fetcher?: RemoteFetcher; ref?: RefHit }> {
+  if (isLocalSpec(store, spec)) return { root: store.resolve(spec) };
+  const { hit, fetcher } = await resolveRemoteRef([spec, ...fallbacks], () => newFetcher(store, url, o, signal));
+  return { root: store.resolve(hit.digest), fetcher, ref: hit };
+}
+
+/** The summary line of a remote name that hit. */
+export function describeRefHit(hit: RefHit): string {
+  return `ref '${hit.name}' found on the remote${hit.fallback ? ` (fallback; ${hit.missed.map((m) => `'${m.name}'`).join(', ')} missed)` : ''}`;
+}
+
+/**
+ * `refs --remote URL NAME...`: each name's digest on the remote (its action cache entry), or
+ * absent. Prints `<digest> <name>` per name found; exit 3 when any is absent.
+ */
+export async function listRemoteRefs(url: string, names: string[], o: RemoteCliOptions & { json?: boolean }): Promise<void> {
+  if (names.length === 0) throw new UsageError('name at least one ref to look up on the remote');
+  for (const n of names) checkRefName(n);
+  const client = new RemoteClient(clientOptions(url, o));
+  const rows: { name: string; key: string; digest: string | null; tree: string | null }[] = [];
+  try {
+    for (const name of names) {
+      const ref = await lookupRef(client, name);
+      rows.push({ name, key: refKey(name), digest: ref?.root ? formatDigest(ref.root) : null, tree: ref ? formatDigest(ref.tree) : null });
+    }
+  } finally {
+    await client.close();
+  }
+  const absent = rows.filter((r) => r.tree === null);
+  if (o.json) printJson({ ok: absent.length === 0, refs: rows });
+  else {
+    for (const r of rows) {
+      if (r.tree === null) process.stderr.write(`treecast: no ref '${r.name}' on ${client.server}\n`);
+      else process.stdout.write(`${r.digest ?? `tree:${r.tree}`} ${r.name}\n`);
+    }
+  }
+  if (absent.length > 0) process.exitCode = ExitCode.notFound;
 }
 
 function parseListen(s: string): { host: string; port: number } {
@@ -156,12 +214,14 @@ export function registerRemote(program: Command): void {
     .command('push')
     .description('upload a tree to a remote cache, sending only the blobs it lacks')
     .argument('<source>', 'tree digest, ref name, or a directory (snapshotted first)')
-    .argument('<url>', 'remote cache URL, e.g. http://127.0.0.1:9090/');
+    .argument('<url>', 'remote cache URL, e.g. http://127.0.0.1:9090/')
+    .option('--ref <name>', "then name the tree NAME on the remote (an action cache entry), for `checkout NAME DIR --remote URL` elsewhere");
   addRemoteClientOptions(pushCmd);
   addStoreOption(pushCmd);
   addJsonOption(pushCmd);
-  pushCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { store?: string; json?: boolean }) => {
+  pushCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { ref?: string; store?: string; json?: boolean }) => {
     const copts = clientOptions(url, o);
+    if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
     const store = openStore(o);
     const t0 = performance.now();
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
@@ -174,7 +234,9 @@ export function registerRemote(program: Command): void {
           shouldStop: () => signal.aborted,
           onProgress: (done, total, bytes) => bar.update({ done, total, bytes, label: 'push' }),
         });
-        return { ...s, snapshotted };
+        // The name is written only once the whole tree is on the server.
+        const ref: PushedRef | null = o.ref === undefined ? null : await pushRef(store, client, root, o.ref);
+        return { ...s, requests: client.stats.requests, snapshotted, ref };
       } finally {
         await client.close();
       }
@@ -188,6 +250,7 @@ export function registerRemote(program: Command): void {
     process.stderr.write(
       `pushed ${r.root}: ${r.uploaded} blob(s) sent (${formatBytes(r.uploadedBytes)}), ${r.present} already there, ${r.retried} retried; ${seconds.toFixed(2)} s\n`,
     );
+    if (r.ref) process.stderr.write(`  named '${r.ref.name}' on the remote (ac/${r.ref.key})\n`);
     process.stdout.write(`${r.root}\n`);
   });
 }
