@@ -382,9 +382,18 @@ export function decodeTree(bytes: Uint8Array, where = 'message'): Tree {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const c: MessageCursor = new MessageCursor(buf, `in ${where}`, 'Tree message', InvalidTreeError);
   if (buf.length > MAX_TREE_BYTES) c.fail(`${buf.length} bytes, more than the ${MAX_TREE_BYTES} accepted`);
+  const total = buf.length;
+  // The count is checked before any Directory is hashed or decoded: a hostile Tree costs little.
+  let count = 0;
+  while (c.pos < total) {
+    const tag = c.tag();
+    if (tag !== TREE_ROOT && tag !== TREE_CHILD) c.fail(`unsupported field tag ${tag} in Tree`);
+    c.pos = c.end(total);
+    if (++count > MAX_TREE_CHILDREN + 1) c.fail(`more than ${MAX_TREE_CHILDREN} child directories`);
+  }
+  c.pos = 0;
   let root: TreeDirectory | undefined;
   const children: TreeDirectory[] = [];
-  const total = buf.length;
   while (c.pos < total) {
     const tag = c.tag();
     if (tag !== TREE_ROOT && tag !== TREE_CHILD) c.fail(`unsupported field tag ${tag} in Tree`);
