@@ -231,8 +231,12 @@ function reconcileKnown(input: ReconcileInput, plan: Plan, rel: string, old: Dig
   let i = 0;
   let j = 0;
   while (i < na || j < nb) {
-    const order = i >= na ? 1 : j >= nb ? -1 : a.kinds[i]! - b.kinds[j]! || compareRawNames(a, i, b, j);
-    if (order === 0 && sameRawEntry(a, i, b, j)) {
+    // Identical bytes mean the same kind and name too: one comparison for the common case.
+    // Perf: planning the Linux tree's 1% update took 45-50 ms of CPU (of ~0.36 s for the whole
+    // command: start-up, two packs, 786 removes and writes); this order saved 2-8 ms of it.
+    const same = i < na && j < nb && sameRawEntry(a, i, b, j);
+    const order = same ? 0 : i >= na ? 1 : j >= nb ? -1 : a.kinds[i]! - b.kinds[j]! || compareRawNames(a, i, b, j);
+    if (same) {
       // The trees agree here; force and clean still look at the disk (verifyEntry).
       if (input.force || input.clean) {
         const n = rawEntry(b, j);
