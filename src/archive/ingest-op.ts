@@ -2,6 +2,12 @@
  * Worker op 'archive.ingest': stores one batch of archive entries in the local store without
  * writing them anywhere else. Same read path as extract-op (one pread per batch, local header,
  * size and CRC checks); each entry's bytes go to LocalStore.putSync, which hashes and stores them.
+ *
+ * Perf: profiled on the Linux tree (a deflated zip), each worker spent its time writing (28%),
+ * inflating (21%), hashing (8-12%), renaming (6%), opening (6%), asking whether the blob exists
+ * (5%) and checking CRCs (2-4%). Import used 9.0-9.9 s of CPU where unpack used 5.9-6.3 s; what
+ * import does beyond unpack is the SHA-256, the existence check, the temp name and rename that
+ * keep store writes atomic, and building the tree (on the main thread, overlapping the workers).
  */
 import type { OpContext } from '../fs/worker-ops.js';
 import { forEachBatchEntry, type EntryRef } from './local-data.js';
