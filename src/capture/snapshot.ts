@@ -79,6 +79,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   // Perf: a tree the cache knows as large gets its threads now, so they start while this thread
   // walks (on the Linux tree the walk is ~0.2 s of CPU, thread start-up ~30 ms each).
   if (cache.size > STAT_INLINE_MAX_FILES) poolFor(true);
+  const stats = new StatBatches(pool, opts.followSymlinks === true);
   const toHash: ScannedFile[] = [];
   let bytes = 0;
   let hashBytes = 0;
@@ -89,8 +90,9 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
       strict: opts.strict,
       onSkip: opts.onSkip,
       listings: (rel, dirStat) => cache.listing(rel, dirStat),
+      onFiles: (files) => stats.early(files),
     });
-    await statFiles(scan.files, opts.followSymlinks === true, poolFor(scan.files.length > STAT_INLINE_MAX_FILES));
+    await stats.finish(scan.files, poolFor(scan.files.length > STAT_INLINE_MAX_FILES));
     for (const f of scan.files) {
       bytes += f.size;
       if (f.size === 0) f.digest = EMPTY_DIGEST;
@@ -127,14 +129,44 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   }
 }
 
-/** Fills in each file's lstat, in batches on the pool (see walk.ts for why not on this thread). */
-async function statFiles(files: ScannedFile[], follow: boolean, pool: WorkerPool): Promise<void> {
-  const batches: ScannedFile[][] = [];
-  for (let i = 0; i < files.length; i += STAT_BATCH) batches.push(files.slice(i, i + STAT_BATCH));
-  await runBatches<ScannedFile[], Float64Array>(pool, 'capture.stat', batches, (packed, batch) => applyStats(batch, packed), {
-    payloadOf: (batch) => ({ paths: batch.map((f) => f.abs), follow }),
-  });
+/**
+ * Fills in each file's lstat, in batches on the pool (see walk.ts for why not on this thread).
+ *
+ * Perf: with threads already started, batches go out while the walk is still listing, so the
+ * lstat of 78,579 files (~0.3 s of CPU on the Linux tree) runs beside the walk (~0.2 s) instead
+ * of after it.
+ */
+class StatBatches {
+  private sent = 0;
+  private readonly pending: Promise<void>[] = [];
+
+  constructor(
+    private readonly earlyPool: WorkerPool | undefined,
+    private readonly follow: boolean,
+  ) {}
+
+  /** Sends every whole batch of the files found so far, when threads are running. */
+  early(files: readonly ScannedFile[]): void {
+    if (this.earlyPool === undefined) return;
+    while (files.length - this.sent >= STAT_BATCH) this.send(files, this.sent + STAT_BATCH, this.earlyPool);
+  }
+
+  /** Sends the rest and waits for every batch. */
+  async finish(files: readonly ScannedFile[], pool: WorkerPool): Promise<void> {
+    while (this.sent < files.length) this.send(files, Math.min(files.length, this.sent + STAT_BATCH), pool);
+    await Promise.all(this.pending);
+  }
+
+  private send(files: readonly ScannedFile[], end: number, pool: WorkerPool): void {
+    const batch = files.slice(this.sent, end);
+    this.sent = end;
+    const done = pool.run<Float64Array>('capture.stat', { paths: batch.map((f) => f.abs), follow: this.follow }).then((packed) => applyStats(batch, packed));
+    // Handled here so a walk that fails first leaves no unhandled rejection; finish() still sees it.
+    done.catch(() => {});
+    this.pending.push(done);
+  }
 }
+
 function* batchesOf(files: ScannedFile[], follow: boolean): Generator<{ items: IngestItem[]; files: ScannedFile[] }> {
   let items: IngestItem[] = [];
   let group: ScannedFile[] = [];

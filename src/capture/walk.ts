@@ -63,6 +63,8 @@ export interface WalkOptions {
    * Never given with followSymlinks (what a link points to can change while its directory does not).
    */
   listings?: (rel: string, st: DirStat) => CachedListing | undefined;
+  /** Called before each directory with every file found so far, so work on them can start early. */
+  onFiles?: (files: readonly ScannedFile[]) => void;
 }
 
 export interface WalkResult {
@@ -106,6 +108,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
   // Stack of [dir, abs path, depth, ancestor identities for --follow-symlinks loop detection].
   const stack: [ScannedDir, string, number, string[]][] = [[root, rootAbs, 0, [`${rootStat.dev}:${rootStat.ino}`]]];
   while (stack.length > 0) {
+    opts.onFiles?.(files);
     const [dir, abs, depth, ancestors] = stack.pop()!;
     if (depth > MAX_DEPTH) throw new CaptureError(`${abs} nests deeper than ${MAX_DEPTH} levels`, { path: abs });
     if (listings !== undefined) {
