@@ -14,9 +14,6 @@ const GIT_ID = '-c user.name=bench -c user.email=bench@localhost';
 function med(r: Map<string, Timed>, label: string): number {
   return median(r.get(label)!.wall);
 }
-function rss(r: Map<string, Timed>, label: string): number {
-  return median(r.get(label)!.rssMB);
-}
 
 /** Every 100th file gets a line appended: 1% of the files differ. */
 function makeOnePercentVariant(src: string, dst: string): number {
@@ -131,11 +128,6 @@ export async function run(ctx: BenchContext): Promise<string> {
     target('snapshot into an empty store / git add && git commit', med(snap, 'treecast snapshot (empty store)') / med(snap, 'git add -f . && git commit'), 0.5),
     target('snapshot of the unchanged tree / first snapshot', med(snap, 'treecast snapshot (unchanged, again)') / med(snap, 'treecast snapshot (empty store)'), 0.1),
     target('checkout of a 1%-changed tree / full checkout', med(inc, [...inc.keys()][1]!) / med(inc, 'treecast checkout, full (copy)'), 0.1),
-    target(
-      'peak memory of any treecast command (MB)',
-      Math.max(...[snap, co, inc, ...(xfs ? [xfs] : [])].flatMap((r) => [...r.keys()].filter((k) => k.startsWith('treecast')).map((k) => rss(r, k)))),
-      300,
-    ),
   ];
   return [
     '## Snapshot and checkout (tmpfs, XFS)',

@@ -50,6 +50,16 @@ export function timeOnce(cmd: string): [number, number] {
   }
 }
 
+/** Peak RSS (MB, the highest of any run) of every treecast command timed so far, by section and label. */
+export const treecastPeaks = new Map<string, { section: string; label: string; peakMB: number }>();
+let currentSection = '';
+/** Names the section whose commands timeCases records next (bench/run.ts sets it). */
+export function setSection(name: string): void {
+  currentSection = name;
+}
+/** A command line runs treecast when it calls bin/treecast. */
+const runsTreecast = (cmd: string) => /\/bin\/treecast\b/.test(cmd);
+
 /** Runs all cases `runs` times each, interleaved, after one untimed warm-up round. */
 export function timeCases(cases: Case[], runs: number, log: (s: string) => void = () => {}): Map<string, Timed> {
   const res = new Map<string, Timed>(cases.map((c) => [c.label, { label: c.label, wall: [], rssMB: [] }]));
@@ -57,6 +67,11 @@ export function timeCases(cases: Case[], runs: number, log: (s: string) => void 
     for (const c of cases) {
       if (c.setup) sh(c.setup);
       const [wall, rss] = timeOnce(c.cmd);
+      if (runsTreecast(c.cmd)) {
+        const key = `${currentSection}\0${c.label}`;
+        const seen = treecastPeaks.get(key);
+        if (!seen || rss > seen.peakMB) treecastPeaks.set(key, { section: currentSection, label: c.label, peakMB: rss });
+      }
       if (round >= 0) {
         res.get(c.label)!.wall.push(wall);
         res.get(c.label)!.rssMB.push(rss);
@@ -76,6 +91,23 @@ export function table(results: Map<string, Timed>, baseline?: string): string {
     return `| ${t.label} | ${m.toFixed(3)} | ${Math.min(...t.wall).toFixed(3)}-${Math.max(...t.wall).toFixed(3)} | ${median(t.rssMB).toFixed(0)} | ${ratio} |`;
   });
   return [`| command | median s | range s | peak RSS MB | ratio${baseline ? ` vs ${baseline}` : ''} |`, '|---|---|---|---|---|', ...rows].join('\n');
+}
+
+/** Every treecast command may use at most this much memory (peak RSS, MB) on the benchmark corpora. */
+export const MAX_RSS_MB = 300;
+
+/** The peak-memory table of every treecast command timed in `sections`, with one target line per section. */
+export function memoryReport(sections: readonly string[]): string {
+  const rows = [...treecastPeaks.values()].filter((p) => sections.includes(p.section));
+  const lines = ['| section | treecast command | peak RSS MB (highest run) |', '|---|---|---|'];
+  for (const p of rows) lines.push(`| ${p.section} | ${p.label} | ${p.peakMB.toFixed(0)}${p.peakMB > MAX_RSS_MB ? ' (over)' : ''} |`);
+  const targets = sections
+    .filter((s) => rows.some((p) => p.section === s))
+    .map((s) => {
+      const worst = rows.filter((p) => p.section === s).reduce((a, b) => (b.peakMB > a.peakMB ? b : a));
+      return target(`${s}: peak RSS of the largest treecast command (${worst.label}), MB`, worst.peakMB, MAX_RSS_MB);
+    });
+  return [lines.join('\n'), '', ...targets].join('\n');
 }
 
 /** One target line: the measured ratio, the limit, and whether it was met. */

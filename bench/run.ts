@@ -2,7 +2,14 @@
  * `npm run bench`: side-by-side benchmarks against the peer tools, on the Linux 6.1 source tree,
  * written to BENCHMARKS.md. Not part of `npm test`.
  *
- *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load] [--corpus DIR] [--out FILE]
+  const optional = [
+    ['archive', './archive.js'],
+    ['remote', './remote.js'],
+    ['server-load', './server-load.js'],
+    ['startup', './startup.js'],
+    ['node-modules', './node-modules.js'],
+  ] as const;
+  for (const [name, file] of optional) {
  *
  * Needs root for the loop-mounted XFS (reflink) part, and the peer tools: git, ostree, tar, cp,
  * Info-ZIP zip/unzip, rsync, nginx (Debian packages), GNU time.
@@ -11,7 +18,7 @@ import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
 import { join } from 'node:path';
-import type { BenchContext } from './harness.js';
+import { type BenchContext, memoryReport, setSection } from './harness.js';
 
 interface Section {
   name: string;
@@ -20,7 +27,14 @@ interface Section {
 
 async function sections(): Promise<Section[]> {
   const list: Section[] = [{ name: 'foundation', run: (await import('./foundation.js')).run }];
-  for (const [name, file] of [['archive', './archive.js'], ['remote', './remote.js'], ['server-load', './server-load.js']] as const) {
+  const optional = [
+    ['archive', './archive.js'],
+    ['remote', './remote.js'],
+    ['server-load', './server-load.js'],
+    ['startup', './startup.js'],
+    ['node-modules', './node-modules.js'],
+  ] as const;
+  for (const [name, file] of optional) {
     if (fs.existsSync(new URL(file, import.meta.url))) list.push({ name, run: (await import(file)).run });
   }
   return list;
@@ -69,7 +83,11 @@ async function main(): Promise<void> {
       }
       log(`== ${s.name}`);
       const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
-      parts.push(`<!-- section ${s.name} -->\n${await s.run(ctx)}\n\n(measured ${when} UTC)\n<!-- end ${s.name} -->`);
+      setSection(s.name);
+      const body = await s.run(ctx);
+      // Every treecast command's peak RSS, against the memory target, whatever the section measured.
+      const memory = `\n\n### Peak memory (${s.name})\n\n${memoryReport([s.name])}`;
+      parts.push(`<!-- section ${s.name} -->\n${body}${memory}\n\n(measured ${when} UTC)\n<!-- end ${s.name} -->`);
     }
   } finally {
     fs.rmSync(tmpfs, { recursive: true, force: true });
