@@ -2,14 +2,7 @@
  * `npm run bench`: side-by-side benchmarks against the peer tools, on the Linux 6.1 source tree,
  * written to BENCHMARKS.md. Not part of `npm test`.
  *
-  const optional = [
-    ['archive', './archive.js'],
-    ['remote', './remote.js'],
-    ['server-load', './server-load.js'],
-    ['startup', './startup.js'],
-    ['node-modules', './node-modules.js'],
-  ] as const;
-  for (const [name, file] of optional) {
+ *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load,startup,node-modules] [--corpus DIR] [--out FILE]
  *
  * Needs root for the loop-mounted XFS (reflink) part, and the peer tools: git, ostree, tar, cp,
  * Info-ZIP zip/unzip, rsync, nginx (Debian packages), GNU time.
