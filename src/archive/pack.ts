@@ -187,6 +187,9 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   const format = formatOf(out, opts.format);
   const toStdout = out === '-';
   const outPath = toStdout ? '-' : resolve(out);
+  if (!toStdout && fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new TargetError(`cannot write the archive to ${outPath}: it is a directory`, { path: outPath, hint: 'name the archive file to write, such as DIR/out.zip' });
+  }
   const src = 'dir' in source ? listDirectory(resolve(source.dir), outPath, opts.onWarning) : await listStoreTree(source.store, source.root);
   // tar: files are read uncompressed by the workers; the whole stream is compressed on its way out.
   const level = format === 'zip' ? LEVELS[opts.level] : 0;
@@ -195,7 +198,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   try {
     fd = toStdout ? 1 : fs.openSync(tmp, 'wx', 0o644);
   } catch (e) {
-    throw fsError(e, 'cannot create', tmp);
+    throw fsError(e, 'cannot create the archive', outPath);
   }
   let tarOut: TarOutput | undefined;
   let writer: ZipWriter | TarWriter;
@@ -304,7 +307,11 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     if (!toStdout) {
       bytesOut = fs.fstatSync(fd).size;
       fs.closeSync(fd);
-      fs.renameSync(tmp, outPath);
+      try {
+        fs.renameSync(tmp, outPath);
+      } catch (e) {
+        throw fsError(e, 'cannot replace', outPath);
+      }
     } else bytesOut = writer.size;
   } catch (e) {
     tarOut?.abort();

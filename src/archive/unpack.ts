@@ -23,6 +23,7 @@ import { createExclusive, removeQuietly, type ExtractBatch, type ExtractFile, ty
 import { Replacements } from './replacements.js';
 import { openTarSource } from './tar-input.js';
 import type { TarReadOptions } from './tar-walk.js';
+import { makeDirectories } from '../fs/make-dirs.js';
 
 /** What every command that reads an archive (unpack, import) takes. */
 export interface ArchiveReadOptions {
@@ -224,7 +225,7 @@ export function prepareRoot(root: string, undo: { rootCreated: string | undefine
   if (st && !st.isDirectory()) throw new TargetError(`${root} exists and is not a directory`, { path: root });
   if (!st) {
     try {
-      undo.rootCreated = fs.mkdirSync(root, { recursive: true }) ?? undefined;
+      undo.rootCreated = makeDirectories(root);
     } catch (e) {
       throw fsError(e, 'cannot create', root);
     }

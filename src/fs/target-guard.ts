@@ -15,6 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { TargetBusyError, TargetError, fsError } from '../errors.js';
+import { makeDirectories } from './make-dirs.js';
 
 export interface TargetGuard {
   /** The target as a real path (what the lock is keyed by). */
@@ -83,7 +84,7 @@ function refuseStoreOverlap(targetAbs: string, realTarget: string, storeRoot: st
 function lockDirFor(storeRoot: string): string {
   const dir = join(resolve(storeRoot), 'locks');
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirectories(dir);
     return dir;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

@@ -25,6 +25,7 @@ import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFresh, planUpdate } from './plan.js';
 import { dropRecord, loadRecord, saveRecord } from './record.js';
+import { makeDirectories } from '../fs/make-dirs.js';
 
 export type CheckoutMethod = 'auto' | ImportMethod;
 export const CHECKOUT_METHODS: readonly CheckoutMethod[] = ['auto', 'clone', 'hardlink', 'copy'];
@@ -173,7 +174,7 @@ function prepareTarget(rootAbs: string): fs.Stats {
   if (st && !st.isDirectory()) throw new TargetError(`cannot check out into ${rootAbs}: it exists and is not a directory`, { path: rootAbs });
   if (!st) {
     try {
-      fs.mkdirSync(rootAbs, { recursive: true });
+      makeDirectories(rootAbs);
     } catch (e) {
       throw fsError(e, 'cannot create target directory', rootAbs);
     }

@@ -13,7 +13,7 @@
 import { Pool } from 'undici';
 import { createReadStream } from 'node:fs';
 import { type Digest, digestOf, formatDigest } from '../core/digest.js';
-import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError } from '../errors.js';
+import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
@@ -452,6 +452,9 @@ export class RemoteClient {
 
   private finalError(e: unknown, what: string, d?: Digest): unknown {
     if (e instanceof TreecastError) return e;
+    // A local file-system error while storing what arrived (disk full, read-only store) is not the server's.
+    const local = e as NodeJS.ErrnoException;
+    if (typeof local?.path === 'string' && local.syscall) return fsError(e, `${local.syscall} failed on`, local.path);
     const code = (e as { code?: string })?.code ?? '';
     const msg = (e as Error)?.message ?? String(e);
     return new RemoteError(`${what}${d ? ` ${formatDigest(d)}` : ''} from ${this.server} failed: ${code ? `${code} ` : ''}${msg}`, {

@@ -26,6 +26,7 @@ import {
   fsError,
 } from '../errors.js';
 import type { BlobStore } from './store.js';
+import { makeDirectories } from '../fs/make-dirs.js';
 
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 /** Files up to this size are read whole into a reused buffer; larger ones are streamed. */
@@ -91,7 +92,7 @@ export class LocalStore implements BlobStore {
   init(): void {
     try {
       if (fs.existsSync(this.tmpDir)) return;
-      for (const d of [this.root, this.casDir, this.execDir, this.tmpDir, join(this.root, 'refs')]) fs.mkdirSync(d, { recursive: true });
+      for (const d of [this.root, this.casDir, this.execDir, this.tmpDir, join(this.root, 'refs')]) makeDirectories(d);
     } catch (e) {
       throw fsError(e, 'cannot create store at', this.root);
     }
@@ -101,7 +102,7 @@ export class LocalStore implements BlobStore {
   private ensureShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
     if (this.shards.has(dir)) return;
-    fs.mkdirSync(dir, { recursive: true });
+    makeDirectories(dir);
     this.shards.add(dir);
   }
 
@@ -214,7 +215,7 @@ export class LocalStore implements BlobStore {
     try {
       const before = fs.fstatSync(fd);
       const stat = before;
-      if (!before.isFile()) throw new CaptureError(`${path} is no longer a regular file`, { path });
+      if (!before.isFile()) throw new CaptureError(`${path} is ${expect ? 'no longer ' : 'not '}a regular file`, { path });
       if (expect && (expect.ino !== stat.ino || expect.size !== stat.size || expect.mtimeMs !== stat.mtimeMs)) {
         throw changedError(path);
       }
@@ -263,6 +264,9 @@ export class LocalStore implements BlobStore {
     } catch (e) {
       if (tmp) removeQuietly(tmp);
       if (e instanceof CaptureError) throw e;
+      // A failed write (disk full, read-only) is the store's; a failed read is the file's.
+      const err = e as NodeJS.ErrnoException;
+      if (err.syscall === 'write' || err.path?.startsWith(this.root)) throw fsError(e, `cannot store ${path} in the store at`, this.root);
       throw fsError(e, 'cannot store', path);
     } finally {
       fs.closeSync(fd);
@@ -306,9 +310,15 @@ export class LocalStore implements BlobStore {
   }
 
   /** Removes a blob and its executable twin. */
+  /** Removes a blob (and its executable twin); a blob that cannot be removed is an error naming it. */
   removeBlobSync(hash: string): void {
-    removeQuietly(this.blobPath(hash));
-    removeQuietly(this.executableBlobPath(hash));
+    for (const p of [this.blobPath(hash), this.executableBlobPath(hash)]) {
+      try {
+        fs.unlinkSync(p);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, 'cannot remove', p);
+      }
+    }
   }
 
   // ------------------------------------------------------------ refs

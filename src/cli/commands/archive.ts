@@ -1,6 +1,7 @@
 /** `treecast pack`, `unpack` and `import`: zip and tar archives of directories and store trees. */
 import * as fs from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
+import { InvalidRefNameError, RefNotFoundError, TargetError } from '../../errors.js';
 import { formatDigest } from '../../core/digest.js';
 import { defaultJobs } from '../../fs/worker-pool.js';
 import { pack, FORMATS, LEVELS, type ArchiveFormat, type Level } from '../../archive/pack.js';
@@ -68,11 +69,19 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
   packCmd.action(async (source: string, out: string, o: { level: Level; format?: ArchiveFormat; jobs?: number; store?: string; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const st = fs.statSync(source, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) throw new TargetError(`cannot pack ${source}: not a directory (pack takes a directory, a tree digest or a ref)`, { path: source });
     const r = await withSignals((signal) => {
       const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
       if (st?.isDirectory()) return pack({ dir: source }, out, opts);
       const store = openStore(o);
-      return pack({ store, root: store.resolve(source) }, out, opts);
+      let root;
+      try {
+        root = store.resolve(source);
+      } catch (e) {
+        if (!(e instanceof InvalidRefNameError || e instanceof RefNotFoundError)) throw e;
+        throw new RefNotFoundError(`cannot pack ${source}: no such directory, and no tree digest or ref of that name in the store`, { path: source });
+      }
+      return pack({ store, root }, out, opts);
     });
     bar.finish();
     if (o.json) printJson({ ok: true, ...r });
