@@ -14,7 +14,7 @@ import { REF_NAMESPACE, refEntry, refKey } from '../src/remote/refs.js';
 import { LocalStore } from '../src/store/local.js';
 import { type Nginx, findNginx, startNginx } from './helpers/remote-nginx.js';
 import { type Proxy, startProxy } from './helpers/remote-proxy.js';
-import { BIN, describeTree, json, makeTree, removeDir, runCli, tempDir } from './helpers/remote.js';
+import { BIN, type TestServer, describeTree, json, makeTree, removeDir, runCli, startServer, tempDir } from './helpers/remote.js';
 
 const nginxBin = findNginx();
 const base = tempDir('refs');
@@ -237,3 +237,75 @@ function storeBlobs(store: string): string[] {
   if (!fs.existsSync(cas)) return [];
   return fs.readdirSync(cas).flatMap((s) => fs.readdirSync(join(cas, s)).filter((f) => !f.startsWith('.')));
 }
+
+describe("remote refs against treecast's own server", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer(join(base, 'server-store'));
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  test('push --ref, then checkout NAME on an empty store: batch endpoints, one /missing check, same tree', async () => {
+    const pushed = await pushRef(src, server.url, 'deps-srv');
+    // The server validated and kept the entry as it was sent.
+    const [hash, size] = (pushed.root as string).split('/');
+    const tree = ((pushed.ref as { tree: string }).tree).split('/');
+    server.log.length = 0;
+    const out = freshDir();
+    const r = await runCli(['checkout', 'deps-srv', out, '--remote', server.url, '--store', freshStore(), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(src));
+    const j = json(r);
+    assert.equal(j.digest, `${hash}/${size}`);
+    assert.equal((j.remote as { batch: boolean }).batch, true);
+    assert.equal((j.remoteRef as { tree: string }).tree, tree.join('/'));
+    const paths = server.log.map((e) => `${e.method} ${e.path}`);
+    assert.equal(paths.filter((p) => p.includes('/ac/')).length, 1);
+    assert.ok(paths.some((p) => p.includes('/treecast/v1/missing')), 'the server was asked which blobs it lacks before any write');
+  });
+
+  test('--no-batch against the same server takes every Directory from the Tree message', async () => {
+    await pushRef(other, server.url, 'plain-srv');
+    server.log.length = 0;
+    const out = freshDir();
+    const r = await runCli(['checkout', 'plain-srv', out, '--remote', server.url, '--no-batch', '--store', freshStore(), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(other));
+    const dirs = new Set(lsHashes(other, 'dir'));
+    const tree = ((json(r).remoteRef as { tree: string }).tree).split('/')[0]!;
+    const gets = server.log.filter((e) => e.method === 'GET').map((e) => e.path.split('/').pop()!);
+    assert.ok(gets.includes(tree));
+    assert.deepEqual(gets.filter((h) => dirs.has(h)), [], 'no Directory fetched by itself');
+  });
+
+  test('an entry whose file blob the server lost is a miss (the server says so, or /missing does); --fallback hits the next', async () => {
+    // With AC validation the server itself answers 404; without it, the client's /missing check finds it.
+    const loose = await startServer(join(base, 'loose-store'), { acValidation: false });
+    try {
+      for (const [srv, reason] of [[server, 'absent'], [loose, 'incomplete']] as const) {
+        await pushRef(src, srv.url, 'srv-broken');
+        await pushRef(other, srv.url, 'srv-good');
+        const theirs = new Set(lsHashes(other, 'file'));
+        const victim = lsHashes(src, 'file').find((h) => !theirs.has(h))!;
+        fs.rmSync(srv.store.blobPath(victim));
+        const out = freshDir();
+        const miss = await runCli(['checkout', 'srv-broken', out, '--remote', srv.url, '--store', freshStore(), '--json']);
+        assert.equal(miss.code, 3, miss.stderr);
+        assert.equal((json(miss).error as { tried: { reason: string }[] }).tried[0]!.reason, reason);
+        assert.ok(!fs.existsSync(out), 'nothing written for an incomplete tree');
+        const store = freshStore();
+        const r = await runCli(['pull', 'srv-broken', srv.url, '--fallback', 'srv-good', '--ref', 'restored', '--store', store, '--json']);
+        assert.equal(r.code, 0, r.stderr);
+        const j = json(r);
+        assert.equal((j.remoteRef as { name: string; fallback: boolean }).name, 'srv-good');
+        assert.equal((j.remoteRef as { missed: { reason: string }[] }).missed[0]!.reason, reason);
+        assert.equal(formatDigest(LocalStore.open(store).readRef('restored')!), j.root);
+        await pushRef(src, srv.url, 'srv-broken'); // whole again
+      }
+    } finally {
+      await loose.close();
+    }
+  });
+});
