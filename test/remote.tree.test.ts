@@ -1,0 +1,171 @@
+/**
+ * GET /treecast/v1/tree over real HTTP: what `treecast serve` sends (every Directory once,
+ * breadth first, root first; a directory it lacks as a 'missing' frame with nothing below), that
+ * pull uses it, and that a hostile server's /tree (a Directory naming '..') is refused by
+ * `checkout --remote` before anything is written.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { type Digest, digestOf, formatDigest } from '../src/core/digest.js';
+import { decodeDirectory, directoryBlob } from '../src/core/reapi.js';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { BATCH_PROTOCOL, FRAME_PRESENT, FrameDecoder, encodeFrame, encodeFrameHeader } from '../src/remote/wire.js';
+import { makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+
+/** Parses a frame stream into [digest, bytes | undefined (missing)] in order. */
+function frames(body: Buffer): [Digest, Buffer | undefined][] {
+  const out: [Digest, Buffer | undefined][] = [];
+  let parts: Buffer[] | undefined;
+  const dec = new FrameDecoder({
+    header: (_d, present) => (parts = present ? [] : undefined),
+    data: (c) => parts!.push(Buffer.from(c)),
+    end: (d) => out.push([d, parts && Buffer.concat(parts)]),
+  });
+  dec.push(body);
+  dec.finish();
+  return out;
+}
+
+/** Breadth-first Directory digests of a tree held in `store`, each once. */
+function breadthFirst(store: LocalStore, root: Digest): string[] {
+  const seen = new Set([root.hash]);
+  const order: string[] = [];
+  let level = [root];
+  while (level.length > 0) {
+    const next: Digest[] = [];
+    for (const d of level) {
+      order.push(d.hash);
+      for (const c of decodeDirectory(store.readSync(d)).directories) if (!seen.has(c.digest.hash)) (seen.add(c.digest.hash), next.push(c.digest));
+    }
+    level = next;
+  }
+  return order;
+}
+
+describe('/tree over HTTP', () => {
+  let dir: string;
+  let srv: TestServer;
+  let root: Digest;
+
+  before(async () => {
+    dir = tempDir('tree');
+    srv = await startServer(join(dir, 'server'));
+    makeTree(join(dir, 'src'), 12, 3);
+    // Two identical subdirectories: one Directory message, which /tree must send once.
+    for (const twin of ['twin-a/inner', 'twin-b/inner']) {
+      fs.mkdirSync(join(dir, 'src', twin), { recursive: true });
+      fs.writeFileSync(join(dir, 'src', twin, 'same.txt'), 'same\n');
+    }
+    root = (await snapshot(join(dir, 'src'), { store: srv.store })).digest;
+  });
+  after(async () => {
+    await srv?.close();
+    removeDir(dir);
+  });
+
+  test('serve sends every Directory once, breadth first from the root, verifiable by hash', async () => {
+    const r = await fetch(`${srv.url}ci/treecast/v1/tree/${root.hash}/${root.size}`);
+    assert.equal(r.status, 200);
+    const got = frames(Buffer.from(await r.arrayBuffer()));
+    assert.deepEqual(got.map(([d]) => d.hash), breadthFirst(srv.store, root));
+    for (const [d, bytes] of got) {
+      assert.ok(bytes, `${formatDigest(d)} present`);
+      assert.equal(digestOf(bytes).hash, d.hash);
+    }
+    assert.ok(got.length > 12, 'nested directories are included');
+  });
+
+  test('a directory the server lacks is a missing frame, and nothing below it is sent', async () => {
+    const s2 = await startServer(join(dir, 'partial'));
+    try {
+      await snapshot(join(dir, 'src'), { store: s2.store });
+      // Remove one directory that has subdirectories: it and its subtree vanish from the response.
+      const dirs = new Map<string, Digest[]>();
+      const walk = (d: Digest) => {
+        const kids = decodeDirectory(s2.store.readSync(d)).directories.map((n) => n.digest);
+        dirs.set(d.hash, kids);
+        kids.forEach(walk);
+      };
+      walk(root);
+      const [withKids, kidDigests] = [...dirs].find(([h, k]) => h !== root.hash && k.length > 0)!;
+      const kids = kidDigests.map((k) => k.hash);
+      s2.store.removeBlobSync(withKids);
+      const got = frames(Buffer.from(await (await fetch(`${s2.url}treecast/v1/tree/${root.hash}/${root.size}`)).arrayBuffer()));
+      const missing = got.filter(([, b]) => b === undefined).map(([d]) => d.hash);
+      assert.deepEqual(missing, [withKids]);
+      for (const k of kids) assert.ok(!got.some(([d]) => d.hash === k), 'nothing below a missing directory');
+    } finally {
+      await s2.close();
+    }
+  });
+
+  test('pull fetches the directories with one /tree request', async () => {
+    const before = srv.log.length;
+    const r = await runCli(['pull', formatDigest(root), srv.url, '--store', join(dir, 'client')]);
+    assert.equal(r.code, 0, r.stderr);
+    const requests = srv.log.slice(before);
+    assert.equal(requests.filter((e) => e.path.includes('/treecast/v1/tree/')).length, 1);
+    assert.ok(!requests.some((e) => e.path.startsWith('/cas/') && breadthFirst(srv.store, root).includes(e.path.slice(5))), 'no Directory fetched one by one');
+  });
+
+  for (const where of ['root', 'subdirectory'] as const) {
+    test(`a hostile /tree (a Directory naming '..' in the ${where}) is refused before anything is written`, async () => {
+      const payload = Buffer.from('planted\n');
+      const evil = directoryBlob({ files: [{ name: '..', digest: digestOf(payload), executable: false }], directories: [], symlinks: [] });
+      const top =
+        where === 'root'
+          ? directoryBlob({ files: [], directories: [{ name: '..', digest: evil.digest }], symlinks: [] })
+          : directoryBlob({ files: [], directories: [{ name: 'sub', digest: evil.digest }], symlinks: [] });
+      const requests: string[] = [];
+      const hostile = http.createServer((req, res) => {
+        requests.push(`${req.method} ${req.url}`);
+        if (req.url === '/status') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          return res.end(JSON.stringify({ version: 'x', protocol: BATCH_PROTOCOL, readOnly: true }));
+        }
+        if (req.url?.startsWith('/treecast/v1/tree/')) {
+          res.writeHead(200, { 'content-type': 'application/octet-stream' });
+          return res.end(Buffer.concat([encodeFrame(top.digest, top.bytes), encodeFrame(evil.digest, evil.bytes)]));
+        }
+        if (req.url === `/cas/${digestOf(payload).hash}`) return res.end(payload);
+        if (req.url === `/cas/${top.digest.hash}`) return res.end(top.bytes);
+        if (req.url === `/cas/${evil.digest.hash}`) return res.end(evil.bytes);
+        if (req.url === '/treecast/v1/read') {
+          // Whatever is asked for is sent, from the hostile set.
+          const chunks: Buffer[] = [];
+          req.on('data', (c) => chunks.push(c));
+          req.on('end', () => {
+            res.writeHead(200);
+            res.end(Buffer.concat([encodeFrameHeader(evil.digest, FRAME_PRESENT), evil.bytes]));
+          });
+          return;
+        }
+        res.writeHead(404);
+        res.end();
+      });
+      hostile.listen(0, '127.0.0.1');
+      await new Promise((r) => hostile.once('listening', r));
+      const url = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/`;
+      const base = join(dir, `hostile-${where}`);
+      fs.mkdirSync(base);
+      const target = join(base, 'out');
+      try {
+        const r = await runCli(['checkout', formatDigest(top.digest), target, '--remote', url, '--store', join(base, 'store'), '--json']);
+        assert.equal(r.code, 6, `exit 6 (unsafe input), got ${r.code}: ${r.stderr}`);
+        assert.match(r.stdout + r.stderr, /'\.\.'|\.\./);
+        assert.ok(requests.some((q) => q.startsWith('GET /treecast/v1/tree/')), `the client read /tree: ${requests.join(', ')}`);
+        assert.ok(!fs.existsSync(target) || fs.readdirSync(target).length === 0, 'nothing written into the target');
+        assert.deepEqual(fs.readdirSync(base).sort(), ['out', 'store'].filter((n) => fs.existsSync(join(base, n))), 'nothing written beside it');
+        assert.ok(!requests.includes(`GET /cas/${digestOf(payload).hash}`), 'no file blob was fetched for the hostile tree');
+      } finally {
+        hostile.closeAllConnections();
+        await new Promise((r) => hostile.close(r));
+      }
+    });
+  }
+});
