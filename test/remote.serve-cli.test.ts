@@ -1,0 +1,142 @@
+/**
+ * `treecast serve` end to end, as a user starts it: --token-file, --read-only, --max-blob-size,
+ * --max-connections, --access-log, --no-ac-validation, and a clean stop on SIGTERM and SIGINT.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { join } from 'node:path';
+import { digestOf } from '../src/core/digest.js';
+import { removeDir, runCli, startCli, tempDir, waitExit } from './helpers/remote.js';
+
+type Child = ReturnType<typeof startCli>;
+
+/** Starts `serve --json` on a free port; resolves with the child and its URL once it listens. */
+async function serve(args: string[]): Promise<{ child: Child; url: string }> {
+  const child = startCli(['serve', '--listen', '127.0.0.1:0', '--json', ...args]);
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = () => {
+      const line = child.out.stdout.split('\n')[0]!;
+      if (child.out.stdout.includes('\n')) resolve((JSON.parse(line) as { url: string }).url);
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${child.out.stderr}`)));
+  });
+  return { child, url };
+}
+
+async function stop(child: Child, signal: NodeJS.Signals) {
+  child.kill(signal);
+  return waitExit(child);
+}
+
+describe('serve from the command line', () => {
+  let dir: string;
+  before(() => {
+    dir = tempDir('serve-cli');
+  });
+  after(() => removeDir(dir));
+
+  test('--token-file, --max-blob-size and --access-log; SIGTERM stops it cleanly', async () => {
+    const tokenFile = join(dir, 'token');
+    fs.writeFileSync(tokenFile, 's3cret-token\nignored second line\n');
+    const log = join(dir, 'access.log');
+    const { child, url } = await serve(['--store', join(dir, 'a'), '--token-file', tokenFile, '--max-blob-size', '1K', '--access-log', log]);
+    let stopped = false;
+    try {
+      const small = Buffer.from('fits in a kibibyte');
+      const big = Buffer.alloc(2048, 1);
+      const auth = { authorization: 'Bearer s3cret-token' };
+      let r = await fetch(`${url}cas/${digestOf(small).hash}`, { method: 'PUT', body: small });
+      assert.equal(r.status, 401, 'no token');
+      await r.arrayBuffer();
+      r = await fetch(`${url}cas/${digestOf(small).hash}`, { method: 'PUT', body: small, headers: { authorization: 'Bearer s3cret-token-wrong' } });
+      assert.equal(r.status, 401, 'wrong token');
+      await r.arrayBuffer();
+      r = await fetch(`${url}cas/${digestOf(small).hash}`, { method: 'PUT', body: small, headers: auth });
+      assert.equal(r.status, 200, 'the first line of the token file is the token');
+      r = await fetch(`${url}cas/${digestOf(big).hash}`, { method: 'PUT', body: big, headers: auth });
+      assert.equal(r.status, 413, '--max-blob-size 1K');
+      await r.arrayBuffer();
+      r = await fetch(`${url}cas/${digestOf(small).hash}`, { headers: auth });
+      assert.deepEqual(Buffer.from(await r.arrayBuffer()), small);
+
+      const exit = await stop(child, 'SIGTERM');
+      stopped = true;
+      assert.equal(exit.code, 0, exit.stderr);
+      const events = exit.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(events.at(-1)!.event, 'stopped');
+      assert.ok(!exit.stdout.includes('s3cret') && !exit.stderr.includes('s3cret'), 'the token is never printed');
+      const lines = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { method: string; status: number; path: string });
+      assert.deepEqual(
+        lines.map((l) => [l.method, l.status]),
+        [['PUT', 401], ['PUT', 401], ['PUT', 200], ['PUT', 413], ['GET', 200]],
+      );
+      // The port is closed once it stopped.
+      await assert.rejects(fetch(`${url}status`));
+    } finally {
+      if (!stopped) await stop(child, 'SIGKILL');
+    }
+  });
+
+  test('--read-only refuses writes; --max-connections 1 answers a second connection 503; SIGINT stops it', async () => {
+    const store = join(dir, 'ro');
+    const { child, url } = await serve(['--store', store, '--read-only', '--max-connections', '1']);
+    let stopped = false;
+    const held = net.connect(Number(new URL(url).port), '127.0.0.1');
+    held.on('error', () => {});
+    try {
+      await new Promise((r) => held.once('connect', r));
+      await new Promise((r) => setTimeout(r, 100));
+      let r = await fetch(`${url}status`, { headers: { connection: 'close' } });
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('retry-after'), '1');
+      await r.arrayBuffer();
+      held.destroy();
+      await new Promise((res) => setTimeout(res, 100));
+      const body = Buffer.from('not accepted');
+      r = await fetch(`${url}cas/${digestOf(body).hash}`, { method: 'PUT', body, headers: { connection: 'close' } });
+      assert.equal(r.status, 405);
+      await r.arrayBuffer();
+      const key = digestOf(Buffer.from('key')).hash;
+      r = await fetch(`${url}ac/${key}`, { method: 'PUT', body: Buffer.from([0x20, 0x01]), headers: { connection: 'close' } });
+      assert.equal(r.status, 405, 'the action cache is read-only too');
+      await r.arrayBuffer();
+      assert.ok(!fs.existsSync(join(store, 'cas', digestOf(body).hash.slice(0, 2), digestOf(body).hash)));
+      const exit = await stop(child, 'SIGINT');
+      stopped = true;
+      assert.equal(exit.code, 0, exit.stderr);
+      assert.equal((JSON.parse(exit.stdout.trim().split('\n').at(-1)!) as { event: string }).event, 'stopped');
+    } finally {
+      held.destroy();
+      if (!stopped) await stop(child, 'SIGKILL');
+    }
+  });
+
+  test('--no-ac-validation stores any bytes; by default they are refused', async () => {
+    const key = digestOf(Buffer.from('ccache key')).hash;
+    const bytes = Buffer.from('ccache result, not protobuf \x13\x13');
+    for (const [args, want] of [[[], 400], [['--no-ac-validation'], 200]] as [string[], number][]) {
+      const { child, url } = await serve(['--store', join(dir, `ac-${want}`), ...args]);
+      try {
+        const r = await fetch(`${url}ccache/ac/${key}`, { method: 'PUT', body: bytes });
+        assert.equal(r.status, want, args.join(' '));
+        await r.arrayBuffer();
+        const g = await fetch(`${url}ccache/ac/${key}`);
+        assert.equal(g.status, want === 200 ? 200 : 404);
+        if (want === 200) assert.deepEqual(Buffer.from(await g.arrayBuffer()), bytes);
+        else await g.arrayBuffer();
+      } finally {
+        await stop(child, 'SIGTERM');
+      }
+    }
+  });
+
+  test('a token file that cannot be read is a file-system error naming it, and nothing listens', async () => {
+    const missing = join(dir, 'no-such-token');
+    const r = await runCli(['serve', '--listen', '127.0.0.1:0', '--store', join(dir, 'x'), '--token-file', missing]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.ok(r.stderr.includes(missing), r.stderr);
+  });
+});
