@@ -130,8 +130,8 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
  * Plans the checkout; refuses (LocalChangesError) before anything is touched when it would lose
  * local changes. `provenBefore` is the time the new record must keep: an update that looked only
  * at what the trees change did not check the other files, so a file edited before now but after
- * the last record must not pass for unchanged. Only a plan that checked every entry (a fresh
- * checkout, force, or no record) may move the record's time to now.
+ * the last record must not pass for unchanged. Only a plan that checked every entry (force, or no
+ * record) may move it, to when it started looking; a fresh checkout, to when it finished writing.
  */
 async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, incremental: boolean, o: CheckoutOptions): Promise<{ plan: Plan; provenBefore?: number }> {
   const store = o.store;
@@ -160,9 +160,11 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
         previous = undefined;
       }
     }
+    const planStart = Date.now();
     const disk = new RealDiskView(rootAbs, store, previous && record ? record.finishedAtMs : 0);
     plan = planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true });
-    if (previous && record && o.force !== true) provenBefore = record.finishedAtMs;
+    // A plan that checked every entry proves the disk as it was when it started looking.
+    provenBefore = previous && record && o.force !== true ? record.finishedAtMs : planStart;
   }
   if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
   return { plan, provenBefore };
