@@ -32,9 +32,9 @@ function setup(entries: CraftEntry[] | Buffer): Setup {
 }
 
 /** Unpacks, expects a refusal of `cls` whose message matches `msg`, and checks nothing was left. */
-async function refused(entries: CraftEntry[] | Buffer, cls: new (...a: never[]) => Error, msg: RegExp, opts: { jobs?: number; maxRatio?: number; maxSize?: number } = {}): Promise<Setup> {
+async function refused(entries: CraftEntry[] | Buffer, cls: new (...a: never[]) => Error, msg: RegExp, opts: { jobs?: number; maxRatio?: number; maxSize?: number; safeLinks?: boolean } = {}): Promise<Setup> {
   const s = setup(entries);
-  await assert.rejects(unpack(s.zip, s.target, { jobs: opts.jobs ?? 0, maxRatio: opts.maxRatio, maxSize: opts.maxSize }), (err: Error) => {
+  await assert.rejects(unpack(s.zip, s.target, { jobs: opts.jobs ?? 0, maxRatio: opts.maxRatio, maxSize: opts.maxSize, safeLinks: opts.safeLinks }), (err: Error) => {
     assert.ok(err instanceof cls, `expected ${cls.name}, got ${err.constructor.name}: ${err.message}`);
     assert.match(err.message, msg);
     return true;
@@ -62,7 +62,7 @@ test('a directory, then a same-named symlink, then a file through it is refused'
   await refused([{ name: 'd/' }, { name: 'd', data: 'sub', mode: 0o120777 }, file('d/evil')], UnsafePathError, /'d': duplicate entry \(dir and symlink\)/);
 });
 
-test('symlink targets that escape are refused', async () => {
+test('with --safe-links, symlink targets that escape are refused', async () => {
   const cases: [string, string, RegExp][] = [
     ['l', '/etc/passwd', /'l': symlink target '\/etc\/passwd' is absolute/],
     ['l', '..', /'l': symlink target '\.\.' points outside/],
@@ -70,9 +70,9 @@ test('symlink targets that escape are refused', async () => {
     ['l', 'b/../../x', /'l': symlink target 'b\/\.\.\/\.\.\/x' has '\.\.' after a name/],
     ['l', 'C:\\Windows', /Windows path syntax/],
   ];
-  for (const [name, target, msg] of cases) await refused([{ name, data: target, mode: 0o120777 }], UnsafePathError, msg);
+  for (const [name, target, msg] of cases) await refused([{ name, data: target, mode: 0o120777 }], UnsafePathError, msg, { safeLinks: true });
   // '.' then '..' through it: 'b -> .' is fine alone, but 'a -> b/../x' could climb out through b.
-  await refused([{ name: 'b', data: '.', mode: 0o120777 }, { name: 'a', data: 'b/../x', mode: 0o120777 }], UnsafePathError, /'a': symlink target 'b\/\.\.\/x' has '\.\.' after a name/);
+  await refused([{ name: 'b', data: '.', mode: 0o120777 }, { name: 'a', data: 'b/../x', mode: 0o120777 }], UnsafePathError, /'a': symlink target 'b\/\.\.\/x' has '\.\.' after a name/, { safeLinks: true });
 });
 
 test('duplicate entries of every kind are refused', async () => {

@@ -12,7 +12,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { tempDir } from './helpers/tmp.js';
 import { startServer } from './helpers/remote.js';
-import { NOBODY, publicBin } from './helpers/as-user.js';
+import { publicBin } from './helpers/public-package.js';
+
+/** The uid and gid of `nobody` on Debian. */
+const NOBODY = { uid: 65534, gid: 65534 };
 
 const bin = new URL('../../bin/treecast', import.meta.url).pathname;
 

@@ -43,7 +43,7 @@ function setup(bytes: Buffer, name = 'a.tar'): Setup {
 }
 
 /** Unpacks and expects a refusal (exit 6) naming `msg`; checks DIR is as it was and nothing lies outside it. */
-async function refused(bytes: Buffer | TarCraftEntry[], msg: RegExp, opts: { maxRatio?: number; maxSize?: number; stripComponents?: number; name?: string; jobs?: number } = {}): Promise<Setup> {
+async function refused(bytes: Buffer | TarCraftEntry[], msg: RegExp, opts: { maxRatio?: number; maxSize?: number; stripComponents?: number; name?: string; jobs?: number; safeLinks?: boolean } = {}): Promise<Setup> {
   const s = setup(Buffer.isBuffer(bytes) ? bytes : craftTar(bytes), opts.name);
   await assert.rejects(unpack(s.archive, s.target, { jobs: opts.jobs ?? 0, ...opts }), (err: Error & { exitCode?: number }) => {
     assert.equal(err.exitCode, ExitCode.unsafeInput, `exit code 6 expected, got ${err.exitCode}: ${err.message}`);
@@ -75,10 +75,12 @@ test('absolute names, .. components, and names absolute after repeated slashes o
 test('a symlink, then a file or directory written through it, is refused (CVE-2021-32803, CVE-2021-37701)', async () => {
   await refused([{ name: 'sub/', type: '5' }, { name: 'd', type: '2', linkname: 'sub' }, file('d/evil')], /'d\/evil': lies under 'd', which is a symlink/);
   await refused([{ name: 'sub/', type: '5' }, { name: 'd', type: '2', linkname: 'sub' }, { name: 'd/x/', type: '5' }], /'d\/x\/': lies under 'd', which is a symlink/);
-  await refused([{ name: 'd', type: '2', linkname: '/tmp' }, file('d/evil-treecast-tar')], /'d': symlink target '\/tmp' is absolute/);
+  await refused([{ name: 'd', type: '2', linkname: '/tmp' }, file('d/evil-treecast-tar')], /'d\/evil-treecast-tar': lies under 'd', which is a symlink/);
+  await refused([{ name: 'd', type: '2', linkname: '/tmp' }, file('d/evil-treecast-tar')], /'d': symlink target '\/tmp' is absolute/, { safeLinks: true });
   await refused([{ name: 'd/', type: '5' }, { name: 'd', type: '2', linkname: '.' }, file('d/evil')], /'d': duplicate entry \(dir and symlink\)/);
   // A link name with backslashes (a Windows path through which a later entry would climb).
-  await refused([{ name: 'd', type: '2', linkname: '..\\..\\..\\tmp' }, file('d\\evil')], /'d': symlink target '\.\.\\\.\.\\\.\.\\tmp' uses Windows path syntax/);
+  await refused([{ name: 'd', type: '2', linkname: '..\\..\\..\\tmp' }, file('d\\evil')], /'d': symlink target '\.\.\\\.\.\\\.\.\\tmp' uses Windows path syntax/, { safeLinks: true });
+  await refused([{ name: 'd', type: '2', linkname: '..\\..\\..\\tmp' }, file('d\\evil')], /'d\\evil': name contains '\\'/);
 });
 
 test('hardlinks to a target outside DIR, absolute, not earlier in the archive, or naming a symlink are refused', async () => {
@@ -168,7 +170,7 @@ test('a refusal after files were written (in worker threads) leaves DIR as it wa
 test('import refuses what unpack refuses and records no tree or ref', async () => {
   const s = setup(craftTar([file('a'), { name: 'l', type: '2', linkname: '/etc' }]));
   const store = LocalStore.open(join(s.outside, '..', 'store'));
-  await assert.rejects(importArchive(s.archive, store, { jobs: 0, ref: 'x' }), /'l': symlink target '\/etc' is absolute/);
+  await assert.rejects(importArchive(s.archive, store, { jobs: 0, ref: 'x', safeLinks: true }), /'l': symlink target '\/etc' is absolute/);
   assert.equal(store.readRef?.('x') ?? undefined, undefined);
 });
 

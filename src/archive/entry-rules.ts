@@ -8,7 +8,9 @@
  * lying under a file or a symlink of the archive; stored entries whose sizes disagree; ratios past
  * `maxRatio`; totals past `maxSize`; entries whose local data overlaps another entry or the central
  * directory. setuid, setgid and sticky bits are stripped with a warning (as Info-ZIP unzip does
- * without -K). Symlink targets are judged by symlinkTargetRule once their data is read.
+ * without -K). Symlink targets are judged by symlinkTargetRule once their data is read: any target
+ * is kept by default (links are never followed or written through while extracting), and with
+ * `safeLinks` absolute targets and targets that leave the extraction root are refused.
  */
 import { ArchiveError, UnsafePathError } from '../errors.js';
 import { MAX_DEPTH, nameProblem, symlinkTargetProblem } from '../core/names.js';
@@ -254,13 +256,18 @@ function assignLimits(entries: ArchiveEntry[], cdOffset: number): void {
 }
 
 /**
- * Judges a symlink target against the link's place in the tree: refused when absolute, when it
- * climbs above the extraction root, or when '..' follows a name (which could climb out through
+ * Judges a symlink target. Always refused: an empty target, NUL, over 4,095 bytes. Otherwise any
+ * target is kept, as tar, bsdtar and unzip keep them (a Python venv links `bin/python3` to an
+ * absolute path): extraction never follows or writes through a link, since links are made after
+ * every file and no entry may lie under one. With `safeLinks` (for untrusted archives whose links
+ * should not point anywhere else once extracted), refused when absolute, in Windows syntax, when
+ * it climbs above the extraction root, or when '..' follows a name (which could climb out through
  * another symlink). '.' and empty parts are no-ops and allowed.
  */
-export function symlinkTargetRule(linkPath: string, target: string): string | null {
+export function symlinkTargetRule(linkPath: string, target: string, safeLinks = false): string | null {
   const basic = symlinkTargetProblem(target);
   if (basic) return basic;
+  if (!safeLinks) return null;
   if (target.startsWith('/')) return `symlink target '${target}' is absolute`;
   if (target.includes('\\') || DRIVE_RE.test(target)) return `symlink target '${target}' uses Windows path syntax`;
   const depth = linkPath.split('/').length - 1;

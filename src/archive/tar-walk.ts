@@ -17,6 +17,8 @@ import type { TarInput } from './tar-input.js';
 export interface TarReadOptions {
   maxRatio?: number;
   maxSize?: number;
+  /** Refuse symlinks whose targets are absolute or leave the extraction root (see symlinkTargetRule). */
+  safeLinks?: boolean;
   /** Leading path components removed from every name (and hardlink target), as GNU tar does. */
   stripComponents?: number;
   /** Special entries (devices, FIFOs, sparse files, unknown types) are errors instead of skipped. */
@@ -160,7 +162,7 @@ export class TarJudge {
     }
     if (t === T.SYMLINK) {
       if (slash) throw new ArchiveError(`archive entry '${shown}': a symlink whose name ends with '/'`, { path: shown });
-      const why = symlinkTargetRule(path, h.linkname);
+      const why = symlinkTargetRule(path, h.linkname, this.o.safeLinks);
       if (why) throw new UnsafePathError(`archive entry '${shown}': ${why}`, { path: shown });
       this.kinds.add(path, 'symlink', shown);
       return { ...base, type: 'symlink', target: h.linkname };

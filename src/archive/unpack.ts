@@ -30,6 +30,8 @@ export interface ArchiveReadOptions {
   jobs: number;
   maxRatio?: number;
   maxSize?: number;
+  /** Refuse symlinks whose targets are absolute or leave the extraction root (see symlinkTargetRule). */
+  safeLinks?: boolean;
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   onWarning?: (code: string, message: string) => void;
   /** Entries larger than this are streamed on the main thread (default 64 MiB; tests lower it). */
@@ -67,7 +69,7 @@ export interface OpenedArchive {
 }
 
 /** Opens, reads and judges an archive: everything that can be refused before writing is refused here. */
-export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number }): OpenedArchive {
+export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }): OpenedArchive {
   let fd: number;
   try {
     fd = fs.openSync(path, 'r');
@@ -84,7 +86,7 @@ export function openArchive(path: string, limits: { maxRatio?: number; maxSize?:
     for (const e of judged.entries) {
       if (e.type !== 'symlink') continue;
       const target = readEntry(fd, e, path).toString('utf8');
-      const why = symlinkTargetRule(e.path, target);
+      const why = symlinkTargetRule(e.path, target, limits.safeLinks);
       if (why) throw new UnsafePathError(`archive entry '${e.rawName}': ${why}`, { path: e.path });
       targets.set(e.index, target);
     }

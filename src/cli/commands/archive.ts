@@ -93,7 +93,6 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
     .description('extract a zip or tar (.tar, .tar.gz, .tar.zst) into DIR (created when missing), refusing anything that could write outside it')
     .argument('<archive>', "the archive to read; its format is told by its content; '-' reads a tar from stdin")
     .argument('<dir>', 'the directory to extract into')
-
     .option('--force', 'replace files and symlinks that already exist in DIR (never directories; never followed); they are replaced only once the whole archive was extracted, so a failed or interrupted unpack leaves them as they were')
     .option('--keep-partial', 'when a damaged entry is met while extracting, keep the entries before it instead of removing everything written')
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
@@ -101,6 +100,7 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
     .option('--strip-components <n>', 'tar: remove N leading components from every name (as GNU tar); shorter names are skipped', intInRange('--strip-components', 0, 1024))
     .option('--strict', 'tar: refuse devices, FIFOs, sparse files and other special entries instead of skipping them with a warning')
     .option('--same-owner', 'tar: restore owners (uid, gid) from the archive; root only')
+    .option('--safe-links', 'refuse symlinks whose targets are absolute or lead out of DIR (for untrusted archives); by default any target is kept, and no link is ever followed or written through while extracting')
     .option('--json', 'print one JSON object on stdout instead of human-readable lines');
   addJobsOption(unpackCmd, 'extraction threads');
   unpackCmd.addHelpText(
@@ -109,7 +109,8 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
 The whole central directory and every symlink target are checked before anything is written.
 Refused (exit 6, nothing from the archive left in DIR): absolute names, '..', backslashes and drive
 letters, names over 4096 bytes or deeper than 1024 levels, duplicate entries, entries under a
-symlink or file of the archive, symlinks whose targets are absolute or climb out of DIR, devices,
+symlink or file of the archive, with --safe-links symlinks whose targets are absolute or climb out
+of DIR, devices,
 FIFOs and sockets, encrypted entries, overlapping entries, sizes or CRCs that disagree with the data,
 ratios past --max-ratio and totals past --max-size, truncated archives.
 setuid, setgid and sticky bits are stripped with a warning. Existing files in DIR are never
@@ -125,7 +126,7 @@ only after the whole archive was read and accepted; a refused or interrupted unp
 it was. --max-ratio applies to the whole stream. Devices, FIFOs and sparse files are skipped with
 a warning (refused with --strict); owners are not restored unless --same-owner.`,
   );
-  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; sameOwner?: boolean; json?: boolean }) => {
+  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; sameOwner?: boolean; safeLinks?: boolean; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => unpack(archive, dir, {
       signal,
@@ -137,6 +138,7 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
       stripComponents: o.stripComponents,
       strict: o.strict,
       sameOwner: o.sameOwner,
+      safeLinks: o.safeLinks,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'unpacking' }),
     }));
@@ -150,16 +152,16 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
     .description('store the tree of a zip or tar (.tar, .tar.gz, .tar.zst) without writing it to disk; prints the tree digest (the last line of output)')
     .argument('<archive>', "the archive to read; its format is told by its content; '-' reads a tar from stdin")
     .option('--ref <name>', 'also record the digest under this ref name')
-
     .option('--max-ratio <n>', 'refuse entries that inflate more than N times their compressed size', positiveNumber('--max-ratio'), DEFAULT_MAX_RATIO)
     .option('--max-size <bytes>', 'refuse archives whose entries add up to more than this (suffixes K, M, G, T)', bytes)
     .option('--strip-components <n>', 'tar: remove N leading components from every name (as GNU tar); shorter names are skipped', intInRange('--strip-components', 0, 1024))
-    .option('--strict', 'tar: refuse devices, FIFOs, sparse files and other special entries instead of skipping them with a warning');
+    .option('--strict', 'tar: refuse devices, FIFOs, sparse files and other special entries instead of skipping them with a warning')
+    .option('--safe-links', 'refuse symlinks whose targets are absolute or lead out of the tree (for untrusted archives); by default any target is kept verbatim, as snapshot does');
   addJobsOption(importCmd, 'threads');
   addStoreOption(importCmd);
   addJsonOption(importCmd);
   importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of `treecast snapshot` of the unpacked directory.');
-  importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; store?: string; json?: boolean }) => {
+  importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; safeLinks?: boolean; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => importArchive(archive, store, {
@@ -170,6 +172,7 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
       maxSize: o.maxSize,
       stripComponents: o.stripComponents,
       strict: o.strict,
+      safeLinks: o.safeLinks,
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'importing' }),
     }));
