@@ -2,7 +2,7 @@
  * `npm run bench`: side-by-side benchmarks against the peer tools, on the Linux 6.1 source tree,
  * written to BENCHMARKS.md. Not part of `npm test`.
  *
- *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load,startup,node-modules,cache] [--corpus DIR] [--out FILE]
+ *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load,startup,node-modules,cache,tar] [--corpus DIR] [--out FILE]
  *
  * Needs root for the loop-mounted XFS (reflink) part, and the peer tools: git, ostree, tar, cp,
  * Info-ZIP zip/unzip, rsync, nginx (Debian packages), GNU time.
@@ -27,6 +27,7 @@ async function sections(): Promise<Section[]> {
     ['startup', './startup.js'],
     ['node-modules', './node-modules.js'],
     ['cache', './cache.js'],
+    ['tar', './tar.js'],
   ] as const;
   for (const [name, file] of optional) {
     if (fs.existsSync(new URL(file, import.meta.url))) list.push({ name, run: (await import(file)).run });

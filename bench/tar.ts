@@ -1,0 +1,117 @@
+/**
+ * tar benchmarks (section `tar`): unpack of .tar, .tar.gz and .tar.zst archives made by GNU tar and
+ * zstd, and pack to .tar.zst, on the Linux tree copied to tmpfs; then a real pnpm node_modules
+ * (bench/get-node-modules.sh) packed by `tar --zstd` and unpacked. treecast against GNU tar,
+ * bsdtar and node-tar, in the same run. Returns a markdown section.
+ */
+import { spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { type BenchContext, type Case, median, table, target, timeCases, type Timed } from './harness.js';
+
+function sh(cmd: string): string {
+  const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`bench step failed (${r.status}): ${cmd}\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const med = (r: Map<string, Timed>, label: string) => median(r.get(label)!.wall);
+const rss = (r: Map<string, Timed>, label: string) => median(r.get(label)!.rssMB);
+
+/** The unpack cases for one archive: treecast, GNU tar, bsdtar, node-tar (fed by zstd for .tar.zst). */
+function unpackCases(tc: string, nodeTar: string, archive: string, out: string, gnuFlags: string, zstd: boolean): Case[] {
+  const clear = `rm -rf ${q(out)} && mkdir ${q(out)}`;
+  return [
+    { label: 'treecast unpack', cmd: `${tc} unpack ${q(archive)} ${q(out)}`, setup: `rm -rf ${q(out)}` },
+    { label: `tar ${gnuFlags}`, cmd: `tar ${gnuFlags} ${q(archive)} -C ${q(out)}`, setup: clear },
+    { label: 'bsdtar -xf', cmd: `bsdtar -xf ${q(archive)} -C ${q(out)}`, setup: clear },
+    {
+      label: zstd ? 'zstd -dc | node-tar x' : 'node-tar x',
+      cmd: zstd ? `zstd -dc --long=31 ${q(archive)} | ${nodeTar} x - ${q(out)}` : `${nodeTar} x ${q(archive)} ${q(out)}`,
+      setup: clear,
+    },
+  ];
+}
+
+export async function run(ctx: BenchContext): Promise<string> {
+  const root = dirname(dirname(ctx.treecast));
+  const w = join(ctx.tmpfs, 'tar-bench');
+  const src = join(w, 'src');
+  const out = join(w, 'out');
+  const tcs = `${q(process.execPath)} ${q(ctx.treecast)}`;
+  const nodeTar = `${q(process.execPath)} ${q(join(root, 'bench', 'archive-node-tar.mjs'))}`;
+  const env = `TREECAST_STORE=${q(join(w, 'store'))}`;
+  const runs = ctx.runs;
+  const parts: string[] = [
+    '## tar archives',
+    '',
+    `Linux tree copied to tmpfs; archives made by GNU tar (and zstd -T0 -3 for .tar.zst, as actions/cache does); ${runs} timed run(s) per command after a warm-up, interleaved; medians. Each unpack goes into an empty directory.`,
+    '',
+  ];
+  sh(`rm -rf ${q(w)} && mkdir -p ${q(w)} && cp -a ${q(ctx.corpus)} ${q(src)}`);
+  const tarFile = join(w, 'linux.tar');
+  const gz = join(w, 'linux.tar.gz');
+  const zst = join(w, 'linux.tar.zst');
+  ctx.log('tar: preparing input archives');
+  sh(`tar -cf ${q(tarFile)} -C ${q(src)} . && tar -czf ${q(gz)} -C ${q(src)} . && tar -cf - -C ${q(src)} . | zstd -T0 -3 -q -o ${q(zst)}`);
+
+  const targets: string[] = [];
+  const sections: [string, string, string, boolean, number][] = [
+    ['.tar.zst', zst, 'tar --zstd -xf', true, 0.6],
+    ['.tar.gz', gz, 'tar -xzf', false, 0.75],
+    ['.tar', tarFile, 'tar -xf', false, 0.6],
+  ];
+  for (const [name, archive, gnu, isZstd, limit] of sections) {
+    ctx.log(`tar: unpack ${name}`);
+    const r = timeCases(unpackCases(`${env} ${tcs}`, nodeTar, archive, out, gnu, isZstd), runs, ctx.log);
+    parts.push(`### unpack ${name} (${statSync(archive).size} bytes)`, '', table(r, gnu), '');
+    targets.push(target(`unpack ${name}: treecast / ${gnu}`, med(r, 'treecast unpack') / med(r, gnu), limit));
+    targets.push(target(`unpack ${name}: treecast peak RSS MB`, rss(r, 'treecast unpack'), 300));
+  }
+
+  ctx.log('tar: pack .tar.zst');
+  const o = join(w, 'o.tar.zst');
+  const clearO = `rm -f ${q(o)}`;
+  const pack = timeCases(
+    [
+      { label: 'treecast pack .tar.zst', cmd: `${tcs} pack ${q(src)} ${q(o)}`, setup: clearO },
+      { label: 'tar -cf - . | zstd -T0 -3', cmd: `cd ${q(src)} && tar -cf - . | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
+      { label: 'bsdtar --zstd -cf', cmd: `cd ${q(src)} && bsdtar --zstd -cf ${q(o)} .`, setup: clearO },
+      { label: 'node-tar c | zstd -T0 -3', cmd: `${nodeTar} c ${q(src)} - | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
+    ],
+    runs,
+    ctx.log,
+  );
+  sh(`${clearO} && ${tcs} pack ${q(src)} ${q(o)}`);
+  const ours = statSync(o).size;
+  const theirs = statSync(zst).size;
+  parts.push('### pack .tar.zst', '', table(pack, 'tar -cf - . | zstd -T0 -3'), '');
+  parts.push(`Archive sizes: treecast ${ours} bytes, tar | zstd -T0 -3 ${theirs} bytes (ratio ${(ours / theirs).toFixed(4)}).`, '');
+  targets.push(target('pack .tar.zst: treecast / tar | zstd -T0 -3', med(pack, 'treecast pack .tar.zst') / med(pack, 'tar -cf - . | zstd -T0 -3'), 1.2));
+  targets.push(target('pack .tar.zst: archive size / tar | zstd -T0 -3', ours / theirs, 1.03));
+  targets.push(target('pack .tar.zst: treecast peak RSS MB', rss(pack, 'treecast pack .tar.zst'), 300));
+  sh(`rm -rf ${q(w)}`);
+
+  // ---------------------------------------------------------------- node_modules
+  ctx.log('tar: node_modules corpus');
+  const app = sh(`bash ${q(join(root, 'bench', 'get-node-modules.sh'))}`);
+  const nm = join(app, 'node_modules');
+  const nmw = join(ctx.tmpfs, 'tar-nm');
+  const nmZst = join(nmw, 'node_modules.tar.zst');
+  const nmOut = join(nmw, 'out');
+  sh(`rm -rf ${q(nmw)} && mkdir -p ${q(nmw)} && tar --zstd -cf ${q(nmZst)} -C ${q(nm)} .`);
+  const count = (type: string) => sh(`find ${q(nm)} -type ${type} | wc -l`);
+  const nmRes = timeCases(unpackCases(`${env} ${tcs}`, nodeTar, nmZst, nmOut, 'tar --zstd -xf', true), runs, ctx.log);
+  sh(`rm -rf ${q(nmw)}`);
+  parts.push(
+    `### node_modules, unpack .tar.zst (${count('f')} files, ${count('l')} symlinks, ${count('d')} directories; bench/get-node-modules.sh; packed by tar --zstd)`,
+    '',
+    table(nmRes, 'tar --zstd -xf'),
+    '',
+  );
+  targets.push(target('node_modules unpack .tar.zst: treecast / tar --zstd -xf', med(nmRes, 'treecast unpack') / med(nmRes, 'tar --zstd -xf'), 0.6));
+  targets.push(target('node_modules unpack: treecast peak RSS MB', rss(nmRes, 'treecast unpack'), 300));
+  parts.push('### Targets', '', ...targets);
+  return parts.join('\n');
+}
