@@ -72,7 +72,12 @@ export interface DataBatch {
   data: Uint8Array;
 }
 
-export function writeDataBatch(b: DataBatch): ExtractResult {
+/** What 'archive.write' returns: the counts, and the batch's buffer handed back for reuse. */
+export interface DataBatchResult extends ExtractResult {
+  data: Uint8Array;
+}
+
+export function writeDataBatch(b: DataBatch): DataBatchResult {
   const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
   const written: string[] = [];
   let bytes = 0;
@@ -87,7 +92,7 @@ export function writeDataBatch(b: DataBatch): ExtractResult {
     for (const w of written) removeQuietly(w);
     throw err;
   }
-  return { files: written.length, bytes };
+  return { files: written.length, bytes, data: b.data };
 }
 
 function writeFile(dest: string, data: Buffer, f: { perm: number | undefined; mtime: number }, umask: number, owner?: { uid: number; gid: number }): void {

@@ -32,7 +32,13 @@ export interface StoreDataBatch {
   data: Uint8Array;
 }
 
-export function storeDataBatch(b: StoreDataBatch, ctx: OpContext): IngestResult {
+/** The hashes in batch order, and the batch's buffer handed back for reuse. */
+export interface StoreDataResult {
+  hashes: string[];
+  data: Uint8Array;
+}
+
+export function storeDataBatch(b: StoreDataBatch, ctx: OpContext): StoreDataResult {
   const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
-  return b.files.map((f) => ctx.store.putSync(data.subarray(f.at, f.at + f.size)).hash);
+  return { hashes: b.files.map((f) => ctx.store.putSync(data.subarray(f.at, f.at + f.size)).hash), data: b.data };
 }

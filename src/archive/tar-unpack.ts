@@ -18,7 +18,7 @@ import { resolve } from 'node:path';
 import { TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
 import { WorkerPool } from '../fs/worker-pool.js';
 import { foldName } from './entry-rules.js';
-import type { DataBatch, ExtractResult } from './extract-op.js';
+import type { DataBatch, DataBatchResult } from './extract-op.js';
 import { tarJobs, type TarInput } from './tar-input.js';
 import { walkTar, type TarDir, type TarFile, type TarHardlink, type TarReadOptions, type TarSymlink } from './tar-walk.js';
 import { currentUmask, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
@@ -100,10 +100,11 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
       batch: async (files, data) => {
         for (const f of files) parentOf(f.path);
         const payload: DataBatch = { root: staging, umask, sameOwner, files, data };
-        const r = await pool.run<ExtractResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer] : undefined);
+        const r = await pool.run<DataBatchResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer] : undefined);
         done += r.files;
         bytes += r.bytes;
         opts.onProgress?.({ done, total: 0, bytes });
+        return r.data;
       },
       largeBegin: (e) => {
         parentOf(e.path);
