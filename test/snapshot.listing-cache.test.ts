@@ -12,6 +12,7 @@ import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
 import { gcStore } from '../src/store/maintenance.js';
+import { SpecialFileError } from '../src/errors.js';
 import { settle, tempDir, writeTree } from './helpers/tmp.js';
 import { makeRandomTree, mutateTree } from './helpers/random-tree.js';
 import { canMount } from './helpers/mounts.js';
@@ -146,6 +147,22 @@ test('a directory replaced by an older one (a bind mount: old times, other inode
   } finally {
     execFileSync('umount', [join(src, 'a', 'b')]);
   }
+});
+
+test('a directory holding a special file is listed every time, so the warning (or --strict) is not lost', async () => {
+  const dir = tempDir();
+  const src = join(dir, 'src');
+  writeTree(src, { 'sub/a': 'a', 'other/b': 'b' });
+  execFileSync('mkfifo', [join(src, 'sub', 'pipe')]);
+  await settle();
+  const store = LocalStore.open(join(dir, 's'));
+  for (let i = 0; i < 2; i++) {
+    const seen: string[] = [];
+    const r = await snapshot(src, { store, onSkip: (s) => seen.push(s.path) });
+    assert.deepEqual(seen, [join(src, 'sub', 'pipe')], `run ${i + 1}`);
+    if (i === 1) assert.equal(r.readDirectories, 1, 'only the directory with the FIFO is listed again');
+  }
+  await assert.rejects(snapshot(src, { store, strict: true }), SpecialFileError);
 });
 
 test('changing --exclude between runs lists the tree again under the new patterns', async () => {
