@@ -8,10 +8,10 @@
  * process's event loop).
  */
 import * as fs from 'node:fs';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { type BenchContext, type Case, median, table, target, timeCases, timeOnce } from './harness.js';
-import { serve, stop } from './remote.js';
+import { serve, startRsyncDaemon, stop } from './remote.js';
 import { findNginx, startNginx } from '../test/helpers/remote-nginx.js';
 
 const RSYNC_PORT = 18874;
@@ -55,14 +55,7 @@ export async function run(ctx: BenchContext): Promise<string> {
     }
     out.push(...saves, '');
 
-    fs.writeFileSync(
-      join(base, 'rsyncd.conf'),
-      `port = ${RSYNC_PORT}\naddress = 127.0.0.1\nuse chroot = no\nlog file = ${join(base, 'rsyncd.log')}\n[corpus]\npath = ${ctx.corpus}\nread only = yes\n`,
-    );
-    // In the foreground (--no-detach) so it is our child and we stop exactly it.
-    const rsyncd = spawn('rsync', ['--daemon', '--no-detach', `--config=${join(base, 'rsyncd.conf')}`], { stdio: 'ignore' });
-    children.push(rsyncd);
-    await new Promise((r) => setTimeout(r, 500));
+    children.push(await startRsyncDaemon(base, ctx.corpus, RSYNC_PORT));
 
     const store = join(base, 'restore-store');
     const dst = join(base, 'restore-out');

@@ -41,6 +41,18 @@ export async function serve(ctx: BenchContext, args: string[]): Promise<{ url: s
   return { url, child };
 }
 
+/** An rsync daemon on loopback serving `dir` as module `corpus` (for `rsync -a` rows). */
+export async function startRsyncDaemon(base: string, dir: string, port: number): Promise<ChildProcess> {
+  fs.writeFileSync(
+    join(base, 'rsyncd.conf'),
+    `port = ${port}\naddress = 127.0.0.1\nuse chroot = no\nlog file = ${join(base, 'rsyncd.log')}\n[corpus]\npath = ${dir}\nread only = yes\n`,
+  );
+  // In the foreground (--no-detach) so it is our child and we stop exactly it.
+  const rsyncd = spawn('rsync', ['--daemon', '--no-detach', `--config=${join(base, 'rsyncd.conf')}`], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 500));
+  return rsyncd;
+}
+
 export async function stop(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const done = new Promise((r) => child.once('exit', r));
@@ -113,14 +125,7 @@ export async function run(ctx: BenchContext): Promise<string> {
         ctx.log('remote: pushing the Linux tree to nginx');
         sh(`${tc} push ${linux} ${nginxUrl} --store ${serverStore}`);
     }
-    fs.writeFileSync(
-      join(base, 'rsyncd.conf'),
-      `port = 18873\naddress = 127.0.0.1\nuse chroot = no\nlog file = ${join(base, 'rsyncd.log')}\n[corpus]\npath = ${ctx.corpus}\nread only = yes\n`,
-    );
-    // In the foreground (--no-detach) so it is our child and we stop exactly it.
-    const rsyncd = spawn('rsync', ['--daemon', '--no-detach', `--config=${join(base, 'rsyncd.conf')}`], { stdio: 'ignore' });
-    children.push(rsyncd);
-    await new Promise((r) => setTimeout(r, 500));
+    children.push(await startRsyncDaemon(base, ctx.corpus, 18873));
 
     const store = join(base, 'co-store');
     const dst = join(base, 'co-out');
