@@ -58,7 +58,8 @@ test('import stores the tree snapshot would: same root digest as snapshot of the
   const src = join(dir, 'src');
   makeSampleTree(src);
   const zip = join(dir, 'z.zip');
-  spawnSync('zip', ['-q', '-r', '-y', zip, '.'], { cwd: src });
+  const made = spawnSync('zip', ['-q', '-r', '-y', zip, '.'], { cwd: src, encoding: 'utf8' });
+  assert.equal(made.status, 0, `zip (Info-ZIP) failed: ${made.error ?? ''}${made.stderr}`);
   const storeDir = join(dir, 'store');
   const store = LocalStore.open(storeDir);
   const imported = await importArchive(zip, store, { jobs: 2, ref: 'imported', largeEntryBytes: 100_000 });
