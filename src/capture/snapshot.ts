@@ -106,7 +106,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     await hashFiles(toHash, poolFor(!small), opts);
     const { digest, reused } = storeTree(scan.root, store, cache);
     // Nothing hashed, every cached entry used, every message reused: the cache on disk is exactly right.
-    if (toHash.length > 0 || cache.hits !== cache.size || reused !== scan.allDirs.length) {
+    if (toHash.length > 0 || cache.hits !== cache.size || (cache.keepsListings && reused !== scan.allDirs.length)) {
       cache.save(scan.files, scan.allDirs, digest, startedMs, store.tmpPath('cache'));
     }
     if (opts.ref !== undefined) store.writeRef(opts.ref, digest);

@@ -119,6 +119,11 @@ export class StatCache {
     return this.index.size;
   }
 
+  /** Whether directory listings are kept under the options of this run (not with --follow-symlinks). */
+  get keepsListings(): boolean {
+    return this.key !== undefined;
+  }
+
   private read(buf: Buffer): void {
     const headerLen = buf.readUInt32LE(0);
     const header = JSON.parse(buf.toString('utf8', 4, 4 + headerLen)) as Header;
