@@ -13,7 +13,7 @@ import { directoryBlob } from '../src/core/reapi.js';
 import { ActionCache } from '../src/store/action-cache.js';
 import { LocalStore } from '../src/store/local.js';
 import { gcStore } from '../src/store/maintenance.js';
-import { leftoverTmp, removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { json, leftoverTmp, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 const TOKEN = 'ac-token';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -204,5 +204,27 @@ describe('action cache', () => {
     assert.ok(!has(rootTreeFile) && !has(rootDir.bytes), 'what only the dropped entry kept is gone');
     for (const b of [t.fileA, t.fileB, t.tree, t.sub.bytes, t.root.bytes, stdout]) assert.ok(has(b), 'what the used entry references stays');
     assert.ok(fs.existsSync(ac.path(key('fresh'))) && fs.existsSync(ac.path(key('ccache'))));
+  });
+
+  test('gc --max-age from the command line: durations, --json, and a bad duration is a usage error', async () => {
+    const root = join(dir, 'gc-cli');
+    const store = LocalStore.open(root);
+    const ac = new ActionCache(store);
+    const out = Buffer.from('kept only by the stale entry\n');
+    store.putSync(out);
+    ac.write(key('stale'), encodeActionResult({ outputFiles: [{ path: 'o', digest: digestOf(out), executable: false }], outputDirectories: [], exitCode: 0 }));
+    ac.write(key('recent'), encodeActionResult({ outputFiles: [], outputDirectories: [], exitCode: 0 }));
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    fs.utimesSync(ac.path(key('stale')), twoHoursAgo, twoHoursAgo);
+    let r = await runCli(['gc', '--max-age', '3h', '--grace', '0', '--json', '--store', root]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(json(r).removedActions, [], '3h keeps an entry used 2 h ago');
+    r = await runCli(['gc', '--max-age', '90m', '--grace', '0', '--json', '--store', root]);
+    assert.deepEqual(json(r).removedActions, [key('stale')]);
+    assert.deepEqual(json(r).removed, [digestOf(out).hash]);
+    assert.equal(json(r).actions, 1);
+    r = await runCli(['gc', '--max-age', '7x', '--store', root]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--max-age '7x' is not a duration/);
   });
 });
