@@ -2,7 +2,7 @@
  * `npm run bench`: side-by-side benchmarks against the peer tools, on the Linux 6.1 source tree,
  * written to BENCHMARKS.md. Not part of `npm test`.
  *
- *   npm run bench -- [--runs N] [--only foundation,archive,remote,server-load,startup,node-modules,cache,tar] [--corpus DIR] [--out FILE]
+ *   npm run bench -- [--runs N] [--no-prefault] [--only foundation,archive,remote,server-load,startup,node-modules,cache,tar] [--corpus DIR] [--out FILE]
  *
  * Needs root for the loop-mounted XFS (reflink) part, and the peer tools: git, ostree, tar, cp,
  * Info-ZIP zip/unzip, rsync, nginx (Debian packages), GNU time.
@@ -64,7 +64,8 @@ async function main(): Promise<void> {
   const out = arg('--out') ?? join(root, 'BENCHMARKS.md');
   const tmpfs = fs.mkdtempSync('/dev/shm/treecast-bench-');
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  prefault(tmpfs, log);
+  // --no-prefault: for sections that measure memory of one process, not tmpfs speed (server-load).
+  if (!process.argv.includes('--no-prefault')) prefault(tmpfs, log);
   const ctx: BenchContext = { corpus, tmpfs, treecast: join(root, 'bin/treecast'), runs, log };
   // Sections not run this time keep their figures from the last run that made them.
   const previous = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';

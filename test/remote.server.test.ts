@@ -295,6 +295,7 @@ describe('remote server', () => {
       assert.equal(refused.status, 503);
       assert.match(refused.text, /\r\nRetry-After: 1\r\n/i);
       assert.equal(s.server.status().refusedConnections, 1);
+      assert.equal(s.server.status().maxConnectionsOpen, 2);
       assert.equal(s.log.filter((e) => e.refused).length, 1);
       held.pop()!.destroy();
       await new Promise((res) => setTimeout(res, 50));

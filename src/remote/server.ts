@@ -84,6 +84,8 @@ export interface ServerStatus {
   maxInFlight: number;
   /** Connections open now. */
   connections: number;
+  /** The most connections open at once since start. */
+  maxConnectionsOpen: number;
   /** Connections refused with 503 because `maxConnections` were open. */
   refusedConnections: number;
 }
@@ -131,6 +133,7 @@ export class RemoteServer implements ServerCore {
   private inFlight = 0;
   private maxInFlight = 0;
   private readonly connections = new Set<net.Socket>();
+  private maxConnectionsOpen = 0;
   private refusedConnections = 0;
   readonly buffering: BufferPolicy;
   readonly ac: ActionCache;
@@ -190,6 +193,7 @@ export class RemoteServer implements ServerCore {
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
       connections: this.connections.size,
+      maxConnectionsOpen: this.maxConnectionsOpen,
       refusedConnections: this.refusedConnections,
     };
   }
@@ -209,6 +213,7 @@ export class RemoteServer implements ServerCore {
         return;
       }
       this.connections.add(socket);
+      this.maxConnectionsOpen = Math.max(this.maxConnectionsOpen, this.connections.size);
       socket.once('close', () => this.connections.delete(socket));
       for (const h of httpHandlers) h.call(this.server, socket);
     });
