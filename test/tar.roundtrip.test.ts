@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { pack, formatOf } from '../src/archive/pack.js';
 import { unpack } from '../src/archive/unpack.js';
 import { importArchive } from '../src/archive/import.js';
@@ -100,4 +101,25 @@ test('sizes over 8 GiB and times past the octal fields are written as pax record
   const r = spawnSync('tar', ['-tvf', join(dir, 'h.tar')], { encoding: 'utf8' });
   assert.match(r.stdout, new RegExp(`-rw-r--r-- .* ${big} .* big\\.bin`));
   assert.match(r.stdout, /2514-05-30/);
+});
+
+test('files larger than a batch buffer, and files streamed on their own, unpack and import whole', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  // 9 MiB is past the 8 MiB batch buffer; 3 MiB goes through the streamed path when largeEntryBytes is 2 MiB.
+  fs.writeFileSync(join(src, 'a-small'), 'small');
+  fs.writeFileSync(join(src, 'b-nine-mib'), randomBytes(9 << 20));
+  fs.writeFileSync(join(src, 'c-small'), 'small too');
+  fs.writeFileSync(join(src, 'd-three-mib'), randomBytes(3 << 20));
+  const archive = join(dir, 'a.tar.zst');
+  sh(`tar --zstd -cf ${archive} -C ${src} .`);
+  for (const largeEntryBytes of [undefined, 2 << 20]) {
+    const out = join(dir, `out-${largeEntryBytes ?? 'default'}`);
+    await unpack(archive, out, { jobs: 2, largeEntryBytes });
+    compareTrees(src, out, { symlinkTimes: false });
+  }
+  const store = LocalStore.open(join(dir, 'store'));
+  const r = await importArchive(archive, store, { jobs: 2, largeEntryBytes: 2 << 20 });
+  assert.equal(formatDigest(r.root), formatDigest((await snapshot(src, { store, jobs: 0 })).digest));
 });
