@@ -68,9 +68,19 @@ export interface DataBatch {
   umask: number;
   /** Set owners from the archive (--same-owner as root). */
   sameOwner: boolean;
-  files: { path: string; perm: number; mtime: number; size: number; at: number; uid: number; gid: number }[];
+  /**
+   * The files, packed: paths joined by NUL (which no accepted name holds), and per file
+   * [perm, mtime, size, at, uid, gid] in `meta`. Perf: posting 256 objects per batch was 0.38 s of
+   * postMessage on the main thread for the node_modules corpus (--cpu-prof), more than judging the
+   * entries; packed, 0.24 s (one profile each, on a shared machine).
+   */
+  paths: string;
+  meta: Float64Array;
   data: Uint8Array;
 }
+
+/** Field order of DataBatch.meta. */
+export const META_FIELDS = 6;
 
 /** What 'archive.write' returns: the counts, and the batch's buffer handed back for reuse. */
 export interface DataBatchResult extends ExtractResult {
@@ -79,11 +89,15 @@ export interface DataBatchResult extends ExtractResult {
 
 export function writeDataBatch(b: DataBatch): DataBatchResult {
   const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
+  const paths = b.paths.split('\0');
+  const m = b.meta;
   const written: string[] = [];
   let bytes = 0;
   try {
-    for (const f of b.files) {
-      const dest = `${b.root}/${f.path}`;
+    for (let i = 0; i < paths.length; i++) {
+      const k = i * META_FIELDS;
+      const f = { perm: m[k]!, mtime: m[k + 1]!, size: m[k + 2]!, at: m[k + 3]!, uid: m[k + 4]!, gid: m[k + 5]! };
+      const dest = `${b.root}/${paths[i]}`;
       writeFile(dest, data.subarray(f.at, f.at + f.size), f, b.umask, b.sameOwner ? f : undefined);
       written.push(dest);
       bytes += f.size;

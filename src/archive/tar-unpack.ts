@@ -18,7 +18,7 @@ import { resolve } from 'node:path';
 import { TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
 import { WorkerPool } from '../fs/worker-pool.js';
 import { foldName } from './entry-rules.js';
-import type { DataBatch, DataBatchResult } from './extract-op.js';
+import { META_FIELDS, type DataBatch, type DataBatchResult } from './extract-op.js';
 import { tarJobs, type TarInput } from './tar-input.js';
 import { walkTar, type TarDir, type TarFile, type TarHardlink, type TarReadOptions, type TarSymlink } from './tar-walk.js';
 import { currentUmask, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
@@ -99,8 +99,10 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
       hardlink: (e) => hardlinks.push(e),
       batch: async (files, data) => {
         for (const f of files) parentOf(f.path);
-        const payload: DataBatch = { root: staging, umask, sameOwner, files, data };
-        const r = await pool.run<DataBatchResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer] : undefined);
+        const meta = new Float64Array(files.length * META_FIELDS);
+        files.forEach((f, i) => meta.set([f.perm, f.mtime, f.size, f.at, f.uid, f.gid], i * META_FIELDS));
+        const payload: DataBatch = { root: staging, umask, sameOwner, paths: files.map((f) => f.path).join('\0'), meta, data };
+        const r = await pool.run<DataBatchResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer, meta.buffer] : undefined);
         done += r.files;
         bytes += r.bytes;
         opts.onProgress?.({ done, total: 0, bytes });
