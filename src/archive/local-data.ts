@@ -9,6 +9,7 @@ import * as zlib from 'node:zlib';
 import { ArchiveError, fsError } from '../errors.js';
 import type { ArchiveEntry } from './entry-rules.js';
 import { FLAG_DATA_DESCRIPTOR, LOCAL_HEADER_SIZE, METHOD_STORE, SIG_LOCAL, U32_MAX } from './zip-format.js';
+import { openFile } from '../fs/open-file.js';
 
 /** Entries larger than this (compressed or not) are streamed instead of read whole. */
 export const LARGE_ENTRY_BYTES = 64 << 20;
@@ -115,12 +116,7 @@ export function forEachBatchEntry<F extends EntryRef>(archive: string, files: re
   const start = files[0]!.localOffset;
   const len = files[files.length - 1]!.limit - start;
   if (batchBuffer.length < len) batchBuffer = Buffer.allocUnsafe(Math.max(len, batchBuffer.length * 2));
-  let fd: number;
-  try {
-    fd = fs.openSync(archive, 'r');
-  } catch (e) {
-    throw fsError(e, 'cannot open archive', archive);
-  }
+  const fd = openFile(archive, 'r', 'cannot open archive');
   try {
     preadFully(fd, batchBuffer, len, start, archive);
   } finally {

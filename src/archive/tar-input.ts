@@ -10,6 +10,7 @@ import * as zlib from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { ArchiveError, FileSystemError, UsageError, fsError } from '../errors.js';
 import { BLOCK, isZeroBlock, looksLikeTar } from './tar-format.js';
+import { openFile } from '../fs/open-file.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -208,12 +209,7 @@ export function openTarSource(path: string): { input: TarInput; label: string } 
     }
     return { input: openTarInput({ fd: 0, path: 'stdin' }, head), label: 'stdin' };
   }
-  let fd: number;
-  try {
-    fd = fs.openSync(path, 'r');
-  } catch (e) {
-    throw fsError(e, 'cannot open archive', path);
-  }
+  const fd = openFile(path, 'r', 'cannot open archive');
   try {
     const head = Buffer.alloc(BLOCK);
     const n = fs.readSync(fd, head, 0, BLOCK, 0);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ArchiveError, FileSystemError, fsError } from '../errors.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding } from './tar-format.js';
+import { openFile } from '../fs/open-file.js';
 
 export type TarCompression = 'none' | 'gzip' | 'zstd';
 
@@ -141,12 +142,7 @@ export class TarWriter {
   /** Adds a file whose data is in `src` (read in pieces, so memory stays bounded). */
   addFromFile(h: TarEntryHeader, src: string): void {
     const size = this.header(h);
-    let fd: number;
-    try {
-      fd = fs.openSync(src, 'r');
-    } catch (e) {
-      throw fsError(e, 'cannot read', src);
-    }
+    const fd = openFile(src, 'r', 'cannot read');
     try {
       const buf = Buffer.allocUnsafe(Math.min(16 << 20, Math.max(size, 1)));
       for (let pos = 0; pos < size; ) {

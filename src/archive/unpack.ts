@@ -24,6 +24,7 @@ import { Replacements } from './replacements.js';
 import { openTarSource } from './tar-input.js';
 import type { TarReadOptions } from './tar-walk.js';
 import { makeDirectories } from '../fs/make-dirs.js';
+import { openFile } from '../fs/open-file.js';
 
 /** What every command that reads an archive (unpack, import) takes. */
 export interface ArchiveReadOptions {
@@ -70,12 +71,7 @@ export interface OpenedArchive {
 
 /** Opens, reads and judges an archive: everything that can be refused before writing is refused here. */
 export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }): OpenedArchive {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, 'r');
-  } catch (e) {
-    throw fsError(e, 'cannot open archive', path);
-  }
+  const fd = openFile(path, 'r', 'cannot open archive');
   try {
     const cd = readCentralDirectory(fd, path);
     const judged = judgeEntries(cd.entries, cd.cdOffset, {

@@ -31,6 +31,7 @@ import {
   ZIP64_LOCATOR_SIZE,
   toDosDateTime,
 } from './zip-format.js';
+import { openFile } from '../fs/open-file.js';
 
 export interface EntryHeader {
   /** Name in the archive; directories end in '/'. */
@@ -75,12 +76,7 @@ export class ZipWriter {
   addFromFile(h: EntryHeader, src: string): void {
     this.header(h);
     this.flush();
-    let fd: number;
-    try {
-      fd = fs.openSync(src, 'r');
-    } catch (e) {
-      throw fsError(e, 'cannot read', src);
-    }
+    const fd = openFile(src, 'r', 'cannot read');
     try {
       const chunk = Buffer.allocUnsafe(4 << 20);
       let pos = 0;

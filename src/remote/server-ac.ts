@@ -18,6 +18,7 @@ import { actionResultReferences } from '../store/action-cache.js';
 import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
 import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
+import { openFile } from '../fs/open-file.js';
 
 export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -67,12 +68,7 @@ async function putEntry(core: ServerCore, key: string, ctx: Ctx): Promise<void> 
   // Streamed to a temp file as it arrives (an entry may be megabytes for ccache), renamed over
   // the entry only once complete and, with validation, decoded.
   const tmp = core.ac.tmpPath();
-  let fd: number;
-  try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-  } catch (e) {
-    throw fsError(e, 'cannot create action cache entry', tmp);
-  }
+  const fd = openFile(tmp, 'wx', 'cannot create action cache entry', 0o644);
   let total = 0;
   try {
     try {
