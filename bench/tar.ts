@@ -24,7 +24,7 @@ function unpackCases(tc: string, nodeTar: string, archive: string, out: string, 
   const clear = `rm -rf ${q(out)} && mkdir ${q(out)}`;
   return [
     { label: 'treecast unpack', cmd: `${tc} unpack ${q(archive)} ${q(out)}`, setup: `rm -rf ${q(out)}` },
-    { label: `tar ${gnuFlags}`, cmd: `tar ${gnuFlags} ${q(archive)} -C ${q(out)}`, setup: clear },
+    { label: gnuFlags, cmd: `${gnuFlags} ${q(archive)} -C ${q(out)}`, setup: clear },
     { label: 'bsdtar -xf', cmd: `bsdtar -xf ${q(archive)} -C ${q(out)}`, setup: clear },
     {
       label: zstd ? 'zstd -dc | node-tar x' : 'node-tar x',

@@ -67,6 +67,11 @@ export interface TarConsumer {
   largeBegin(e: TarFile): void;
   largeData(chunk: Buffer): void;
   largeEnd(e: TarFile): void;
+  /**
+   * Awaited after each input chunk when it returns a promise (work the consumer queued is behind),
+   * and with `all` once before the walk returns (everything queued must be done).
+   */
+  settle?(all: boolean): Promise<void> | undefined;
 }
 
 export interface TarWalkLimits {
@@ -327,12 +332,15 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
       }
       parser.push(chunk);
       if (parser.ended) break;
-      // Backpressure: stop reading while the workers are behind.
+      // Backpressure: stop reading while the workers (or the consumer's own writes) are behind.
       while (inFlight.size >= limits.parallelism && !failure) await Promise.race(inFlight);
+      const behind = consumer.settle?.(false);
+      if (behind) await behind;
     }
     if (!failure && !limits.signal?.aborted) {
       parser.end();
       flush();
+      await consumer.settle?.(true);
     }
   } catch (e) {
     if (!limits.signal?.aborted) failure ??= { e };
