@@ -83,8 +83,11 @@ export function isZeroBlock(b: Buffer, off: number): boolean {
   return true;
 }
 
-/** Both sums tar implementations have written: bytes as unsigned and as signed, checksum field as spaces. */
-function checksums(b: Buffer, off: number): { unsigned: number; signed: number } {
+/**
+ * Whether `stored` is one of the sums tar implementations have written: bytes as unsigned or as
+ * signed, the checksum field counted as spaces. (Perf: no object per header.)
+ */
+function checksumMatches(b: Buffer, off: number, stored: number): boolean {
   let u = 0;
   let s = 0;
   for (let i = 0; i < BLOCK; i++) {
@@ -92,7 +95,7 @@ function checksums(b: Buffer, off: number): { unsigned: number; signed: number }
     u += c;
     s += c > 127 ? c - 256 : c;
   }
-  return { unsigned: u, signed: s };
+  return stored === u || stored === s;
 }
 
 /** Whether the block at `off` looks like a tar header: a valid checksum (any ustar, GNU or v7 header). */
@@ -100,16 +103,14 @@ export function looksLikeTar(b: Buffer, off = 0): boolean {
   if (b.length - off < BLOCK) return false;
   const stored = parseNumber(b, off + 148, 8);
   if (!Number.isFinite(stored) || isZeroBlock(b, off)) return false;
-  const c = checksums(b, off);
-  return stored === c.unsigned || stored === c.signed;
+  return checksumMatches(b, off, stored);
 }
 
 const USTAR = Buffer.from('ustar\0');
 
 export function parseHeader(b: Buffer, off: number): HeaderResult {
   const stored = parseNumber(b, off + 148, 8);
-  const c = checksums(b, off);
-  if (!(stored === c.unsigned || stored === c.signed)) return { ok: false, why: 'header checksum mismatch (the archive is corrupt or not a tar archive)' };
+  if (!checksumMatches(b, off, stored)) return { ok: false, why: 'header checksum mismatch (the archive is corrupt or not a tar archive)' };
   const typeflag = b[off + 156]!;
   const mode = parseNumber(b, off + 100, 8);
   const uid = parseNumber(b, off + 108, 8);

@@ -102,7 +102,15 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
       batch: async (files, data) => {
         for (const f of files) parentOf(f.path);
         const meta = new Float64Array(files.length * META_FIELDS);
-        files.forEach((f, i) => meta.set([f.perm, f.mtime, f.size, f.at, f.uid, f.gid], i * META_FIELDS));
+        for (let i = 0, k = 0; i < files.length; i++, k += META_FIELDS) {
+          const f = files[i]!;
+          meta[k] = f.perm;
+          meta[k + 1] = f.mtime;
+          meta[k + 2] = f.size;
+          meta[k + 3] = f.at;
+          meta[k + 4] = f.uid;
+          meta[k + 5] = f.gid;
+        }
         const payload: DataBatch = { root: staging, umask, sameOwner, paths: files.map((f) => f.path).join('\0'), meta, data };
         const r = await pool.run<DataBatchResult>('archive.write', payload, pool.size > 0 ? [data.buffer as ArrayBuffer, meta.buffer] : undefined);
         done += r.files;

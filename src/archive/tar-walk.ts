@@ -301,19 +301,18 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
         if (e.size === 0) current = undefined;
         return e.size > 0;
       },
-      data: (chunk) => {
+      data: (chunk, start, end) => {
         const e = current!;
         if (currentLarge) {
-          consumer.largeData(chunk);
-          largeLeft -= chunk.length;
+          consumer.largeData(chunk.subarray(start, end));
+          largeLeft -= end - start;
           if (largeLeft === 0) {
             consumer.largeEnd(e);
             current = undefined;
           }
           return;
         }
-        chunk.copy(buf, used);
-        used += chunk.length;
+        used += chunk.copy(buf, used, start, end);
       },
     },
     label,
