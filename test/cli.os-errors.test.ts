@@ -123,8 +123,8 @@ test('every command reports every OS error as a coded error naming the path', { 
       { cmd: 'pack', errno: 'ENOENT', args: ['pack', p('nosuch'), p('o.zip'), ...S], path: p('nosuch'), code: 3 },
       { cmd: 'unpack', errno: 'ENOENT', args: ['unpack', p('nosuch.zip'), p('out-enoent')], path: p('nosuch.zip') },
       { cmd: 'import', errno: 'ENOENT', args: ['import', p('nosuch.zip'), ...S], path: p('nosuch.zip') },
-      // push takes DIR or a digest or ref; an absolute path that is neither is an invalid ref name.
-      { cmd: 'push', errno: 'ENOENT', args: ['push', p('nosuch'), server.url, ...S], path: p('nosuch'), code: 2 },
+      // push takes DIR or a digest or ref; an absolute path that is neither is a missing directory.
+      { cmd: 'push', errno: 'ENOENT', args: ['push', p('nosuch'), server.url, ...S], path: p('nosuch') },
       // ENOTDIR: a parent is a file
       { cmd: 'snapshot', errno: 'ENOTDIR', args: ['snapshot', p('afile', 'sub'), ...S], path: p('afile', 'sub') },
       { cmd: 'checkout', errno: 'ENOTDIR', args: ['checkout', 'r', p('afile', 'sub'), ...S], path: p('afile', 'sub') },

@@ -1,5 +1,8 @@
 /** Option parsing shared by the command files: --store, --json, numbers, signals. */
+import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
+import { FileSystemError, fsError } from '../errors.js';
 import { LocalStore, defaultStorePath } from '../store/local.js';
 
 export function addStoreOption(cmd: Command): Command {
@@ -12,6 +15,25 @@ export function addJsonOption(cmd: Command): Command {
 
 export function openStore(opts: { store?: string }): LocalStore {
   return LocalStore.open(defaultStorePath(opts.store));
+}
+
+/**
+ * The store of a command that only checks or prunes one (verify, gc): it must already be a store.
+ * A mistyped --store fails naming the path and creates nothing, where openStore would make an
+ * empty store there and report it clean.
+ */
+export function openExistingStore(opts: { store?: string }): LocalStore {
+  const root = defaultStorePath(opts.store);
+  const hint = 'check --store and TREECAST_STORE';
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(root);
+  } catch (e) {
+    throw fsError(e, 'no store at', root);
+  }
+  if (!st.isDirectory()) throw new FileSystemError(`no store at ${root}: not a directory`, { path: root, syscallCode: 'ENOTDIR', hint });
+  if (!fs.existsSync(join(root, 'cas'))) throw new FileSystemError(`no store at ${root}: the directory holds no cas folder`, { path: root, syscallCode: 'ENOENT', hint });
+  return LocalStore.open(root);
 }
 
 /** A commander parser for whole numbers in [min, max]; a bad value is a usage error (exit 2). */

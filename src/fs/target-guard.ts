@@ -78,13 +78,15 @@ function refuseStoreOverlap(targetAbs: string, realTarget: string, storeRoot: st
 }
 
 /**
- * `STORE/locks`, created when absent. When the store cannot be written (a read-only home, say),
- * a private directory under the system temp dir, so an unpack without a usable store still locks.
+ * `STORE/locks`, created when absent. When the store cannot be written (a read-only home, say,
+ * or a `locks` folder another user made), a private directory under the system temp dir, so an
+ * unpack without a usable store still locks.
  */
 function lockDirFor(storeRoot: string): string {
   const dir = join(resolve(storeRoot), 'locks');
   try {
     makeDirectories(dir);
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
     return dir;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { DigestMismatchError } from '../../errors.js';
 import { gcStore, verifyStore } from '../../store/maintenance.js';
-import { addJsonOption, addStoreOption, intInRange, openStore } from '../common.js';
+import { addJsonOption, addStoreOption, intInRange, openExistingStore } from '../common.js';
 import { escapeControl, formatBytes, printJson } from '../output.js';
 
 export function registerMaintenance(program: Command): void {
@@ -12,7 +12,7 @@ export function registerMaintenance(program: Command): void {
   addStoreOption(verify);
   addJsonOption(verify);
   verify.action(async (o: { repair?: boolean; store?: string; json?: boolean }) => {
-    const r = verifyStore(openStore(o), o.repair === true);
+    const r = verifyStore(openExistingStore(o), o.repair === true);
     if (o.json) printJson({ ok: r.corrupt.length === 0 || r.repaired, ...r });
     else {
       for (const c of r.corrupt) process.stdout.write(`corrupt ${c.hash} (${escapeControl(c.path)} hashes to ${c.actual})${r.repaired ? ': removed' : ''}\n`);
@@ -36,7 +36,7 @@ export function registerMaintenance(program: Command): void {
   addStoreOption(gc);
   addJsonOption(gc);
   gc.action(async (o: { dryRun?: boolean; grace: number; maxAge?: number; store?: string; json?: boolean }) => {
-    const r = gcStore(openStore(o), { dryRun: o.dryRun === true, graceSeconds: o.grace, maxAgeSeconds: o.maxAge });
+    const r = gcStore(openExistingStore(o), { dryRun: o.dryRun === true, graceSeconds: o.grace, maxAgeSeconds: o.maxAge });
     if (o.json) {
       printJson({ ok: true, ...r });
       return;

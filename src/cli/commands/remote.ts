@@ -137,21 +137,29 @@ function parseSize(name: string): (v: string) => number {
   };
 }
 
-/** A DIGEST or REF from the store, or a directory to snapshot first. */
+/**
+ * A DIGEST or REF from the store, or a directory to snapshot first. What exists as a directory, or
+ * could not be a ref name (`/abs/dir`, `./dir`), is snapshotted: a missing one gets snapshot's own
+ * error naming the path, not "invalid ref name".
+ */
 async function resolveSource(store: LocalStore, spec: string, signal: AbortSignal): Promise<{ root: Digest; snapshotted: boolean }> {
   if (looksLikeDigest(spec) || /^[0-9a-fA-F]{64}/.test(spec)) return { root: store.resolve(spec), snapshotted: false };
-  let isRef = false;
-  try {
-    isRef = store.readRef(spec) !== undefined;
-  } catch {
-    isRef = false; // not even a valid ref name: maybe a path
-  }
-  if (isRef) return { root: store.resolve(spec), snapshotted: false };
-  if (fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) {
+  const refName = isRefName(spec);
+  if (refName && store.readRef(spec) !== undefined) return { root: store.resolve(spec), snapshotted: false };
+  if (!refName || fs.statSync(spec, { throwIfNoEntry: false })?.isDirectory()) {
     const r = await snapshot(spec, { store, signal });
     return { root: r.digest, snapshotted: true };
   }
   return { root: store.resolve(spec), snapshotted: false };
+}
+
+function isRefName(spec: string): boolean {
+  try {
+    checkRefName(spec);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function registerRemote(program: Command): void {

@@ -1,0 +1,103 @@
+/**
+ * Paths that do not exist or cannot be written, where a command used to answer with the wrong
+ * error or quietly make something: push of a missing directory, verify and gc of a missing store,
+ * and a store whose `locks` folder the user may not write.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { tempDir } from './helpers/tmp.js';
+import { publicBin } from './helpers/public-package.js';
+
+const bin = new URL('../../bin/treecast', import.meta.url).pathname;
+/** The uid and gid of `nobody` on Debian. */
+const NOBODY = { uid: 65534, gid: 65534 };
+
+function run(args: string[], opts: { asNobody?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, [opts.asNobody ? publicBin() : bin, ...args], {
+    encoding: 'utf8',
+    ...(opts.asNobody ? NOBODY : {}),
+    cwd: opts.cwd,
+    env: { ...process.env, ...opts.env },
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function assertCodedError(r: { code: number | null; err: string }, code: number, errorCode: string, path: string): void {
+  assert.equal(r.code, code, r.err);
+  assert.match(r.err, new RegExp(`^treecast: error\\[${errorCode}\\]: `, 'm'));
+  assert.ok(r.err.includes(path), `the message names ${path}: ${r.err}`);
+  assert.doesNotMatch(r.err, /internal error|\n\s+at /);
+}
+
+test('push of a path that does not exist says so (exit 7, like snapshot), not "invalid ref name"', () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  // The server is never reached: the source is resolved first.
+  const url = 'http://127.0.0.1:9/';
+  // A relative path is named as the absolute path it stands for.
+  for (const [missing, named] of [[join(dir, 'nosuch'), join(dir, 'nosuch')], ['./nosuch-here', join(dir, 'nosuch-here')]] as const) {
+    const r = run(['push', missing, url, '--store', store], { cwd: dir });
+    assertCodedError(r, 7, 'ERR_TREECAST_TARGET', named);
+    assert.doesNotMatch(r.err, /invalid ref name/);
+    const json = run(['push', missing, url, '--store', store, '--json'], { cwd: dir });
+    assert.equal(json.code, 7);
+    assert.equal(JSON.parse(json.out.trim()).error.code, 'ERR_TREECAST_TARGET');
+  }
+  // A name that could be a ref and is neither a ref nor a directory is still "not found" (exit 3).
+  assertCodedError(run(['push', 'nosuch', url, '--store', store]), 3, 'ERR_TREECAST_REF_NOT_FOUND', 'nosuch');
+});
+
+test('verify and gc of a store that does not exist fail naming it (exit 7) and create nothing', () => {
+  const dir = tempDir();
+  fs.mkdirSync(join(dir, 'not-a-store'));
+  fs.writeFileSync(join(dir, 'not-a-store', 'keep'), 'user file');
+  for (const cmd of [['verify'], ['verify', '--repair'], ['gc'], ['gc', '--dry-run']]) {
+    const missing = join(dir, 'nosuch', 'store');
+    assertCodedError(run([...cmd, '--store', missing]), 7, 'ERR_TREECAST_FS', missing);
+    assert.ok(!fs.existsSync(join(dir, 'nosuch')), `${cmd.join(' ')} created ${missing}`);
+    // Through TREECAST_STORE the same.
+    assertCodedError(run(cmd, { env: { TREECAST_STORE: missing } }), 7, 'ERR_TREECAST_FS', missing);
+    assert.ok(!fs.existsSync(join(dir, 'nosuch')));
+    // A directory that is not a store is left as it was.
+    const other = join(dir, 'not-a-store');
+    assertCodedError(run([...cmd, '--store', other]), 7, 'ERR_TREECAST_FS', other);
+    assert.deepEqual(fs.readdirSync(other), ['keep']);
+  }
+  const json = run(['gc', '--store', join(dir, 'nosuch'), '--json']);
+  assert.equal(json.code, 7);
+  assert.equal(JSON.parse(json.out.trim()).error.path, join(dir, 'nosuch'));
+});
+
+test('a store whose locks folder the user cannot write: checkout locks in the private temp folder instead', { skip: process.getuid?.() !== 0 && 'needs root to run a command as another user' }, () => {
+  const dir = tempDir('tc-locks');
+  fs.chmodSync(dir, 0o755);
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  const store = join(dir, 'store');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  execFileSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, store]);
+  // The user's store, but a locks folder of root's that the user may only read.
+  fs.mkdirSync(join(store, 'locks'), { mode: 0o755 });
+  fs.chownSync(join(store, 'locks'), 0, 0);
+  const tmp = join(dir, 'tmp');
+  fs.mkdirSync(tmp);
+  fs.chmodSync(tmp, 0o1777);
+  const out = join(dir, 'out');
+  fs.mkdirSync(out);
+  fs.chownSync(out, NOBODY.uid, NOBODY.gid);
+
+  const r = run(['checkout', 'r', out, '--store', store], { asNobody: true, env: { TMPDIR: tmp } });
+  assert.equal(r.code, 0, r.err);
+  assert.equal(fs.readFileSync(join(out, 'f'), 'utf8'), 'f');
+  // The lock went to the private fallback folder, and was given back.
+  const fallback = join(tmp, `treecast-locks-${NOBODY.uid}`);
+  assert.equal(fs.statSync(fallback).mode & 0o777, 0o700);
+  assert.deepEqual(fs.readdirSync(fallback), []);
+  assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
+});
