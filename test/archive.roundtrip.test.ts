@@ -76,6 +76,30 @@ test('import stores the tree snapshot would: same root digest as snapshot of the
   assert.equal(c.stdout.trim().split('\n').pop(), formatDigest(imported.root));
 });
 
+test('import into an empty store skips the existence checks; into a used store, blobs already there are left alone', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  // Duplicates within the archive: an empty store gets the same blob written twice, atomically.
+  for (let i = 0; i < 700; i++) fs.writeFileSync(join(src, `f${i}`), `content ${i % 300}\n`);
+  const zip = join(dir, 'z.zip');
+  await pack({ dir: src }, zip, { level: 'default', jobs: 0 });
+  const fresh = LocalStore.open(join(dir, 'fresh'));
+  assert.equal(fresh.hasNoBlobsSync(), true);
+  const a = await importArchive(zip, fresh, { jobs: 2 });
+  assert.equal(fresh.hasNoBlobsSync(), false);
+  assert.equal([...fresh.listHashes()].length, 301); // 300 contents + the root directory
+  assert.deepEqual([...fresh.listTmpFiles()], []);
+  for (const h of fresh.listHashes()) fresh.readSync({ hash: h, size: fs.statSync(fresh.blobPath(h)).size });
+  // A store that holds blobs: one already there keeps its inode (a hardlinked checkout may share it).
+  const used = LocalStore.open(join(dir, 'used'));
+  const d = used.putSync(Buffer.from('content 5\n'));
+  const ino = fs.statSync(used.blobPath(d.hash)).ino;
+  const b = await importArchive(zip, used, { jobs: 2 });
+  assert.deepEqual(b.root, a.root);
+  assert.equal(fs.statSync(used.blobPath(d.hash)).ino, ino);
+});
+
 test('pack from the store (digest or ref) writes the tree without checking it out', async () => {
   const dir = scratchDir();
   const src = join(dir, 'src');
@@ -161,6 +185,30 @@ test('a batch of large files comes back in parts and is still written in order',
     assert.equal(r.files, 7);
     const out = join(dir, `out${jobs}`);
     await unpack(zip, out, { jobs });
+    compareTrees(src, out, { symlinkTimes: false });
+  }
+});
+
+test('pack lends its output buffers to batch after batch: many batches and pieced large files come back intact', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  // 1,500 files are 12 batches, more than the buffers pack owns (parallelism + 2), so each buffer
+  // carries several batches; files over largeBytes go in pieces through the buffer's free tail.
+  for (let d = 0; d < 10; d++) {
+    fs.mkdirSync(join(src, `d${d}`), { recursive: true });
+    for (let i = 0; i < 150; i++) {
+      const size = i % 50 === 7 ? 200_000 + i : (i * 797) % 20_000;
+      // Half random (stored), half repetitive (deflated), so both methods share the buffers.
+      const bytes = i % 2 === 0 ? randomBytes(size) : Buffer.alloc(size, `${d}-${i} `);
+      fs.writeFileSync(join(src, `d${d}`, `f${i}`), bytes);
+    }
+  }
+  for (const [jobs, level] of [[0, 'store'], [2, 'store'], [2, 'fast'], [0, 'default']] as const) {
+    const zip = join(dir, `a-${jobs}-${level}.zip`);
+    const r = await pack({ dir: src }, zip, { level, jobs, largeBytes: 64 << 10, chunkBytes: 48 << 10 });
+    assert.equal(r.files, 1500);
+    const out = join(dir, `out-${jobs}-${level}`);
+    await unpack(zip, out, { jobs: 0 });
     compareTrees(src, out, { symlinkTimes: false });
   }
 });

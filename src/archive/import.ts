@@ -60,10 +60,12 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     let done = 0;
     let bytes = 0;
     pool ??= new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, { storeRoot: store.root });
+    const storeWasEmpty = store.hasNoBlobsSync();
     try {
       const payloads = plan.batches.map((b, i): IngestBatch & { n: number } => ({
         n: i,
         archive: ar.path,
+        storeWasEmpty,
         files: b.map((e) => ({ path: e.path, rawName: e.rawName, method: e.method, crc: e.crc, compressedSize: e.compressedSize, size: e.size, localOffset: e.localOffset, limit: e.limit })),
       }));
       await runBatches<IngestBatch & { n: number }, IngestResult>(pool, 'archive.ingest', payloads, (hashes, p) => {
@@ -89,7 +91,10 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     }
     throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
     const built = tb.build();
-    for (const m of built.messages.values()) store.putSync(m.bytes, m.digest);
+    for (const m of built.messages.values()) {
+      if (storeWasEmpty) store.putNewSync(m.bytes);
+      else store.putSync(m.bytes, m.digest);
+    }
     if (opts.ref) store.writeRef(opts.ref, built.root);
     return {
       root: built.root,

@@ -15,6 +15,8 @@ import { forEachBatchEntry, type EntryRef } from './local-data.js';
 export interface IngestBatch {
   archive: string;
   files: EntryRef[];
+  /** The store held no blobs when the import started: store without asking whether each blob is there. */
+  storeWasEmpty?: boolean;
 }
 
 /** Hashes of the stored entries, in batch order. */
@@ -22,7 +24,8 @@ export type IngestResult = string[];
 
 export function ingestArchiveBatch(b: IngestBatch, ctx: OpContext): IngestResult {
   const hashes: string[] = [];
-  forEachBatchEntry(b.archive, b.files, (_f, data) => hashes.push(ctx.store.putSync(data).hash));
+  const store = ctx.store;
+  forEachBatchEntry(b.archive, b.files, (_f, data) => hashes.push((b.storeWasEmpty ? store.putNewSync(data) : store.putSync(data)).hash));
   return hashes;
 }
 

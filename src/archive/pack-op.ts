@@ -2,8 +2,10 @@
  * Worker op 'archive.compress': reads and compresses one batch of files for pack. Each file is
  * opened with O_NOFOLLOW and fstat-ed once (the only stat pack makes of a file), read whole into a
  * reused buffer, CRC-ed and deflated; data that deflate would make larger is stored. The batch's
- * output is one buffer (copied once to the main thread). Files over LARGE_FILE_BYTES are deflated
- * in chunks into a temporary file beside the archive, so memory stays bounded for any size.
+ * output goes into a buffer the main thread lends with the batch and gets back with the result
+ * (moved both ways, never copied), so pack owns a fixed set of output buffers. Files over
+ * LARGE_FILE_BYTES are deflated in chunks into a temporary file beside the archive, so memory stays
+ * bounded for any size.
  */
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
@@ -12,7 +14,8 @@ import { CaptureError, DigestMismatchError, fsError } from '../errors.js';
 import { METHOD_DEFLATE, METHOD_STORE } from './zip-format.js';
 
 export const LARGE_FILE_BYTES = 64 << 20;
-const CHUNK = 16 << 20;
+/** Piece size for large files; pieces are read into the output buffer's free tail. */
+const CHUNK = 8 << 20;
 /**
  * A batch returns early once its output reaches this size. Perf: 8 MiB keeps a thread's output
  * buffer at 16 MiB (pack of the Linux tree: peak RSS under 300 MB) and is still ~100 files of
@@ -40,6 +43,11 @@ export interface CompressBatch {
   largeBytes?: number;
   /** Piece size for large files (tests lower it). */
   chunkBytes?: number;
+  /**
+   * The output buffer lent by the caller (see outputBytes), returned as the result's `data`; without
+   * one the batch allocates its own.
+   */
+  out?: Uint8Array;
 }
 
 export interface CompressedFile {
@@ -56,27 +64,40 @@ export interface CompressedFile {
 
 export interface CompressResult {
   files: CompressedFile[];
-  data: Buffer;
+  /** The whole output buffer (the lent one unless it had to grow); the data is its first `used` bytes. */
+  data: Uint8Array;
+  used: number;
 }
 
-// Perf: one input and one output buffer per thread, grown as needed (postMessage copies the
-// output, so it can be reused at once).
+/**
+ * The output buffer size with which a batch never grows it: it stops adding files at MAX_OUTPUT,
+ * the last file is at most `largeBytes` (plus the byte read past the end to notice growth), and
+ * large files are read in pieces into the free tail.
+ */
+export function outputBytes(largeBytes: number, chunkBytes = CHUNK): number {
+  return MAX_OUTPUT + Math.max(largeBytes + 1, chunkBytes);
+}
+
+// Perf: one input buffer per thread for deflate levels, grown as needed but never past the largest
+// file read whole. Level store reads straight into the output buffer and needs none.
 let input = Buffer.allocUnsafe(1 << 20);
-let output = Buffer.allocUnsafe(8 << 20);
 let tmpCounter = 0;
 
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW;
 
 export function compressBatch(b: CompressBatch): CompressResult {
   const files: CompressedFile[] = [];
+  const large = b.largeBytes ?? LARGE_FILE_BYTES;
+  const pieceBytes = b.chunkBytes ?? CHUNK;
+  let output = b.out ? Buffer.from(b.out.buffer, b.out.byteOffset, b.out.byteLength) : Buffer.allocUnsafe(outputBytes(large, pieceBytes));
   let used = 0;
+  // Only a lent buffer smaller than outputBytes (tests) ever grows.
   const ensure = (n: number) => {
     if (used + n <= output.length) return;
     const next = Buffer.allocUnsafe(Math.max(output.length * 2, used + n));
     output.copy(next, 0, 0, used);
     output = next;
   };
-  const large = b.largeBytes ?? LARGE_FILE_BYTES;
   for (const f of b.files) {
     // The walker batches by count (it knows no sizes), so a batch of large files stops here once
     // its output is big enough; the caller sends the rest again. Bounds memory per batch.
@@ -97,40 +118,49 @@ export function compressBatch(b: CompressBatch): CompressResult {
       const size = st.size;
       const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size };
       if (size > large) {
-        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.noCrc === true, b.chunkBytes ?? CHUNK, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
+        // The free tail of the output buffer holds the pieces (their size is fixed: one tree, one zip).
+        ensure(pieceBytes);
+        const pieces = output.subarray(used, used + pieceBytes);
+        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.noCrc === true, pieces, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
         continue;
       }
-      if (input.length < size + 1) input = Buffer.allocUnsafe(Math.max(size + 1, input.length * 2));
+      // Perf: level store reads the file straight into the output buffer (no input buffer, no copy).
+      let into = output;
+      let at = used;
+      if (b.level > 0) {
+        if (input.length < size + 1) input = Buffer.allocUnsafe(Math.max(size + 1, Math.min(input.length * 2, large + 1)));
+        into = input;
+        at = 0;
+      } else ensure(size + 1);
       let got = 0;
       let n: number;
       // Read one byte past the size so a file that grew while read is noticed.
-      while (got <= size && (n = fs.readSync(fd, input, got, size + 1 - got, got)) > 0) got += n;
+      while (got <= size && (n = fs.readSync(fd, into, at + got, size + 1 - got, got)) > 0) got += n;
       if (got !== size) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
-      const raw = input.subarray(0, size);
+      const raw = into.subarray(at, at + size);
       if (f.hash !== undefined) verifyBlob(raw, f);
       const crc = b.noCrc ? 0 : zlib.crc32(raw) >>> 0;
-      let data: Buffer = raw;
+      let compressedSize = size;
       let method = METHOD_STORE;
       if (b.level > 0 && size > 0) {
         const z = zlib.deflateRawSync(raw, { level: b.level });
-        if (z.length < size) {
-          data = z;
-          method = METHOD_DEFLATE;
-        }
+        const data = z.length < size ? z : raw;
+        if (data === z) method = METHOD_DEFLATE;
+        ensure(data.length);
+        data.copy(output, used);
+        compressedSize = data.length;
       }
-      ensure(data.length);
-      data.copy(output, used);
-      files.push({ ...base, crc, method, compressedSize: data.length, at: used });
-      used += data.length;
+      files.push({ ...base, crc, method, compressedSize, at: used });
+      used += compressedSize;
     } catch (e) {
       throw fsError(e, 'cannot read', f.src);
     } finally {
       fs.closeSync(fd);
     }
   }
-  // Perf: a trimmed copy, because posting a view clones its whole backing ArrayBuffer (the reused
-  // output buffer is 8+ MiB): packing the Linux tree spent 11 s of system time on that.
-  return { files, data: Buffer.from(output.subarray(0, used)) };
+  // The whole buffer goes back (moved, not copied: a posted view would clone its whole backing
+  // ArrayBuffer, which cost 11 s of system time packing the Linux tree).
+  return { files, data: output, used };
 }
 
 function verifyBlob(raw: Buffer, f: CompressFile): void {
@@ -141,17 +171,16 @@ function verifyBlob(raw: Buffer, f: CompressFile): void {
 }
 
 /**
- * Deflates a large file in independent 16 MiB pieces (each a raw deflate stream ended with a full
+ * Deflates a large file in independent pieces of `chunk`'s size (each a raw deflate stream ended with a full
  * flush, the last one finished), which concatenate into one valid deflate stream, as pigz does.
  * Falls back to storing the bytes when deflate does not make them smaller.
  */
-function compressLarge(fd: number, f: CompressFile, size: number, level: number, noCrc: boolean, pieceBytes: number, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
+function compressLarge(fd: number, f: CompressFile, size: number, level: number, noCrc: boolean, chunk: Buffer, tmp: string): Pick<CompressedFile, 'crc' | 'method' | 'compressedSize' | 'tmp'> {
   const out = fs.openSync(tmp, 'wx', 0o600);
+  // A piece buffer lent by the caller, not a new one per file: a worker's heap is small and rarely
+  // collected, so 16 MiB per large file piled up (pack --level store, Linux tree).
+  const pieceBytes = chunk.length;
   try {
-    // The thread's read buffer, not a new one per file: a worker's heap is small and rarely
-    // collected, so 16 MiB per large file piled up (pack --level store, Linux tree).
-    if (input.length < pieceBytes) input = Buffer.allocUnsafe(pieceBytes);
-    const chunk = input;
     const hash = f.hash !== undefined ? createHash('sha256') : undefined;
     let crc = 0;
     let pos = 0;

@@ -18,7 +18,7 @@ import { WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
 import { TarOutput, TarWriter } from './tar-writer.js';
 import { METHOD_STORE, S_IFDIR, S_IFLNK, S_IFREG } from './zip-format.js';
-import type { CompressBatch, CompressFile, CompressResult } from './pack-op.js';
+import { outputBytes, type CompressBatch, type CompressFile, type CompressResult } from './pack-op.js';
 import { throwIfAborted } from './unpack.js';
 
 export const LEVELS = { store: 0, fast: 1, default: 6, best: 9 } as const;
@@ -77,17 +77,45 @@ interface Source {
 const BATCH_FILES = 128;
 const BATCH_BYTES = 4 << 20;
 /**
- * Perf: compressed output waiting for an earlier batch is bounded to this: a batch that is not the
- * one the writer needs next waits past it. Unbounded, `--level store` on the Linux tree held up to
- * 359 MB of results (peak RSS 730 MB-1.4 GB) while one slow batch kept the writer waiting.
+ * Output buffers pack owns beyond one per batch in flight: spares let workers run ahead while an
+ * earlier batch keeps the writer waiting.
+ *
+ * Perf: each batch is lent one of a fixed set of output buffers and the buffer comes back with its
+ * result (moved both ways), so compressed output in flight or waiting is bounded by construction.
+ * A batch that is not the one the writer needs next waits for a free buffer. Unbounded,
+ * `--level store` on the Linux tree held up to 359 MB of results (peak RSS 730 MB-1.4 GB); with a
+ * 32 MiB bound on waiting bytes but a fresh buffer per result, freed only when V8 collected it,
+ * peak RSS was still 385-430 MB.
  */
-const MAX_WAITING_BYTES = 32 << 20;
+const SPARE_BUFFERS = 2;
 /**
  * Perf: a file read whole is held by its worker in a buffer that grows by doubling and is kept for
  * reuse, plus its output buffer; at 64 MiB, the few 10-30 MB files of the Linux tree left each
  * worker holding ~130 MB. Larger files go through a temporary file in pieces (10 files there).
  */
 const LARGE_BYTES = 8 << 20;
+
+/** A fixed set of equal buffers, made on first need and handed out again when given back. */
+class BufferSet {
+  private readonly free: Buffer[] = [];
+  private made = 0;
+  constructor(
+    private readonly count: number,
+    private readonly bytes: number,
+  ) {}
+  get available(): boolean {
+    return this.free.length > 0 || this.made < this.count;
+  }
+  take(): Buffer | undefined {
+    if (this.free.length > 0) return this.free.pop();
+    if (this.made >= this.count) return undefined;
+    this.made++;
+    return Buffer.allocUnsafe(this.bytes);
+  }
+  give(b: Uint8Array): void {
+    this.free.push(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  }
+}
 
 class Batcher {
   readonly batches: CompressFile[][] = [];
@@ -216,13 +244,14 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     }
     throw e;
   }
-  /** Results by batch number: a batch may come back in parts (each from its first slot `start`). */
-  const results = new Map<number, { start: number; r: CompressResult }[]>();
+  /**
+   * Results by batch number: a batch may come back in parts (each from its first slot `start`);
+   * `lent` when its buffer is one of `buffers`, given back once the part is written.
+   */
+  const results = new Map<number, { start: number; r: CompressResult; lent: boolean }[]>();
   const pending = new Set<string>();
   const total = src.items.filter((i) => i.kind === 'file').length;
   let next = 0;
-  /** Bytes of results received and not yet written. */
-  let waitingBytes = 0;
   let done = 0;
   let bytesIn = 0;
   let files = 0;
@@ -255,7 +284,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         if (it.slot === part.start + r.files.length - 1) {
           const parts = results.get(it.batch)!;
           parts.splice(parts.indexOf(part), 1);
-          waitingBytes -= r.data.length;
+          if (part.lent) buffers.give(r.data);
           if (parts.length === 0) results.delete(it.batch);
         }
         files++;
@@ -273,10 +302,14 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   };
 
   const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
+  const largeBytes = opts.largeBytes ?? LARGE_BYTES;
+  const buffers = new BufferSet(pool.parallelism + SPARE_BUFFERS, outputBytes(largeBytes, opts.chunkBytes));
+  /** Payloads dispatched with a buffer of `buffers`. */
+  const lentTo = new Set<unknown>();
   try {
     type Payload = CompressBatch & { n: number; start: number };
     const tmpPrefix = toStdout ? `${resolve('.')}/.treecast-pack-large-` : `${tmp}-large-`;
-    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, noCrc: format !== 'zip', files, tmpPrefix, largeBytes: opts.largeBytes ?? LARGE_BYTES, chunkBytes: opts.chunkBytes }));
+    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, noCrc: format !== 'zip', files, tmpPrefix, largeBytes, chunkBytes: opts.chunkBytes }));
     // A queue rather than a fixed list: a batch that returns early is sent again for the rest.
     let head = 0;
     const batches: IterableIterator<Payload> = {
@@ -293,12 +326,21 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
       if (r.files.length < p.files.length) queue.splice(head, 0, { ...p, start: p.start + r.files.length, files: p.files.slice(r.files.length) });
       let parts = results.get(p.n);
       if (!parts) results.set(p.n, (parts = []));
-      parts.push({ start: p.start, r });
-      waitingBytes += r.data.length;
+      parts.push({ start: p.start, r, lent: lentTo.delete(p) });
       drain();
     }, {
       shouldStop: () => opts.signal?.aborted === true,
-      admit: (p) => waitingBytes <= MAX_WAITING_BYTES || neededNext(p),
+      // The batch the writer needs next never waits: without a free buffer it makes its own.
+      admit: (p) => buffers.available || neededNext(p),
+      payloadOf: (p) => {
+        const out = buffers.take();
+        if (out) lentTo.add(p);
+        return { ...p, out };
+      },
+      transferOf: (posted) => {
+        const out = (posted as CompressBatch).out;
+        return out ? [out.buffer as ArrayBuffer] : [];
+      },
     });
     throwIfAborted(opts.signal, 'interrupted; the archive was not written');
     drain();

@@ -103,6 +103,8 @@ export interface RunBatchesOptions<P> {
    * (a batch is always admitted when none is in flight). Bounds results waiting to be used.
    */
   admit?: (payload: P) => boolean;
+  /** Buffers of the posted payload (what payloadOf made) to move to the worker instead of copying. */
+  transferOf?: (posted: unknown) => ArrayBuffer[];
 }
 
 /**
@@ -136,7 +138,8 @@ export async function runBatches<P, R>(
       inFlight++;
       try {
         if (opts.before) await opts.before(next.value);
-        onResult(await pool.run<R>(op, opts.payloadOf ? opts.payloadOf(next.value) : next.value), next.value);
+        const posted = opts.payloadOf ? opts.payloadOf(next.value) : next.value;
+        onResult(await pool.run<R>(op, posted, opts.transferOf?.(posted)), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;
       } finally {

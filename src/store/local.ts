@@ -180,6 +180,26 @@ export class LocalStore implements BlobStore {
   putHashedSync(bytes: Uint8Array, d: Digest): Digest {
     if (d.size === 0) return EMPTY_DIGEST;
     if (this.hasSync(d)) return d;
+    return this.writeBlobSync(bytes, d);
+  }
+
+  /**
+   * Stores bytes without asking first whether the store has them: for a caller that found the
+   * store holding no blobs when it started (hasNoBlobsSync). A blob written twice (by this caller
+   * or a racing one) is renamed over itself with the same bytes, atomically.
+   */
+  putNewSync(bytes: Uint8Array): Digest {
+    const d = { hash: sha256Hex(bytes), size: bytes.byteLength };
+    return d.size === 0 ? EMPTY_DIGEST : this.writeBlobSync(bytes, d);
+  }
+
+  /** Whether the store holds no blobs: one readdir of the blob folder and of each shard folder made. */
+  hasNoBlobsSync(): boolean {
+    for (const s of safeReaddir(this.casDir)) for (const n of safeReaddir(join(this.casDir, s))) if (isHash(n)) return false;
+    return true;
+  }
+
+  private writeBlobSync(bytes: Uint8Array, d: Digest): Digest {
     const tmp = this.blobTmpPath(d.hash);
     try {
       fs.writeFileSync(tmp, bytes, { mode: 0o444, flag: 'wx' });
