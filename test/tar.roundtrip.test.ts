@@ -128,3 +128,41 @@ test('files larger than a batch buffer, and files streamed on their own, unpack 
   const r = await importArchive(archive, store, { jobs: 2, largeEntryBytes: 2 << 20 });
   assert.equal(formatDigest(r.root), formatDigest((await snapshot(src, { store, jobs: 0 })).digest));
 });
+
+test('pack writes the later names of a hardlinked file as hardlink entries, which GNU tar, bsdtar and treecast restore as one inode', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'sub'), { recursive: true });
+  fs.writeFileSync(join(src, 'a'), 'linked data');
+  fs.linkSync(join(src, 'a'), join(src, 'sub', 'b'));
+  fs.linkSync(join(src, 'a'), join(src, 'z'));
+  fs.writeFileSync(join(src, 'c'), 'linked data'); // same bytes, another inode: stays a file
+  // A large file (through the large-file path) with two names.
+  fs.writeFileSync(join(src, 'big'), randomBytes(300_000));
+  fs.linkSync(join(src, 'big'), join(src, 'big2'));
+  const archive = join(dir, 'h.tar');
+  await pack({ dir: src }, archive, { level: 'default', jobs: 2, largeBytes: 100_000 });
+  const listing = sh(`tar -tvf ${archive}`);
+  assert.match(listing, /^h.* big2 link to big$/m);
+  assert.match(listing, /^h.* sub\/b link to a$/m);
+  assert.match(listing, /^h.* z link to a$/m);
+  assert.match(listing, /^-.* c$/m);
+  const ino = (p: string) => fs.statSync(p).ino;
+  for (const [how, cmd] of [
+    ['gnu', (o: string) => sh(`mkdir ${o} && tar -xf ${archive} -C ${o}`)],
+    ['bsdtar', (o: string) => sh(`mkdir ${o} && bsdtar -xf ${archive} -C ${o}`)],
+    ['treecast', async (o: string) => void (await unpack(archive, o, { jobs: 2 }))],
+  ] as const) {
+    const out = join(dir, `out-${how}`);
+    await cmd(out);
+    compareTrees(src, out, { symlinkTimes: false });
+    assert.equal(ino(join(out, 'sub', 'b')), ino(join(out, 'a')), `${how}: sub/b is a`);
+    assert.equal(ino(join(out, 'z')), ino(join(out, 'a')), `${how}: z is a`);
+    assert.equal(ino(join(out, 'big2')), ino(join(out, 'big')), `${how}: big2 is big`);
+    assert.notEqual(ino(join(out, 'c')), ino(join(out, 'a')), `${how}: c is its own file`);
+  }
+  // zip has no hardlinks: every name is a file.
+  await pack({ dir: src }, join(dir, 'h.zip'), { level: 'default', jobs: 2 });
+  sh(`mkdir ${dir}/out-zip && cd ${dir}/out-zip && unzip -q ../h.zip`);
+  compareTrees(src, join(dir, 'out-zip'), { symlinkTimes: false });
+});

@@ -60,6 +60,8 @@ export interface CompressedFile {
   /** Where in the batch output the data starts, or the temporary file holding it. */
   at: number;
   tmp?: string;
+  /** For a file with more than one name (nlink > 1): its device and inode, so tar can write later names as hardlinks. */
+  link?: string;
 }
 
 export interface CompressResult {
@@ -84,6 +86,10 @@ let input = Buffer.allocUnsafe(1 << 20);
 let tmpCounter = 0;
 
 const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW;
+
+function inodeKey(st: fs.BigIntStats): string {
+  return `${st.dev}:${st.ino}`;
+}
 
 export function compressBatch(b: CompressBatch): CompressResult {
   const files: CompressedFile[] = [];
@@ -116,7 +122,9 @@ export function compressBatch(b: CompressBatch): CompressResult {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) throw new CaptureError(`${f.src} is no longer a regular file`, { path: f.src });
       const size = st.size;
-      const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size };
+      // Exact (bigint) numbers, as a rounded inode could make two files one; stat again only for the rare linked file.
+      const link = st.nlink > 1 ? inodeKey(fs.fstatSync(fd, { bigint: true })) : undefined;
+      const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size, ...(link && { link }) };
       if (size > large) {
         // The free tail of the output buffer holds the pieces (their size is fixed: one tree, one zip).
         ensure(pieceBytes);

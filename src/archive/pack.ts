@@ -252,6 +252,9 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   const pending = new Set<string>();
   const total = src.items.filter((i) => i.kind === 'file').length;
   let next = 0;
+  // tar from a directory: the first name written of each file with several (by device and inode).
+  // Not from the store, where files with equal content share a blob but are not links.
+  const linkNames = format !== 'zip' && 'dir' in source ? new Map<string, string>() : undefined;
   let done = 0;
   let bytesIn = 0;
   let files = 0;
@@ -276,11 +279,16 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         const r = part.r;
         const f = r.files[it.slot - part.start]!;
         const h = { name: it.name, mode: it.mode ?? f.mode, mtime: it.mtime ?? f.mtime, method: f.method, crc: f.crc, compressedSize: f.compressedSize, size: f.size };
+        // A file with another name already written becomes a hardlink entry, as GNU tar writes it.
+        const firstName = linkNames && f.link !== undefined ? linkNames.get(f.link) : undefined;
+        if (firstName !== undefined) (writer as TarWriter).addHardlink(h, firstName);
+        else if (f.tmp) writer.addFromFile(h, f.tmp);
+        else writer.add(h, r.data.subarray(f.at, f.at + f.compressedSize));
+        if (linkNames && f.link !== undefined && firstName === undefined) linkNames.set(f.link, it.name);
         if (f.tmp) {
-          writer.addFromFile(h, f.tmp);
           fs.unlinkSync(f.tmp);
           pending.delete(f.tmp);
-        } else writer.add(h, r.data.subarray(f.at, f.at + f.compressedSize));
+        }
         if (it.slot === part.start + r.files.length - 1) {
           const parts = results.get(it.batch)!;
           parts.splice(parts.indexOf(part), 1);

@@ -139,6 +139,11 @@ export class TarWriter {
     if (pad > 0) this.put(END_OF_ARCHIVE.subarray(0, pad));
   }
 
+  /** Adds a hardlink entry: `h.name` is another name of the file an earlier entry, `target`, wrote. */
+  addHardlink(h: TarEntryHeader, target: string): void {
+    this.put(encodeHeader({ name: h.name, typeflag: T.HARDLINK, mode: h.mode & 0o7777, size: 0, mtime: h.mtime, linkname: target }));
+  }
+
   /** Adds a file whose data is in `src` (read in pieces, so memory stays bounded). */
   addFromFile(h: TarEntryHeader, src: string): void {
     const size = this.header(h);
