@@ -3,8 +3,9 @@
  * Parent directories already exist (execute.ts makes them first), so no mkdir per file.
  */
 import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import { DigestMismatchError, fsError } from '../errors.js';
-import { EMPTY_HASH } from '../core/digest.js';
+import { EMPTY_HASH, formatDigest } from '../core/digest.js';
 import type { OpContext } from '../fs/worker-ops.js';
 import { type ImportMethod, STICKY, importBlob, writeBytes } from './import-file.js';
 import type { WriteOp } from './plan.js';
@@ -36,6 +37,19 @@ export interface PackedWrites {
 
 export interface ApplyBatch extends ApplySettings {
   writes: PackedWrites;
+  /** Bytes fetched for this batch (a direct remote checkout): written from here, not the store. */
+  fetched?: FetchedBytes;
+}
+
+/**
+ * Blob bytes that came over the network, unverified. Shared memory, so posting a batch to a worker
+ * copies nothing. `offsets[i]` is where write i's bytes start, or -1 when it is taken from the store.
+ */
+export interface FetchedBytes {
+  data: Uint8Array;
+  offsets: Float64Array;
+  /** Named in errors: where the bytes came from. */
+  source: string;
 }
 
 const KIND_FILE = 0;
@@ -119,6 +133,13 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
       continue;
     }
     const digest = { hash: hashes.slice(i * 64, i * 64 + 64), size };
+    const at = batch.fetched ? batch.fetched.offsets[i]! : -1;
+    if (at >= 0) {
+      writeBytes(dst, verifiedBytes(batch.fetched!, at, digest, dst), mode);
+      c.copied++;
+      c.bytes += size;
+      continue;
+    }
     if (verify) {
       // readSync re-hashes and throws DigestMismatchError before anything is created at dst.
       const bytes = ctx.store.readSync(digest);
@@ -141,6 +162,22 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     c.bytes += size;
   }
   return c;
+}
+
+/**
+ * The fetched bytes of `d`, after their SHA-256 matched: a bad blob is refused before anything is
+ * created at `dst`. Perf: hashing here spreads it over the checkout's worker threads.
+ */
+function verifiedBytes(f: FetchedBytes, at: number, d: { hash: string; size: number }, dst: string): Uint8Array {
+  const bytes = f.data.subarray(at, at + d.size);
+  const hash = createHash('sha256').update(bytes).digest('hex');
+  if (hash !== d.hash || bytes.length !== d.size) {
+    throw new DigestMismatchError(`blob ${formatDigest(d)} from ${f.source} refused: its bytes hash to ${hash}/${bytes.length}; nothing was written at ${dst}`, {
+      digest: formatDigest(d),
+      path: dst,
+    });
+  }
+  return bytes;
 }
 
 export function addCounts(into: ApplyCounts, c: ApplyCounts): void {

@@ -20,7 +20,7 @@ import { guardTarget } from '../fs/target-guard.js';
  */
 const INLINE_MAX_WRITES = 4000;
 import { RealDiskView } from './disk-view.js';
-import { executePlan, type ExecuteResult } from './execute.js';
+import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFresh, planUpdate } from './plan.js';
@@ -47,6 +47,8 @@ export interface CheckoutOptions {
   prepareTree?: (root: Digest) => Promise<void>;
   /** Must leave these blobs in the local store before they are written (remote checkout). */
   ensureBlobs?: (digests: Digest[]) => Promise<void>;
+  /** A direct remote checkout: fetches blobs into memory to be written without the store (execute.ts). */
+  fetchBytes?: ExecuteOptions['fetchBytes'];
 }
 
 export interface CheckoutResult extends ExecuteResult {
@@ -93,9 +95,10 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   try {
     if (o.prepareTree) await o.prepareTree(root);
     const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
-    const method = resolveMethod(o.method ?? 'auto', store, rootAbs, plan);
+    // Fetched bytes are written as copies: there is no stored blob to clone or link.
+    const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) dropRecord(store, rootAbs);
-    pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs ? 0 : jobs, { storeRoot: store.root });
+    pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? 0 : jobs, { storeRoot: store.root });
     const result = await executePlan(plan, {
       store,
       pool,
@@ -105,6 +108,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       signal: o.signal,
       onProgress: o.onProgress,
       ensureBlobs: o.ensureBlobs,
+      fetchBytes: o.fetchBytes,
     });
     if (o.signal?.aborted) {
       throw new InterruptedError(`checkout of ${formatDigest(root)} into ${rootAbs} interrupted; run the same command again to finish it`, {

@@ -9,7 +9,7 @@ import { fsError } from '../errors.js';
 import type { Digest } from '../core/digest.js';
 import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
 import type { LocalStore } from '../store/local.js';
-import { type ApplyBatch, type ApplyCounts, type ApplySettings, addCounts, newCounts, packWrites } from './apply-op.js';
+import { type ApplyBatch, type ApplyCounts, type ApplySettings, type FetchedBytes, addCounts, newCounts, packWrites } from './apply-op.js';
 import type { ImportMethod } from './import-file.js';
 import type { Plan, Removal, Step, WriteOp } from './plan.js';
 import { diskPath, displayPath } from '../fs/byte-names.js';
@@ -25,7 +25,18 @@ export interface ExecuteOptions {
   onProgress?: (p: { done: number; total: number; bytes: number }) => void;
   /** Makes sure a batch's blobs are in the local store before it is written (remote checkout). */
   ensureBlobs?: (digests: Digest[]) => Promise<void>;
+  /**
+   * A direct remote checkout: fetches these blobs (distinct, each at most DIRECT_MAX_BYTES) into
+   * memory, back to back in order; the workers verify and write them, and the store never sees
+   * them. Larger blobs still go through ensureBlobs and the store.
+   */
+  fetchBytes?: (digests: Digest[]) => Promise<{ data: Uint8Array; source: string }>;
 }
+
+/** Largest blob a direct checkout holds in memory; larger ones stream through the store. */
+export const DIRECT_MAX_BYTES = 16 << 20;
+/** Fetched bytes waiting to be written at once, at most (one batch is always let through). */
+const DIRECT_IN_FLIGHT_BYTES = 64 << 20;
 
 export interface ExecuteResult extends ApplyCounts {
   directories: number;
@@ -84,27 +95,70 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   let started = 0;
   let paused: Promise<void> | undefined;
   const settings: ApplySettings = { root, method: o.method, verify: o.verify, ...umaskModes() };
+  const fetched = new Map<WriteOp[], FetchedBytes>();
+  let fetchedInFlight = 0;
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
     batchesOf(root, plan.steps),
     (c, batch) => {
+      if (fetched.delete(batch)) fetchedInFlight -= batchBytes(batch);
       addCounts(counts, c);
       done += batch.length;
       o.onProgress?.({ done, total, bytes: counts.bytes });
     },
     {
       shouldStop: () => o.signal?.aborted === true,
-      before: o.ensureBlobs || pauseFile
+      before: o.ensureBlobs || o.fetchBytes || pauseFile
         ? async (batch) => {
             if (pauseFile && ++started >= 2) await (paused ??= pauseForTest(pauseFile, o.signal));
-            await o.ensureBlobs?.(batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : [])));
+            const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
+            if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
+            const direct = await fetchDirect(batch, o.fetchBytes);
+            fetched.set(batch, direct);
+            await o.ensureBlobs?.(blobs.filter((d) => d.size > DIRECT_MAX_BYTES));
           }
         : undefined,
-      payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch) }),
+      // Bounds fetched bytes held in memory (a direct checkout's batches are up to 32 MiB each).
+      admit: o.fetchBytes
+        ? (batch) => {
+            const bytes = batchBytes(batch);
+            if (fetchedInFlight + bytes > DIRECT_IN_FLIGHT_BYTES) return false;
+            fetchedInFlight += bytes;
+            return true;
+          }
+        : undefined,
+      payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
+}
+
+/** The bytes of a batch's small blobs, fetched once each; where each write finds its own. */
+async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOptions['fetchBytes']>): Promise<FetchedBytes> {
+  const at = new Map<string, number>();
+  const distinct: Digest[] = [];
+  let end = 0;
+  const offsets = new Float64Array(batch.length).fill(-1);
+  batch.forEach((w, i) => {
+    if (!('size' in w) || w.size === 0 || w.size > DIRECT_MAX_BYTES) return;
+    let pos = at.get(w.hash);
+    if (pos === undefined) {
+      at.set(w.hash, (pos = end));
+      distinct.push({ hash: w.hash, size: w.size });
+      end += w.size;
+    }
+    offsets[i] = pos;
+  });
+  if (distinct.length === 0) return { data: new Uint8Array(0), offsets, source: '' };
+  const { data, source } = await fetchBytes(distinct);
+  return { data, offsets, source };
+}
+
+function batchBytes(batch: WriteOp[]): number {
+  let n = 0;
+  for (const w of batch) if ('size' in w && w.size <= DIRECT_MAX_BYTES) n += w.size;
+  return n;
 }
 
 /** Removes one planned entry; false when there was nothing to remove (or a kept directory not empty). */

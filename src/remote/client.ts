@@ -363,6 +363,84 @@ export class RemoteClient {
     });
   }
 
+  /**
+   * Reads `digests` into `into` at `offset`, back to back, unverified: for a direct checkout, whose
+   * worker threads verify each blob before writing it (materialize/apply-op.ts). One POST read when
+   * the server offers batches, else one GET per blob. A retry reads the whole list again.
+   */
+  async readInto(digests: readonly Digest[], into: Uint8Array, offset: number): Promise<void> {
+    let total = 0;
+    for (const d of digests) total += d.size;
+    const region = into.subarray(offset, offset + total);
+    const batch = await this.batchAvailable();
+    if (!batch) {
+      let at = 0;
+      for (const d of digests) {
+        await this.readOneInto(d, region.subarray(at, at + d.size));
+        at += d.size;
+      }
+      return;
+    }
+    await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
+      const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(digests), { 'content-type': 'application/octet-stream' });
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        throw this.statusError('POST read', r.statusCode, undefined, r.headers['retry-after']);
+      }
+      let i = 0;
+      let pos = 0;
+      const decoder = new FrameDecoder({
+        header: (d, present) => {
+          const expected = digests[i];
+          if (!expected || expected.hash !== d.hash || expected.size !== d.size) {
+            throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
+          }
+          if (!present) throw this.notFound(d);
+        },
+        data: (chunk) => {
+          pos += chunk.copy(region, pos);
+        },
+        end: () => {
+          i++;
+        },
+      });
+      try {
+        for await (const chunk of r.body) decoder.push(chunk as Buffer);
+        decoder.finish();
+        if (i !== digests.length) throw new WireError(`${this.server} answered ${i} of ${digests.length} blobs of a batch read`);
+      } catch (e) {
+        r.body.destroy();
+        throw this.bodyError(e);
+      }
+    });
+    for (const d of digests) this.countFetched(d);
+  }
+
+  /** GET /cas/<hash> into `into` (exactly its size), unverified (see readInto). */
+  private async readOneInto(d: Digest, into: Uint8Array): Promise<void> {
+    await this.attempt('GET', d, async () => {
+      const r = await this.request('GET', `cas/${d.hash}`);
+      if (r.statusCode !== 200) {
+        await r.body.dump();
+        if (r.statusCode === 404) throw this.notFound(d);
+        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
+      }
+      let pos = 0;
+      try {
+        for await (const chunk of r.body) {
+          const c = chunk as Buffer;
+          if (pos + c.length > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
+          pos += c.copy(into, pos);
+        }
+        if (pos !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${pos} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
+      } catch (e) {
+        r.body.destroy();
+        throw this.bodyError(e, d);
+      }
+    });
+    this.countFetched(d);
+  }
+
   private countFetched(d: Digest): void {
     this.stats.fetched++;
     this.stats.fetchedBytes += d.size;

@@ -70,6 +70,9 @@ export class RemoteFetcher {
   /** Set by `secure`: the file blobs the store lacks, so `prefetch` need not look again. */
   private absentFiles: Digest[] | undefined;
   private prefetched = false;
+  /** Requests of a direct checkout (fetchBytes) in flight: now, and the most at once. */
+  private directInFlight = 0;
+  private directMaxInFlight = 0;
   /** Blobs this run will fetch (for progress). */
   planned = 0;
   plannedBytes = 0;
@@ -287,6 +290,49 @@ export class RemoteFetcher {
     }
   }
 
+  /**
+   * A direct checkout's batch: these blobs' bytes, back to back in shared memory, fetched in
+   * requests of at most BATCH_BLOBS / BATCH_BYTES running at once (the pool keeps `concurrency` of
+   * them on the wire). Unverified: the checkout's workers hash each blob before writing it, and
+   * nothing here touches the store. (CheckoutOptions.fetchBytes.)
+   */
+  async fetchBytes(digests: Digest[]): Promise<{ data: Uint8Array; source: string }> {
+    await this.init();
+    if (this.stopReason !== undefined) throw this.stopReason;
+    let total = 0;
+    for (const d of digests) total += d.size;
+    const data = new Uint8Array(new SharedArrayBuffer(total));
+    const requests: Promise<void>[] = [];
+    let start = 0;
+    let end = 0;
+    let bytes = 0;
+    let offset = 0;
+    const flush = () => {
+      if (end > start) requests.push(this.counted(this.client.readInto(digests.slice(start, end), data, offset)));
+      offset += bytes;
+      start = end;
+      bytes = 0;
+    };
+    for (const d of digests) {
+      if (end - start >= (this.batch ? BATCH_BLOBS : 1) || (bytes > 0 && bytes + d.size > BATCH_BYTES)) flush();
+      end++;
+      bytes += d.size;
+    }
+    flush();
+    await Promise.all(requests);
+    this.planned += digests.length;
+    return { data, source: this.client.server };
+  }
+
+  private async counted(request: Promise<void>): Promise<void> {
+    if (++this.directInFlight > this.directMaxInFlight) this.directMaxInFlight = this.directInFlight;
+    try {
+      await request;
+    } finally {
+      this.directInFlight--;
+    }
+  }
+
   /** Waits for every prefetched blob; returns the run's counters. */
   async finish(): Promise<FetchSummary> {
     try {
@@ -341,7 +387,7 @@ export class RemoteFetcher {
       skipped: this.skipped,
       retried: s.retried,
       requests: s.requests,
-      maxInFlight: this.scheduler?.maxInFlight ?? 0,
+      maxInFlight: Math.max(this.scheduler?.maxInFlight ?? 0, Math.min(this.directMaxInFlight, this.client.concurrency)),
       batch: this.batch,
     };
   }

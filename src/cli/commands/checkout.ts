@@ -26,6 +26,7 @@ export function registerCheckout(program: Command): void {
     .option('--clean', 'remove files and directories the tree does not have (untracked), listing each one')
     .option('--verify', 're-hash every blob before writing it (catches a corrupt store)')
     .option('--remote <url>', 'fetch what the store lacks from this remote cache while checking out')
+    .option('--direct', 'with --remote: write fetched files straight into DIR, each verified first, and keep none in the store (one write per byte; see below)')
     .option('--fallback <name>', 'with --remote: when DIGEST is a remote name that misses, try this one next (repeatable, tried in order)', collect);
   cmd.addHelpText(
     'after',
@@ -34,14 +35,26 @@ Local changes: a file changed since the last checkout is never overwritten or re
 --force (exit 4, the paths listed). --force replaces what differs from the tree, everywhere in it;
 files the tree does not have are kept, and only --clean removes them. See \`treecast status DIR\`.
 A DIR that contains the store or lies inside it is refused (exit 7). One checkout or unpack writes a
-DIR at a time: another one running there makes this one fail at once (exit 9, its pid named).`,
+DIR at a time: another one running there makes this one fail at once (exit 9, its pid named).
+
+--remote keeps every fetched blob in the store (verified) and writes DIR from there, so a later
+checkout needs no network; on tmpfs or ext4 each byte is then written twice. --direct, for one-off
+restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
+is the file created (never through an existing name). No file blob enters the store (Directory
+messages still do); files over 16 MiB still pass through it. DIR is recorded as usual, so status and
+an update work; an update or --force that needs a blob again fetches it with --remote, or fails
+naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
   );
   addRemoteClientOptions(cmd);
   addJobsOption(cmd, 'worker threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
-  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; clean?: boolean; verify?: boolean; jobs?: number; remote?: string; fallback?: string[]; store?: string; json?: boolean }) => {
+  cmd.action(async (spec: string, dir: string, o: RemoteCliOptions & { method: CheckoutMethod; force?: boolean; clean?: boolean; verify?: boolean; jobs?: number; remote?: string; direct?: boolean; fallback?: string[]; store?: string; json?: boolean }) => {
     if (o.fallback && !o.remote) throw new UsageError('--fallback needs --remote: fallback names are looked up on a remote');
+    if (o.direct && !o.remote) throw new UsageError('--direct needs --remote: it writes fetched files straight into DIR');
+    if (o.direct && (o.method === 'hardlink' || o.method === 'clone')) {
+      throw new UsageError(`--direct writes copies; --method ${o.method} needs the blobs in the store`, { hint: 'drop --direct to keep fetched blobs in the store' });
+    }
     const store = openStore(o);
     let root: Digest | undefined = o.remote ? undefined : store.resolve(spec);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
@@ -57,11 +70,11 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
         const resolved = await remoteCli.resolveRemoteSpec(store, spec, o.fallback ?? [], o.remote, o, signal);
         root = resolved.root;
         hit = resolved.ref;
-        remote = remoteCli.remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher);
+        remote = remoteCli.remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher, o.direct === true);
       }
       return checkout(root!, dir, {
         store,
-        method: o.method,
+        method: o.direct ? 'copy' : o.method,
         force: o.force,
         clean: o.clean,
         verify: o.verify,

@@ -40,7 +40,7 @@ export function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: bo
  * the store lacks streams in while the checkout writes the ones that have arrived.
  */
 
-export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean, resolved?: RemoteFetcher) {
+export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean, resolved?: RemoteFetcher, direct = false) {
   const fetcher = resolved ?? newFetcher(store, url, o, signal);
   let stopBar = () => {};
   return {
@@ -48,10 +48,12 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
     hooks: {
       prepareTree: async (root: Digest) => {
         await fetcher.prepareTree(root);
-        fetcher.prefetch();
+        // --direct: each batch fetches its own blobs (fetchBytes); nothing is prefetched into the store.
+        if (!direct) fetcher.prefetch();
         stopBar = fetchProgress(fetcher, 'fetch', showProgress);
       },
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
+      ...(direct ? { fetchBytes: (digests: Digest[]) => fetcher.fetchBytes(digests) } : {}),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {

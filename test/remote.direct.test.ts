@@ -1,0 +1,136 @@
+/**
+ * `checkout --remote --direct`: fetched files are written straight into the target, each verified
+ * first, and no file blob (but the one too large to hold in memory) enters the store. Against a
+ * real treecast server on loopback, with and without its batch endpoints, and a corrupting proxy.
+ * The record it leaves must serve status and later updates without claiming blobs it lacks.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { formatDigest } from '../src/core/digest.js';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { TreeReader } from '../src/store/tree-reader.js';
+import { DIRECT_MAX_BYTES } from '../src/materialize/execute.js';
+import { describeTree, json, leftoverTmp, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { startProxy } from './helpers/remote-proxy.js';
+
+/** The hashes of the tree's non-empty file blobs, by size. */
+async function fileBlobs(store: LocalStore, root: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for await (const e of new TreeReader(store).walk(store.resolve(root))) if (e.type === 'file' && e.digest.size > 0) out.set(e.digest.hash, e.digest.size);
+  return out;
+}
+
+describe('checkout --remote --direct', () => {
+  let dir: string;
+  let server: TestServer;
+  let plain: TestServer;
+  let root: string;
+  let files: Map<string, number>;
+  const src = () => join(dir, 'src');
+
+  before(async () => {
+    dir = tempDir('direct');
+    // One file over the in-memory limit: it must still arrive whole (through the store).
+    makeTree(src(), 20, 12, DIRECT_MAX_BYTES + 4096);
+    fs.copyFileSync(join(src(), 'd0001/f0.txt'), join(src(), 'd0002/copy-of-f0.txt'));
+    const serverStore = LocalStore.open(join(dir, 'server'));
+    root = formatDigest((await snapshot(src(), { store: serverStore })).digest);
+    files = await fileBlobs(serverStore, root);
+    server = await startServer(join(dir, 'server'));
+    plain = await startServer(join(dir, 'server'), { batch: false });
+  });
+  after(async () => {
+    await server?.close();
+    await plain?.close();
+    removeDir(dir);
+  });
+
+  for (const mode of ['batch', 'plain'] as const) {
+    test(`${mode}: the tree arrives exactly and no file blob but the large one is stored`, async () => {
+      const url = mode === 'batch' ? server.url : `${plain.url}some/instance/`;
+      const out = join(dir, `out-${mode}`);
+      const store = join(dir, `store-${mode}`);
+      const r = await runCli(['checkout', root, out, '--remote', url, '--store', store, '--direct', '--json', '--concurrency', '4']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      const j = json(r);
+      assert.equal(j.method, 'copy');
+      assert.equal((j.remote as { batch: boolean }).batch, mode === 'batch');
+      const stored = new Set(LocalStore.open(store).listHashes());
+      const storedFiles = [...files].filter(([h]) => stored.has(h));
+      assert.deepEqual(storedFiles.map(([, size]) => size), [DIRECT_MAX_BYTES + 4096], 'only the blob over the memory limit went through the store');
+      assert.deepEqual(leftoverTmp(store), []);
+    });
+  }
+
+  test('a corrupted blob is refused by digest and server, and no file is created from its bytes', async () => {
+    const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'corrupt' : 'pass') });
+    const out = join(dir, 'out-corrupt');
+    const store = join(dir, 'store-corrupt');
+    try {
+      const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', store, '--direct', '--retries', '1']);
+      assert.equal(r.code, 5, r.stderr);
+      assert.match(r.stderr, /ERR_TREECAST_DIGEST_MISMATCH/);
+      assert.match(r.stderr, new RegExp(`[0-9a-f]{64}/\\d+ from ${proxy.url.replace(/[/.]/g, '\\$&')}`));
+      // Every regular file that exists holds the bytes the tree gives it (or none was written).
+      const want = new Map(describeTree(src()).map((l) => [l.split(' ')[1], l]));
+      for (const line of describeTree(out)) if (line.startsWith('F ')) assert.equal(line, want.get(line.split(' ')[1]), 'a written file is whole and right');
+      const stored = new Set(LocalStore.open(store).listHashes());
+      assert.deepEqual([...files.keys()].filter((h) => stored.has(h) && files.get(h)! <= DIRECT_MAX_BYTES), []);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('status and updates work from its record; an update with no remote names the blob it lacks', async () => {
+    const out = join(dir, 'out-update');
+    const store = join(dir, 'store-update');
+    let r = await runCli(['checkout', root, out, '--remote', server.url, '--store', store, '--direct']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runCli(['status', out, '--store', store, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([json(r).modified, json(r).added, json(r).removed], [[], [], []]);
+    // A local edit shows, though the store has no blob to compare the file with.
+    fs.writeFileSync(join(out, 'd0001/f1.txt'), 'edited here\n');
+    r = await runCli(['status', out, '--store', store, '--json']);
+    assert.deepEqual(json(r).modified, ['d0001/f1.txt']);
+    fs.rmSync(join(out, 'd0001/f1.txt'));
+    fs.copyFileSync(join(src(), 'd0001/f1.txt'), join(out, 'd0001/f1.txt'));
+
+    // A second tree on the server: one file changed, one added.
+    const next = join(dir, 'src2');
+    fs.cpSync(src(), next, { recursive: true, verbatimSymlinks: true });
+    fs.writeFileSync(join(next, 'd0004/f2.txt'), 'changed on the server\n');
+    fs.writeFileSync(join(next, 'added.txt'), 'new on the server\n');
+    const root2 = formatDigest((await snapshot(next, { store: server.store })).digest);
+
+    // Without --remote the update cannot be made: it names the blob, and leaves the files alone.
+    r = await runCli(['checkout', root2, out, '--store', store]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /ERR_TREECAST_BLOB_NOT_FOUND/);
+    assert.match(r.stderr, /[0-9a-f]{64}\/\d+/);
+    assert.deepEqual(describeTree(out), describeTree(src()));
+
+    // With --remote --direct it touches only what differs, and stores no file blob.
+    r = await runCli(['checkout', root2, out, '--remote', server.url, '--store', store, '--direct', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(next));
+    assert.equal(json(r).copied, 2);
+    const stored = new Set(LocalStore.open(store).listHashes());
+    const all = await fileBlobs(server.store, root2);
+    assert.deepEqual([...all].filter(([h, size]) => stored.has(h) && size <= DIRECT_MAX_BYTES), []);
+  });
+
+  test('--direct without --remote, or with a method that needs the store, is a usage error', async () => {
+    let r = await runCli(['checkout', root, join(dir, 'x'), '--store', join(dir, 'x-store'), '--direct']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--direct needs --remote/);
+    r = await runCli(['checkout', root, join(dir, 'x'), '--remote', server.url, '--store', join(dir, 'x-store'), '--direct', '--method', 'hardlink']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--direct writes copies/);
+    assert.equal(fs.existsSync(join(dir, 'x')), false);
+  });
+});
