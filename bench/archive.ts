@@ -1,7 +1,8 @@
 /**
  * Archive benchmarks on the corpus (copied to tmpfs first): treecast pack/unpack/import against
  * Info-ZIP zip/unzip, GNU tar, node-tar and yazl/yauzl. Unpack cases all read the same Info-ZIP
- * archive, so the readers are compared on identical input. Returns a markdown section.
+ * archive, so the readers are compared on identical input. pack at the other levels and from the
+ * store runs once each, for its peak RSS. Returns a markdown section.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -85,6 +86,26 @@ export async function run(ctx: BenchContext): Promise<string> {
     ctx.log,
   );
   parts.push('### import (into an empty store)', '', table(imp, 'treecast unpack + snapshot'), '');
+
+  // ---------------------------------------------------------------- memory at every level
+  // One timed run each (after the warm-up): these are here for their peak RSS, which the memory
+  // table below holds to its limit like every other treecast command.
+  ctx.log('archive: pack at the other levels, and from the store');
+  const ref = 'bench-linux';
+  sh(`${clearOut} && ${tc} import ${q(zipDeflate)} --store ${q(store)} --ref ${ref}`);
+  const clearZip = `rm -f ${q(join(w, 'o.zip'))}`;
+  const levels = timeCases(
+    [
+      { label: 'treecast pack --level fast', cmd: `${tc} pack --level fast ${q(src)} ${q(join(w, 'o.zip'))}`, setup: clearZip },
+      { label: 'treecast pack --level best', cmd: `${tc} pack --level best ${q(src)} ${q(join(w, 'o.zip'))}`, setup: clearZip },
+      { label: 'treecast pack REF (from the store, deflate)', cmd: `${tc} pack ${ref} ${q(join(w, 'o.zip'))} --store ${q(store)}`, setup: clearZip },
+      { label: 'treecast pack REF --level store (from the store)', cmd: `${tc} pack --level store ${ref} ${q(join(w, 'o.zip'))} --store ${q(store)}`, setup: clearZip },
+    ],
+    1,
+    ctx.log,
+  );
+  sh(clearOut);
+  parts.push('### pack at the other levels, and from the store (one run each, for peak RSS)', '', table(levels), '');
 
   const m = (r: Map<string, { wall: number[] }>, k: string) => median(r.get(k)!.wall);
   parts.push(
