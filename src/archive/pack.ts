@@ -14,7 +14,7 @@ import { TreeReader } from '../store/tree-reader.js';
 import type { ArchiveSummary } from './unpack.js';
 import type { LocalStore } from '../store/local.js';
 import { TargetError, UsageError, fsError } from '../errors.js';
-import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
 import { TarOutput, TarWriter } from './tar-writer.js';
 import { METHOD_STORE, S_IFDIR, S_IFLNK, S_IFREG } from './zip-format.js';
@@ -309,7 +309,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     return it?.kind === 'file' && it.batch === p.n && it.slot >= p.start;
   };
 
-  const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {});
+  const pool = new WorkerPool(src.batches.length > 2 ? opts.jobs : 0, {}, { youngGenerationMb: ARCHIVE_YOUNG_MB });
   const largeBytes = opts.largeBytes ?? LARGE_BYTES;
   const buffers = new BufferSet(pool.parallelism + SPARE_BUFFERS, outputBytes(largeBytes, opts.chunkBytes));
   /** Payloads dispatched with a buffer of `buffers`. */

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
 import { ArchiveError, InterruptedError, TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
-import { WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { defaultStorePath } from '../store/local.js';
 import { readCentralDirectory } from './central-directory.js';
@@ -165,7 +165,7 @@ async function unpackLocked(archivePath: string, dir: string, opts: UnpackOption
     await early?.close();
     throw e;
   }
-  const pool = early ?? new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, {});
+  const pool = early ?? new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, {}, { youngGenerationMb: ARCHIVE_YOUNG_MB });
   try {
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
     const plan = planExtraction(ar.judged.entries, { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large });
@@ -209,7 +209,7 @@ async function unpackLocked(archivePath: string, dir: string, opts: UnpackOption
 /** A pool started before the archive is read, when the archive is big enough to need one. */
 export function earlyPool(archivePath: string, jobs: number, init: { storeRoot?: string }): WorkerPool | undefined {
   const size = fs.statSync(archivePath, { throwIfNoEntry: false })?.size ?? 0;
-  return size > 8 << 20 && jobs > 0 ? new WorkerPool(jobs, init) : undefined;
+  return size > 8 << 20 && jobs > 0 ? new WorkerPool(jobs, init, { youngGenerationMb: ARCHIVE_YOUNG_MB }) : undefined;
 }
 
 /** Creates the root when missing; returns whether it is empty (then no entry can clash). */
