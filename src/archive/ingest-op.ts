@@ -8,6 +8,9 @@
  * (5%) and checking CRCs (2-4%). Import used 9.0-9.9 s of CPU where unpack used 5.9-6.3 s; what
  * import does beyond unpack is the SHA-256, the existence check, the temp name and rename that
  * keep store writes atomic, and building the tree (on the main thread, overlapping the workers).
+ * Into a store that held no blobs at the start the existence check is skipped (`storeWasEmpty`):
+ * each blob is then open, write, close and rename (strace). Import of the Linux tree went from
+ * 12.5 s wall (5.2 s system) to 7.3 s (2.3 s system), one run each at load 5-7.
  */
 import type { OpContext } from '../fs/worker-ops.js';
 import { forEachBatchEntry, type EntryRef } from './local-data.js';
