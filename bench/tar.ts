@@ -6,6 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type BenchContext, type Case, median, table, target, timeCases, type Timed } from './harness.js';
 
@@ -27,7 +28,7 @@ function unpackCases(tc: string, nodeTar: string, archive: string, out: string, 
     { label: gnuFlags, cmd: `${gnuFlags} ${q(archive)} -C ${q(out)}`, setup: clear },
     { label: 'bsdtar -xf', cmd: `bsdtar -xf ${q(archive)} -C ${q(out)}`, setup: clear },
     {
-      label: zstd ? 'zstd -dc | node-tar x' : 'node-tar x',
+      label: zstd ? 'zstd -dc \\| node-tar x' : 'node-tar x',
       cmd: zstd ? `zstd -dc --long=31 ${q(archive)} | ${nodeTar} x - ${q(out)}` : `${nodeTar} x ${q(archive)} ${q(out)}`,
       setup: clear,
     },
@@ -43,6 +44,9 @@ export async function run(ctx: BenchContext): Promise<string> {
   const nodeTar = `${q(process.execPath)} ${q(join(root, 'bench', 'archive-node-tar.mjs'))}`;
   const env = `TREECAST_STORE=${q(join(w, 'store'))}`;
   const runs = ctx.runs;
+  // The machine may be shared: the load average before and after says how much.
+  const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+  const loadBefore = load();
   const parts: string[] = [
     '## tar archives',
     '',
@@ -76,9 +80,9 @@ export async function run(ctx: BenchContext): Promise<string> {
   const pack = timeCases(
     [
       { label: 'treecast pack .tar.zst', cmd: `${tcs} pack ${q(src)} ${q(o)}`, setup: clearO },
-      { label: 'tar -cf - . | zstd -T0 -3', cmd: `cd ${q(src)} && tar -cf - . | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
+      { label: 'tar -cf - . \\| zstd -T0 -3', cmd: `cd ${q(src)} && tar -cf - . | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
       { label: 'bsdtar --zstd -cf', cmd: `cd ${q(src)} && bsdtar --zstd -cf ${q(o)} .`, setup: clearO },
-      { label: 'node-tar c | zstd -T0 -3', cmd: `${nodeTar} c ${q(src)} - | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
+      { label: 'node-tar c \\| zstd -T0 -3', cmd: `${nodeTar} c ${q(src)} - | zstd -T0 -3 -q -o ${q(o)}`, setup: clearO },
     ],
     runs,
     ctx.log,
@@ -86,9 +90,9 @@ export async function run(ctx: BenchContext): Promise<string> {
   sh(`${clearO} && ${tcs} pack ${q(src)} ${q(o)}`);
   const ours = statSync(o).size;
   const theirs = statSync(zst).size;
-  parts.push('### pack .tar.zst', '', table(pack, 'tar -cf - . | zstd -T0 -3'), '');
+  parts.push('### pack .tar.zst', '', table(pack, 'tar -cf - . \\| zstd -T0 -3'), '');
   parts.push(`Archive sizes: treecast ${ours} bytes, tar | zstd -T0 -3 ${theirs} bytes (ratio ${(ours / theirs).toFixed(4)}).`, '');
-  targets.push(target('pack .tar.zst: treecast / tar | zstd -T0 -3', med(pack, 'treecast pack .tar.zst') / med(pack, 'tar -cf - . | zstd -T0 -3'), 1.2));
+  targets.push(target('pack .tar.zst: treecast / tar | zstd -T0 -3', med(pack, 'treecast pack .tar.zst') / med(pack, 'tar -cf - . \\| zstd -T0 -3'), 1.2));
   targets.push(target('pack .tar.zst: archive size / tar | zstd -T0 -3', ours / theirs, 1.03));
   targets.push(target('pack .tar.zst: treecast peak RSS MB', rss(pack, 'treecast pack .tar.zst'), 300));
   sh(`rm -rf ${q(w)}`);
@@ -112,6 +116,7 @@ export async function run(ctx: BenchContext): Promise<string> {
   );
   targets.push(target('node_modules unpack .tar.zst: treecast / tar --zstd -xf', med(nmRes, 'treecast unpack') / med(nmRes, 'tar --zstd -xf'), 0.6));
   targets.push(target('node_modules unpack: treecast peak RSS MB', rss(nmRes, 'treecast unpack'), 300));
+  parts.push(`Load average (1, 5, 15 min) at the start of this section: ${loadBefore}; at its end: ${load()}.`, '');
   parts.push('### Targets', '', ...targets);
   return parts.join('\n');
 }
