@@ -6,7 +6,7 @@
  *     files; the server's /status reports how many requests it really had in flight.
  *  2. Full pull + checkout of the Linux tree into an empty store and directory, against a treecast
  *     server (batch endpoints) and nginx (WebDAV, plain Bazel protocol), beside `rsync -a` from an
- *     rsync daemon on loopback into an empty directory.
+ *     rsync daemon on loopback into an empty directory; `--direct` writes each byte once.
  *  3. Pulling again after a complete pull.
  *
  * Servers run as child processes (the harness times commands with spawnSync, which blocks this
@@ -134,6 +134,7 @@ export async function run(ctx: BenchContext): Promise<string> {
       { label: 'rsync -a from rsync daemon', setup: clean, cmd: `rsync -a rsync://127.0.0.1:18873/corpus/ ${dst}/` },
       { label: 'treecast checkout --remote (treecast server)', setup: clean, cmd: `${tc} checkout ${linux} ${dst} --remote ${plainSrv.url} --store ${store}` },
       { label: 'treecast checkout --remote --method hardlink (treecast server)', setup: clean, cmd: `${tc} checkout ${linux} ${dst} --remote ${plainSrv.url} --store ${store} --method hardlink` },
+      { label: 'treecast checkout --remote --direct (treecast server)', setup: clean, cmd: `${tc} checkout ${linux} ${dst} --remote ${plainSrv.url} --store ${store} --direct` },
       { label: 'treecast pull, then checkout (treecast server)', setup: clean, cmd: `${tc} pull ${linux} ${plainSrv.url} --store ${store} && ${tc} checkout ${linux} ${dst} --store ${store}` },
     ];
     if (nginxUrl) cases.push({ label: 'treecast checkout --remote (nginx WebDAV)', setup: clean, cmd: `${tc} checkout ${linux} ${dst} --remote ${nginxUrl} --store ${store}` });
@@ -143,6 +144,7 @@ export async function run(ctx: BenchContext): Promise<string> {
     const rs = median(res.get(cases[0]!.label)!.wall);
     out.push(target('checkout --remote (treecast server) / rsync -a', median(res.get(cases[1]!.label)!.wall) / rs, 1.0));
     out.push(target('checkout --remote --method hardlink (treecast server) / rsync -a', median(res.get(cases[2]!.label)!.wall) / rs, 1.0));
+    out.push(target('checkout --remote --direct (treecast server) / rsync -a', median(res.get(cases[3]!.label)!.wall) / rs, 1.0));
     if (!nginxUrl) out.push('- nginx not installed: the WebDAV row was skipped');
     out.push('');
     }

@@ -33,8 +33,9 @@ describe('checkout --remote --direct', () => {
 
   before(async () => {
     dir = tempDir('direct');
-    // One file over the in-memory limit: it must still arrive whole (through the store).
-    makeTree(src(), 20, 12, DIRECT_MAX_BYTES + 4096);
+    // Ten batches of writes and more, so fetch buffers are reused; one file over the in-memory
+    // limit, which must still arrive whole (through the store).
+    makeTree(src(), 200, 13, DIRECT_MAX_BYTES + 4096);
     fs.copyFileSync(join(src(), 'd0001/f0.txt'), join(src(), 'd0002/copy-of-f0.txt'));
     const serverStore = LocalStore.open(join(dir, 'server'));
     root = formatDigest((await snapshot(src(), { store: serverStore })).digest);

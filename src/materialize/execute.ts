@@ -27,16 +27,16 @@ export interface ExecuteOptions {
   ensureBlobs?: (digests: Digest[]) => Promise<void>;
   /**
    * A direct remote checkout: fetches these blobs (distinct, each at most DIRECT_MAX_BYTES) into
-   * memory, back to back in order; the workers verify and write them, and the store never sees
+   * `into`, back to back in order; the workers verify and write them, and the store never sees
    * them. Larger blobs still go through ensureBlobs and the store.
    */
-  fetchBytes?: (digests: Digest[]) => Promise<{ data: Uint8Array; source: string }>;
+  fetchBytes?: (digests: Digest[], into: Uint8Array) => Promise<{ source: string }>;
 }
 
 /** Largest blob a direct checkout holds in memory; larger ones stream through the store. */
 export const DIRECT_MAX_BYTES = 16 << 20;
 /** Fetched bytes waiting to be written at once, at most (one batch is always let through). */
-const DIRECT_IN_FLIGHT_BYTES = 64 << 20;
+const DIRECT_IN_FLIGHT_BYTES = 32 << 20;
 
 export interface ExecuteResult extends ApplyCounts {
   directories: number;
@@ -97,12 +97,19 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   const settings: ApplySettings = { root, method: o.method, verify: o.verify, ...umaskModes() };
   const fetched = new Map<WriteOp[], FetchedBytes>();
   let fetchedInFlight = 0;
+  const buffers = new SharedBuffers();
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
     batchesOf(root, plan.steps),
     (c, batch) => {
-      if (fetched.delete(batch)) fetchedInFlight -= batchBytes(batch);
+      const f = fetched.get(batch);
+      if (f) {
+        // The worker is done with these bytes: the next batch reuses the memory.
+        buffers.give(f.data.buffer as SharedArrayBuffer);
+        fetched.delete(batch);
+        fetchedInFlight -= batchBytes(batch);
+      }
       addCounts(counts, c);
       done += batch.length;
       o.onProgress?.({ done, total, bytes: counts.bytes });
@@ -114,7 +121,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             if (pauseFile && ++started >= 2) await (paused ??= pauseForTest(pauseFile, o.signal));
             const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
             if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
-            const direct = await fetchDirect(batch, o.fetchBytes);
+            const direct = await fetchDirect(batch, o.fetchBytes, buffers);
             fetched.set(batch, direct);
             await o.ensureBlobs?.(blobs.filter((d) => d.size > DIRECT_MAX_BYTES));
           }
@@ -135,7 +142,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
 }
 
 /** The bytes of a batch's small blobs, fetched once each; where each write finds its own. */
-async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOptions['fetchBytes']>): Promise<FetchedBytes> {
+async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOptions['fetchBytes']>, buffers: SharedBuffers): Promise<FetchedBytes> {
   const at = new Map<string, number>();
   const distinct: Digest[] = [];
   let end = 0;
@@ -150,9 +157,30 @@ async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOpti
     }
     offsets[i] = pos;
   });
-  if (distinct.length === 0) return { data: new Uint8Array(0), offsets, source: '' };
-  const { data, source } = await fetchBytes(distinct);
+  const data = buffers.take(end);
+  if (distinct.length === 0) return { data, offsets, source: '' };
+  const { source } = await fetchBytes(distinct, data);
   return { data, offsets, source };
+}
+
+/**
+ * Shared memory for fetched batches (posting it to a worker copies nothing), reused once a worker
+ * has written a batch, so what is held stays near the bytes admitted in flight instead of waiting
+ * for two threads' garbage collectors.
+ */
+class SharedBuffers {
+  private readonly free: SharedArrayBuffer[] = [];
+
+  take(n: number): Uint8Array {
+    let best = -1;
+    for (let i = 0; i < this.free.length; i++) if (this.free[i]!.byteLength >= n && (best < 0 || this.free[i]!.byteLength < this.free[best]!.byteLength)) best = i;
+    const sab = best >= 0 ? this.free.splice(best, 1)[0]! : new SharedArrayBuffer(Math.ceil(Math.max(1, n) / (1 << 20)) * (1 << 20));
+    return new Uint8Array(sab, 0, n);
+  }
+
+  give(sab: SharedArrayBuffer): void {
+    this.free.push(sab);
+  }
 }
 
 function batchBytes(batch: WriteOp[]): number {

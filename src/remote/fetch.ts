@@ -291,17 +291,14 @@ export class RemoteFetcher {
   }
 
   /**
-   * A direct checkout's batch: these blobs' bytes, back to back in shared memory, fetched in
+   * A direct checkout's batch: these blobs' bytes, back to back into `data`, fetched in
    * requests of at most BATCH_BLOBS / BATCH_BYTES running at once (the pool keeps `concurrency` of
    * them on the wire). Unverified: the checkout's workers hash each blob before writing it, and
    * nothing here touches the store. (CheckoutOptions.fetchBytes.)
    */
-  async fetchBytes(digests: Digest[]): Promise<{ data: Uint8Array; source: string }> {
+  async fetchBytes(digests: Digest[], data: Uint8Array): Promise<{ source: string }> {
     await this.init();
     if (this.stopReason !== undefined) throw this.stopReason;
-    let total = 0;
-    for (const d of digests) total += d.size;
-    const data = new Uint8Array(new SharedArrayBuffer(total));
     const requests: Promise<void>[] = [];
     let start = 0;
     let end = 0;
@@ -321,7 +318,7 @@ export class RemoteFetcher {
     flush();
     await Promise.all(requests);
     this.planned += digests.length;
-    return { data, source: this.client.server };
+    return { source: this.client.server };
   }
 
   private async counted(request: Promise<void>): Promise<void> {

@@ -15,6 +15,9 @@ import { Worker } from 'node:worker_threads';
 import type { Digest } from '../core/digest.js';
 import { reviveError, type SerializedError } from '../errors.js';
 
+/** Writer threads (TREECAST_WRITER_THREADS overrides, for measuring). */
+const WRITER_THREADS = Math.max(1, Math.min(8, Number(process.env.TREECAST_WRITER_THREADS) || 1));
+
 export interface WriteReply {
   id: number;
   stored: number;
@@ -22,56 +25,70 @@ export interface WriteReply {
 }
 
 export class StoreWriter {
-  private worker: Worker | undefined;
-  private readonly pending = new Map<number, { resolve(n: number): void; reject(e: unknown): void }>();
+  private readonly workers: (Worker | undefined)[];
+  /** Writes pending per thread; a batch goes to the thread with the fewest. */
+  private readonly load: number[];
+  private readonly pending = new Map<number, { resolve(n: number): void; reject(e: unknown): void; slot: number }>();
   private nextId = 1;
 
-  constructor(private readonly storeRoot: string) {}
+  constructor(
+    private readonly storeRoot: string,
+    threads = WRITER_THREADS,
+  ) {
+    this.workers = new Array<Worker | undefined>(threads).fill(undefined);
+    this.load = new Array<number>(threads).fill(0);
+  }
 
   /**
    * Verifies and stores `digests`, whose bytes lie back to back in `data` in that order. Resolves
    * once all are stored; rejects with the first failure (the valid blobs are stored regardless).
    */
   write(digests: readonly Digest[], data: ArrayBuffer, source: string): Promise<number> {
-    const w = this.start();
+    let slot = 0;
+    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[slot]!) slot = i;
+    const w = this.start(slot);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       // Held while writes are pending: an idle worker must not keep the process alive, but a
       // pending write must (the sockets may all be idle by then, and unref'd).
-      if (this.pending.size === 0) w.ref();
-      this.pending.set(id, { resolve, reject });
+      if (this.load[slot]!++ === 0) w.ref();
+      this.pending.set(id, { resolve, reject, slot });
       w.postMessage({ id, root: this.storeRoot, source, hashes: digests.map((d) => d.hash), sizes: digests.map((d) => d.size), data }, [data]);
     });
   }
 
   async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate();
+    const ws = this.workers.splice(0, this.workers.length, ...this.workers.map(() => undefined));
+    await Promise.all(ws.map((w) => w?.terminate()));
   }
 
-  private start(): Worker {
-    if (this.worker) return this.worker;
+  private start(slot: number): Worker {
+    const running = this.workers[slot];
+    if (running) return running;
     const w = new Worker(new URL('./store-writer-worker.js', import.meta.url));
     w.unref();
     w.on('message', (m: WriteReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (this.pending.size === 0) w.unref();
+      if (--this.load[slot]! === 0) w.unref();
       if (m.error) p.reject(reviveError(m.error));
       else p.resolve(m.stored);
     });
     const fail = (err: unknown) => {
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-      this.worker = undefined;
+      for (const [id, p] of this.pending) {
+        if (p.slot !== slot) continue;
+        this.pending.delete(id);
+        p.reject(err);
+      }
+      this.load[slot] = 0;
+      this.workers[slot] = undefined;
     };
     w.on('error', fail);
     w.on('exit', (code) => {
-      if (this.pending.size > 0) fail(new Error(`store writer thread exited with code ${code}`));
+      if (this.load[slot]! > 0) fail(new Error(`store writer thread exited with code ${code}`));
     });
-    this.worker = w;
+    this.workers[slot] = w;
     return w;
   }
 }

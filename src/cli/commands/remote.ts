@@ -53,7 +53,7 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
         stopBar = fetchProgress(fetcher, 'fetch', showProgress);
       },
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
-      ...(direct ? { fetchBytes: (digests: Digest[]) => fetcher.fetchBytes(digests) } : {}),
+      ...(direct ? { fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into) } : {}),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {
