@@ -17,7 +17,7 @@ import { encodeHeader, T } from '../src/archive/tar-format.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { formatDigest } from '../src/core/digest.js';
-import { UsageError } from '../src/errors.js';
+import { CaptureError, UsageError } from '../src/errors.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { compareTrees } from './helpers/zip-trees.js';
 import { makeRandomTree } from './helpers/random-tree.js';
@@ -37,7 +37,7 @@ test('trees packed to .tar, .tar.gz and .tar.zst extract identically with GNU ta
   makeRandomTree(join(src, 'random'), 7, { files: 300, maxDepth: 4 });
   for (const [name, gnu] of FORMATS) {
     const out = join(dir, name);
-    // Files over 100 kB go through the large-file path (a temporary file), in 64 kB pieces.
+    // Files over 100 kB go through the large-file path (read from the tree by the writer, in pieces).
     await pack({ dir: src }, out, { level: 'default', jobs: 2, largeBytes: 100_000, chunkBytes: 65_536 });
     for (const [tool, cmd] of [['gnu', gnu], ['bsdtar', 'bsdtar -xf']]) {
       const x = join(dir, `${tool}-${name}`);
@@ -63,7 +63,8 @@ test('a tree from the store packs to the same bytes every time, and imports back
   for (const ext of ['tar', 'tar.gz', 'tar.zst']) {
     const a = join(dir, `a.${ext}`);
     const b = join(dir, `b.${ext}`);
-    await pack({ store, root: digest }, a, { level: 'default', jobs: 2 });
+    // Store blobs over 100 kB go through a temporary file (verified while copied): the same bytes.
+    await pack({ store, root: digest }, a, { level: 'default', jobs: 2, largeBytes: 100_000 });
     await pack({ store, root: digest }, b, { level: 'default', jobs: 0 });
     assert.ok(fs.readFileSync(a).equals(fs.readFileSync(b)), `${ext}: same bytes from two packs`);
     const r = await importArchive(a, store, { jobs: 2 });
@@ -165,4 +166,31 @@ test('pack writes the later names of a hardlinked file as hardlink entries, whic
   await pack({ dir: src }, join(dir, 'h.zip'), { level: 'default', jobs: 2 });
   sh(`mkdir ${dir}/out-zip && cd ${dir}/out-zip && unzip -q ../h.zip`);
   compareTrees(src, join(dir, 'out-zip'), { symlinkTimes: false });
+});
+
+test('a large file that changes, or becomes a symlink, between its stat and its read stops the tar pack; OUT is not written', async () => {
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  const secret = join(dir, 'secret');
+  fs.writeFileSync(secret, 'not in the tree');
+  for (const change of ['grow', 'shrink', 'symlink'] as const) {
+    fs.writeFileSync(join(src, 'a'), 'small');
+    fs.rmSync(join(src, 'b'), { force: true });
+    fs.writeFileSync(join(src, 'b'), randomBytes(300_000));
+    const out = join(dir, `${change}.tar`);
+    // 'a' is written first; then 'b', stat-ed already by the batch that read 'a', is changed.
+    const onProgress = (p: { done: number }) => {
+      if (p.done !== 1) return;
+      if (change === 'grow') fs.appendFileSync(join(src, 'b'), 'x');
+      else if (change === 'shrink') fs.truncateSync(join(src, 'b'), 1000);
+      else {
+        fs.rmSync(join(src, 'b'));
+        fs.symlinkSync(secret, join(src, 'b'));
+      }
+    };
+    await assert.rejects(pack({ dir: src }, out, { level: 'default', jobs: 2, largeBytes: 100_000, onProgress }), (e) => e instanceof CaptureError && e.message.includes(join(src, 'b')), change);
+    assert.equal(fs.existsSync(out), false, `${change}: no archive`);
+    assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('treecast')), [], `${change}: no temporary file left`);
+  }
 });

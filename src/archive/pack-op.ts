@@ -45,6 +45,11 @@ export interface CompressBatch {
   /** Piece size for large files (tests lower it). */
   chunkBytes?: number;
   /**
+   * tar from a directory: a file over `largeBytes` is not copied but only checked (regular, its
+   * size); the caller reads it from `src` itself (the result's `inPlace`), so no temporary file.
+   */
+  largeInPlace?: boolean;
+  /**
    * The output buffer lent by the caller (see outputBytes), returned as the result's `data`; without
    * one the batch allocates its own.
    */
@@ -61,6 +66,8 @@ export interface CompressedFile {
   /** Where in the batch output the data starts, or the temporary file holding it. */
   at: number;
   tmp?: string;
+  /** The data is not in the output: the caller reads the file from its `src` (see CompressBatch.largeInPlace). */
+  inPlace?: boolean;
   /** For a file with more than one name (nlink > 1): its device and inode, so tar can write later names as hardlinks. */
   link?: string;
 }
@@ -126,6 +133,10 @@ export function compressBatch(b: CompressBatch): CompressResult {
       // Exact (bigint) numbers, as a rounded inode could make two files one; stat again only for the rare linked file.
       const link = st.nlink > 1 ? inodeKey(fs.fstatSync(fd, { bigint: true })) : undefined;
       const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size, ...(link && { link }) };
+      if (size > large && b.largeInPlace && f.hash === undefined) {
+        files.push({ ...base, crc: 0, method: METHOD_STORE, compressedSize: size, at: used, inPlace: true });
+        continue;
+      }
       if (size > large) {
         // The free tail of the output buffer holds the pieces (their size is fixed: one tree, one zip).
         ensure(pieceBytes);

@@ -262,8 +262,12 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   let symlinks = 0;
   let bytesOut = 0;
 
-  // Writes every item whose data is ready, in list order.
+  // Writes every item whose data is ready, in list order; tar's gathered output goes out at the end.
   const drain = () => {
+    drainReady();
+    if (writer instanceof TarWriter) writer.flush();
+  };
+  const drainReady = () => {
     for (; next < src.items.length; next++) {
       const it = src.items[next]!;
       if (it.kind === 'dir') {
@@ -282,6 +286,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         // A file with another name already written becomes a hardlink entry, as GNU tar writes it.
         const firstName = linkNames && f.link !== undefined ? linkNames.get(f.link) : undefined;
         if (firstName !== undefined) (writer as TarWriter).addHardlink(h, firstName);
+        else if (f.inPlace) (writer as TarWriter).addFromFile(h, src.batches[it.batch]![it.slot]!.src, true);
         else if (f.tmp) writer.addFromFile(h, f.tmp);
         else writer.add(h, r.data.subarray(f.at, f.at + f.compressedSize));
         if (linkNames && f.link !== undefined && firstName === undefined) linkNames.set(f.link, it.name);
@@ -292,7 +297,10 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         if (it.slot === part.start + r.files.length - 1) {
           const parts = results.get(it.batch)!;
           parts.splice(parts.indexOf(part), 1);
-          if (part.lent) buffers.give(r.data);
+          if (part.lent) {
+            if (writer instanceof TarWriter) writer.flush(); // the gathered output may point into it
+            buffers.give(r.data);
+          }
           if (parts.length === 0) results.delete(it.batch);
         }
         files++;
@@ -317,7 +325,9 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   try {
     type Payload = CompressBatch & { n: number; start: number };
     const tmpPrefix = toStdout ? `${resolve('.')}/.treecast-pack-large-` : `${tmp}-large-`;
-    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, noCrc: format !== 'zip', files, tmpPrefix, largeBytes, chunkBytes: opts.chunkBytes }));
+    // tar from a directory: large files are read here straight from the tree, not via a temporary file.
+    const largeInPlace = format !== 'zip' && 'dir' in source;
+    const queue: Payload[] = src.batches.map((files, i) => ({ n: i, start: 0, level, noCrc: format !== 'zip', files, tmpPrefix, largeBytes, chunkBytes: opts.chunkBytes, largeInPlace }));
     // A queue rather than a fixed list: a batch that returns early is sent again for the rest.
     let head = 0;
     const batches: IterableIterator<Payload> = {

@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ArchiveError, FileSystemError, fsError } from '../errors.js';
+import { ArchiveError, CaptureError, FileSystemError, fsError } from '../errors.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding } from './tar-format.js';
 import { openFile } from '../fs/open-file.js';
 
@@ -82,6 +82,29 @@ export class TarOutput {
     writeAll(this.fd, buf, this.label);
   }
 
+  /** Writes all of `bufs`, in order, with as few writev(2) calls as the descriptor allows. */
+  writev(bufs: Uint8Array[]): void {
+    if (this.spawnError) throw this.toolError();
+    let i = 0;
+    while (i < bufs.length) {
+      let n: number;
+      try {
+        n = fs.writevSync(this.fd, i === 0 ? bufs : bufs.slice(i));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          Atomics.wait(waitCell, 0, 0, 1);
+          continue;
+        }
+        throw fsError(e, 'cannot write', this.label);
+      }
+      // A short write (a signal, a non-blocking descriptor): skip what went out, finish the rest.
+      while (i < bufs.length && n >= bufs[i]!.length) n -= bufs[i++]!.length;
+      if (n > 0) {
+        bufs[i] = bufs[i]!.subarray(n);
+      }
+    }
+  }
+
   private toolError(): FileSystemError {
     const prog = this.child?.spawnfile ?? 'compressor';
     const code = (this.spawnError as NodeJS.ErrnoException).code;
@@ -103,10 +126,49 @@ export class TarOutput {
   }
 }
 
-/** A sequential tar writer with the add / addFromFile / finish shape of ZipWriter. */
+/** Opens a file of the packed tree for reading: never through a symlink, still a regular file of `size` bytes. */
+function openSource(src: string, size: number): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    throw new CaptureError(`cannot read ${src}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: src, cause: e });
+  }
+  const st = fs.fstatSync(fd);
+  if (!st.isFile() || st.size !== size) {
+    fs.closeSync(fd);
+    throw new CaptureError(`${src} changed while it was being read`, { path: src });
+  }
+  return fd;
+}
+
+/**
+ * Perf: headers, data and padding are gathered and written with one writev(2) per batch of
+ * entries instead of one write(2) each (three per file, ~235,000 for the Linux tree), and the data
+ * is never copied: it stays in the batch buffers until `flush`.
+ */
+const IOV_MAX = 1024;
+/** Piece size for files read here (reused: a fresh 16 MiB buffer per large file drove pack's peak RSS). */
+const PIECE = 4 << 20;
+let piece: Buffer | undefined;
+
+/**
+ * A sequential tar writer with the add / addFromFile / finish shape of ZipWriter. Data handed to
+ * `add` is held by reference until `flush` (or a later call that fills the gather list): the
+ * caller must flush before reusing a buffer it passed.
+ */
 export class TarWriter {
   private written = 0;
+  private iov: Uint8Array[] = [];
   constructor(private readonly out: TarOutput) {}
+
+  /** Writes everything gathered so far. */
+  flush(): void {
+    if (this.iov.length === 0) return;
+    const iov = this.iov;
+    this.iov = [];
+    this.out.writev(iov);
+  }
 
   /** Uncompressed bytes written so far. */
   get size(): number {
@@ -114,8 +176,10 @@ export class TarWriter {
   }
 
   private put(b: Uint8Array): void {
-    this.out.write(b);
+    if (b.length === 0) return;
+    this.iov.push(b);
     this.written += b.length;
+    if (this.iov.length >= IOV_MAX) this.flush();
   }
 
   private header(h: TarEntryHeader, linkname?: string): number {
@@ -144,18 +208,25 @@ export class TarWriter {
     this.put(encodeHeader({ name: h.name, typeflag: T.HARDLINK, mode: h.mode & 0o7777, size: 0, mtime: h.mtime, linkname: target }));
   }
 
-  /** Adds a file whose data is in `src` (read in pieces, so memory stays bounded). */
-  addFromFile(h: TarEntryHeader, src: string): void {
+  /**
+   * Adds a file whose data is in `src` (read in pieces, so memory stays bounded). With `source`
+   * set, `src` is the user's file itself: it is opened without following a symlink and must still
+   * be a regular file of `h.size` bytes, else the pack stops.
+   */
+  addFromFile(h: TarEntryHeader, src: string, source = false): void {
     const size = this.header(h);
-    const fd = openFile(src, 'r', 'cannot read');
+    const fd = source ? openSource(src, size) : openFile(src, 'r', 'cannot read');
     try {
-      const buf = Buffer.allocUnsafe(Math.min(16 << 20, Math.max(size, 1)));
+      piece ??= Buffer.allocUnsafe(PIECE);
       for (let pos = 0; pos < size; ) {
-        const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+        this.flush(); // the piece buffer is about to be refilled
+        const n = fs.readSync(fd, piece, 0, Math.min(piece.length, size - pos), pos);
         if (n === 0) throw new ArchiveError(`${src} is shorter than its ${size} bytes`, { path: src });
-        this.put(buf.subarray(0, n));
+        this.put(piece.subarray(0, n));
         pos += n;
       }
+      this.flush();
+      if (source && fs.readSync(fd, piece, 0, 1, size) !== 0) throw new CaptureError(`${src} changed while it was being read`, { path: src });
     } finally {
       fs.closeSync(fd);
     }
@@ -168,5 +239,6 @@ export class TarWriter {
     this.put(END_OF_ARCHIVE);
     const rest = (RECORD - (this.written % RECORD)) % RECORD;
     if (rest > 0) this.put(Buffer.alloc(rest));
+    this.flush();
   }
 }
