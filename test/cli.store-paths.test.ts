@@ -101,3 +101,18 @@ test('a store whose locks folder the user cannot write: checkout locks in the pr
   assert.deepEqual(fs.readdirSync(fallback), []);
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
 });
+
+test('a directory that cannot be made under one that exists (/proc) is an error naming it, not a hang', { skip: !fs.existsSync('/proc/self') && 'needs /proc' }, () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  const target = `/proc/treecast-test-${process.pid}`;
+  // Node's recursive mkdirSync loops forever here, as mkdir says ENOENT under an existing parent.
+  for (const args of [['checkout', 'r', target, '--store', store], ['checkout', 'r', join(target, 'a', 'b'), '--store', store], ['snapshot', join(dir, 'src'), '--store', target]]) {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
+    assert.equal(r.signal, null, `${args.join(' ')} did not end`);
+    assertCodedError({ code: r.status, err: r.stderr }, 7, 'ERR_TREECAST_FS', target);
+  }
+});

@@ -31,6 +31,7 @@ Exit codes:
   7    file-system error, naming the path (missing, not a directory, is a directory, permission
        denied, exists, disk full, read-only file system)
   8    remote server error
+  9    the target directory is in use by another treecast process (its pid is named)
   130  interrupted (SIGINT/SIGTERM); run the same command again to finish
   141  the reader of the output went away (treecast ls | head -1); nothing is printed, as git
 

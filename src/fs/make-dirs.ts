@@ -1,8 +1,9 @@
 /**
  * `mkdir -p` that reports the real error. Node 20's `mkdirSync(p, { recursive: true })` throws
  * ENOENT where the system said EROFS or EACCES for a missing level, so a user writing to a
- * read-only file system would be told a directory does not exist. On ENOENT, the missing levels
- * are made one by one, which throws what the system really said.
+ * read-only file system would be told a directory does not exist; and it loops forever where
+ * mkdir says ENOENT under a parent that exists (`/proc/x`). So each level is made with a plain
+ * mkdir, parents first only when the system says one is missing, and its own error is thrown.
  */
 import * as fs from 'node:fs';
 import { dirname } from 'node:path';
@@ -10,12 +11,14 @@ import { dirname } from 'node:path';
 /** Creates `path` and its missing parents; returns the first directory created, as mkdirSync does. */
 export function makeDirectories(path: string): string | undefined {
   try {
-    return fs.mkdirSync(path, { recursive: true });
+    fs.mkdirSync(path);
+    return path;
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    const missing: string[] = [];
-    for (let p = path; !fs.existsSync(p) && dirname(p) !== p; p = dirname(p)) missing.push(p);
-    for (const p of missing.reverse()) fs.mkdirSync(p);
-    throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && fs.statSync(path, { throwIfNoEntry: false })?.isDirectory()) return undefined;
+    if (code !== 'ENOENT' || dirname(path) === path || fs.existsSync(dirname(path))) throw e;
   }
+  const first = makeDirectories(dirname(path));
+  fs.mkdirSync(path);
+  return first ?? path;
 }
