@@ -1,6 +1,8 @@
 /**
- * Start-up: each command loads only the modules it uses (a resolve hook lists every module the
- * real `bin/treecast` loads), and `--version` is answered before the CLI is loaded at all.
+ * Start-up: bin/treecast runs the CommonJS bundle in dist/cli/ (never the tsc output in dist/src),
+ * each command initializes only the code it uses (a require hook lists every module the real
+ * `bin/treecast` loads: the bundle files, and the built-in and external modules the bundled code
+ * requires when a module of it is first used), and `--version` is answered before the CLI is loaded.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,16 +13,27 @@ import { VERSION } from '../src/version.js';
 import { tempDir } from './helpers/tmp.js';
 
 const bin = new URL('../../bin/treecast', import.meta.url).pathname;
+const distCli = new URL('../cli/', import.meta.url).pathname;
+const distSrc = new URL('../src/', import.meta.url).pathname;
 
-/** Runs bin/treecast with a module hook; returns its stdout, exit code and the modules it loaded. */
+/** Runs bin/treecast with a require hook; returns its stdout, exit code and the modules it loaded. */
 function run(args: string[], store: string): { stdout: string; status: number | null; modules: string[] } {
   const dir = tempDir('tc-startup');
-  const hook = join(dir, 'hook.mjs');
+  const hook = join(dir, 'hook.cjs');
   fs.writeFileSync(
     hook,
-    `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent('export async function resolve(s, c, n) { const r = await n(s, c); process._rawDebug("loaded " + r.url); return r; }'));\n`,
+    `const Module = require('node:module');
+const load = Module._load;
+Module._load = function (request, parent, isMain) {
+  const bare = request.replace(/^node:/, '');
+  let id = request;
+  try { id = Module.isBuiltin(request) ? 'node:' + bare : Module._resolveFilename(request, parent, isMain); } catch {}
+  process._rawDebug('loaded ' + id);
+  return load.apply(this, arguments);
+};
+`,
   );
-  const r = spawnSync(process.execPath, ['--import', hook, bin, ...args], { encoding: 'utf8', env: { ...process.env, TREECAST_STORE: store } });
+  const r = spawnSync(process.execPath, ['--require', hook, bin, ...args], { encoding: 'utf8', env: { ...process.env, TREECAST_STORE: store } });
   const modules = r.stderr
     .split('\n')
     .filter((l) => l.startsWith('loaded '))
@@ -30,33 +43,45 @@ function run(args: string[], store: string): { stdout: string; status: number | 
 
 const loads = (modules: string[], part: string) => modules.some((m) => m.includes(part));
 
+/** What only the remote and archive commands use: the HTTP client and server, zlib. */
+const REMOTE_AND_ARCHIVE = ['/node_modules/undici/', 'node:http', 'node:https', 'node:zlib'];
+
 test('--version prints the version without loading the CLI or any command', () => {
   const store = join(tempDir(), 's');
   for (const flag of ['--version', '-V']) {
     const r = run([flag], store);
     assert.equal(r.status, 0);
     assert.equal(r.stdout, `${VERSION}\n`);
-    assert.ok(!loads(r.modules, 'commander'), `${flag} loaded commander: ${r.modules.join(' ')}`);
-    assert.ok(!loads(r.modules, '/cli/commands/'), `${flag} loaded a command`);
+    assert.ok(loads(r.modules, `${distCli}version.js`), `${flag} did not load the version: ${r.modules.join(' ')}`);
+    assert.ok(!loads(r.modules, `${distCli}main.js`), `${flag} loaded the CLI`);
   }
 });
 
-test('a command loads its own module graph only: no HTTP client, server or zip code where unused', () => {
+test('the CLI runs the bundle: no module of the tsc output is loaded', () => {
+  const r = run(['--help'], join(tempDir(), 's'));
+  assert.equal(r.status, 0);
+  assert.ok(loads(r.modules, `${distCli}main.js`), `the bundle was not loaded: ${r.modules.join(' ')}`);
+  assert.ok(!loads(r.modules, distSrc), `loaded from dist/src: ${r.modules.filter((m) => m.includes(distSrc)).join(' ')}`);
+  // --help builds every command, so what the others must not load is loaded here: the hook sees it.
+  for (const part of REMOTE_AND_ARCHIVE.filter((p) => p !== 'node:https')) assert.ok(loads(r.modules, part), `--help did not load ${part}`);
+});
+
+test('a command initializes its own code only: no HTTP client, server or zip code where unused', () => {
   const dir = tempDir();
   const store = join(dir, 's');
   fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  for (let i = 0; i < 600; i++) fs.writeFileSync(join(dir, 'src', `f${i}`), `f${i}`);
   const snap = run(['snapshot', join(dir, 'src'), '--ref', 'r'], store);
   assert.equal(snap.status, 0);
-  const co = run(['checkout', 'r', join(dir, 'out')], store);
+  // Enough files that checkout starts its worker threads, from the bundle's worker.js.
+  const co = run(['checkout', 'r', join(dir, 'out'), '--jobs', '2'], store);
   assert.equal(co.status, 0);
+  assert.equal(fs.readdirSync(join(dir, 'out')).length, 600);
+  assert.ok(loads(co.modules, `${distCli}worker.js`), `checkout started no worker from the bundle: ${co.modules.join(' ')}`);
   const refs = run(['refs'], store);
   assert.equal(refs.status, 0);
   for (const [name, r] of [['snapshot', snap], ['checkout', co], ['refs', refs]] as const) {
-    const unusedModules = ['undici', '/remote/client', '/remote/server', '/remote/fetch', '/remote/push', '/archive/', 'node:http', 'node:zlib', '/cli/commands/remote', '/cli/commands/archive'];
-    for (const unused of unusedModules) {
-      assert.ok(!loads(r.modules, unused), `${name} loaded ${unused}`);
-    }
-    assert.ok(loads(r.modules, `/cli/commands/${name === 'refs' ? 'inspect' : name}.js`), `${name} loaded its command file`);
+    for (const unused of REMOTE_AND_ARCHIVE) assert.ok(!loads(r.modules, unused), `${name} loaded ${unused}`);
+    assert.ok(!loads(r.modules, distSrc), `${name} loaded from dist/src`);
   }
 });

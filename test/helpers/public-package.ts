@@ -15,7 +15,7 @@ export function publicBin(): string {
   if (copied) return copied;
   const root = tempDir('tc-pkg');
   fs.chmodSync(root, 0o755);
-  for (const p of ['package.json', 'bin', join('dist', 'src')]) fs.cpSync(join(repo, p), join(root, p), { recursive: true });
+  for (const p of ['package.json', 'bin', join('dist', 'cli'), join('dist', 'src')]) fs.cpSync(join(repo, p), join(root, p), { recursive: true });
   // The runtime dependencies, and theirs.
   const todo = Object.keys(JSON.parse(fs.readFileSync(join(repo, 'package.json'), 'utf8')).dependencies ?? {});
   const seen = new Set<string>();
