@@ -240,7 +240,11 @@ const TAG_SIZE = (2 << 3) | 0;
 export function readDigest(c: Cursor, limit: number): Digest {
   const end = c.end(limit);
   if (c.varint() !== TAG_HASH) c.fail('Digest does not start with its hash');
-  const hash = c.string(end);
+  // A hash is ASCII hex: read as latin1 (no UTF-8 decoding and check), which isHash then proves.
+  // Perf: ~34,000 digests of the node_modules tree took ~70 ms of a checkout's load as UTF-8.
+  const hashEnd = c.end(end);
+  const hash = c.buf.toString('latin1', c.pos, hashEnd);
+  c.pos = hashEnd;
   if (!isHash(hash)) c.fail(`digest hash '${hash.slice(0, 80)}' is not 64 lowercase hex characters`);
   let size = 0;
   if (c.pos < end) {

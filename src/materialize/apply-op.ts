@@ -124,8 +124,8 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
         throw new DigestMismatchError(`the tree gives ${dst} the size 0, but its hash is not that of empty content; nothing was written there`, { path: dst });
       }
       try {
+        // The mode is already masked by the umask, so open() gives it exactly: no chmod.
         fs.closeSync(fs.openSync(dst, 'wx', mode));
-        if (executable) fs.chmodSync(dst, mode);
       } catch (e) {
         throw fsError(e, 'cannot create', dst);
       }

@@ -32,8 +32,9 @@ export interface ImportOutcome {
  */
 export function importBlob(store: LocalStore, d: Digest, dst: string, method: ImportMethod, executable: boolean, mode: number): ImportOutcome {
   const src = store.blobPath(d.hash);
-  checkStoredSize(store, src, d, dst);
   let fellBack: string | undefined;
+  // A copy proves the size as it reads (copyBlob); a link or clone, by a stat first.
+  if (method !== 'copy') checkStoredSize(store, src, d, dst);
   try {
     if (method === 'hardlink') {
       fs.linkSync(executable ? store.executablePathSync(d) : src, dst);
@@ -50,14 +51,78 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     fellBack = code;
     removeIfPartial(dst, method);
   }
+  copyBlob(store, src, d, dst, mode, method !== 'copy');
+  return { used: 'copy', fellBack };
+}
+
+/**
+ * Copies of blobs up to this size go through one read and one write with a per-thread buffer;
+ * larger ones through copyFileSync (copy_file_range), which never pulls the bytes into the process.
+ */
+const SMALL_COPY_MAX = 256 << 10;
+let scratch: Buffer | undefined;
+
+/**
+ * Creates `dst` (exclusive, so never through a symlink) holding a copy of blob `d` from `src`, with
+ * exactly `mode` (already masked by the umask, so open() gives it and no chmod follows).
+ *
+ * Perf: copyFileSync after a statSync cost 9 calls per file (statx, two opens, fstat,
+ * copy_file_range, fchmod, chmod, two closes); a copy checkout of the node_modules corpus (26,117
+ * files, median 8 KiB) spent 0.74 s in the kernel and 0.48 s in JS. A small blob is now open, read,
+ * open, write, close, close, and its size is proven by the read itself: asking for one byte more
+ * than the tree's size returns exactly that size only when the blob has it (a regular file's read
+ * is short only at its end).
+ */
+function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: number, checked: boolean): void {
+  if (d.size > SMALL_COPY_MAX) {
+    if (!checked) checkStoredSize(store, src, d, dst);
+    try {
+      fs.copyFileSync(src, dst, COPYFILE_EXCL);
+      fs.chmodSync(dst, mode);
+    } catch (e) {
+      removeIfPartial(dst, 'copy');
+      throw importError(e, store, d, dst);
+    }
+    return;
+  }
+  let input: number;
   try {
-    fs.copyFileSync(src, dst, COPYFILE_EXCL);
-    fs.chmodSync(dst, mode);
+    input = fs.openSync(src, 'r');
   } catch (e) {
-    removeIfPartial(dst, 'copy');
     throw importError(e, store, d, dst);
   }
-  return { used: 'copy', fellBack };
+  try {
+    const buf = (scratch ??= Buffer.allocUnsafe(SMALL_COPY_MAX + 1));
+    let got = 0;
+    try {
+      for (;;) {
+        const want = d.size + 1 - got;
+        const n = fs.readSync(input, buf, got, want, got);
+        got += n;
+        // A short read of a regular file is its end: no second read to see 0 (26,117 calls).
+        if (n === 0 || n < want) break;
+      }
+    } catch (e) {
+      throw fsError(e, 'cannot read blob', src);
+    }
+    if (got !== d.size) throw sizeMismatch(d, dst, fs.fstatSync(input).size);
+    let out: number;
+    try {
+      out = fs.openSync(dst, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode);
+    } catch (e) {
+      throw fsError(e, 'cannot write', dst);
+    }
+    try {
+      for (let off = 0; off < got; ) off += fs.writeSync(out, buf, off, got - off);
+    } catch (e) {
+      fs.closeSync(out);
+      removeIfPartial(dst, 'copy');
+      throw fsError(e, 'cannot write', dst);
+    }
+    fs.closeSync(out);
+  } finally {
+    fs.closeSync(input);
+  }
 }
 
 /**
@@ -67,12 +132,14 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
 function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string): void {
   const st = fs.statSync(src, { throwIfNoEntry: false });
   if (st === undefined) throw importError(Object.assign(new Error('no such blob'), { code: 'ENOENT' }), store, d, dst);
-  if (st.size !== d.size) {
-    throw new DigestMismatchError(`the tree gives ${dst} the size ${d.size}, but blob ${d.hash} is ${st.size} bytes; nothing was written there`, {
-      digest: formatDigest(d),
-      path: dst,
-    });
-  }
+  if (st.size !== d.size) throw sizeMismatch(d, dst, st.size);
+}
+
+function sizeMismatch(d: Digest, dst: string, actual: number): DigestMismatchError {
+  return new DigestMismatchError(`the tree gives ${dst} the size ${d.size}, but blob ${d.hash} is ${actual} bytes; nothing was written there`, {
+    digest: formatDigest(d),
+    path: dst,
+  });
 }
 
 /** Writes verified bytes (from --verify or a fetch) to a new file. */
