@@ -34,9 +34,15 @@ export interface ExecuteOptions {
 }
 
 /** Largest blob a direct checkout holds in memory; larger ones stream through the store. */
-export const DIRECT_MAX_BYTES = 16 << 20;
-/** Fetched bytes waiting to be written at once, at most (one batch is always let through). */
-const DIRECT_IN_FLIGHT_BYTES = 32 << 20;
+export const DIRECT_MAX_BYTES = 4 << 20;
+/**
+ * A direct checkout's batches close at DIRECT_MAX_BYTES, so each one's fetched bytes fit one slab
+ * of twice that; at most DIRECT_SLABS batches hold one at a time. Perf: with a buffer per batch,
+ * sized to it, the Linux tree's direct checkout peaked at 570-926 MB (shared memory is freed only
+ * when both threads collect it); fixed slabs, reused, bound it.
+ */
+const SLAB_BYTES = 2 * DIRECT_MAX_BYTES;
+const DIRECT_SLABS = 6;
 
 export interface ExecuteResult extends ApplyCounts {
   directories: number;
@@ -50,7 +56,7 @@ const BATCH_OPS = 256;
 const BATCH_BYTES = 32 << 20;
 
 /** Makes directories as it reaches them and yields the writes between them in batches. */
-function* batchesOf(root: string, steps: Iterable<Step>): Generator<WriteOp[]> {
+function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH_BYTES): Generator<WriteOp[]> {
   let ops: WriteOp[] = [];
   let bytes = 0;
   for (const s of steps) {
@@ -65,7 +71,7 @@ function* batchesOf(root: string, steps: Iterable<Step>): Generator<WriteOp[]> {
     }
     ops.push(s);
     if ('size' in s) bytes += s.size;
-    if (ops.length >= BATCH_OPS || bytes >= BATCH_BYTES) {
+    if (ops.length >= BATCH_OPS || bytes >= maxBytes) {
       yield ops;
       ops = [];
       bytes = 0;
@@ -96,19 +102,19 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   let paused: Promise<void> | undefined;
   const settings: ApplySettings = { root, method: o.method, verify: o.verify, ...umaskModes() };
   const fetched = new Map<WriteOp[], FetchedBytes>();
-  let fetchedInFlight = 0;
+  let slabsInUse = 0;
   const buffers = new SharedBuffers();
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
-    batchesOf(root, plan.steps),
+    batchesOf(root, plan.steps, o.fetchBytes ? DIRECT_MAX_BYTES : BATCH_BYTES),
     (c, batch) => {
       const f = fetched.get(batch);
       if (f) {
         // The worker is done with these bytes: the next batch reuses the memory.
         buffers.give(f.data.buffer as SharedArrayBuffer);
         fetched.delete(batch);
-        fetchedInFlight -= batchBytes(batch);
+        slabsInUse--;
       }
       addCounts(counts, c);
       done += batch.length;
@@ -126,12 +132,11 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             await o.ensureBlobs?.(blobs.filter((d) => d.size > DIRECT_MAX_BYTES));
           }
         : undefined,
-      // Bounds fetched bytes held in memory (a direct checkout's batches are up to 32 MiB each).
+      // Bounds the fetched bytes held in memory to DIRECT_SLABS slabs.
       admit: o.fetchBytes
-        ? (batch) => {
-            const bytes = batchBytes(batch);
-            if (fetchedInFlight + bytes > DIRECT_IN_FLIGHT_BYTES) return false;
-            fetchedInFlight += bytes;
+        ? () => {
+            if (slabsInUse >= DIRECT_SLABS) return false;
+            slabsInUse++;
             return true;
           }
         : undefined,
@@ -163,30 +168,17 @@ async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOpti
   return { data, offsets, source };
 }
 
-/**
- * Shared memory for fetched batches (posting it to a worker copies nothing), reused once a worker
- * has written a batch, so what is held stays near the bytes admitted in flight instead of waiting
- * for two threads' garbage collectors.
- */
+/** Shared memory for fetched batches (posting it to a worker copies nothing): fixed slabs, reused. */
 class SharedBuffers {
   private readonly free: SharedArrayBuffer[] = [];
 
   take(n: number): Uint8Array {
-    let best = -1;
-    for (let i = 0; i < this.free.length; i++) if (this.free[i]!.byteLength >= n && (best < 0 || this.free[i]!.byteLength < this.free[best]!.byteLength)) best = i;
-    const sab = best >= 0 ? this.free.splice(best, 1)[0]! : new SharedArrayBuffer(Math.ceil(Math.max(1, n) / (1 << 20)) * (1 << 20));
-    return new Uint8Array(sab, 0, n);
+    return new Uint8Array(this.free.pop() ?? new SharedArrayBuffer(SLAB_BYTES), 0, n);
   }
 
   give(sab: SharedArrayBuffer): void {
     this.free.push(sab);
   }
-}
-
-function batchBytes(batch: WriteOp[]): number {
-  let n = 0;
-  for (const w of batch) if ('size' in w && w.size <= DIRECT_MAX_BYTES) n += w.size;
-  return n;
 }
 
 /** Removes one planned entry; false when there was nothing to remove (or a kept directory not empty). */

@@ -41,7 +41,7 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
 checkout needs no network; on tmpfs or ext4 each byte is then written twice. --direct, for one-off
 restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
 is the file created (never through an existing name). No file blob enters the store (Directory
-messages still do); files over 16 MiB still pass through it. DIR is recorded as usual, so status and
+messages still do); files over 4 MiB still pass through it. DIR is recorded as usual, so status and
 an update work; an update or --force that needs a blob again fetches it with --remote, or fails
 naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
   );
