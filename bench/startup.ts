@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { type BenchContext, median, table, target, timeCases } from './harness.js';
 
@@ -24,6 +25,12 @@ export async function run(ctx: BenchContext): Promise<string> {
   for (let i = 0; i < 10; i++) fs.writeFileSync(join(small, `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
   const env = `TREECAST_STORE=${q(store)}`;
   execFileSync('bash', ['-c', `${env} ${tc} snapshot ${q(small)} --ref small`], { stdio: 'ignore' });
+  // An up-to-date checkout: updating it again is the fixed cost of every incremental checkout.
+  const current = join(root, 'current');
+  execFileSync('bash', ['-c', `${env} ${tc} checkout small ${q(current)}`], { stdio: 'ignore' });
+  // The machine may be shared: the load average before and after says how much.
+  const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+  const loadBefore = load();
 
   log('start-up cases');
   const r = timeCases(
@@ -35,13 +42,22 @@ export async function run(ctx: BenchContext): Promise<string> {
       { label: 'treecast ls (10 files)', cmd: `${env} ${tc} ls small` },
       { label: 'treecast snapshot (10 files, unchanged)', cmd: `${env} ${tc} snapshot ${q(small)}` },
       { label: 'treecast checkout (10 files, empty target)', setup: `rm -rf ${q(out)}`, cmd: `${env} ${tc} checkout small ${q(out)}` },
+      { label: 'treecast checkout (10 files, target up to date)', cmd: `${env} ${tc} checkout small ${q(current)}` },
     ],
     runs,
     log,
   );
   fs.rmSync(root, { recursive: true, force: true });
   const node = median(r.get('node -e 0')!.wall);
-  const gated = ['treecast --version', 'treecast refs', 'treecast ls (10 files)', 'treecast snapshot (10 files, unchanged)', 'treecast checkout (10 files, empty target)'];
+  const loadAfter = load();
+  const gated = [
+    'treecast --version',
+    'treecast refs',
+    'treecast ls (10 files)',
+    'treecast snapshot (10 files, unchanged)',
+    'treecast checkout (10 files, empty target)',
+    'treecast checkout (10 files, target up to date)',
+  ];
   return [
     '## Start-up (fixed cost)',
     '',
@@ -49,6 +65,8 @@ export async function run(ctx: BenchContext): Promise<string> {
       '`--help` loads every command (its whole module graph) and has no target.',
     '',
     table(r, 'node -e 0'),
+    '',
+    `Load average (1, 5, 15 min) at the start of this section: ${loadBefore}; at its end: ${loadAfter}.`,
     '',
     '### Targets',
     ...gated.map((label) => target(`${label} / node -e 0`, median(r.get(label)!.wall) / node, 1.5)),
