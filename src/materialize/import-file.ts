@@ -71,7 +71,8 @@ let scratch: Buffer | undefined;
  * files, median 8 KiB) spent 0.74 s in the kernel and 0.48 s in JS. A small blob is now open, read,
  * open, write, close, close, and its size is proven by the read itself: asking for one byte more
  * than the tree's size returns exactly that size only when the blob has it (a regular file's read
- * is short only at its end).
+ * is short only at its end). Measured after, 5 runs interleaved with the old code (load ~4): kernel
+ * 0.74 -> 0.57 s, JS 0.48 -> 0.52 s, wall 1.31 -> 1.17 s (medians).
  */
 function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: number, checked: boolean): void {
   if (d.size > SMALL_COPY_MAX) {
