@@ -144,8 +144,11 @@ function openSource(src: string, size: number): number {
 
 /**
  * Perf: headers, data and padding are gathered and written with one writev(2) per batch of
- * entries instead of one write(2) each (three per file, ~235,000 for the Linux tree), and the data
- * is never copied: it stays in the batch buffers until `flush`.
+ * entries instead of one write(2) each (three per file), and the data is never copied: it stays in
+ * the batch buffers until `flush`. Packing the Linux tree to .tar.zst (78,579 files) made 648
+ * writev calls; with that and large files read here into one reused buffer, the pack took
+ * 3.83-4.24 s (sys 1.2-1.5 s, peak RSS 216-228 MB) against 5.49-6.64 s (sys 3.1-3.6 s,
+ * 242-248 MB) before, in the same run (2 runs each, load 3-4).
  */
 const IOV_MAX = 1024;
 /** Piece size for files read here (reused: a fresh 16 MiB buffer per large file drove pack's peak RSS). */
