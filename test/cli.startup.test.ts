@@ -70,14 +70,22 @@ test('a command initializes its own code only: no HTTP client, server or zip cod
   const dir = tempDir();
   const store = join(dir, 's');
   fs.mkdirSync(join(dir, 'src'));
-  for (let i = 0; i < 600; i++) fs.writeFileSync(join(dir, 'src', `f${i}`), `f${i}`);
+  // More files than checkout writes inline, so it starts its worker threads, from the bundle's worker.js.
+  for (let i = 0; i < 4500; i++) fs.writeFileSync(join(dir, 'src', `f${i}`), `f${i}`);
   const snap = run(['snapshot', join(dir, 'src'), '--ref', 'r'], store);
   assert.equal(snap.status, 0);
-  // Enough files that checkout starts its worker threads, from the bundle's worker.js.
   const co = run(['checkout', 'r', join(dir, 'out'), '--jobs', '2'], store);
   assert.equal(co.status, 0);
-  assert.equal(fs.readdirSync(join(dir, 'out')).length, 600);
+  assert.equal(fs.readdirSync(join(dir, 'out')).length, 4500);
   assert.ok(loads(co.modules, `${distCli}worker.js`), `checkout started no worker from the bundle: ${co.modules.join(' ')}`);
+  // A small tree (its pack says so) is checked out inline: no thread is started for it.
+  fs.mkdirSync(join(dir, 'small'));
+  for (let i = 0; i < 10; i++) fs.writeFileSync(join(dir, 'small', `f${i}`), `f${i}`);
+  assert.equal(run(['snapshot', join(dir, 'small'), '--ref', 'small'], store).status, 0);
+  const small = run(['checkout', 'small', join(dir, 'small-out'), '--jobs', '2'], store);
+  assert.equal(small.status, 0);
+  assert.equal(fs.readdirSync(join(dir, 'small-out')).length, 10);
+  assert.ok(!loads(small.modules, `${distCli}worker.js`), 'a 10-file checkout started worker threads');
   const refs = run(['refs'], store);
   assert.equal(refs.status, 0);
   for (const [name, r] of [['snapshot', snap], ['checkout', co], ['refs', refs]] as const) {

@@ -28,6 +28,11 @@ export function hasTreePack(store: LocalStore, root: Digest): boolean {
   return fs.existsSync(packPath(store, root));
 }
 
+/** The size in bytes of `root`'s pack, or undefined when it has none: a cheap hint of the tree's size. */
+export function treePackBytes(store: LocalStore, root: Digest): number | undefined {
+  return fs.statSync(packPath(store, root), { throwIfNoEntry: false })?.size;
+}
+
 /** The messages of `root`'s pack by hash, or undefined when there is none or it is damaged. */
 export function readTreePack(store: LocalStore, root: Digest): Map<string, Buffer> | undefined {
   let buf: Buffer;
