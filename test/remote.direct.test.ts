@@ -86,6 +86,21 @@ describe('checkout --remote --direct', () => {
     }
   });
 
+  test('a batch answered in another order than asked is refused, with and without --direct', async () => {
+    const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'reorder' : 'pass') });
+    try {
+      for (const direct of [true, false]) {
+        const out = join(dir, `out-reorder-${direct}`);
+        const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', join(dir, `store-reorder-${direct}`), ...(direct ? ['--direct'] : []), '--retries', '1']);
+        assert.notEqual(r.code, 0, r.stderr);
+        assert.match(r.stderr, /ERR_TREECAST_REMOTE_PROTOCOL/);
+        assert.match(r.stderr, /answered a batch read out of order/);
+      }
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('status and updates work from its record; an update with no remote names the blob it lacks', async () => {
     const out = join(dir, 'out-update');
     const store = join(dir, 'store-update');

@@ -322,11 +322,7 @@ export class RemoteClient {
       let complete = 0; // bytes of the frames completed so far
       const decoder = new FrameDecoder({
         header: (d, present) => {
-          const expected = want[i];
-          if (!expected || expected.hash !== d.hash || expected.size !== d.size) {
-            throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
-          }
-          if (!present) throw this.notFound(d);
+          this.checkFrame(want[i], i, d, present);
           if (!view) rx = new BlobReceiver(store, d, d.size, this.server);
         },
         data: (chunk) => {
@@ -390,13 +386,7 @@ export class RemoteClient {
       let i = 0;
       let pos = 0;
       const decoder = new FrameDecoder({
-        header: (d, present) => {
-          const expected = digests[i];
-          if (!expected || expected.hash !== d.hash || expected.size !== d.size) {
-            throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
-          }
-          if (!present) throw this.notFound(d);
-        },
+        header: (d, present) => this.checkFrame(digests[i], i, d, present),
         data: (chunk) => {
           pos += chunk.copy(region, pos);
         },
@@ -553,6 +543,14 @@ export class RemoteClient {
     });
     (err as { retryAfter?: number }).retryAfter = parseRetryAfter(retryAfter);
     return err;
+  }
+
+  /** A batch read's frame `i` must be the blob asked for in that place, and present. */
+  private checkFrame(expected: Digest | undefined, i: number, d: Digest, present: boolean): void {
+    if (!expected || expected.hash !== d.hash || expected.size !== d.size) {
+      throw new WireError(`${this.server} answered a batch read out of order (frame ${i} is ${formatDigest(d)})`);
+    }
+    if (!present) throw this.notFound(d);
   }
 
   private notFound(d: Digest): BlobNotFoundError {

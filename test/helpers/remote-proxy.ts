@@ -7,7 +7,7 @@ import * as http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 
-export type Fault = 'pass' | 'corrupt' | { status: number };
+export type Fault = 'pass' | 'corrupt' | 'reorder' | { status: number };
 
 export interface ProxyOptions {
   /** Upstream base, e.g. http://127.0.0.1:1234 */
@@ -59,6 +59,10 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       res.end('injected fault\n');
       return;
     }
+    let body = Buffer.concat(chunks);
+    // Reorder: a batch request's 40-byte digest records sent in reverse, so the server answers
+    // them in an order the client did not ask for.
+    if (fault === 'reorder') body = Buffer.concat(Array.from({ length: body.length / 40 }, (_, i) => body.subarray(i * 40, i * 40 + 40)).reverse());
     const headers = { ...req.headers, host: up.host };
     const preq = http.request({ host: up.hostname, port: up.port, method, path, headers, agent }, (pres) => {
       record.status = pres.statusCode ?? 0;
@@ -80,7 +84,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       });
     });
     preq.on('error', () => res.destroy());
-    preq.end(Buffer.concat(chunks));
+    preq.end(body);
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
