@@ -159,12 +159,7 @@ export class RemoteClient {
     await this.attempt('GET', d, async (n) => {
       // The caller asked because the blob is absent; after a failed attempt, look again.
       if (n > 1 && store.hasSync(d)) return;
-      const r = await this.request('GET', `cas/${d.hash}`);
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        if (r.statusCode === 404) throw this.notFound(d);
-        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
-      }
+      const r = await this.getBlob(d);
       const rx = new BlobReceiver(store, d, d.size, this.server);
       try {
         for await (const chunk of r.body) rx.write(chunk as Buffer);
@@ -195,12 +190,7 @@ export class RemoteClient {
   async getBytes(d: Digest): Promise<Buffer> {
     if (d.size === 0) return Buffer.alloc(0);
     return this.attempt('GET', d, async () => {
-      const r = await this.request('GET', `cas/${d.hash}`);
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        if (r.statusCode === 404) throw this.notFound(d);
-        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
-      }
+      const r = await this.getBlob(d);
       const bytes = Buffer.from(await r.body.arrayBuffer());
       const actual = digestOf(bytes);
       if (actual.hash !== d.hash || actual.size !== d.size) {
@@ -309,11 +299,7 @@ export class RemoteClient {
       for (const d of want) total += d.size;
       // With a writer, blobs are gathered into one buffer for it; bounded because batches are.
       const gather = writer !== undefined && total <= MAX_GATHER;
-      const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(want), { 'content-type': 'application/octet-stream' });
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        throw this.statusError('POST read', r.statusCode, undefined, r.headers['retry-after']);
-      }
+      const r = await this.postBatchRead(want);
       let i = 0;
       let rx: BlobReceiver | undefined;
       const data = gather ? new ArrayBuffer(total) : undefined;
@@ -378,11 +364,7 @@ export class RemoteClient {
       return;
     }
     await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
-      const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(digests), { 'content-type': 'application/octet-stream' });
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        throw this.statusError('POST read', r.statusCode, undefined, r.headers['retry-after']);
-      }
+      const r = await this.postBatchRead(digests);
       let i = 0;
       let pos = 0;
       const decoder = new FrameDecoder({
@@ -409,12 +391,7 @@ export class RemoteClient {
   /** GET /cas/<hash> into `into` (exactly its size), unverified (see readInto). */
   private async readOneInto(d: Digest, into: Uint8Array): Promise<void> {
     await this.attempt('GET', d, async () => {
-      const r = await this.request('GET', `cas/${d.hash}`);
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        if (r.statusCode === 404) throw this.notFound(d);
-        throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
-      }
+      const r = await this.getBlob(d);
       let pos = 0;
       try {
         for await (const chunk of r.body) {
@@ -543,6 +520,27 @@ export class RemoteClient {
     });
     (err as { retryAfter?: number }).retryAfter = parseRetryAfter(retryAfter);
     return err;
+  }
+
+  /** GET /cas/<hash>, answered 200 with its body to read; a 404 is the blob missing there. */
+  private async getBlob(d: Digest) {
+    const r = await this.request('GET', `cas/${d.hash}`);
+    if (r.statusCode !== 200) {
+      await r.body.dump();
+      if (r.statusCode === 404) throw this.notFound(d);
+      throw this.statusError('GET', r.statusCode, d, r.headers['retry-after']);
+    }
+    return r;
+  }
+
+  /** POST of a batch read, answered 200 with its frames to decode (checkFrame each). */
+  private async postBatchRead(digests: readonly Digest[]) {
+    const r = await this.request('POST', `${BATCH_PREFIX}read`, encodeDigestList(digests), { 'content-type': 'application/octet-stream' });
+    if (r.statusCode !== 200) {
+      await r.body.dump();
+      throw this.statusError('POST read', r.statusCode, undefined, r.headers['retry-after']);
+    }
+    return r;
   }
 
   /** A batch read's frame `i` must be the blob asked for in that place, and present. */
