@@ -9,16 +9,10 @@ import { MAX_ENTRY_NAME_BYTES } from './entry-rules.js';
 import { BLOCK, T, isZeroBlock, padding, paxInteger, parseHeader, parsePax, paxTime, type RawHeader } from './tar-format.js';
 
 /** An entry as the archive describes it, names decoded, before any judgement. */
-export interface TarHeader {
+export interface TarHeader extends Omit<RawHeader, 'name' | 'linkname'> {
   /** The stored name (after pax/GNU records), exactly as stored. */
   name: string;
   linkname: string;
-  typeflag: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
   /** A pax GNU.sparse.* record made it a sparse file (extracted as a special: skipped or refused). */
   sparse: boolean;
   /** Offset of the header in the decompressed stream (for messages). */

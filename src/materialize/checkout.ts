@@ -13,6 +13,13 @@ import { TreeReader } from '../store/tree-reader.js';
 import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
+import { RealDiskView } from './disk-view.js';
+import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { type ImportMethod } from './import-file.js';
+import { probeMethod } from './probe.js';
+import { type Plan, planFresh, planUpdate } from './plan.js';
+import { dropRecord, loadRecord, saveRecord } from './record.js';
+import { makeDirectories } from '../fs/make-dirs.js';
 
 /**
  * Below this many writes, an update runs inline: starting two threads costs ~0.15-0.3 s here, the
@@ -26,13 +33,6 @@ const INLINE_MAX_WRITES = 4000;
  * not boot threads early.
  */
 const SMALL_TREE_PACK_BYTES = 64 * 1024;
-import { RealDiskView } from './disk-view.js';
-import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
-import { type ImportMethod } from './import-file.js';
-import { probeMethod } from './probe.js';
-import { type Plan, planFresh, planUpdate } from './plan.js';
-import { dropRecord, loadRecord, saveRecord } from './record.js';
-import { makeDirectories } from '../fs/make-dirs.js';
 
 export type CheckoutMethod = 'auto' | ImportMethod;
 export const CHECKOUT_METHODS: readonly CheckoutMethod[] = ['auto', 'clone', 'hardlink', 'copy'];
