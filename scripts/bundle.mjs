@@ -11,8 +11,11 @@
  * CommonJS bundle that also held undici. A command's code is still run only when it is used
  * (esbuild wraps what `import()` loads in a lazy init), so the only cost of the one file is its
  * parse. undici (0.9 MB, only the remote commands) stays in node_modules, required on first use.
+ * That parse, and compiling what a command runs, is then skipped by main.js.cache, the V8 code
+ * cache scripts/code-cache.mjs writes and bin/treecast compiles main.js from.
  */
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 
 const outdir = 'dist/cli';
@@ -39,3 +42,5 @@ await build({
 });
 // The package is "type": "module"; these files are CommonJS (also when a Worker loads them).
 fs.writeFileSync(`${outdir}/package.json`, '{ "type": "commonjs" }\n');
+// In a process of its own: V8 takes a code cache only from the same version with the same flags.
+execFileSync(process.execPath, ['scripts/code-cache.mjs', `${outdir}/main.js`], { stdio: 'inherit', env: { ...process.env, NODE_OPTIONS: '' } });

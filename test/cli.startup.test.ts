@@ -17,7 +17,7 @@ const distCli = new URL('../cli/', import.meta.url).pathname;
 const distSrc = new URL('../src/', import.meta.url).pathname;
 
 /** Runs bin/treecast with a require hook; returns its stdout, exit code and the modules it loaded. */
-function run(args: string[], store: string): { stdout: string; status: number | null; modules: string[] } {
+function run(args: string[], store: string, binPath = bin): { stdout: string; status: number | null; modules: string[]; compiled: string[] } {
   const dir = tempDir('tc-startup');
   const hook = join(dir, 'hook.cjs');
   fs.writeFileSync(
@@ -31,14 +31,29 @@ Module._load = function (request, parent, isMain) {
   process._rawDebug('loaded ' + id);
   return load.apply(this, arguments);
 };
+// bin/treecast compiles the bundle itself when it has a code cache: record that as a load too.
+const vm = require('node:vm');
+const Script = vm.Script;
+vm.Script = class extends Script {
+  constructor(code, options) {
+    super(code, options);
+    const cache = options?.cachedData === undefined ? 'none' : this.cachedDataRejected ? 'rejected' : 'accepted';
+    process._rawDebug('loaded ' + options?.filename);
+    process._rawDebug('compiled ' + options?.filename + ' cache ' + cache);
+  }
+};
 `,
   );
-  const r = spawnSync(process.execPath, ['--require', hook, bin, ...args], { encoding: 'utf8', env: { ...process.env, TREECAST_STORE: store } });
+  const r = spawnSync(process.execPath, ['--require', hook, binPath, ...args], { encoding: 'utf8', env: { ...process.env, TREECAST_STORE: store } });
   const modules = r.stderr
     .split('\n')
     .filter((l) => l.startsWith('loaded '))
     .map((l) => l.slice(7));
-  return { stdout: r.stdout, status: r.status, modules };
+  const compiled = r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('compiled '))
+    .map((l) => l.slice(9));
+  return { stdout: r.stdout, status: r.status, modules, compiled };
 }
 
 const loads = (modules: string[], part: string) => modules.some((m) => m.includes(part));
@@ -92,4 +107,54 @@ test('a command initializes its own code only: no HTTP client, server or zip cod
     for (const unused of REMOTE_AND_ARCHIVE) assert.ok(!loads(r.modules, unused), `${name} loaded ${unused}`);
     assert.ok(!loads(r.modules, distSrc), `${name} loaded from dist/src`);
   }
+});
+
+test('the bundle is compiled from its code cache, which V8 accepts', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  for (const args of [['snapshot', join(dir, 'src'), '--ref', 'r'], ['ls', 'r'], ['refs'], ['--help']]) {
+    const r = run(args, store);
+    assert.equal(r.status, 0, args.join(' '));
+    assert.deepEqual(r.compiled, [`${distCli}main.js cache accepted`], `${args.join(' ')}: ${r.compiled.join(', ')}`);
+  }
+});
+
+/** bin/treecast and dist/cli copied to a temp dir, to be changed there (commander is bundled). */
+function copiedCli(): { bin: string; mainJs: string } {
+  const root = tempDir('tc-cli-copy');
+  fs.cpSync(join(distCli, '..', '..', 'bin'), join(root, 'bin'), { recursive: true });
+  fs.cpSync(distCli, join(root, 'dist', 'cli'), { recursive: true });
+  return { bin: join(root, 'bin', 'treecast'), mainJs: join(root, 'dist', 'cli', 'main.js') };
+}
+
+test('a code cache made for another main.js is not used, even of the same length', () => {
+  // V8 checks only the length of the source: without the hash check the old bytecode would run.
+  const { bin: copy, mainJs } = copiedCli();
+  const before = 'list a tree recursively';
+  const after = 'LIST A TREE RECURSIVELY';
+  const code = fs.readFileSync(mainJs, 'utf8');
+  assert.ok(code.includes(before));
+  fs.writeFileSync(mainJs, code.replace(before, after));
+  const r = run(['ls', '--help'], join(tempDir(), 's'), copy);
+  assert.equal(r.status, 0);
+  assert.ok(r.stdout.includes(after), `the old code ran: ${r.stdout}`);
+  assert.deepEqual(r.compiled, [], 'main.js was compiled with the stale cache');
+  assert.ok(loads(r.modules, mainJs), `main.js was not loaded: ${r.modules.join(' ')}`);
+});
+
+test('a code cache V8 refuses (another V8, other flags, damaged) only costs the compile', () => {
+  const { bin: copy, mainJs } = copiedCli();
+  const cache = fs.readFileSync(`${mainJs}.cache`);
+  fs.writeFileSync(`${mainJs}.cache`, Buffer.concat([cache.subarray(0, 64), Buffer.alloc(cache.length - 64, 7)]));
+  const r = run(['ls', '--help'], join(tempDir(), 's'), copy);
+  assert.equal(r.status, 0);
+  assert.ok(r.stdout.includes('list a tree recursively'));
+  assert.deepEqual(r.compiled, [`${mainJs} cache rejected`]);
+  fs.rmSync(`${mainJs}.cache`);
+  const none = run(['ls', '--help'], join(tempDir(), 's'), copy);
+  assert.equal(none.status, 0);
+  assert.ok(none.stdout.includes('list a tree recursively'));
+  assert.ok(loads(none.modules, mainJs));
 });
