@@ -206,3 +206,32 @@ test('after gc removed an unreferenced snapshot, the next snapshot stores everyt
   const r = await snapshot(src, { store, ref: 'kept' });
   for await (const e of new TreeReader(store).walk(r.digest)) if (e.type === 'file') assert.ok(store.hasSync(e.digest), e.path);
 });
+
+test('a cached listing finds its files by entry, a listed directory by path; an unchanged tree rewrites no cache', async () => {
+  const dir = tempDir();
+  const src = join(dir, 'src');
+  // Empty files between the others: each directory's files must still be one run of entries.
+  writeTree(src, { 'a/0': '', 'a/1': 'one', 'a/2': '', 'a/3': 'three', 'b/e': '', 'b/f': 'f', 'b/c/g': 'g', 'b/c/h': '', 'top': 'top' });
+  await settle();
+  const store = LocalStore.open(join(dir, 's'));
+  const first = await snapshot(src, { store });
+  const cacheFile = join(store.root, 'stat-cache', fs.readdirSync(join(store.root, 'stat-cache'))[0]!);
+  const written = fs.statSync(cacheFile).ino;
+  const second = await snapshot(src, { store });
+  assert.equal(second.readDirectories, 0);
+  assert.equal(second.hashedFiles, 0);
+  assert.equal(second.cachedFiles, 9);
+  assert.equal(fs.statSync(cacheFile).ino, written, 'an unchanged snapshot rewrote the stat cache');
+  assert.equal(formatDigest(second.digest), formatDigest(first.digest));
+  // A new file: b is listed again, and its unchanged files are found by path, not hashed.
+  fs.writeFileSync(join(src, 'b', 'new'), 'new');
+  await settle();
+  const third = await snapshot(src, { store });
+  assert.equal(third.readDirectories, 1);
+  assert.equal(third.hashedFiles, 1);
+  assert.equal(formatDigest(third.digest), await uncached(dir, src));
+  const fourth = await snapshot(src, { store });
+  assert.equal(fourth.readDirectories, 0);
+  assert.equal(fourth.hashedFiles, 0);
+  assert.equal(formatDigest(fourth.digest), formatDigest(third.digest));
+});

@@ -99,8 +99,9 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     await stats.finish(scan.files, poolFor(scan.files.length > STAT_INLINE_MAX_FILES));
     for (const f of scan.files) {
       bytes += f.size;
-      if (f.size === 0) f.digest = EMPTY_DIGEST;
-      else if ((f.digest = cache.lookup(f)) !== undefined) f.cached = true;
+      // Empty files have entries too (one run of entries per directory), so every entry is looked up.
+      if ((f.digest = cache.lookup(f)) !== undefined) f.cached = true;
+      else if (f.size === 0) f.digest = EMPTY_DIGEST;
       else {
         toHash.push(f);
         hashBytes += f.size;

@@ -32,6 +32,8 @@ export interface ScannedFile {
   digest?: Digest;
   /** The digest came from the stat cache (the file's stat is as recorded). */
   cached?: boolean;
+  /** Where the stat cache keeps this file's entry, when its directory's listing came from the cache; else -1. */
+  cacheIndex: number;
 }
 
 export interface ScannedDir {
@@ -121,8 +123,10 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
       if (hit !== undefined) {
         dir.listing = hit;
         const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
-        for (const name of hit.files) {
-          const f: ScannedFile = { name, abs: `${abs}/${name}`, rel: prefix + name, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
+        for (let k = 0; k < hit.files.length; k++) {
+          const name = hit.files[k]!;
+          const cacheIndex = hit.firstFile < 0 ? -1 : hit.firstFile + k;
+          const f: ScannedFile = { name, abs: `${abs}/${name}`, rel: prefix + name, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex };
           dir.files.push(f);
           files.push(f);
         }
@@ -202,7 +206,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         stack.push([sub, path, depth + 1, chain]);
       } else if (isFile) {
         // Stat fields are filled by statFiles (or here, when a stat was needed anyway).
-        const f: ScannedFile = { name, abs: path, rel, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
+        const f: ScannedFile = { name, abs: path, rel, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex: -1 };
         if (st) fillStat(f, st.mode, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs);
         dir.files.push(f);
         files.push(f);
