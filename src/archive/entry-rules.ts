@@ -131,6 +131,8 @@ export class PathKinds {
   /** 'implied' is a directory nobody named. */
   private readonly kinds = new Map<string, EntryType | 'implied'>();
   private lastParent = '';
+  /** Directories implied by the paths under them and never named themselves. */
+  implied = 0;
 
   /**
    * `fold` maps a path to the key the target filesystem sees, where it folds case or Unicode
@@ -155,13 +157,17 @@ export class PathKinds {
     while (cut >= 0) {
       const parent = path.slice(0, cut);
       const k = this.kinds.get(parent);
-      if (k === undefined) this.kinds.set(parent, 'implied');
+      if (k === undefined) {
+        this.kinds.set(parent, 'implied');
+        this.implied++;
+      }
       else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${parent}', which is a ${k} in this archive`);
       cut = path.indexOf('/', cut + 1);
     }
     const prev = this.kinds.get(path);
     if (prev === 'implied') {
       if (type !== 'dir') throw unsafe(shown, `is a ${type}, but earlier entries lie under it as a directory`);
+      this.implied--;
     } else if (prev !== undefined) {
       throw unsafe(shown, `duplicate entry (${prev} and ${type})`);
     }

@@ -58,67 +58,14 @@ export function extractBatch(b: ExtractBatch): ExtractResult {
   return { files: written.length, bytes };
 }
 
-/**
- * Worker op 'archive.write': writes a batch of files whose data came with the batch (tar, read
- * sequentially on the main thread): `data[at, at + size)` for each, into a fresh staging
- * directory. Same creation rules as extractBatch; on failure the files of this batch are removed.
- */
-export interface DataBatch {
-  root: string;
-  umask: number;
-  /** Set owners from the archive (--same-owner as root). */
-  sameOwner: boolean;
-  /**
-   * The files, packed: paths joined by NUL (which no accepted name holds), and per file
-   * [perm, mtime, size, at, uid, gid] in `meta`. Perf: posting 256 objects per batch was 0.38 s of
-   * postMessage on the main thread for the node_modules corpus (--cpu-prof), more than judging the
-   * entries; packed, 0.24 s (one profile each, on a shared machine).
-   */
-  paths: string;
-  meta: Float64Array;
-  data: Uint8Array;
-}
-
-/** Field order of DataBatch.meta. */
-export const META_FIELDS = 6;
-
-/** What 'archive.write' returns: the counts, and the batch's buffer handed back for reuse. */
-export interface DataBatchResult extends ExtractResult {
-  data: Uint8Array;
-}
-
-export function writeDataBatch(b: DataBatch): DataBatchResult {
-  const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
-  const paths = b.paths.split('\0');
-  const m = b.meta;
-  const written: string[] = [];
-  let bytes = 0;
-  try {
-    for (let i = 0; i < paths.length; i++) {
-      const k = i * META_FIELDS;
-      const f = { perm: m[k]!, mtime: m[k + 1]!, size: m[k + 2]!, at: m[k + 3]!, uid: m[k + 4]!, gid: m[k + 5]! };
-      const dest = `${b.root}/${paths[i]}`;
-      writeFile(dest, data.subarray(f.at, f.at + f.size), f, b.umask, b.sameOwner ? f : undefined);
-      written.push(dest);
-      bytes += f.size;
-    }
-  } catch (err) {
-    for (const w of written) removeQuietly(w);
-    throw err;
-  }
-  return { files: written.length, bytes, data: b.data };
-}
-
-function writeFile(dest: string, data: Buffer, f: { perm: number | undefined; mtime: number }, umask: number, owner?: { uid: number; gid: number }): void {
+function writeFile(dest: string, data: Buffer, f: { perm: number | undefined; mtime: number }, umask: number): void {
   const out = createExclusive(dest, f.perm);
   try {
     let off = 0;
     while (off < data.length) off += fs.writeSync(out, data, off, data.length - off);
     // Perf: open() already gave perm & ~umask; chmod only when the umask took bits away
     // (fchmod cost 0.12 s per worker on the Linux tree, profiled).
-    if (owner) fs.fchownSync(out, owner.uid, owner.gid);
-    // (fchown clears setuid bits, so the mode is set after it)
-    if (f.perm !== undefined && ((f.perm & umask) !== 0 || owner)) fs.fchmodSync(out, f.perm);
+    if (f.perm !== undefined && (f.perm & umask) !== 0) fs.fchmodSync(out, f.perm);
     fs.futimesSync(out, f.mtime, f.mtime);
   } catch (e) {
     fs.closeSync(out);

@@ -14,6 +14,7 @@
  */
 import type { OpContext } from '../fs/worker-ops.js';
 import { forEachBatchEntry, type EntryRef } from './local-data.js';
+import { handBack } from './tar-write-op.js';
 
 export interface IngestBatch {
   archive: string;
@@ -38,13 +39,13 @@ export interface StoreDataBatch {
   data: Uint8Array;
 }
 
-/** The hashes in batch order, and the batch's buffer handed back for reuse. */
+/** The hashes in batch order, and the batch's data when it had a buffer of its own (see handBack). */
 export interface StoreDataResult {
   hashes: string[];
-  data: Uint8Array;
+  data?: Uint8Array;
 }
 
 export function storeDataBatch(b: StoreDataBatch, ctx: OpContext): StoreDataResult {
   const data = Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength);
-  return { hashes: b.files.map((f) => ctx.store.putSync(data.subarray(f.at, f.at + f.size)).hash), data: b.data };
+  return { hashes: b.files.map((f) => ctx.store.putSync(data.subarray(f.at, f.at + f.size)).hash), data: handBack(b.data) };
 }

@@ -14,7 +14,7 @@ import { fsError } from '../errors.js';
 import { WorkerPool } from '../fs/worker-pool.js';
 import type { StoreDataBatch, StoreDataResult } from './ingest-op.js';
 import { tarJobs, type TarInput } from './tar-input.js';
-import { walkTar, type TarHardlink, type TarReadOptions } from './tar-walk.js';
+import { transferOf, walkTar, type TarHardlink, type TarReadOptions } from './tar-walk.js';
 import { throwIfAborted } from './unpack.js';
 import type { ImportOptions, ImportSummary } from './import.js';
 
@@ -38,12 +38,11 @@ export async function importTar(input: TarInput, label: string, store: LocalStor
       hardlink: (e) => hardlinks.push(e),
       batch: async (files, data) => {
         const payload: StoreDataBatch = { files: files.map((f) => ({ at: f.at, size: f.size })), data };
-        const { hashes, data: back } = await pool.run<StoreDataResult>('archive.store', payload, pool.size > 0 ? [data.buffer as ArrayBuffer] : undefined);
+        const { hashes } = await pool.run<StoreDataResult>('archive.store', payload, pool.size > 0 ? transferOf(data) : undefined);
         files.forEach((f, i) => addFile(f.path, f.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: f.size }, (f.perm & 0o100) !== 0));
         done += files.length;
         for (const f of files) bytes += f.size;
         opts.onProgress?.({ done, total: 0, bytes });
-        return back;
       },
       largeBegin: (e) => {
         const tmp = store.tmpPath('tar');

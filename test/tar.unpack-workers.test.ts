@@ -1,0 +1,73 @@
+/**
+ * tar unpack's worker threads make the directories, hardlinks and symlinks as well as the files: a
+ * crafted archive whose directories are named after the files under them, or never, whose
+ * hardlinks chain (a link to a link) and whose links and symlinks live in directories nothing else
+ * implies, with many batches in flight over shared buffers, unpacks to what GNU tar makes of it.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { unpack } from '../src/archive/unpack.js';
+import { scratchDir } from './helpers/zip-craft.js';
+import { compareTrees } from './helpers/zip-trees.js';
+import { craftTar, type TarCraftEntry } from './helpers/tar-craft.js';
+import { sh } from './helpers/tar-trees.js';
+import { rng } from './helpers/random-tree.js';
+
+test('directories, hardlink chains and symlinks made by the workers unpack as GNU tar unpacks them', async () => {
+  const dir = scratchDir('tc-tar-workers');
+  const rand = rng(9);
+  const entries: TarCraftEntry[] = [];
+  // 3,000 files in 60 directories (about 30 MB: a dozen 8 MiB batches, so buffers are reused while
+  // others are in flight). Directories 0-19 are named before their files, 20-39 after them (mode
+  // 0700, so a wrong order of mode and contents shows), 40-59 never.
+  for (let i = 0; i < 3000; i++) {
+    const d = i % 60;
+    if (d < 20 && i < 60) entries.push({ name: `tree/d${d}/`, type: '5', mode: 0o750, mtime: 1_500_000_000 + d });
+    entries.push({ name: `tree/d${d}/sub/f${i}`, data: randomBytes(Math.floor(rand() * 20_000)), mode: i % 7 === 0 ? 0o755 : 0o644, mtime: 1_600_000_000 + i });
+  }
+  for (let d = 20; d < 40; d++) entries.push({ name: `tree/d${d}/`, type: '5', mode: 0o700, mtime: 1_400_000_000 + d });
+  // A chain of hardlinks, each naming the one before, in directories only the links imply.
+  entries.push({ name: 'links/f', data: 'linked', mode: 0o640, mtime: 1_650_000_000 });
+  for (let i = 1; i <= 200; i++) entries.push({ name: `links/k${i % 9}/h${i}`, type: '1', linkname: i === 1 ? 'links/f' : `links/k${(i - 1) % 9}/h${i - 1}` });
+  // Symlinks in directories only they imply, and empty directories after the last file.
+  for (let i = 0; i < 100; i++) entries.push({ name: `sl/x${i % 5}/y/s${i}`, type: '2', linkname: `../../../tree/d${i % 60}/sub`, mtime: 1_620_000_000 + i });
+  // A file larger than a batch buffer (streamed on its own), then empty directories: no batch
+  // follows them, so the tail makes them.
+  entries.push({ name: 'big/nine-mib', data: randomBytes(9 << 20), mode: 0o600, mtime: 1_660_000_000 });
+  for (let i = 0; i < 5; i++) entries.push({ name: `empty/e${i}/`, type: '5', mode: 0o705, mtime: 1_450_000_000 + i });
+  const explicit = new Set(entries.filter((e) => e.type === '5').map((e) => e.name.slice(0, -1)));
+  const archive = join(dir, 'crafted.tar');
+  fs.writeFileSync(archive, craftTar(entries));
+
+  const theirs = join(dir, 'gnu');
+  fs.mkdirSync(theirs);
+  sh(`tar -xf ${archive} -C ${theirs}`);
+  for (const a of [archive, `${archive}.zst`]) {
+    if (a.endsWith('.zst')) sh(`zstd -q ${archive} -o ${a}`);
+    const ours = join(dir, `ours-${a.slice(-3)}`);
+    // The archive is over 4 MiB, so unpack runs two worker threads.
+    await unpack(a, ours, { jobs: 2 });
+    // Directories no entry names get the time they were made: set them alike before comparing.
+    for (const root of [theirs, ours]) touchImpliedDirs(root, '', explicit);
+    compareTrees(theirs, ours, { symlinkTimes: true });
+    const first = fs.statSync(join(ours, 'links/f'));
+    assert.equal(first.nlink, 201);
+    for (let i = 1; i <= 200; i++) assert.equal(fs.statSync(join(ours, `links/k${i % 9}/h${i}`)).ino, first.ino, `h${i} is links/f`);
+    assert.equal(fs.readlinkSync(join(ours, 'sl/x3/y/s3')), '../../../tree/d3/sub');
+    assert.equal((fs.statSync(join(ours, 'tree/d25')).mode & 0o777).toString(8), '700');
+    assert.equal(fs.readdirSync(join(ours, 'empty')).length, 5);
+    assert.deepEqual(fs.readdirSync(ours).sort(), ['big', 'empty', 'links', 'sl', 'tree'], 'no staging directory is left');
+  }
+});
+
+function touchImpliedDirs(root: string, rel: string, explicit: Set<string>): void {
+  for (const e of fs.readdirSync(join(root, rel), { withFileTypes: true })) {
+    if (!e.isDirectory()) continue;
+    const p = rel === '' ? e.name : `${rel}/${e.name}`;
+    touchImpliedDirs(root, p, explicit);
+    if (!explicit.has(p)) fs.utimesSync(join(root, p), 1_000_000_000, 1_000_000_000);
+  }
+}
