@@ -43,10 +43,10 @@ test('keeps exactly `concurrency` requests in flight and batches by count', asyn
   assert.equal(f.local.size, 30);
 });
 
-test('batches close on bytes, and big blobs travel alone', async () => {
+test('batches never hold more than their byte limit, and big blobs travel alone', async () => {
   const f = fake();
-  await f.s.want([dig(1, 400), dig(2, 400), dig(3, 400), dig(4, 900), dig(5, 10)]);
-  assert.deepEqual(f.batches.map((b) => b.map((d) => d.size)), [[400, 400, 400], [900], [10]]);
+  await f.s.want([dig(1, 400), dig(2, 400), dig(3, 400), dig(4, 900), dig(5, 10), dig(6, 450), dig(7, 450), dig(8, 100)]);
+  assert.deepEqual(f.batches.map((b) => b.map((d) => d.size)), [[400, 400], [400], [900], [10, 450, 450], [100]]);
 });
 
 test('blobs already local, empty blobs and repeated wants are not fetched again', async () => {

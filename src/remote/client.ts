@@ -17,7 +17,7 @@ import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, 
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
-import type { StoreWriter } from './store-writer.js';
+import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
 import { parseRemoteUrl } from './url.js';
 import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
@@ -55,8 +55,6 @@ export interface ClientStats {
   requests: number;
 }
 
-/** Largest batch gathered in memory for the store writer thread. */
-const MAX_GATHER = 64 << 20;
 
 export { DEFAULT_CONCURRENCY, MAX_CONCURRENCY, parseRemoteUrl };
 
@@ -297,15 +295,20 @@ export class RemoteClient {
       if (want.length === 0) return;
       let total = 0;
       for (const d of want) total += d.size;
-      // With a writer, blobs are gathered into one buffer for it; bounded because batches are.
-      const gather = writer !== undefined && total <= MAX_GATHER;
-      const r = await this.postBatchRead(want);
+      // With a writer, blobs are gathered into one of its buffers; a batch too large for one
+      // (only when limits differ from fetch.ts's) streams through receivers here instead.
+      const data = writer !== undefined && total <= GATHER_BYTES ? writer.buffer() : undefined;
+      let r;
+      try {
+        r = await this.postBatchRead(want);
+      } catch (e) {
+        if (data) writer!.release(data);
+        throw e;
+      }
       let i = 0;
       let rx: BlobReceiver | undefined;
-      const data = gather ? new ArrayBuffer(total) : undefined;
       const view = data ? Buffer.from(data) : undefined;
       let pos = 0;
-      let complete = 0; // bytes of the frames completed so far
       const decoder = new FrameDecoder({
         header: (d, present) => {
           this.checkFrame(want[i], i, d, present);
@@ -321,7 +324,6 @@ export class RemoteClient {
             rx = undefined;
             this.countFetched(d);
           }
-          complete += d.size;
           i++;
         },
       });
@@ -338,8 +340,10 @@ export class RemoteClient {
       if (data && i > 0) {
         // Complete frames are stored even when the stream broke later: nothing received is fetched twice.
         const done = want.slice(0, i);
-        await writer!.write(done, i === want.length ? data : data.slice(0, complete), this.server);
+        await writer!.write(done, data, this.server);
         for (const d of done) this.countFetched(d);
+      } else if (data) {
+        writer!.release(data);
       }
       if (failure !== undefined) throw failure;
     });

@@ -41,5 +41,6 @@ parentPort!.on('message', (m: WriteRequest) => {
       firstError ??= e;
     }
   }
-  parentPort!.postMessage({ id: m.id, stored, error: firstError === undefined ? undefined : serializeError(firstError) });
+  // The buffer goes back to be gathered into again (store-writer.ts).
+  parentPort!.postMessage({ id: m.id, stored, error: firstError === undefined ? undefined : serializeError(firstError), data: m.data }, [m.data]);
 });

@@ -1,0 +1,78 @@
+/**
+ * Memory bounds of remote fetching, counted through the fetcher's own counters rather than timed or
+ * measured as RSS: the scheduler keeps per-blob records only for blobs in flight or awaited (not
+ * for every queued blob), and the store writer's gather buffers number at most the requests in
+ * flight and all come back. Against a real treecast server on loopback.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { Digest } from '../src/core/digest.js';
+import { formatDigest } from '../src/core/digest.js';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { RemoteFetcher, BATCH_BLOBS } from '../src/remote/fetch.js';
+import { FetchScheduler } from '../src/remote/window.js';
+import { describeTree, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+
+const dig = (i: number, size = 10): Digest => ({ hash: i.toString(16).padStart(64, '0'), size });
+
+test('blobs queued in the background hold no record until dispatched', async () => {
+  const local = new Set<string>();
+  const s = new FetchScheduler({
+    concurrency: 4,
+    maxBatchBlobs: 3,
+    maxBatchBytes: 1000,
+    singleAbove: 500,
+    isLocal: (d) => local.has(d.hash),
+    fetchBatch: async (ds) => {
+      await new Promise((r) => setImmediate(r));
+      for (const d of ds) local.add(d.hash);
+    },
+  });
+  const all = Array.from({ length: 10_000 }, (_, i) => dig(i));
+  s.queue(all);
+  // A checkout's urgent wants meanwhile: awaited, so recorded, but only these.
+  await s.want(all.slice(9_000, 9_010), true);
+  await s.drain();
+  assert.equal(local.size, 10_000);
+  assert.ok(s.maxTracked <= 4 * 3 + 10, `at most the blobs in flight plus those awaited were recorded, not ${s.maxTracked}`);
+});
+
+describe('pull through a real server', () => {
+  let dir: string;
+  let server: TestServer;
+  let root: Digest;
+
+  before(async () => {
+    dir = tempDir('memory');
+    // ~2,600 small blobs: about 40 batch reads, ten per request slot.
+    makeTree(join(dir, 'src'), 200, 13);
+    root = (await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest;
+    server = await startServer(join(dir, 'server'));
+  });
+  after(async () => {
+    await server?.close();
+    removeDir(dir);
+  });
+
+  test('gather buffers number at most the requests in flight, are reused, and all come back', async () => {
+    const store = LocalStore.open(join(dir, 'client'));
+    const fetcher = new RemoteFetcher(store, { url: server.url, concurrency: 4 });
+    try {
+      const summary = await fetcher.pull(root);
+      assert.ok(summary.requests >= 30, `enough batch reads to reuse buffers (${summary.requests})`);
+      const held = fetcher.held();
+      assert.ok(held.gatherBuffers >= 1 && held.gatherBuffers <= 4, `gather buffers made: ${held.gatherBuffers}`);
+      assert.equal(held.gatherOutstanding, 0);
+      assert.ok(held.maxTracked <= 4 * BATCH_BLOBS, `per-blob records: ${held.maxTracked} for ${summary.files} files`);
+    } finally {
+      await fetcher.close();
+    }
+    // The pulled store checks out the same tree, offline.
+    const out = join(dir, 'out');
+    const r = await runCli(['checkout', formatDigest(root), out, '--store', join(dir, 'client')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+  });
+});
