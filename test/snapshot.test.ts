@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { snapshot } from '../src/capture/snapshot.js';
+import { applyStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
@@ -128,4 +129,20 @@ test('an unreadable file is an error naming the path, and nothing is recorded', 
   assert.match(r.stderr, /ERR_TREECAST_CAPTURE/);
   assert.ok(r.stderr.includes(join(dir, 'src', 'secret')));
   assert.equal(fs.existsSync(join(dir, 's', 'refs', 'never')), false);
+});
+
+test('files are statted from runs of names per directory, a batch starting and ending mid-directory', () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a/1': '1', 'a/2': '22', 'a/3': '333', 'b/4': '4444', 'b/c/5': '55555', 'b/c/6': '666666', 'd/7': '7777777' });
+  const files = walk(join(dir, 'src')).files;
+  assert.equal(files.length, 7);
+  const batch = files.slice(1, 6);
+  const req = statRequest(batch);
+  assert.ok(req.dirs.length >= 3, `the batch spans ${req.dirs.length} directories`);
+  const packed = statPaths(req, false);
+  applyStats(batch, packed);
+  for (const f of batch) {
+    const st = fs.lstatSync(f.abs);
+    assert.deepEqual([f.ino, f.size, f.mtimeMs], [st.ino, st.size, st.mtimeMs], f.abs);
+  }
 });

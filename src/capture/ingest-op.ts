@@ -3,7 +3,7 @@
  * in a worker thread (fs/worker-pool.ts); returns one hash per file, in order.
  */
 import type { OpContext } from '../fs/worker-ops.js';
-import { statPaths } from './walk.js';
+import { type StatRequest, statPaths } from './walk.js';
 
 export interface IngestItem {
   abs: string;
@@ -23,7 +23,7 @@ export function ingestBatch(items: IngestItem[], ctx: OpContext): string[] {
   return out;
 }
 
-/** Worker op: lstat a batch of paths for the walker (see walk.ts statPaths). */
-export function statBatch(batch: { paths: string[]; follow: boolean }): Float64Array {
-  return statPaths(batch.paths, batch.follow);
+/** Worker op: lstat a batch of files for the walker (see walk.ts statPaths). */
+export function statBatch(batch: { files: StatRequest; follow: boolean }): Float64Array {
+  return statPaths(batch.files, batch.follow);
 }

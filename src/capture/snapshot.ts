@@ -14,7 +14,7 @@ import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js'
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache, listingKey } from './stat-cache.js';
-import { type ScannedDir, type ScannedFile, type SkippedEntry, applyStats, walk } from './walk.js';
+import { type ScannedDir, type ScannedFile, type SkippedEntry, applyStats, statRequest, walk } from './walk.js';
 
 export interface SnapshotOptions {
   store: LocalStore;
@@ -165,7 +165,7 @@ class StatBatches {
   private send(files: readonly ScannedFile[], end: number, pool: WorkerPool): void {
     const batch = files.slice(this.sent, end);
     this.sent = end;
-    const done = pool.run<Float64Array>('capture.stat', { paths: batch.map((f) => f.abs), follow: this.follow }).then((packed) => applyStats(batch, packed));
+    const done = pool.run<Float64Array>('capture.stat', { files: statRequest(batch), follow: this.follow }).then((packed) => applyStats(batch, packed));
     // Handled here so a walk that fails first leaves no unhandled rejection; finish() still sees it.
     done.catch(() => {});
     this.pending.push(done);

@@ -1,7 +1,7 @@
 /**
  * Walks a directory into an in-memory scan: one readdir (with file types) per directory, nothing
  * else on this thread. Regular files still need their lstat (size, mode, times for the stat
- * cache): `statFiles` does that, on worker threads for large trees (see the capture.stat op).
+ * cache): snapshot.ts has `statPaths` do that, on worker threads for large trees (see the capture.stat op).
  *
  * Perf (fdir's lessons): an explicit stack instead of recursion, no closure per entry, option
  * objects hoisted, and `withFileTypes` so directories and symlinks need no stat of their own.
@@ -21,6 +21,8 @@ export interface ScannedFile {
   name: string;
   /** Absolute path on disk (for --follow-symlinks, the link's path; it is opened following). */
   abs: string;
+  /** The absolute path of its directory (abs is `${dirAbs}/${name}`). */
+  dirAbs: string;
   /** Path relative to the snapshot root, '/'-separated. */
   rel: string;
   executable: boolean;
@@ -126,7 +128,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         for (let k = 0; k < hit.files.length; k++) {
           const name = hit.files[k]!;
           const cacheIndex = hit.firstFile < 0 ? -1 : hit.firstFile + k;
-          const f: ScannedFile = { name, abs: `${abs}/${name}`, rel: prefix + name, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex };
+          const f: ScannedFile = { name, abs: `${abs}/${name}`, dirAbs: abs, rel: prefix + name, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex };
           dir.files.push(f);
           files.push(f);
         }
@@ -205,8 +207,8 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         }
         stack.push([sub, path, depth + 1, chain]);
       } else if (isFile) {
-        // Stat fields are filled by statFiles (or here, when a stat was needed anyway).
-        const f: ScannedFile = { name, abs: path, rel, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex: -1 };
+        // Stat fields are filled by statPaths (or here, when a stat was needed anyway).
+        const f: ScannedFile = { name, abs: path, dirAbs: abs, rel, executable: false, dev: 0, ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, cacheIndex: -1 };
         if (st) fillStat(f, st.mode, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs);
         dir.files.push(f);
         files.push(f);
@@ -239,25 +241,63 @@ function fillStat(f: ScannedFile, mode: number, dev: number, ino: number, size: 
 export const STAT_FIELDS = 6;
 
 /**
- * lstat (stat with `follow`) of each path, packed into one Float64Array; NaN mode for a path
- * that vanished. Runs on worker threads (op capture.stat) or inline.
+ * Files to stat, as runs of names sharing a directory: `counts[k]` names of `names` are in
+ * directory `dirs[k]`, in order.
+ *
+ * Perf: an unchanged snapshot of the Linux tree posted 78,579 paths of ~60 characters to the
+ * threads, each first flattened from the `${dir}/${name}` it was built as, then copied into the
+ * message (~15% of the main thread's profile). The names are already flat and a fifth of that;
+ * each thread builds the paths itself. Wall 1.03 s against 1.15 s (medians of 10 interleaved
+ * runs, load 7-8 on 2 cores).
  */
-export function statPaths(paths: readonly string[], follow: boolean): Float64Array {
-  const out = new Float64Array(paths.length * STAT_FIELDS);
-  const opts = { throwIfNoEntry: false } as const;
-  for (let i = 0; i < paths.length; i++) {
-    const st = follow ? fs.statSync(paths[i]!, opts) : fs.lstatSync(paths[i]!, opts);
-    const o = i * STAT_FIELDS;
-    if (!st || !st.isFile()) {
-      out[o] = NaN;
-      continue;
+export interface StatRequest {
+  dirs: string[];
+  counts: number[];
+  names: string[];
+}
+
+export function statRequest(files: readonly ScannedFile[]): StatRequest {
+  const req: StatRequest = { dirs: [], counts: [], names: new Array(files.length) };
+  let last: string | undefined;
+  for (let i = 0; i < files.length; i++) {
+    const f = files[i]!;
+    if (f.dirAbs !== last) {
+      last = f.dirAbs;
+      req.dirs.push(last);
+      req.counts.push(0);
     }
-    out[o] = st.mode;
-    out[o + 1] = st.dev;
-    out[o + 2] = st.ino;
-    out[o + 3] = st.size;
-    out[o + 4] = st.mtimeMs;
-    out[o + 5] = st.ctimeMs;
+    req.counts[req.counts.length - 1]!++;
+    req.names[i] = f.name;
+  }
+  return req;
+}
+
+/**
+ * lstat (stat with `follow`) of each file of the request, packed into one Float64Array; NaN mode
+ * for a path that vanished or is no longer a regular file. Runs on worker threads (op
+ * capture.stat) or inline.
+ */
+export function statPaths(req: StatRequest, follow: boolean): Float64Array {
+  const out = new Float64Array(req.names.length * STAT_FIELDS);
+  const opts = { throwIfNoEntry: false } as const;
+  let i = 0;
+  for (let k = 0; k < req.dirs.length; k++) {
+    const prefix = `${req.dirs[k]!}/`;
+    for (const end = i + req.counts[k]!; i < end; i++) {
+      const path = prefix + req.names[i]!;
+      const st = follow ? fs.statSync(path, opts) : fs.lstatSync(path, opts);
+      const o = i * STAT_FIELDS;
+      if (!st || !st.isFile()) {
+        out[o] = NaN;
+        continue;
+      }
+      out[o] = st.mode;
+      out[o + 1] = st.dev;
+      out[o + 2] = st.ino;
+      out[o + 3] = st.size;
+      out[o + 4] = st.mtimeMs;
+      out[o + 5] = st.ctimeMs;
+    }
   }
   return out;
 }
