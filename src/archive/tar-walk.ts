@@ -327,7 +327,12 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
           }
           return;
         }
-        used += chunk.copy(buf, used, start, end);
+        // Perf: fill, not copy: Buffer#copy into shared memory takes V8's element-wise path, 7 us per
+        // 17 KB file (0.97 s of this thread for the Linux tree, --cpu-prof); fill with a value of
+        // exactly the range's length is one native memcpy: 60,000 copies of 17 KB into a shared
+        // buffer took 412-565 ms by copy, 21-45 ms by fill (2 runs each).
+        if (end > start) buf.fill(chunk.subarray(start, end), used, used + end - start);
+        used += end - start;
       },
     },
     label,
