@@ -287,3 +287,63 @@ function truncateName(s: string): string {
 
 /** The end of an archive: two zero blocks. */
 export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+
+/** Writes `v` as `len - 1` zero-padded octal digits and a NUL at `off` (the caller checked it fits). */
+function putOctalDigits(b: Buffer, off: number, len: number, v: number): void {
+  for (let i = off + len - 2; i >= off; i--) {
+    b[i] = 0x30 + (v % 8);
+    v = Math.floor(v / 8);
+  }
+  b[off + len - 1] = 0;
+}
+
+const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
+const MAX_OCTAL_11 = 0o77777777777;
+
+/**
+ * Writes the header encodeHeader would make into `b` at `off` (512 bytes), without allocating,
+ * when it is a single ustar block: an ASCII name that fits the name field or splits into prefix
+ * and name, an ASCII link name of at most 100 bytes, a size and time the octal fields hold, uid
+ * and gid 0. Returns false (writing nothing) for anything that needs a pax record.
+ *
+ * Perf: packing the Linux tree made one 512-byte Buffer, and a few strings and Buffers around
+ * it, per entry; the main thread spent 0.35 s in encodeHeader and 0.9 s collecting garbage.
+ */
+export function writeUstarHeader(b: Buffer, off: number, name: string, typeflag: number, mode: number, size: number, mtime: number, linkname = ''): boolean {
+  const n = name.length;
+  // UTF-8 length equals the length in UTF-16 units only when every character is ASCII.
+  if (Buffer.byteLength(name) !== n || linkname.length > 100 || Buffer.byteLength(linkname) !== linkname.length) return false;
+  if (!(Number.isInteger(size) && Number.isInteger(mtime)) || size < 0 || size > MAX_OCTAL_11 || mtime < 0 || mtime > MAX_OCTAL_11) return false;
+  // splitUstar's rule: the last '/' at or before byte 155 that leaves 1-100 bytes of name.
+  let cut = -1;
+  if (n > 100) {
+    for (let i = Math.min(n - 1, 155); i > 0; i--) {
+      if (name.charCodeAt(i) === 0x2f && n - i - 1 <= 100 && n - i - 1 > 0) {
+        cut = i;
+        break;
+      }
+    }
+    if (cut < 0) return false;
+  }
+  b.fill(0, off, off + BLOCK);
+  if (cut < 0) b.write(name, off, n, 'latin1');
+  else {
+    b.write(name.slice(cut + 1), off, n - cut - 1, 'latin1');
+    b.write(name.slice(0, cut), off + 345, cut, 'latin1');
+  }
+  putOctalDigits(b, off + 100, 8, mode & 0o7777);
+  putOctalDigits(b, off + 108, 8, 0);
+  putOctalDigits(b, off + 116, 8, 0);
+  putOctalDigits(b, off + 124, 12, size);
+  putOctalDigits(b, off + 136, 12, mtime);
+  b.fill(0x20, off + 148, off + 156);
+  b[off + 156] = typeflag;
+  if (linkname.length > 0) b.write(linkname, off + 157, linkname.length, 'latin1');
+  USTAR_MAGIC.copy(b, off + 257);
+  let sum = 0;
+  for (let i = off; i < off + BLOCK; i++) sum += b[i]!;
+  // Six octal digits, NUL, space: as rawHeader writes it.
+  putOctalDigits(b, off + 148, 7, sum);
+  b[off + 155] = 0x20;
+  return true;
+}

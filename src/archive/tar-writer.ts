@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ArchiveError, CaptureError, FileSystemError, fsError } from '../errors.js';
-import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding } from './tar-format.js';
+import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader, type HeaderFields } from './tar-format.js';
 import { openFile } from '../fs/open-file.js';
 
 export type TarCompression = 'none' | 'gzip' | 'zstd';
@@ -156,6 +156,12 @@ const PIECE = 4 << 20;
 let piece: Buffer | undefined;
 
 /**
+ * Headers and padding are written into this reused buffer (one run of it per gap between data
+ * buffers in the gathered list), which is written out and reused whenever it fills.
+ */
+const SLAB = 256 << 10;
+
+/**
  * A sequential tar writer with the add / addFromFile / finish shape of ZipWriter. Data handed to
  * `add` is held by reference until `flush` (or a later call that fills the gather list): the
  * caller must flush before reusing a buffer it passed.
@@ -163,10 +169,16 @@ let piece: Buffer | undefined;
 export class TarWriter {
   private written = 0;
   private iov: Uint8Array[] = [];
+  private readonly slab = Buffer.allocUnsafe(SLAB);
+  /** Bytes of the slab in use since the last flush; those from `runStart` are not in `iov` yet. */
+  private slabUsed = 0;
+  private runStart = 0;
   constructor(private readonly out: TarOutput) {}
 
   /** Writes everything gathered so far. */
   flush(): void {
+    this.endRun();
+    this.slabUsed = this.runStart = 0;
     if (this.iov.length === 0) return;
     const iov = this.iov;
     this.iov = [];
@@ -178,18 +190,47 @@ export class TarWriter {
     return this.written;
   }
 
+  private endRun(): void {
+    if (this.slabUsed === this.runStart) return;
+    this.iov.push(this.slab.subarray(this.runStart, this.slabUsed));
+    this.runStart = this.slabUsed;
+  }
+
   private put(b: Uint8Array): void {
     if (b.length === 0) return;
+    this.endRun();
     this.iov.push(b);
     this.written += b.length;
     if (this.iov.length >= IOV_MAX) this.flush();
+  }
+
+  /** Where `n` more bytes of the slab start (flushing first when it is full). */
+  private reserve(n: number): number {
+    if (this.slabUsed + n > SLAB) this.flush();
+    return this.slabUsed;
+  }
+
+  private zeros(n: number): void {
+    if (n === 0) return;
+    const at = this.reserve(n);
+    this.slab.fill(0, at, at + n);
+    this.slabUsed += n;
+    this.written += n;
+  }
+
+  private putHeader(f: HeaderFields): void {
+    const at = this.reserve(BLOCK);
+    if (writeUstarHeader(this.slab, at, f.name, f.typeflag, f.mode, f.size, f.mtime, f.linkname)) {
+      this.slabUsed += BLOCK;
+      this.written += BLOCK;
+    } else this.put(encodeHeader(f)); // pax records: rare, allocated
   }
 
   private header(h: TarEntryHeader, linkname?: string): number {
     const fmt = h.mode & S_IFMT;
     const typeflag = fmt === S_IFDIR ? T.DIR : fmt === S_IFLNK ? T.SYMLINK : T.FILE;
     const size = typeflag === T.FILE ? h.size : 0;
-    this.put(encodeHeader({ name: h.name, typeflag, mode: h.mode & 0o7777, size, mtime: h.mtime, linkname }));
+    this.putHeader({ name: h.name, typeflag, mode: h.mode & 0o7777, size, mtime: h.mtime, linkname });
     return size;
   }
 
@@ -202,13 +243,12 @@ export class TarWriter {
     const size = this.header(h);
     if (size === 0) return;
     this.put(data!);
-    const pad = padding(size);
-    if (pad > 0) this.put(END_OF_ARCHIVE.subarray(0, pad));
+    this.zeros(padding(size));
   }
 
   /** Adds a hardlink entry: `h.name` is another name of the file an earlier entry, `target`, wrote. */
   addHardlink(h: TarEntryHeader, target: string): void {
-    this.put(encodeHeader({ name: h.name, typeflag: T.HARDLINK, mode: h.mode & 0o7777, size: 0, mtime: h.mtime, linkname: target }));
+    this.putHeader({ name: h.name, typeflag: T.HARDLINK, mode: h.mode & 0o7777, size: 0, mtime: h.mtime, linkname: target });
   }
 
   /**
@@ -233,8 +273,7 @@ export class TarWriter {
     } finally {
       fs.closeSync(fd);
     }
-    const pad = padding(size);
-    if (pad > 0) this.put(END_OF_ARCHIVE.subarray(0, pad));
+    this.zeros(padding(size));
   }
 
   /** The end-of-archive blocks, padded to a whole record. */

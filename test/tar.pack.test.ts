@@ -1,0 +1,106 @@
+/**
+ * The tar pack's fast paths against the plain ones they replace: headers written in place into a
+ * reused buffer are the bytes encodeHeader makes, and a pack from the store is byte for byte the
+ * archive a straightforward writer (encodeHeader, the data, zero padding) makes of the same tree.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pack, STORE_MTIME } from '../src/archive/pack.js';
+import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader } from '../src/archive/tar-format.js';
+import { snapshot } from '../src/capture/snapshot.js';
+import { LocalStore } from '../src/store/local.js';
+import { TreeReader } from '../src/store/tree-reader.js';
+import type { Digest } from '../src/core/digest.js';
+import { scratchDir } from './helpers/zip-craft.js';
+import { makeRandomTree, rng } from './helpers/random-tree.js';
+import { makeTarSampleTree } from './helpers/tar-trees.js';
+
+test('writeUstarHeader writes the block encodeHeader makes, and refuses what needs a pax record', () => {
+  const rand = rng(9);
+  const pick = (n: number) => Math.floor(rand() * n);
+  const part = () => {
+    const chars = 'abcdefghij0123456789-_.';
+    let s = '';
+    for (let i = 1 + pick(40); i > 0; i--) s += chars[pick(chars.length)];
+    return s;
+  };
+  const slab = Buffer.alloc(3 * BLOCK, 0xee);
+  let written = 0;
+  let refused = 0;
+  for (let i = 0; i < 5000; i++) {
+    const parts: string[] = [];
+    for (let n = 1 + pick(9); n > 0; n--) parts.push(part());
+    let name = parts.join('/');
+    if (pick(10) === 0) name += 'é'; // not ASCII: pax
+    const typeflag = [T.FILE, T.DIR, T.SYMLINK, T.HARDLINK][pick(4)]!;
+    if (typeflag === T.DIR) name += '/';
+    const linkname = typeflag === T.SYMLINK || typeflag === T.HARDLINK ? (pick(5) === 0 ? 'x'.repeat(95 + pick(10)) : parts.slice(0, 1 + pick(3)).join('/')) : undefined;
+    const size = typeflag === T.FILE ? [0, 1, 511, 512, 4096 + pick(1e6), 0o77777777777, 0o77777777777 + 1][pick(7)]! : 0;
+    const mtime = [0, 1_700_000_000 + pick(1e6), -1, 0o77777777777, 2 ** 34][pick(5)]!;
+    const mode = [0o644, 0o755, 0o4755, 0o777, 0o100644][pick(5)]!;
+    const fields = { name, typeflag, mode, size, mtime, linkname };
+    const expected = encodeHeader(fields);
+    const ok = writeUstarHeader(slab, BLOCK, name, typeflag, mode, size, mtime, linkname);
+    if (ok) {
+      written++;
+      assert.equal(expected.length, BLOCK, `${name}: encodeHeader needed pax, writeUstarHeader did not`);
+      assert.ok(slab.subarray(BLOCK, 2 * BLOCK).equals(expected), `${name}: same block`);
+    } else {
+      refused++;
+      assert.ok(expected.length > BLOCK, `${name}: refused, though a ustar block holds it`);
+    }
+    // Nothing outside the block is touched.
+    assert.ok(slab.subarray(0, BLOCK).every((b) => b === 0xee) && slab.subarray(2 * BLOCK).every((b) => b === 0xee), `${name}: stays in its block`);
+  }
+  assert.ok(written > 1000 && refused > 500, `both paths exercised: ${written} written, ${refused} refused`);
+});
+
+/** The archive of a store tree as the plain writer makes it: each header by encodeHeader, data, padding. */
+async function referenceTar(store: LocalStore, root: Digest): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const e of new TreeReader(store).walk(root)) {
+    if (e.type === 'dir') parts.push(encodeHeader({ name: `${e.path}/`, typeflag: T.DIR, mode: 0o755, size: 0, mtime: STORE_MTIME }));
+    else if (e.type === 'symlink') parts.push(encodeHeader({ name: e.path, typeflag: T.SYMLINK, mode: 0o777, size: 0, mtime: STORE_MTIME, linkname: e.target }));
+    else {
+      const data = e.digest.size === 0 ? Buffer.alloc(0) : fs.readFileSync(store.blobPath(e.digest.hash));
+      parts.push(encodeHeader({ name: e.path, typeflag: T.FILE, mode: e.executable ? 0o755 : 0o644, size: data.length, mtime: STORE_MTIME }), data, Buffer.alloc(padding(data.length)));
+    }
+  }
+  parts.push(END_OF_ARCHIVE);
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  parts.push(Buffer.alloc((10240 - (size % 10240)) % 10240));
+  return Buffer.concat(parts);
+}
+
+test('a store tree packs to the bytes of the plain writer: long, non-ASCII and split names, many entries between two files, large files', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  makeTarSampleTree(src);
+  makeRandomTree(join(src, 'random'), 5, { files: 400, maxDepth: 4 });
+  // 1,500 directories in a row: more headers between two files than the writer's header buffer holds.
+  for (let i = 0; i < 1500; i++) fs.mkdirSync(join(src, 'many', `d${String(i).padStart(4, '0')}-${'n'.repeat(60)}`), { recursive: true });
+  fs.writeFileSync(join(src, 'many', 'zz-after'), 'after the directories');
+  fs.mkdirSync(join(src, 'split', 'p'.repeat(90)), { recursive: true });
+  fs.writeFileSync(join(src, 'split', 'p'.repeat(90), 'q'.repeat(99)), 'a name in ustar prefix and name');
+  fs.writeFileSync(join(src, 'naïve-名前.txt'), 'pax path');
+  fs.writeFileSync(join(src, 'big'), randomBytes(300_000));
+  fs.writeFileSync(join(src, 'big-odd'), randomBytes(150_001));
+  const store = LocalStore.open(join(dir, 'store'));
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  const expected = await referenceTar(store, digest);
+  for (const [label, opts] of [
+    ['default', {}],
+    ['large files via temporary files', { largeBytes: 100_000 }],
+    ['inline', { jobs: 0 }],
+  ] as const) {
+    const out = join(dir, `${label}.tar`);
+    await pack({ store, root: digest }, out, { level: 'default', jobs: 2, ...opts });
+    const got = fs.readFileSync(out);
+    assert.equal(got.length, expected.length, `${label}: length`);
+    const at = got.findIndex((b, i) => b !== expected[i]);
+    assert.equal(at, -1, `${label}: first differing byte at ${at}`);
+  }
+});
