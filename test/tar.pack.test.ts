@@ -8,15 +8,16 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { pack, STORE_MTIME } from '../src/archive/pack.js';
+import { pack, readerThreads, STORE_MTIME } from '../src/archive/pack.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader } from '../src/archive/tar-format.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import type { Digest } from '../src/core/digest.js';
+import { TargetError } from '../src/errors.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { makeRandomTree, rng } from './helpers/random-tree.js';
-import { makeTarSampleTree } from './helpers/tar-trees.js';
+import { makeTarSampleTree, sh } from './helpers/tar-trees.js';
 
 test('writeUstarHeader writes the block encodeHeader makes, and refuses what needs a pax record', () => {
   const rand = rng(9);
@@ -102,5 +103,61 @@ test('a store tree packs to the bytes of the plain writer: long, non-ASCII and s
     assert.equal(got.length, expected.length, `${label}: length`);
     const at = got.findIndex((b, i) => b !== expected[i]);
     assert.equal(at, -1, `${label}: first differing byte at ${at}`);
+  }
+});
+
+test('the listing runs while the archive is written: an archive written inside the packed directory is not packed into itself', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  // 'a' holds more than the batches listed before the archive is created; 'zz', where the
+  // archive goes, is listed after that, while its temporary file is being written.
+  fs.mkdirSync(join(src, 'a'), { recursive: true });
+  for (let i = 0; i < 1000; i++) fs.writeFileSync(join(src, 'a', `f${i}`), `file ${i}\n`);
+  makeRandomTree(join(src, 'm'), 3, { files: 300, maxDepth: 4 });
+  fs.mkdirSync(join(src, 'zz'));
+  fs.writeFileSync(join(src, 'zz', 'last'), 'the last file');
+  // The order a whole listing gives: parents first, names in byte order, each directory's subtree in its place.
+  const expected: string[] = [];
+  const walk = (abs: string, rel: string) => {
+    for (const n of fs.readdirSync(abs).sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)))) {
+      const isDir = fs.lstatSync(join(abs, n)).isDirectory();
+      expected.push(isDir ? `${rel}${n}/` : rel + n);
+      if (isDir) walk(join(abs, n), `${rel}${n}/`);
+    }
+  };
+  walk(src, '');
+  for (const name of ['out.tar', 'out.tar.zst', 'out.zip']) {
+    const out = join(src, 'zz', name);
+    await pack({ dir: src }, out, { level: 'default', jobs: 2 });
+    const listed = name.endsWith('.zip') ? sh(`unzip -Z1 ${out}`) : sh(`tar -tf ${out}`);
+    const names = listed.split('\n').filter((n) => n !== '');
+    assert.equal(names.filter((n) => n.includes('out.') || n.includes('treecast')).length, 0, `${name}: no archive in the archive`);
+    assert.deepEqual(name.endsWith('.zip') ? names.filter((n) => !n.endsWith('/')) : names, name.endsWith('.zip') ? expected.filter((n) => !n.endsWith('/')) : expected, `${name}: every entry, in order`);
+    fs.rmSync(out);
+  }
+});
+
+test('a compressed tar gets one reader thread per four cores, at most --jobs; other formats get --jobs', () => {
+  assert.equal(readerThreads('tar.zst', 2, 2), 1);
+  assert.equal(readerThreads('tar.gz', 8, 16), 4);
+  assert.equal(readerThreads('tar.zst', 2, 16), 2);
+  assert.equal(readerThreads('tar.zst', 0, 16), 0);
+  assert.equal(readerThreads('tar', 2, 2), 2);
+  assert.equal(readerThreads('zip', 3, 2), 3);
+});
+
+test('an error of the listing after the first batches stops the pack with its typed error; OUT is not written', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'a'), { recursive: true });
+  for (let i = 0; i < 1000; i++) fs.writeFileSync(join(src, 'a', `f${i}`), `file ${i}\n`);
+  // Listed after the first batches have gone to the readers: nests deeper than pack allows.
+  let deep = join(src, 'zz');
+  for (let i = 0; i < 1030; i++) deep = join(deep, 'd');
+  fs.mkdirSync(deep, { recursive: true });
+  for (const name of ['out.tar.zst', 'out.zip']) {
+    const out = join(dir, name);
+    await assert.rejects(pack({ dir: src }, out, { level: 'default', jobs: 2 }), (e) => e instanceof TargetError && /nests deeper than 1024 levels/.test(e.message), name);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['src'], `${name}: no archive, no temporary file`);
   }
 });
