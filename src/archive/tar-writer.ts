@@ -158,6 +158,10 @@ let piece: Buffer | undefined;
 /**
  * Headers and padding are written into this reused buffer (one run of it per gap between data
  * buffers in the gathered list), which is written out and reused whenever it fills.
+ *
+ * Perf: with a Buffer per header (and per padding view), packing the Linux tree to .tar.zst used
+ * 8.8-10.0 s of CPU (zstd included) against 7.6-8.4 s written here (3 runs each, interleaved,
+ * load 7-9); the main thread's garbage collection fell from 0.9 s to 0.34 s (one profile each).
  */
 const SLAB = 256 << 10;
 
