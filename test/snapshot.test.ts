@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { snapshot } from '../src/capture/snapshot.js';
-import { applyStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
+import { STAT_INO, STAT_MTIME, applyStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
@@ -143,6 +143,6 @@ test('files are statted from runs of names per directory, a batch starting and e
   applyStats(batch, packed);
   for (const f of batch) {
     const st = fs.lstatSync(f.abs);
-    assert.deepEqual([f.ino, f.size, f.mtimeMs], [st.ino, st.size, st.mtimeMs], f.abs);
+    assert.deepEqual([f.stats[f.at + STAT_INO], f.size, f.stats[f.at + STAT_MTIME]], [st.ino, st.size, st.mtimeMs], f.abs);
   }
 });

@@ -14,7 +14,7 @@ import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js'
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache, listingKey } from './stat-cache.js';
-import { type ScannedDir, type ScannedFile, type SkippedEntry, applyStats, statRequest, walk } from './walk.js';
+import { type ScannedDir, type ScannedFile, type SkippedEntry, STAT_INO, STAT_MTIME, applyStats, statRequest, walk } from './walk.js';
 
 export interface SnapshotOptions {
   store: LocalStore;
@@ -177,7 +177,7 @@ function* batchesOf(files: ScannedFile[], follow: boolean): Generator<{ items: I
   let group: ScannedFile[] = [];
   let size = 0;
   for (const f of files) {
-    items.push({ abs: f.abs, ino: f.ino, size: f.size, mtimeMs: f.mtimeMs, follow });
+    items.push({ abs: f.abs, ino: f.stats[f.at + STAT_INO]!, size: f.size, mtimeMs: f.stats[f.at + STAT_MTIME]!, follow });
     group.push(f);
     size += f.size;
     if (items.length >= BATCH_FILES || size >= BATCH_BYTES) {

@@ -31,7 +31,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { LocalStore } from '../store/local.js';
 import { hasTreePack } from '../store/tree-pack.js';
-import type { ScannedDir, ScannedFile } from './walk.js';
+import { type ScannedDir, type ScannedFile, STAT_CTIME, STAT_DEV, STAT_INO, STAT_MTIME } from './walk.js';
 import { type Digest, formatDigest, parseDigest } from '../core/digest.js';
 import type { SymlinkNode } from '../core/reapi.js';
 
@@ -200,8 +200,12 @@ export class StatCache {
     if (i === undefined) return undefined;
     const o = i * FIELDS;
     const v = this.nums;
-    if (v[o] !== f.dev || v[o + 1] !== f.ino || v[o + 2] !== f.size || v[o + 3] !== f.mtimeMs || v[o + 4] !== f.ctimeMs) return undefined;
-    if (f.ctimeMs >= this.trustBeforeMs || f.mtimeMs >= this.trustBeforeMs) return undefined;
+    const st = f.stats;
+    const at = f.at;
+    const mtimeMs = st[at + STAT_MTIME]!;
+    const ctimeMs = st[at + STAT_CTIME]!;
+    if (v[o] !== st[at + STAT_DEV] || v[o + 1] !== st[at + STAT_INO] || v[o + 2] !== f.size || v[o + 3] !== mtimeMs || v[o + 4] !== ctimeMs) return undefined;
+    if (ctimeMs >= this.trustBeforeMs || mtimeMs >= this.trustBeforeMs) return undefined;
     this.hits++;
     return { hash: this.hashes.toString('hex', i * 32, i * 32 + 32), size: f.size };
   }
@@ -261,11 +265,11 @@ export class StatCache {
       const f = kept[i]!;
       f.cacheIndex = i;
       const o = i * FIELDS;
-      nums[o] = f.dev;
-      nums[o + 1] = f.ino;
+      nums[o] = f.stats[f.at + STAT_DEV]!;
+      nums[o + 1] = f.stats[f.at + STAT_INO]!;
       nums[o + 2] = f.size;
-      nums[o + 3] = f.mtimeMs;
-      nums[o + 4] = f.ctimeMs;
+      nums[o + 3] = f.stats[f.at + STAT_MTIME]!;
+      nums[o + 4] = f.stats[f.at + STAT_CTIME]!;
       hashes.write(f.digest!.hash, i * 32, 32, 'hex');
       paths[i] = f.rel;
     }
