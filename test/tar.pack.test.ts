@@ -14,7 +14,8 @@ import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import type { Digest } from '../src/core/digest.js';
-import { TargetError } from '../src/errors.js';
+import { CaptureError, TargetError } from '../src/errors.js';
+import { compressBatch } from '../src/archive/pack-op.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { makeRandomTree, rng } from './helpers/random-tree.js';
 import { makeTarSampleTree, sh } from './helpers/tar-trees.js';
@@ -159,5 +160,20 @@ test('an error of the listing after the first batches stops the pack with its ty
     const out = join(dir, name);
     await assert.rejects(pack({ dir: src }, out, { level: 'default', jobs: 2 }), (e) => e instanceof TargetError && /nests deeper than 1024 levels/.test(e.message), name);
     assert.deepEqual(fs.readdirSync(dir).sort(), ['src'], `${name}: no archive, no temporary file`);
+  }
+});
+
+test('a file whose bytes run past its size, or end before it, is refused by the reader (procfs and sysfs files do both)', (t) => {
+  // /proc files stat as 0 bytes and hold more; sysfs files stat as 4096 bytes and hold a few.
+  const grown = '/proc/self/status';
+  const shrunk = ['/sys/devices/system/cpu/online', '/sys/kernel/uevent_seqnum'].find((p) => fs.existsSync(p));
+  if (!fs.existsSync(grown) || shrunk === undefined) {
+    t.skip('needs procfs and sysfs');
+    return;
+  }
+  for (const src of [grown, shrunk]) {
+    for (const batch of [{ level: 0, noCrc: true }, { level: 6 }]) {
+      assert.throws(() => compressBatch({ ...batch, files: [{ src }], tmpPrefix: '/nonexistent/' }), (e) => e instanceof CaptureError && e.message === `${src} changed while it was being read`, `${src} at level ${batch.level}`);
+    }
   }
 });

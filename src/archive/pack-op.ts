@@ -132,16 +132,17 @@ export function compressBatch(b: CompressBatch): CompressResult {
       const size = st.size;
       // Exact (bigint) numbers, as a rounded inode could make two files one; stat again only for the rare linked file.
       const link = st.nlink > 1 ? inodeKey(fs.fstatSync(fd, { bigint: true })) : undefined;
-      const base = { mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000), size, ...(link && { link }) };
+      const mode = st.mode;
+      const mtime = Math.floor(st.mtimeMs / 1000);
       if (size > large && b.largeInPlace && f.hash === undefined) {
-        files.push({ ...base, crc: 0, method: METHOD_STORE, compressedSize: size, at: used, inPlace: true });
+        files.push({ mode, mtime, size, link, crc: 0, method: METHOD_STORE, compressedSize: size, at: used, inPlace: true });
         continue;
       }
       if (size > large) {
         // The free tail of the output buffer holds the pieces (their size is fixed: one tree, one zip).
         ensure(pieceBytes);
         const pieces = output.subarray(used, used + pieceBytes);
-        files.push({ ...base, ...compressLarge(fd, f, size, b.level, b.noCrc === true, pieces, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
+        files.push({ mode, mtime, size, link, ...compressLarge(fd, f, size, b.level, b.noCrc === true, pieces, `${b.tmpPrefix}${process.pid}-${++tmpCounter}-${Math.random().toString(36).slice(2)}`), at: used });
         continue;
       }
       // Perf: level store reads the file straight into the output buffer (no input buffer, no copy).
@@ -154,8 +155,15 @@ export function compressBatch(b: CompressBatch): CompressResult {
       } else ensure(size + 1);
       let got = 0;
       let n: number;
-      // Read one byte past the size so a file that grew while read is noticed.
-      while (got <= size && (n = fs.readSync(fd, into, at + got, size + 1 - got, got)) > 0) got += n;
+      // Read one byte past the size so a file that grew while read is noticed. A regular file reads
+      // short only at its end, so a short read ends the loop: no second read to see the end.
+      // Perf: that second read was one pread(2) per file, 78,579 of them packing the Linux tree.
+      while (got <= size) {
+        const want = size + 1 - got;
+        n = fs.readSync(fd, into, at + got, want, got);
+        got += n;
+        if (n < want) break;
+      }
       if (got !== size) throw new CaptureError(`${f.src} changed while it was being read`, { path: f.src });
       const raw = into.subarray(at, at + size);
       if (f.hash !== undefined) verifyBlob(raw, f);
@@ -170,7 +178,7 @@ export function compressBatch(b: CompressBatch): CompressResult {
         data.copy(output, used);
         compressedSize = data.length;
       }
-      files.push({ ...base, crc, method, compressedSize, at: used });
+      files.push({ mode, mtime, size, link, crc, method, compressedSize, at: used });
       used += compressedSize;
     } catch (e) {
       throw fsError(e, 'cannot read', f.src);
