@@ -172,7 +172,9 @@ export class TarJudge {
       perm &= 0o777;
     }
     // Perf: each result is one literal, no `{ ...base }`: the spread was 0.12 s of 0.7 s for the
-    // Linux tree's 83,731 entries (the walk alone, --cpu-prof, 6 runs).
+    // Linux tree's 83,731 entries (the walk alone, --cpu-prof, 6 runs). With this and the one-sum
+    // header checksum, the walk alone (read, parse, judge, copy) took 0.38-0.45 s of CPU, against
+    // 0.69-0.75 s before (4 runs each, shared machine).
     const { mtime, uid, gid } = h;
     if (h.sparse) return special('is a sparse file');
     if (t === T.DIR || t === T.GNU_DUMPDIR) {
