@@ -304,11 +304,11 @@ export function statPaths(req: StatRequest, follow: boolean): Float64Array {
         continue;
       }
       out[o] = st.mode;
-      out[o + 1] = st.dev;
-      out[o + 2] = st.ino;
-      out[o + 3] = st.size;
-      out[o + 4] = st.mtimeMs;
-      out[o + 5] = st.ctimeMs;
+      out[o + STAT_DEV] = st.dev;
+      out[o + STAT_INO] = st.ino;
+      out[o + STAT_SIZE] = st.size;
+      out[o + STAT_MTIME] = st.mtimeMs;
+      out[o + STAT_CTIME] = st.ctimeMs;
     }
   }
   return out;
