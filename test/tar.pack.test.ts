@@ -14,7 +14,7 @@ import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import type { Digest } from '../src/core/digest.js';
-import { CaptureError, TargetError } from '../src/errors.js';
+import { BlobNotFoundError, CaptureError, TargetError } from '../src/errors.js';
 import { compressBatch } from '../src/archive/pack-op.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { makeRandomTree, rng } from './helpers/random-tree.js';
@@ -175,5 +175,26 @@ test('a file whose bytes run past its size, or end before it, is refused by the 
     for (const batch of [{ level: 0, noCrc: true }, { level: 6 }]) {
       assert.throws(() => compressBatch({ ...batch, files: [{ src }], tmpPrefix: '/nonexistent/' }), (e) => e instanceof CaptureError && e.message === `${src} changed while it was being read`, `${src} at level ${batch.level}`);
     }
+  }
+});
+
+test('a store tree whose directory message is missing, found after the first batches, stops the pack with a typed error; OUT is not written', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'a'), { recursive: true });
+  for (let i = 0; i < 1000; i++) fs.writeFileSync(join(src, 'a', `f${i}`), `file ${i}\n`);
+  fs.mkdirSync(join(src, 'zz', 'sub'), { recursive: true });
+  fs.writeFileSync(join(src, 'zz', 'sub', 'x'), 'x');
+  const store = LocalStore.open(join(dir, 'store'));
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  const zz = new TreeReader(store).getSync(digest).directories.find((d) => d.name === 'zz')!.digest;
+  // Without the tree's pack of directory messages, each message is read from its blob.
+  fs.rmSync(join(store.root, 'trees', digest.hash), { force: true });
+  fs.rmSync(store.blobPath(zz.hash));
+  const outDir = join(dir, 'out');
+  fs.mkdirSync(outDir);
+  for (const name of ['out.tar.zst', 'out.zip']) {
+    await assert.rejects(pack({ store, root: digest }, join(outDir, name), { level: 'default', jobs: 2 }), (e) => e instanceof BlobNotFoundError && e.message.includes(zz.hash), name);
+    assert.deepEqual(fs.readdirSync(outDir), [], `${name}: no archive, no temporary file`);
   }
 });

@@ -12,6 +12,7 @@ import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { CaptureError, DigestMismatchError, fsError } from '../errors.js';
 import { METHOD_DEFLATE, METHOD_STORE } from './zip-format.js';
+import { sha256Hex } from '../core/digest.js';
 
 export const LARGE_FILE_BYTES = 64 << 20;
 /** Piece size for large files; pieces are read into the output buffer's free tail. */
@@ -192,7 +193,7 @@ export function compressBatch(b: CompressBatch): CompressResult {
 }
 
 function verifyBlob(raw: Buffer, f: CompressFile): void {
-  const h = createHash('sha256').update(raw).digest('hex');
+  const h = sha256Hex(raw);
   if (h !== f.hash || raw.length !== f.size) {
     throw new DigestMismatchError(`corrupt blob ${f.hash}/${f.size}: its bytes hash to ${h}/${raw.length}`, { path: f.src });
   }
