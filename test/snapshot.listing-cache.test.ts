@@ -234,4 +234,11 @@ test('a cached listing finds its files by entry, a listed directory by path; an 
   assert.equal(fourth.readDirectories, 0);
   assert.equal(fourth.hashedFiles, 0);
   assert.equal(formatDigest(fourth.digest), formatDigest(third.digest));
+  // b's message is built again from the digests the third snapshot's cache copied for its files.
+  fs.writeFileSync(join(src, 'b', 'f'), 'F');
+  fs.writeFileSync(join(src, 'a', '1'), 'ONE');
+  await settle();
+  const fifth = await snapshot(src, { store });
+  assert.equal(fifth.hashedFiles, 2);
+  assert.equal(formatDigest(fifth.digest), await uncached(dir, src));
 });

@@ -100,7 +100,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     for (const f of scan.files) {
       bytes += f.size;
       // Empty files have entries too (one run of entries per directory), so every entry is looked up.
-      if ((f.digest = cache.lookup(f)) !== undefined) f.cached = true;
+      if (cache.lookup(f)) f.cached = true;
       else if (f.size === 0) f.digest = EMPTY_DIGEST;
       else {
         toHash.push(f);
@@ -109,7 +109,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     }
     const small = toHash.length <= INLINE_MAX_FILES && hashBytes <= INLINE_MAX_BYTES;
     await hashFiles(toHash, poolFor(!small), opts);
-    const { digest, reused } = storeTree(scan.root, store, cache);
+    const { digest, reused } = storeTree(scan.root, store, cache, true);
     // Nothing hashed, every cached entry used, every message reused: the cache on disk is exactly right.
     if (toHash.length > 0 || cache.hits !== cache.size || (cache.keepsListings && reused !== scan.allDirs.length)) {
       cache.save(scan.files, scan.allDirs, digest, startedMs, store.tmpPath('cache'));
@@ -237,18 +237,19 @@ function unchanged(d: ScannedDir, cache: StatCache): boolean {
  * Perf: encoding and storing the 5,096 messages of the Linux tree took ~0.45 s of a 2.2 s
  * unchanged snapshot (profiled); an unchanged tree now encodes none and reads no pack.
  */
-function storeTree(root: ScannedDir, store: LocalStore, cache: StatCache | undefined): { digest: Digest; reused: number } {
+function storeTree(root: ScannedDir, store: LocalStore, cache: StatCache, reuse: boolean): { digest: Digest; reused: number } {
   const messages = new Map<string, Buffer>();
   const reusedDirs: ScannedDir[] = [];
   const encode = (d: ScannedDir): Digest => {
     for (const s of d.dirs) s.digest = encode(s);
-    if (cache !== undefined && unchanged(d, cache)) {
+    if (reuse && unchanged(d, cache)) {
       reusedDirs.push(d);
       return d.listing!.digest;
     }
     const files: FileNode[] = d.files.map((f) => {
-      if (!f.digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
-      return { name: f.name, digest: f.digest, executable: f.executable };
+      const digest = f.digest ?? (f.cached === true ? cache.entryDigest(f) : undefined);
+      if (!digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
+      return { name: f.name, digest, executable: f.executable };
     });
     const directories: DirectoryNode[] = d.dirs.map((s) => ({ name: s.name, digest: s.digest! }));
     const msg: Directory = { files: files.sort(byName), directories: directories.sort(byName), symlinks: d.symlinks.sort(byName) };
@@ -262,10 +263,10 @@ function storeTree(root: ScannedDir, store: LocalStore, cache: StatCache | undef
   if (reusedDirs.length > 0) {
     // The reused messages are in the last snapshot's tree pack (and, as gc keeps or removes a pack
     // with its messages, in the store). Without that pack, build every message again.
-    const previous = cache?.previousTree && readTreePack(store, cache.previousTree);
+    const previous = cache.previousTree && readTreePack(store, cache.previousTree);
     for (const d of reusedDirs) {
       const bytes = previous?.get(d.digest!.hash);
-      if (bytes === undefined) return storeTree(root, store, undefined);
+      if (bytes === undefined) return storeTree(root, store, cache, false);
       messages.set(d.digest!.hash, bytes);
     }
   }

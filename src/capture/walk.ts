@@ -38,10 +38,14 @@ export interface ScannedFile {
    */
   stats: Float64Array;
   at: number;
+  /** Set once hashed (or empty); a cached file's digest is in the stat cache (StatCache.entryDigest). */
   digest?: Digest;
-  /** The digest came from the stat cache (the file's stat is as recorded). */
+  /** The file's stat is as the stat cache recorded it, at entry cacheIndex. */
   cached?: boolean;
-  /** Where the stat cache keeps this file's entry, when its directory's listing came from the cache; else -1. */
+  /**
+   * The file's entry in the stat cache: from its directory's cached listing before the lookup,
+   * the entry found by the lookup after it; else -1.
+   */
   cacheIndex: number;
 }
 
@@ -135,7 +139,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         for (let k = 0; k < hit.files.length; k++) {
           const name = hit.files[k]!;
           const cacheIndex = hit.firstFile < 0 ? -1 : hit.firstFile + k;
-          const f: ScannedFile = { name, abs: `${abs}/${name}`, dirAbs: abs, rel: prefix + name, executable: false, size: -1, stats: NO_STATS, at: 0, cacheIndex };
+          const f: ScannedFile = { name, abs: `${abs}/${name}`, dirAbs: abs, rel: prefix + name, executable: false, size: -1, stats: NO_STATS, at: 0, digest: undefined, cached: false, cacheIndex };
           dir.files.push(f);
           files.push(f);
         }
@@ -215,7 +219,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         stack.push([sub, path, depth + 1, chain]);
       } else if (isFile) {
         // Stat fields are filled by statPaths (or here, when a stat was needed anyway).
-        const f: ScannedFile = { name, abs: path, dirAbs: abs, rel, executable: false, size: -1, stats: NO_STATS, at: 0, cacheIndex: -1 };
+        const f: ScannedFile = { name, abs: path, dirAbs: abs, rel, executable: false, size: -1, stats: NO_STATS, at: 0, digest: undefined, cached: false, cacheIndex: -1 };
         if (st) fillStat(f, Float64Array.of(st.mode, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs), 0);
         dir.files.push(f);
         files.push(f);
