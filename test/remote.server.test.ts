@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
-import { encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
+import { FrameDecoder, encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
 import { leftoverTmp, removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 const TOKEN = 'test-token-123';
@@ -228,6 +228,48 @@ describe('remote server', () => {
     assert.equal(r.status, 400);
     await r.arrayBuffer();
     assert.deepEqual(tmpFiles(srv.store.root), []);
+  });
+
+  test('a batch read sends each blob only when held with exactly the size asked, across runs of frames and a streamed one', async () => {
+    const blobs = Array.from({ length: 40 }, (_, i) => Buffer.alloc(10_000 + i * 97, i + 1));
+    const large = Buffer.alloc(300 << 10, 7); // above the small-read limit: streamed
+    const srv = await startServer(join(dir, 'batch-read'));
+    for (const b of [...blobs, large]) srv.store.putSync(b);
+    const a = blobs[0]!;
+    const wanted = [
+      digestOf(a),
+      { hash: digestOf(a).hash, size: a.length - 1 }, // the store's blob is longer
+      { hash: digestOf(a).hash, size: a.length + 1 }, // the store's blob is shorter
+      digestOf(Buffer.from('not on this server')),
+      ...blobs.slice(1, 20).map((b) => digestOf(b)),
+      digestOf(large),
+      { hash: EMPTY_HASH, size: 0 },
+      ...blobs.slice(20).map((b) => digestOf(b)),
+    ];
+    const expect = new Map<number, Buffer | undefined>([[0, a], [1, undefined], [2, undefined], [3, undefined]]);
+    blobs.slice(1, 20).forEach((b, i) => expect.set(4 + i, b));
+    expect.set(23, large);
+    expect.set(24, Buffer.alloc(0));
+    blobs.slice(20).forEach((b, i) => expect.set(25 + i, b));
+    const r = await fetch(`${srv.url}treecast/v1/read`, { method: 'POST', body: encodeDigestList(wanted) });
+    assert.equal(r.status, 200);
+    const body = Buffer.from(await r.arrayBuffer());
+    await srv.close();
+    const got: { d: string; present: boolean; data: Buffer[] }[] = [];
+    const dec = new FrameDecoder({
+      header: (d, present) => got.push({ d: `${d.hash}/${d.size}`, present, data: [] }),
+      data: (chunk) => got.at(-1)!.data.push(Buffer.from(chunk)),
+      end: () => {},
+    });
+    dec.push(body);
+    dec.finish();
+    assert.equal(got.length, wanted.length);
+    got.forEach((f, i) => {
+      assert.equal(f.d, `${wanted[i]!.hash}/${wanted[i]!.size}`, `frame ${i} in order`);
+      const want = expect.get(i);
+      assert.equal(f.present, want !== undefined, `frame ${i} present`);
+      if (want) assert.ok(Buffer.concat(f.data).equals(want), `frame ${i} data`);
+    });
   });
 
   test('an upload above 64 KiB streams to a temp file while it arrives; a small one does too once the memory budget is spent', async () => {

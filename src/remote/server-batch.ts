@@ -8,8 +8,8 @@ import { decodeDirectory } from '../core/reapi.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, Gather, HttpFailure, SMALL_READ, contentLength, finished, methodNotAllowed, readBody, readFully, readSmallBody, sendJson, streamFile } from './server-http.js';
-import { FRAME_HEADER_BYTES, FRAME_MISSING, FRAME_PRESENT, FrameDecoder, RECORD_BYTES, WireError, decodeDigestList, encodeDigestList, encodeFrameHeader } from './wire.js';
+import { type Ctx, Gather, HttpFailure, SMALL_READ, WRITE_GATHER, contentLength, finished, methodNotAllowed, readBody, readSmallBody, sendJson, streamFile } from './server-http.js';
+import { FRAME_HEADER_BYTES, FRAME_MISSING, FRAME_PRESENT, FrameDecoder, RECORD_BYTES, WireError, decodeDigestList, encodeDigestList, encodeFrameHeader, writeRecord } from './wire.js';
 
 export async function serveBatch(core: ServerCore, op: 'missing' | 'read' | 'write', ctx: Ctx): Promise<void> {
   if (ctx.req.method !== 'POST') throw methodNotAllowed(ctx, 'POST');
@@ -42,46 +42,96 @@ async function batchRead(core: ServerCore, ctx: Ctx): Promise<void> {
   const sent: string[] = [];
   ctx.entry.sent = sent;
   const out = new Gather(res);
-  for (const d of wanted) {
-    await writeFrame(core, d, out, sent);
+  for (let i = 0; i < wanted.length; ) {
+    if (wanted[i]!.size > SMALL_READ) {
+      await writeLargeFrame(core, wanted[i++]!, out, sent);
+    } else {
+      // A run of small frames, read straight into one buffer of about WRITE_GATHER bytes.
+      let end = i;
+      let bytes = 0;
+      while (end < wanted.length && wanted[end]!.size <= SMALL_READ && (end === i || bytes + FRAME_HEADER_BYTES + wanted[end]!.size <= WRITE_GATHER)) {
+        bytes += FRAME_HEADER_BYTES + wanted[end++]!.size;
+      }
+      const buf = Buffer.allocUnsafe(bytes + 1);
+      let at = 0;
+      for (; i < end; i++) at = readFrameInto(core, wanted[i]!, buf, at, sent);
+      await out.add(buf.subarray(0, at));
+      await out.flush();
+    }
     if (res.destroyed) return;
   }
-  await out.flush();
   res.end();
   await finished(res);
 }
 
-/** One frame: the blob when held with exactly this size, else a "missing" frame. */
-async function writeFrame(core: ServerCore, d: Digest, out: Gather, sent: string[]): Promise<void> {
+/**
+ * Writes blob `d`'s frame into `buf` at `at` (its data when held with exactly this size, else a
+ * "missing" frame) and returns where the next frame goes. `buf` has a byte to spare after the
+ * frame, for the read that proves the size.
+ *
+ * Perf: a frame buffer per blob, gathered and concatenated into 256 KiB writes, with an fstat per
+ * blob, cost the server 4.6 s of CPU for the Linux tree (profile: read 1.7 s, writev 1.2 s, open
+ * 1.1 s, GC 1.0 s, the concatenation 0.36 s, buffer allocation 0.22 s, fstat 0.23 s); a run of
+ * frames read in place takes one buffer, no copy and no Stats object.
+ */
+function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sent: string[]): number {
+  const header = (status: number): number => {
+    writeRecord(d, buf, at);
+    buf[at + RECORD_BYTES] = status;
+    return at + FRAME_HEADER_BYTES;
+  };
   if (d.size === 0) {
-    await out.add(encodeFrameHeader(d, d.hash === EMPTY_HASH ? FRAME_PRESENT : FRAME_MISSING));
-    if (d.hash === EMPTY_HASH) sent.push(d.hash);
-    return;
+    if (d.hash !== EMPTY_HASH) return header(FRAME_MISSING);
+    sent.push(d.hash);
+    return header(FRAME_PRESENT);
   }
   let fd: number;
   try {
     fd = fs.openSync(core.store.blobPath(d.hash), 'r');
   } catch {
+    return header(FRAME_MISSING);
+  }
+  let got = 0;
+  try {
+    // One byte more than the size: a regular file's read is short only at its end, so getting
+    // exactly `size` proves the blob has that size (a longer one fills the spare byte).
+    const start = at + FRAME_HEADER_BYTES;
+    for (;;) {
+      const want = d.size + 1 - got;
+      const n = fs.readSync(fd, buf, start + got, want, got);
+      got += n;
+      if (n === 0 || n < want) break;
+    }
+  } catch {
+    got = -1;
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (got !== d.size) return header(FRAME_MISSING);
+  sent.push(d.hash);
+  header(FRAME_PRESENT);
+  return at + FRAME_HEADER_BYTES + d.size;
+}
+
+/** A frame of a blob above SMALL_READ: the header, then the file streamed. */
+async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: string[]): Promise<void> {
+  let fd: number;
+  try {
+    fd = fs.openSync(core.store.blobPath(d.hash), 'r');
+  } catch {
     await out.add(encodeFrameHeader(d, FRAME_MISSING));
+    await out.flush();
     return;
   }
   try {
-    const size = fs.fstatSync(fd).size;
-    if (size !== d.size) {
+    if (fs.fstatSync(fd).size !== d.size) {
       await out.add(encodeFrameHeader(d, FRAME_MISSING));
+      await out.flush();
       return;
     }
-    if (size <= SMALL_READ) {
-      // Header and data in one buffer, gathered with neighbours into one socket write.
-      const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + size);
-      encodeFrameHeader(d, FRAME_PRESENT).copy(frame, 0);
-      readFully(fd, frame, FRAME_HEADER_BYTES, size);
-      await out.add(frame);
-    } else {
-      await out.add(encodeFrameHeader(d, FRAME_PRESENT));
-      await out.flush();
-      await streamFile(fd, size, out.res);
-    }
+    await out.add(encodeFrameHeader(d, FRAME_PRESENT));
+    await out.flush();
+    await streamFile(fd, d.size, out.res);
     sent.push(d.hash);
   } finally {
     fs.closeSync(fd);

@@ -47,7 +47,7 @@ export class HttpFailure extends Error {
 /** Blobs up to this size are read whole for GET; larger ones are streamed. */
 export const SMALL_READ = 256 << 10;
 /** Batch responses gather small frames into writes of about this size. */
-const WRITE_GATHER = 256 << 10;
+export const WRITE_GATHER = 256 << 10;
 const STREAM_CHUNK = 1 << 20;
 
 /**
