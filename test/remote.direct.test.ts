@@ -8,12 +8,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { formatDigest } from '../src/core/digest.js';
+import { digestOf, formatDigest } from '../src/core/digest.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { DIRECT_MAX_BYTES } from '../src/materialize/execute.js';
-import { describeTree, json, leftoverTmp, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 /** The hashes of the tree's non-empty file blobs, by size. */
@@ -148,5 +148,56 @@ describe('checkout --remote --direct', () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--direct writes copies/);
     assert.equal(fs.existsSync(join(dir, 'x')), false);
+  });
+
+  // A plain `checkout --remote` whose method is copy fetches each blob the store lacks into memory
+  // once, and its worker writes it into the store and the target from there, after its digest
+  // matched (execute.ts, apply-op.ts).
+  test('plain checkout --remote: every blob fetched once, stored verified, the file a separate copy', async () => {
+    const out = join(dir, 'out-through');
+    const storeDir = join(dir, 'store-through');
+    const logFrom = server.log.length;
+    // The first batch read (which holds the first directory's "shared" file, also in every later
+    // batch) answers last: the later batches must wait for it to be stored, not fetch it again.
+    let reads = 0;
+    const proxy = await startProxy({ upstream: server.url, delay: (method, path) => (method === 'POST' && path.endsWith('/read') && reads++ === 0 ? 1500 : 0) });
+    const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--json', '--concurrency', '4']).finally(() => proxy.close());
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(json(r).method, 'copy');
+    assert.deepEqual(describeTree(out), describeTree(src()));
+    // Every tenth file repeats another directory's content, in other batches: still one fetch each.
+    assert.deepEqual(duplicateSends(server.log.slice(logFrom)), []);
+    const store = LocalStore.open(storeDir);
+    const stored = new Set(store.listHashes());
+    assert.deepEqual([...files.keys()].filter((h) => !stored.has(h)), [], 'every file blob is in the store');
+    for (const [hash, size] of files) store.readSync({ hash, size }); // each verifies
+    assert.deepEqual(leftoverTmp(storeDir), []);
+    // A later write to the checked-out file leaves the store as it was.
+    const file = join(out, 'd0001', 'f0.txt');
+    const blob = store.blobPath(digestOf(fs.readFileSync(file)).hash);
+    assert.notEqual(fs.statSync(file).ino, fs.statSync(blob).ino);
+    fs.appendFileSync(file, 'local edit');
+    assert.ok(!fs.readFileSync(blob).toString().endsWith('local edit'));
+  });
+
+  test('plain checkout --remote: a corrupted blob enters neither the store nor the target', async () => {
+    const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'corrupt' : 'pass') });
+    const out = join(dir, 'out-through-corrupt');
+    const storeDir = join(dir, 'store-through-corrupt');
+    try {
+      const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--retries', '1', '--concurrency', '4']);
+      assert.equal(r.code, 5, r.stderr);
+      assert.match(r.stderr, /ERR_TREECAST_DIGEST_MISMATCH/);
+      assert.match(r.stderr, new RegExp(`[0-9a-f]{64}/\\d+ from ${proxy.url.replace(/[/.]/g, '\\$&')}`));
+      const want = new Map(describeTree(src()).map((l) => [l.split(' ')[1], l]));
+      for (const line of describeTree(out)) if (line.startsWith('F ')) assert.equal(line, want.get(line.split(' ')[1]), 'a written file is whole and right');
+      const store = LocalStore.open(storeDir);
+      const stored = [...store.listHashes()].filter((h) => files.has(h));
+      assert.ok(stored.length > 0, 'the good blobs of the batches were stored');
+      for (const h of stored) store.readSync({ hash: h, size: files.get(h)! }); // each verifies
+      assert.deepEqual(leftoverTmp(storeDir), []);
+    } finally {
+      await proxy.close();
+    }
   });
 });

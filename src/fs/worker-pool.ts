@@ -126,6 +126,8 @@ export interface RunBatchesOptions<P> {
    * (a batch is always admitted when none is in flight). Bounds results waiting to be used.
    */
   admit?: (payload: P) => boolean;
+  /** Called once for each batch that started, when it has succeeded or failed. */
+  settled?: (payload: P) => void;
   /** Buffers of the posted payload (what payloadOf made) to move to the worker instead of copying. */
   transferOf?: (posted: unknown) => ArrayBuffer[];
 }
@@ -166,6 +168,7 @@ export async function runBatches<P, R>(
       } catch (e) {
         if (firstError === undefined) firstError = e;
       } finally {
+        opts.settled?.(next.value);
         finished();
       }
     }

@@ -9,6 +9,7 @@ import { EMPTY_HASH, formatDigest } from '../core/digest.js';
 import type { OpContext } from '../fs/worker-ops.js';
 import { type ImportMethod, STICKY, importBlob, writeBytes } from './import-file.js';
 import type { WriteOp } from './plan.js';
+import { writeVerified } from '../remote/receiver.js';
 
 export interface ApplySettings {
   root: string;
@@ -50,6 +51,8 @@ export interface FetchedBytes {
   offsets: Float64Array;
   /** Named in errors: where the bytes came from. */
   source: string;
+  /** Each blob also enters the store, after its digest matched (a plain `checkout --remote`). */
+  store?: boolean;
 }
 
 const KIND_FILE = 0;
@@ -103,6 +106,8 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
   const rels = batch.writes.rels.split('\0');
   let method = batch.method;
   let nextTarget = 0;
+  /** Offsets of fetched blobs already put in the store by this batch. */
+  const stored = batch.fetched?.store ? new Set<number>() : undefined;
   for (let i = 0; i < rels.length; i++) {
     const dst = `${root}/${rels[i]}`;
     const kind = kinds[i]!;
@@ -135,7 +140,14 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     const digest = { hash: hashes.slice(i * 64, i * 64 + 64), size };
     const at = batch.fetched ? batch.fetched.offsets[i]! : -1;
     if (at >= 0) {
-      writeFetched(dst, verifiedBytes(batch.fetched!, at, digest, dst), mode);
+      const bytes = verifiedBytes(batch.fetched!, at, digest, dst);
+      if (stored && !stored.has(at)) {
+        // Perf: stored from the bytes in hand, the file then written from them too: no second
+        // fetch, and no read back from the store as a copy from it would do.
+        writeVerified(ctx.store, digest, bytes);
+        stored.add(at);
+      }
+      writeFetched(dst, bytes, mode);
       c.copied++;
       c.bytes += size;
       continue;

@@ -56,6 +56,12 @@ export interface CheckoutOptions {
   ensureBlobs?: (digests: Digest[]) => Promise<void>;
   /** A direct remote checkout: fetches blobs into memory to be written without the store (execute.ts). */
   fetchBytes?: ExecuteOptions['fetchBytes'];
+  /**
+   * A remote checkout, asked once the method is known (without fetchBytes): for a copy, hooks to
+   * fetch blobs into memory and write each into the store and the target from there (execute.ts);
+   * undefined to go through the store (ensureBlobs) as a link or clone must.
+   */
+  fetchFor?: (method: ImportMethod) => Pick<ExecuteOptions, 'fetchBytes' | 'fetchable' | 'storeFetched'> | undefined;
 }
 
 export interface CheckoutResult extends ExecuteResult {
@@ -107,6 +113,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
     const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
+    const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) dropRecord(store, rootAbs);
     pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? 0 : jobs, { storeRoot: store.root });
     const result = await executePlan(plan, {
@@ -118,7 +125,9 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       signal: o.signal,
       onProgress: o.onProgress,
       ensureBlobs: o.ensureBlobs,
-      fetchBytes: o.fetchBytes,
+      fetchBytes: o.fetchBytes ?? through?.fetchBytes,
+      fetchable: through?.fetchable,
+      storeFetched: through?.storeFetched,
     });
     if (o.signal?.aborted) {
       throw new InterruptedError(`checkout of ${formatDigest(root)} into ${rootAbs} interrupted; run the same command again to finish it`, {

@@ -31,6 +31,10 @@ export interface ExecuteOptions {
    * them. Larger blobs still go through ensureBlobs and the store.
    */
   fetchBytes?: (digests: Digest[], into: Uint8Array) => Promise<{ source: string }>;
+  /** With fetchBytes: the blobs to fetch (default: all); the others are copied from the store. */
+  fetchable?: (d: Digest) => boolean;
+  /** With fetchBytes: the workers also store each fetched blob, verified first, beside its file. */
+  storeFetched?: boolean;
 }
 
 /** Largest blob a direct checkout holds in memory; larger ones stream through the store. */
@@ -104,6 +108,9 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   const fetched = new Map<WriteOp[], FetchedBytes>();
   let slabsInUse = 0;
   const buffers = new SharedBuffers();
+  // Storing fetched blobs: each is fetched by one batch; a later batch that needs it while that
+  // batch is in flight waits for it to settle, then copies it from the store.
+  const through: WriteThrough | undefined = o.storeFetched && o.fetchable ? { fetchable: o.fetchable, storing: new Map(), settle: new Map() } : undefined;
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
@@ -127,11 +134,12 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             if (pauseFile && ++started >= 2) await (paused ??= pauseForTest(pauseFile, o.signal));
             const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
             if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
-            const direct = await fetchDirect(batch, o.fetchBytes, buffers);
+            const direct = await fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through);
             fetched.set(batch, direct);
             await o.ensureBlobs?.(blobs.filter((d) => d.size > DIRECT_MAX_BYTES));
           }
         : undefined,
+      settled: through ? (batch) => through.settle.get(batch)?.() : undefined,
       // Bounds the fetched bytes held in memory to DIRECT_SLABS slabs.
       admit: o.fetchBytes
         ? () => {
@@ -146,26 +154,67 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
 }
 
-/** The bytes of a batch's small blobs, fetched once each; where each write finds its own. */
-async function fetchDirect(batch: WriteOp[], fetchBytes: NonNullable<ExecuteOptions['fetchBytes']>, buffers: SharedBuffers): Promise<FetchedBytes> {
+/** A plain remote checkout's copy: fetched blobs are stored too (CheckoutOptions.fetchFor). */
+interface WriteThrough {
+  /** Asked once per blob: true to fetch it here (it was absent from the store). */
+  fetchable(d: Digest): boolean;
+  /** Blobs fetched by a batch in flight, with the promise that resolves when that batch settles. */
+  storing: Map<string, Promise<void>>;
+  /** Per batch in flight that fetched blobs: forgets them as storing and wakes its waiters. */
+  settle: Map<WriteOp[], () => void>;
+}
+
+/**
+ * The bytes of a batch's small blobs, fetched once each; where each write finds its own. With
+ * `through`, a blob another batch in flight fetched is waited for and copied from the store.
+ */
+async function fetchDirect(
+  batch: WriteOp[],
+  fetchBytes: NonNullable<ExecuteOptions['fetchBytes']>,
+  buffers: SharedBuffers,
+  fetchable: ExecuteOptions['fetchable'],
+  through: WriteThrough | undefined,
+): Promise<FetchedBytes> {
   const at = new Map<string, number>();
   const distinct: Digest[] = [];
+  const waits = new Set<Promise<void>>();
   let end = 0;
   const offsets = new Float64Array(batch.length).fill(-1);
   batch.forEach((w, i) => {
     if (!('size' in w) || w.size === 0 || w.size > DIRECT_MAX_BYTES) return;
     let pos = at.get(w.hash);
     if (pos === undefined) {
+      const earlier = through?.storing.get(w.hash);
+      if (earlier) {
+        waits.add(earlier);
+        return;
+      }
+      if (fetchable && !fetchable(w)) return;
       at.set(w.hash, (pos = end));
       distinct.push({ hash: w.hash, size: w.size });
       end += w.size;
     }
     offsets[i] = pos;
   });
+  if (through && distinct.length > 0) {
+    let wake!: () => void;
+    const settled = new Promise<void>((r) => (wake = r));
+    for (const d of distinct) through.storing.set(d.hash, settled);
+    through.settle.set(batch, () => {
+      for (const d of distinct) through.storing.delete(d.hash);
+      through.settle.delete(batch);
+      wake();
+    });
+  }
   const data = buffers.take(end);
-  if (distinct.length === 0) return { data, offsets, source: '' };
-  const { source } = await fetchBytes(distinct, data);
-  return { data, offsets, source };
+  const store = through !== undefined;
+  if (distinct.length > 0) {
+    const { source } = await fetchBytes(distinct, data);
+    await Promise.all(waits);
+    return { data, offsets, source, store };
+  }
+  await Promise.all(waits);
+  return { data, offsets, source: '', store };
 }
 
 /** Shared memory for fetched batches (posting it to a worker copies nothing): fixed slabs, reused. */

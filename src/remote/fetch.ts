@@ -70,10 +70,12 @@ export class RemoteFetcher {
   private root: Digest | undefined;
   /** Set by `secure`: the file blobs the store lacks, so `prefetch` need not look again. */
   private absentFiles: Digest[] | undefined;
+  private absentSet: Set<string> | undefined;
   private prefetched = false;
   /** Requests of a direct checkout (fetchBytes) in flight: now, and the most at once. */
   private directInFlight = 0;
   private directMaxInFlight = 0;
+  private readonly directQueue: (() => void)[] = [];
   /** Blobs this run will fetch (for progress). */
   planned = 0;
   plannedBytes = 0;
@@ -186,6 +188,21 @@ export class RemoteFetcher {
     this.planned += absent.length;
     // Failures reach the caller through ensureBlobs or finish(); no state is kept per queued blob.
     this.scheduler!.queue(absent);
+  }
+
+  /**
+   * True the first time it is asked about a blob of the prepared tree that the store lacked (one
+   * look at the store for the whole tree): what a plain checkout's copy fetches into memory, to
+   * write into the store and the target (CheckoutOptions.fetchFor); the rest, and a blob asked
+   * about again, it copies from the store (execute.ts waits for the batch that fetched it).
+   */
+  claimAbsent(d: Digest): boolean {
+    if (this.prefetched) return false; // into the store already (secure() on a plain cache)
+    if (!this.absentSet) {
+      this.absentFiles ??= this.findAbsentFiles();
+      this.absentSet = new Set(this.absentFiles.map((a) => a.hash));
+    }
+    return this.absentSet.delete(d.hash);
   }
 
   /** The prepared tree's file blobs the store lacks; counts the others as skipped. */
@@ -303,13 +320,13 @@ export class RemoteFetcher {
   async fetchBytes(digests: Digest[], data: Uint8Array): Promise<{ source: string }> {
     await this.init();
     if (this.stopReason !== undefined) throw this.stopReason;
-    const requests: Promise<void>[] = [];
+    const parts: { start: number; end: number; offset: number }[] = [];
     let start = 0;
     let end = 0;
     let bytes = 0;
     let offset = 0;
     const flush = () => {
-      if (end > start) requests.push(this.counted(this.client.readInto(digests.slice(start, end), data, offset)));
+      if (end > start) parts.push({ start, end, offset });
       offset += bytes;
       start = end;
       bytes = 0;
@@ -320,18 +337,41 @@ export class RemoteFetcher {
       bytes += d.size;
     }
     flush();
-    await Promise.all(requests);
+    // Once one request of this call has started, the rest follow even after stop(): bytes that
+    // arrived are written, not dropped to be fetched again on the next run.
+    let committed = false;
+    await Promise.all(
+      parts.map(async (p) => {
+        await this.directSlot();
+        try {
+          if (!committed && this.stopReason !== undefined) throw this.stopReason;
+          committed = true;
+          await this.client.readInto(digests.slice(p.start, p.end), data, p.offset);
+        } finally {
+          this.directRelease();
+        }
+      }),
+    );
     this.planned += digests.length;
     return { source: this.client.server };
   }
 
-  private async counted(request: Promise<void>): Promise<void> {
-    if (++this.directInFlight > this.directMaxInFlight) this.directMaxInFlight = this.directInFlight;
-    try {
-      await request;
-    } finally {
-      this.directInFlight--;
+  /**
+   * A slot for one request of fetchBytes, first come first served, at most `concurrency` at once:
+   * requests wait here rather than in the HTTP pool, so stop() can keep them from starting.
+   */
+  private directSlot(): Promise<void> {
+    if (this.directInFlight < this.client.concurrency) {
+      if (++this.directInFlight > this.directMaxInFlight) this.directMaxInFlight = this.directInFlight;
+      return Promise.resolve();
     }
+    return new Promise((resolve) => this.directQueue.push(resolve));
+  }
+
+  private directRelease(): void {
+    const next = this.directQueue.shift();
+    if (next) next(); // the slot passes on
+    else this.directInFlight--;
   }
 
   /**
@@ -397,7 +437,7 @@ export class RemoteFetcher {
       skipped: this.skipped,
       retried: s.retried,
       requests: s.requests,
-      maxInFlight: Math.max(this.scheduler?.maxInFlight ?? 0, Math.min(this.directMaxInFlight, this.client.concurrency)),
+      maxInFlight: Math.max(this.scheduler?.maxInFlight ?? 0, this.directMaxInFlight),
       batch: this.batch,
     };
   }

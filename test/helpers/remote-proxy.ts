@@ -13,6 +13,8 @@ export interface ProxyOptions {
   /** Upstream base, e.g. http://127.0.0.1:1234 */
   upstream: string;
   delayMs?: number;
+  /** Extra delay for one request (ms), by its method, path and number. */
+  delay?: (method: string, path: string, n: number) => number;
   /** Decides per request what happens to it (default: pass). */
   fault?: (method: string, path: string, n: number) => Fault;
 }
@@ -46,13 +48,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     res.once('close', () => state.inFlight--);
     const method = req.method ?? 'GET';
     const path = req.url ?? '/';
+    const delay = opts.delay?.(method, path, n) ?? 0;
     const fault = opts.fault?.(method, path, n++) ?? 'pass';
     const record = { method, path, status: 0 };
     state.requests.push(record);
     // The body is read first so a delayed request still reaches the server whole.
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
+    if (opts.delayMs || delay) await new Promise((r) => setTimeout(r, (opts.delayMs ?? 0) + delay));
     if (typeof fault === 'object') {
       record.status = fault.status;
       res.writeHead(fault.status, { 'content-type': 'text/plain' });

@@ -37,8 +37,10 @@ files the tree does not have are kept, and only --clean removes them. See \`tree
 A DIR that contains the store or lies inside it is refused (exit 7). One checkout or unpack writes a
 DIR at a time: another one running there makes this one fail at once (exit 9, its pid named).
 
---remote keeps every fetched blob in the store (verified) and writes DIR from there, so a later
-checkout needs no network; on tmpfs or ext4 each byte is then written twice. --direct, for one-off
+--remote keeps every fetched blob in the store (verified), so a later checkout needs no network.
+With the copy method, each blob is fetched into memory, checked, and written both into the store
+and into DIR (two copies, never read back); hardlink or clone fetch into the store and link or
+clone from there. --direct, for one-off
 restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
 is the file created (never through an existing name). No file blob enters the store (Directory
 messages still do); files over 4 MiB still pass through it. DIR is recorded as usual, so status and

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
+import type { ImportMethod } from '../../materialize/import-file.js';
 import { snapshot } from '../../capture/snapshot.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { resolveToken } from '../../remote/auth.js';
@@ -40,7 +41,7 @@ export function fetchProgress(fetcher: RemoteFetcher, label: string, enabled: bo
  * the store lacks streams in while the checkout writes the ones that have arrived.
  */
 
-export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal, showProgress: boolean, resolved?: RemoteFetcher, direct = false) {
+export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCliOptions & { method?: string }, signal: AbortSignal, showProgress: boolean, resolved?: RemoteFetcher, direct = false) {
   const fetcher = resolved ?? newFetcher(store, url, o, signal);
   let stopBar = () => {};
   return {
@@ -49,11 +50,21 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
       prepareTree: async (root: Digest) => {
         await fetcher.prepareTree(root);
         // --direct: each batch fetches its own blobs (fetchBytes); nothing is prefetched into the store.
-        if (!direct) fetcher.prefetch();
+        // A link or clone named up front needs every blob stored: prefetch now, while planning.
+        if (!direct && (o.method === 'hardlink' || o.method === 'clone')) fetcher.prefetch();
         stopBar = fetchProgress(fetcher, 'fetch', showProgress);
       },
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
       ...(direct ? { fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into) } : {}),
+      // A copy fetches the blobs the store lacks into memory and writes each into the store and the
+      // target from there; a link or clone goes through the store, prefetched.
+      fetchFor: (method: ImportMethod) => {
+        if (method !== 'copy') {
+          fetcher.prefetch();
+          return undefined;
+        }
+        return { fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true };
+      },
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {
