@@ -1,9 +1,10 @@
 /**
- * pack: a directory on disk, or a tree in the store, -> zip. The entry list comes first (a walk
- * with one readdir per directory; files are stat-ed by the worker that reads them, so each file
- * costs one fstat); file batches are compressed in worker threads (pack-op.ts) and written in
- * entry order as their results arrive. The archive is written to a temporary name beside OUT and
- * renamed when complete, so OUT is never a half-written zip.
+ * pack: a directory on disk, or a tree in the store, -> zip or tar. The entry list is made a
+ * batch ahead of the readers (a walk with one readdir per directory; files are stat-ed by the
+ * worker that reads them, so each file costs one fstat); file batches are read (for zip,
+ * compressed) in worker threads (pack-op.ts) and written in entry order as their results arrive.
+ * The archive is written to a temporary name beside OUT and renamed when complete, so OUT is never
+ * a half-written archive.
  */
 import * as fs from 'node:fs';
 import { crc32 as zcrc32 } from 'node:zlib';
@@ -71,7 +72,7 @@ type Item =
   | { kind: 'file'; name: string; batch: number; slot: number; mode?: number; mtime?: number };
 
 /**
- * What pack writes: the entries in order, their files grouped in batches. A directory is listed
+ * What pack writes: the entries in order, their files grouped in batches. The tree is listed
  * while the first batches are read: `more()` lists on until another batch is closed (or the walk
  * ends) and says whether the walk goes on.
  */
@@ -147,6 +148,23 @@ class Batcher {
   }
 }
 
+/** A Source whose `more()` takes entries by `step` while `listing()` holds, until another batch is closed. */
+function listedInSteps(items: Item[], batcher: Batcher, listing: () => boolean, step: () => void): Source {
+  const src: Source = {
+    items,
+    batches: batcher.batches,
+    files: 0,
+    more: () => {
+      const had = batcher.batches.length;
+      while (listing() && batcher.batches.length === had) step();
+      if (!listing()) batcher.close();
+      src.files = batcher.files;
+      return listing();
+    },
+  };
+  return src;
+}
+
 /**
  * Lists a directory tree: parents before children, names in byte order, one readdir per
  * directory, a batch at a time (see Source).
@@ -204,19 +222,7 @@ export function listDirectory(root: string, exclude: (abs: string) => boolean, w
     }
   };
   open(root, '', 0);
-  const src: Source = {
-    items,
-    batches: batcher.batches,
-    files: 0,
-    more: () => {
-      const had = batcher.batches.length;
-      while (stack.length > 0 && batcher.batches.length === had) step();
-      if (stack.length === 0) batcher.close();
-      src.files = batcher.files;
-      return stack.length > 0;
-    },
-  };
-  return src;
+  return listedInSteps(items, batcher, () => stack.length > 0, step);
 }
 
 function lstat(p: string): fs.Stats {
@@ -274,19 +280,7 @@ export function listStoreTree(store: LocalStore, root: Digest): Source {
     stack.pop();
   };
   open(root, '', 0);
-  const src: Source = {
-    items,
-    batches: batcher.batches,
-    files: 0,
-    more: () => {
-      const had = batcher.batches.length;
-      while (stack.length > 0 && batcher.batches.length === had) step();
-      if (stack.length === 0) batcher.close();
-      src.files = batcher.files;
-      return stack.length > 0;
-    },
-  };
-  return src;
+  return listedInSteps(items, batcher, () => stack.length > 0, step);
 }
 
 /**
