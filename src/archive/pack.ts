@@ -290,7 +290,7 @@ export function listStoreTree(store: LocalStore, root: Digest): Source {
  *
  * Perf: packing the Linux tree to .tar.zst on 2 cores, 1 reader against 2 used 7.5-8.0 s of CPU
  * against 8.0-10.2 s (zstd's threads included; 3 runs each, interleaved, load 6-7), and peak RSS
- * 192-195 MB against 212-222 MB.
+ * 188-190 MB against 207-216 MB.
  */
 export function readerThreads(format: ArchiveFormat, jobs: number, cores = availableParallelism()): number {
   if (format !== 'tar.gz' && format !== 'tar.zst') return jobs;
