@@ -72,7 +72,9 @@ async function batchRead(core: ServerCore, ctx: Ctx): Promise<void> {
  * Perf: a frame buffer per blob, gathered and concatenated into 256 KiB writes, with an fstat per
  * blob, cost the server 4.6 s of CPU for the Linux tree (profile: read 1.7 s, writev 1.2 s, open
  * 1.1 s, GC 1.0 s, the concatenation 0.36 s, buffer allocation 0.22 s, fstat 0.23 s); a run of
- * frames read in place takes one buffer, no copy and no Stats object.
+ * frames read in place takes one buffer, no copy and no Stats object. Serving a plain Linux-tree
+ * `checkout --remote` then took 2.71-2.84 s of server CPU against 3.21-4.00 s (3 interleaved
+ * pairs, load average 8-13).
  */
 function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sent: string[]): number {
   const header = (status: number): number => {
