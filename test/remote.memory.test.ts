@@ -1,43 +1,18 @@
 /**
  * Memory bounds of remote fetching, counted through the fetcher's own counters rather than timed or
  * measured as RSS: the scheduler keeps per-blob records only for blobs in flight or awaited (not
- * for every queued blob), and the store writer's gather buffers number at most the requests in
- * flight and all come back. Against a real treecast server on loopback.
+ * for every queued blob; its rule alone is in remote.window.test.ts), and the store writer's
+ * gather buffers number at most the requests in flight and all come back. Against a real treecast
+ * server on loopback.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { Digest } from '../src/core/digest.js';
-import { formatDigest } from '../src/core/digest.js';
+import { type Digest, formatDigest } from '../src/core/digest.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { RemoteFetcher, BATCH_BLOBS } from '../src/remote/fetch.js';
-import { FetchScheduler } from '../src/remote/window.js';
 import { describeTree, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
-
-const dig = (i: number, size = 10): Digest => ({ hash: i.toString(16).padStart(64, '0'), size });
-
-test('blobs queued in the background hold no record until dispatched', async () => {
-  const local = new Set<string>();
-  const s = new FetchScheduler({
-    concurrency: 4,
-    maxBatchBlobs: 3,
-    maxBatchBytes: 1000,
-    singleAbove: 500,
-    isLocal: (d) => local.has(d.hash),
-    fetchBatch: async (ds) => {
-      await new Promise((r) => setImmediate(r));
-      for (const d of ds) local.add(d.hash);
-    },
-  });
-  const all = Array.from({ length: 10_000 }, (_, i) => dig(i));
-  s.queue(all);
-  // A checkout's urgent wants meanwhile: awaited, so recorded, but only these.
-  await s.want(all.slice(9_000, 9_010), true);
-  await s.drain();
-  assert.equal(local.size, 10_000);
-  assert.ok(s.maxTracked <= 4 * 3 + 10, `at most the blobs in flight plus those awaited were recorded, not ${s.maxTracked}`);
-});
 
 describe('pull through a real server', () => {
   let dir: string;

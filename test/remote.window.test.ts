@@ -87,6 +87,17 @@ test('stop() lets requests in flight finish and fails the queued ones', async ()
   assert.equal(f.local.size, 2, 'the two in flight completed and were kept');
 });
 
+test('blobs queued in the background hold no record until dispatched', async () => {
+  const f = fake({ delay: 0 });
+  const all = Array.from({ length: 10_000 }, (_, i) => dig(i));
+  f.s.queue(all);
+  // A checkout's urgent wants meanwhile: awaited, so recorded, but only these.
+  await f.s.want(all.slice(9_000, 9_010), true);
+  await f.s.drain();
+  assert.equal(f.local.size, 10_000);
+  assert.ok(f.s.maxTracked <= 4 * 3 + 10, `at most the blobs in flight plus those awaited were recorded, not ${f.s.maxTracked}`);
+});
+
 test('runWindow bounds concurrency and reports the first error', async () => {
   let inFlight = 0;
   let max = 0;

@@ -115,28 +115,23 @@ function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sen
   return at + FRAME_HEADER_BYTES + d.size;
 }
 
-/** A frame of a blob above SMALL_READ: the header, then the file streamed. */
+/** A frame of a blob above SMALL_READ: the header, then the file streamed (or a "missing" frame). */
 async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: string[]): Promise<void> {
-  let fd: number;
+  let fd: number | undefined;
   try {
     fd = fs.openSync(core.store.blobPath(d.hash), 'r');
   } catch {
-    await out.add(encodeFrameHeader(d, FRAME_MISSING));
-    await out.flush();
-    return;
+    /* not held: a missing frame */
   }
   try {
-    if (fs.fstatSync(fd).size !== d.size) {
-      await out.add(encodeFrameHeader(d, FRAME_MISSING));
-      await out.flush();
-      return;
-    }
-    await out.add(encodeFrameHeader(d, FRAME_PRESENT));
+    const held = fd !== undefined && fs.fstatSync(fd).size === d.size;
+    await out.add(encodeFrameHeader(d, held ? FRAME_PRESENT : FRAME_MISSING));
     await out.flush();
-    await streamFile(fd, d.size, out.res);
+    if (!held) return;
+    await streamFile(fd!, d.size, out.res);
     sent.push(d.hash);
   } finally {
-    fs.closeSync(fd);
+    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 
