@@ -49,7 +49,7 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     const code = (e as NodeJS.ErrnoException).code ?? '';
     if (!CANNOT.has(code)) throw importError(e, store, d, dst);
     fellBack = code;
-    removeIfPartial(dst, method);
+    removeIfPartial(dst, method, e);
   }
   copyBlob(store, src, d, dst, mode, method !== 'copy');
   return { used: 'copy', fellBack };
@@ -81,7 +81,7 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
       fs.copyFileSync(src, dst, COPYFILE_EXCL);
       fs.chmodSync(dst, mode);
     } catch (e) {
-      removeIfPartial(dst, 'copy');
+      removeIfPartial(dst, 'copy', e);
       throw importError(e, store, d, dst);
     }
     return;
@@ -117,7 +117,7 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
       for (let off = 0; off < got; ) off += fs.writeSync(out, buf, off, got - off);
     } catch (e) {
       fs.closeSync(out);
-      removeIfPartial(dst, 'copy');
+      removeIfPartial(dst, 'copy', e);
       throw fsError(e, 'cannot write', dst);
     }
     fs.closeSync(out);
@@ -143,20 +143,42 @@ function sizeMismatch(d: Digest, dst: string, actual: number): DigestMismatchErr
   });
 }
 
-/** Writes verified bytes (from --verify or a fetch) to a new file. */
+/**
+ * Creates `dst` (exclusive: never through an existing name) holding verified bytes (from --verify
+ * or a fetch), with exactly `mode` (already masked by the umask, so open() gives it; no chmod).
+ * Perf: the chmod this once added took 0.33 and 0.19 s of the two workers' time in a profile of
+ * the Linux tree's direct checkout (6.1 s each).
+ */
 export function writeBytes(dst: string, bytes: Uint8Array, mode: number): void {
+  let fd: number;
   try {
-    fs.writeFileSync(dst, bytes, { flag: 'wx', mode });
-    fs.chmodSync(dst, mode);
+    fd = fs.openSync(dst, 'wx', mode);
   } catch (e) {
-    removeIfPartial(dst, 'copy');
+    // Not created here (EEXIST: the name is someone else's): nothing to remove.
+    throw fsError(e, 'cannot create', dst);
+  }
+  try {
+    for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off, bytes.length - off);
+    fs.closeSync(fd);
+  } catch (e) {
+    // This file was created here: a partial one is not left behind (disk full, say).
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* closed already, or failing as the write did */
+    }
+    fs.rmSync(dst, { force: true });
     throw fsError(e, 'cannot write', dst);
   }
 }
 
-function removeIfPartial(dst: string, method: ImportMethod): void {
-  // A hardlink either exists whole or not at all; a failed copy or clone may leave a partial file.
-  if (method === 'hardlink') return;
+/**
+ * After a failed clone or copy into `dst`, removes what it may have left. Never after EEXIST: the
+ * exclusive create failed because the name already belonged to something else, which is not ours
+ * to remove. A hardlink either exists whole or not at all.
+ */
+function removeIfPartial(dst: string, method: ImportMethod, e: unknown): void {
+  if (method === 'hardlink' || (e as NodeJS.ErrnoException).code === 'EEXIST') return;
   try {
     fs.unlinkSync(dst);
   } catch {
