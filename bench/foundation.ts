@@ -127,7 +127,7 @@ export async function run(ctx: BenchContext): Promise<string> {
     ...(xfs ? [target('checkout (clone, XFS) / cp -a --reflink=always', med(xfs, 'treecast checkout (auto: clone)') / med(xfs, 'cp -a --reflink=always'), 1.1)] : []),
     target('snapshot into an empty store / git add && git commit', med(snap, 'treecast snapshot (empty store)') / med(snap, 'git add -f . && git commit'), 0.5),
     target('snapshot of the unchanged tree / first snapshot', med(snap, 'treecast snapshot (unchanged, again)') / med(snap, 'treecast snapshot (empty store)'), 0.1),
-    target('checkout of a 1%-changed tree / full checkout', med(inc, [...inc.keys()][1]!) / med(inc, 'treecast checkout, full (copy)'), 0.1),
+    target('checkout of a 1%-changed tree / full checkout', med(inc, [...inc.keys()][1]!) / med(inc, 'treecast checkout, full (copy)'), 0.05),
   ];
   return [
     '## Snapshot and checkout (tmpfs, XFS)',
