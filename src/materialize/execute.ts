@@ -110,7 +110,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   const buffers = new SharedBuffers();
   // Storing fetched blobs: each is fetched by one batch; a later batch that needs it while that
   // batch is in flight waits for it to settle, then copies it from the store.
-  const through: WriteThrough | undefined = o.storeFetched && o.fetchable ? { fetchable: o.fetchable, storing: new Map(), settle: new Map() } : undefined;
+  const through: WriteThrough | undefined = o.storeFetched && o.fetchable ? { storing: new Map(), settle: new Map() } : undefined;
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
@@ -156,8 +156,6 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
 
 /** A plain remote checkout's copy: fetched blobs are stored too (CheckoutOptions.fetchFor). */
 interface WriteThrough {
-  /** Asked once per blob: true to fetch it here (it was absent from the store). */
-  fetchable(d: Digest): boolean;
   /** Blobs fetched by a batch in flight, with the promise that resolves when that batch settles. */
   storing: Map<string, Promise<void>>;
   /** Per batch in flight that fetched blobs: forgets them as storing and wakes its waiters. */

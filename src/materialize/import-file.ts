@@ -167,7 +167,7 @@ export function writeBytes(dst: string, bytes: Uint8Array, mode: number): void {
     } catch {
       /* closed already, or failing as the write did */
     }
-    fs.rmSync(dst, { force: true });
+    removeIfPartial(dst, 'copy', e);
     throw fsError(e, 'cannot write', dst);
   }
 }
