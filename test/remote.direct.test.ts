@@ -50,7 +50,7 @@ describe('checkout --remote --direct', () => {
   });
 
   for (const mode of ['batch', 'plain'] as const) {
-    test(`${mode}: the tree arrives exactly and no file blob but the large one is stored`, async () => {
+    test(`${mode}: the tree arrives exactly and no file blob is stored, not even the one too large for memory`, async () => {
       const url = mode === 'batch' ? server.url : `${plain.url}some/instance/`;
       const out = join(dir, `out-${mode}`);
       const store = join(dir, `store-${mode}`);
@@ -62,7 +62,8 @@ describe('checkout --remote --direct', () => {
       assert.equal((j.remote as { batch: boolean }).batch, mode === 'batch');
       const stored = new Set(LocalStore.open(store).listHashes());
       const storedFiles = [...files].filter(([h]) => stored.has(h));
-      assert.deepEqual(storedFiles.map(([, size]) => size), [DIRECT_MAX_BYTES + 4096], 'only the blob over the memory limit went through the store');
+      assert.deepEqual(storedFiles.map(([, size]) => size), [], 'no file blob went through the store');
+      assert.equal(fs.statSync(join(out, 'big.bin')).size, DIRECT_MAX_BYTES + 4096);
       assert.deepEqual(leftoverTmp(store), []);
     });
   }
@@ -81,6 +82,23 @@ describe('checkout --remote --direct', () => {
       for (const line of describeTree(out)) if (line.startsWith('F ')) assert.equal(line, want.get(line.split(' ')[1]), 'a written file is whole and right');
       const stored = new Set(LocalStore.open(store).listHashes());
       assert.deepEqual([...files.keys()].filter((h) => stored.has(h) && files.get(h)! <= DIRECT_MAX_BYTES), []);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a corrupted blob too large for memory is refused, and nothing is created at its name', async () => {
+    const big = [...files].find(([, size]) => size > DIRECT_MAX_BYTES)![0];
+    const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'GET' && path.endsWith(`/cas/${big}`) ? 'corrupt' : 'pass') });
+    const out = join(dir, 'out-corrupt-big');
+    try {
+      const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', join(dir, 'store-corrupt-big'), '--direct', '--retries', '1']);
+      assert.equal(r.code, 5, r.stderr);
+      assert.match(r.stderr, /ERR_TREECAST_DIGEST_MISMATCH/);
+      assert.match(r.stderr, new RegExp(`${big}/${DIRECT_MAX_BYTES + 4096} from ${proxy.url.replace(/[/.]/g, '\\$&')}`));
+      assert.ok(proxy.requests.some((q) => q.path.endsWith(`/cas/${big}`)), 'the large blob was asked for');
+      assert.equal(fs.existsSync(join(out, 'big.bin')), false, 'no file from bytes that failed their digest');
+      assert.deepEqual(fs.readdirSync(out).filter((n) => n.startsWith('.treecast-')), [], 'no temporary file left');
     } finally {
       await proxy.close();
     }

@@ -44,7 +44,7 @@ export interface ApplyBatch extends ApplySettings {
 
 /**
  * Blob bytes that came over the network, unverified. Shared memory, so posting a batch to a worker
- * copies nothing. `offsets[i]` is where write i's bytes start, or -1 when it is taken from the store.
+ * copies nothing. `offsets[i]` is where write i's bytes start, -1 when it is taken from the store, or WRITTEN.
  */
 export interface FetchedBytes {
   data: Uint8Array;
@@ -54,6 +54,9 @@ export interface FetchedBytes {
   /** Each blob also enters the store, after its digest matched (a plain `checkout --remote`). */
   store?: boolean;
 }
+
+/** FetchedBytes.offsets: the file was fetched straight into its place already (fetch-file.ts). */
+export const WRITTEN = -2;
 
 const KIND_FILE = 0;
 const KIND_EXEC = 1;
@@ -139,6 +142,11 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     }
     const digest = { hash: hashes.slice(i * 64, i * 64 + 64), size };
     const at = batch.fetched ? batch.fetched.offsets[i]! : -1;
+    if (at === WRITTEN) {
+      c.copied++;
+      c.bytes += size;
+      continue;
+    }
     if (at >= 0) {
       const bytes = verifiedBytes(batch.fetched!, at, digest, dst);
       if (stored && !stored.has(at)) {

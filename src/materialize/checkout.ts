@@ -56,6 +56,8 @@ export interface CheckoutOptions {
   ensureBlobs?: (digests: Digest[]) => Promise<void>;
   /** A direct remote checkout: fetches blobs into memory to be written without the store (execute.ts). */
   fetchBytes?: ExecuteOptions['fetchBytes'];
+  /** With fetchBytes: blobs too large for memory streamed into their files (execute.ts). */
+  fetchStream?: ExecuteOptions['fetchStream'];
   /**
    * A remote checkout, asked once the method is known (without fetchBytes): for a copy, hooks to
    * fetch blobs into memory and write each into the store and the target from there (execute.ts);
@@ -126,6 +128,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       onProgress: o.onProgress,
       ensureBlobs: o.ensureBlobs,
       fetchBytes: o.fetchBytes ?? through?.fetchBytes,
+      fetchStream: o.fetchBytes ? o.fetchStream : undefined,
       fetchable: through?.fetchable,
       storeFetched: through?.storeFetched,
     });

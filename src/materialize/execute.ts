@@ -9,9 +9,10 @@ import { fsError } from '../errors.js';
 import type { Digest } from '../core/digest.js';
 import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
 import type { LocalStore } from '../store/local.js';
-import { type ApplyBatch, type ApplyCounts, type ApplySettings, type FetchedBytes, addCounts, newCounts, packWrites } from './apply-op.js';
+import { type ApplyBatch, type ApplyCounts, type ApplySettings, type FetchedBytes, WRITTEN, addCounts, newCounts, packWrites } from './apply-op.js';
+import { type FetchStream, fetchFile } from './fetch-file.js';
 import type { ImportMethod } from './import-file.js';
-import type { Plan, Removal, Step, WriteOp } from './plan.js';
+import type { Plan, Removal, Step, WriteFile, WriteOp } from './plan.js';
 import { diskPath, displayPath } from '../fs/byte-names.js';
 
 export interface ExecuteOptions {
@@ -31,6 +32,12 @@ export interface ExecuteOptions {
    * them. Larger blobs still go through ensureBlobs and the store.
    */
   fetchBytes?: (digests: Digest[], into: Uint8Array) => Promise<{ source: string }>;
+  /**
+   * With fetchBytes and without storeFetched (`--direct`): blobs over DIRECT_MAX_BYTES streamed
+   * into their files, verified before they take their names (fetch-file.ts); without it they go
+   * through ensureBlobs and the store.
+   */
+  fetchStream?: FetchStream;
   /** With fetchBytes: the blobs to fetch (default: all); the others are copied from the store. */
   fetchable?: (d: Digest) => boolean;
   /** With fetchBytes: the workers also store each fetched blob, verified first, beside its file. */
@@ -134,6 +141,12 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             if (pauseFile && ++started >= 2) await (paused ??= pauseForTest(pauseFile, o.signal));
             const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
             if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
+            if (o.fetchStream && !through) {
+              const [direct] = await Promise.all([fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through), fetchLarge(batch, settings, o.fetchStream)]);
+              fetched.set(batch, direct);
+              markLarge(batch, direct);
+              return;
+            }
             const direct = await fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through);
             fetched.set(batch, direct);
             await o.ensureBlobs?.(blobs.filter((d) => d.size > DIRECT_MAX_BYTES));
@@ -213,6 +226,19 @@ async function fetchDirect(
   }
   await Promise.all(waits);
   return { data, offsets, source: '', store };
+}
+
+/** A direct checkout batch's files over DIRECT_MAX_BYTES, each fetched straight into its place. */
+async function fetchLarge(batch: WriteOp[], s: ApplySettings, fetch: FetchStream): Promise<void> {
+  const large = batch.filter((w): w is WriteFile => 'size' in w && w.size > DIRECT_MAX_BYTES);
+  await Promise.all(large.map((w) => fetchFile(`${s.root}/${w.rel}`, { hash: w.hash, size: w.size }, w.executable ? s.execMode : s.fileMode, fetch)));
+}
+
+/** Tells the worker which of the batch's files fetchLarge wrote. */
+function markLarge(batch: WriteOp[], f: FetchedBytes): void {
+  batch.forEach((w, i) => {
+    if ('size' in w && w.size > DIRECT_MAX_BYTES) f.offsets[i] = WRITTEN;
+  });
 }
 
 /** Shared memory for fetched batches (posting it to a worker copies nothing): fixed slabs, reused. */

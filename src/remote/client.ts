@@ -392,6 +392,32 @@ export class RemoteClient {
     for (const d of digests) this.countFetched(d);
   }
 
+  /**
+   * GET /cas/<hash>, its body handed to `sink` chunk by chunk, unverified: for a direct checkout's
+   * blobs too large to hold in memory, which the caller hashes as they pass and refuses unless the
+   * digest matches (materialize/fetch-file.ts). A retry calls `restart` before its first chunk, and
+   * more than `d.size` bytes are refused as they arrive.
+   */
+  async readStream(d: Digest, sink: (chunk: Buffer) => void, restart: () => void): Promise<void> {
+    await this.attempt('GET', d, async (n) => {
+      if (n > 1) restart();
+      const r = await this.getBlob(d);
+      let pos = 0;
+      try {
+        for await (const chunk of r.body) {
+          const c = chunk as Buffer;
+          pos += c.length;
+          if (pos > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
+          sink(c);
+        }
+      } catch (e) {
+        r.body.destroy();
+        throw this.bodyError(e, d);
+      }
+    });
+    this.countFetched(d);
+  }
+
   /** GET /cas/<hash> into `into` (exactly its size), unverified (see readInto). */
   private async readOneInto(d: Digest, into: Uint8Array): Promise<void> {
     await this.attempt('GET', d, async () => {

@@ -357,6 +357,24 @@ export class RemoteFetcher {
   }
 
   /**
+   * A direct checkout's blob too large for memory: its bytes streamed to `sink`, unverified (the
+   * caller hashes them as they pass), in one of the same slots as fetchBytes' requests.
+   * (CheckoutOptions.fetchStream.)
+   */
+  async fetchStream(d: Digest, sink: (chunk: Buffer) => void, restart: () => void): Promise<{ source: string }> {
+    await this.init();
+    await this.directSlot();
+    try {
+      if (this.stopReason !== undefined) throw this.stopReason;
+      await this.client.readStream(d, sink, restart);
+    } finally {
+      this.directRelease();
+    }
+    this.planned++;
+    return { source: this.client.server };
+  }
+
+  /**
    * A slot for one request of fetchBytes, first come first served, at most `concurrency` at once:
    * requests wait here rather than in the HTTP pool, so stop() can keep them from starting.
    */

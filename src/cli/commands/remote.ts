@@ -55,7 +55,12 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
         stopBar = fetchProgress(fetcher, 'fetch', showProgress);
       },
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
-      ...(direct ? { fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into) } : {}),
+      ...(direct
+        ? {
+            fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into),
+            fetchStream: (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => fetcher.fetchStream(d, sink, restart),
+          }
+        : {}),
       // A copy fetches the blobs the store lacks into memory and writes each into the store and the
       // target from there; a link or clone goes through the store, prefetched.
       fetchFor: (method: ImportMethod) => {
