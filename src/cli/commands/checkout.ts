@@ -43,7 +43,8 @@ and into DIR (two copies, never read back); hardlink or clone fetch into the sto
 clone from there. --direct, for one-off
 restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
 is the file created (never through an existing name). No file blob enters the store (Directory
-messages still do); files over 4 MiB still pass through it. DIR is recorded as usual, so status and
+messages still do); a file over 4 MiB streams into a temporary name beside it and takes its name
+once checked. DIR is recorded as usual, so status and
 an update work; an update or --force that needs a blob again fetches it with --remote, or fails
 naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
   );
