@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { snapshot } from '../src/capture/snapshot.js';
-import { STAT_INO, STAT_MTIME, applyStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
+import { STAT_INO, STAT_MTIME, fillRun, placeStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
@@ -133,14 +133,19 @@ test('an unreadable file is an error naming the path, and nothing is recorded', 
 
 test('files are statted from runs of names per directory, a batch starting and ending mid-directory', () => {
   const dir = tempDir();
-  writeTree(join(dir, 'src'), { 'a/1': '1', 'a/2': '22', 'a/3': '333', 'b/4': '4444', 'b/c/5': '55555', 'b/c/6': '666666', 'd/7': '7777777' });
-  const files = walk(join(dir, 'src')).files;
-  assert.equal(files.length, 7);
-  const batch = files.slice(1, 6);
-  const req = statRequest(batch);
-  assert.ok(req.dirs.length >= 3, `the batch spans ${req.dirs.length} directories`);
-  const packed = statPaths(req, false);
-  applyStats(batch, packed);
+  writeTree(join(dir, 'src'), { 'a/1': '1', 'a/2': '22', 'a/3': '333', 'b/4': '4444', 'b/8': '8', 'b/c/5': '55555', 'b/c/6': '666666', 'd/7': '7777777', 'd/9': '9' });
+  const { files, runs } = walk(join(dir, 'src'));
+  assert.equal(files.length, 9);
+  assert.equal(runs.length, 4);
+  // All names but the first and the last: a batch starting and ending mid-directory.
+  const cursor = { run: 0, pos: 1 };
+  const { req, pieces } = statRequest(runs, cursor, 7);
+  assert.equal(req.names.length, 7);
+  assert.equal(req.dirs.length, 4);
+  assert.deepEqual(cursor, { run: 3, pos: runs[3]!.names.length - 1 }, 'the batch ends mid-directory');
+  placeStats(pieces, statPaths(req, false));
+  const batch = pieces.flatMap((p) => p.run.files!.slice(p.start, p.end));
+  for (const p of pieces) fillRun(p.run);
   for (const f of batch) {
     const st = fs.lstatSync(f.abs);
     assert.deepEqual([f.stats[f.at + STAT_INO], f.size, f.stats[f.at + STAT_MTIME]], [st.ino, st.size, st.mtimeMs], f.abs);

@@ -14,7 +14,7 @@ import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js'
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache, listingKey } from './stat-cache.js';
-import { type ScannedDir, type ScannedFile, type SkippedEntry, STAT_INO, STAT_MTIME, applyStats, statRequest, walk } from './walk.js';
+import { type FileRun, type ScannedDir, type ScannedFile, type SkippedEntry, STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE, fillRun, materializeRun, placeStats, statRequest, walk } from './walk.js';
 
 export interface SnapshotOptions {
   store: LocalStore;
@@ -94,10 +94,25 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
       strict: opts.strict,
       onSkip: opts.onSkip,
       listings: (rel, dirStat) => cache.listing(rel, dirStat),
-      onFiles: (files) => stats.early(files),
+      onRuns: (runs) => stats.early(runs),
     });
-    await stats.finish(scan.files, poolFor(scan.files.length > STAT_INLINE_MAX_FILES));
-    for (const f of scan.files) {
+    await stats.finish(scan.runs, poolFor(stats.names > STAT_INLINE_MAX_FILES));
+    // A cached listing's run whose files all match their entries stays names only (see FileRun).
+    const files = scan.files;
+    let fileCount = files.length;
+    for (const run of scan.runs) {
+      if (run.files === undefined) {
+        if (cache.runUnchanged(run, run.dir.listing!.executable)) {
+          fileCount += run.names.length;
+          bytes += runBytes(run);
+          continue;
+        }
+        for (const f of materializeRun(run)) files.push(f);
+        fileCount += run.names.length;
+      }
+      fillRun(run);
+    }
+    for (const f of files) {
       bytes += f.size;
       // Empty files have entries too (one run of entries per directory), so every entry is looked up.
       if (cache.lookup(f)) f.cached = true;
@@ -112,18 +127,18 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     const { digest, reused } = storeTree(scan.root, store, cache, true);
     // Nothing hashed, every cached entry used, every message reused: the cache on disk is exactly right.
     if (toHash.length > 0 || cache.hits !== cache.size || (cache.keepsListings && reused !== scan.allDirs.length)) {
-      cache.save(scan.files, scan.allDirs, digest, startedMs, store.tmpPath('cache'));
+      cache.save(scan.allDirs, digest, startedMs, store.tmpPath('cache'));
     }
     if (opts.ref !== undefined) store.writeRef(opts.ref, digest);
     return {
       digest,
-      files: scan.files.length,
+      files: fileCount,
       directories: scan.directories,
       symlinks: scan.symlinks,
       bytes,
       hashedFiles: toHash.length,
       hashedBytes: hashBytes,
-      cachedFiles: scan.files.length - toHash.length,
+      cachedFiles: fileCount - toHash.length,
       readDirectories: scan.readDirectories,
       reusedDirectories: reused,
       skipped: scan.skipped,
@@ -135,14 +150,20 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
 }
 
 /**
- * Fills in each file's lstat, in batches on the pool (see walk.ts for why not on this thread).
+ * Fills in each file's lstat (FileRun.stats), in batches on the pool (see walk.ts for why not on
+ * this thread).
  *
  * Perf: with threads already started, batches go out while the walk is still listing, so the
  * lstat of 78,579 files (~0.3 s of CPU on the Linux tree) runs beside the walk (~0.2 s) instead
  * of after it.
  */
 class StatBatches {
+  /** The next name to send: run index and position in it. */
+  private readonly cursor = { run: 0, pos: 0 };
+  /** Names found (in the runs seen so far) and names sent. */
+  names = 0;
   private sent = 0;
+  private seenRuns = 0;
   private readonly pending: Promise<void>[] = [];
 
   constructor(
@@ -150,26 +171,38 @@ class StatBatches {
     private readonly follow: boolean,
   ) {}
 
+  private count(runs: readonly FileRun[]): void {
+    for (; this.seenRuns < runs.length; this.seenRuns++) this.names += runs[this.seenRuns]!.names.length;
+  }
+
   /** Sends every whole batch of the files found so far, when threads are running. */
-  early(files: readonly ScannedFile[]): void {
+  early(runs: readonly FileRun[]): void {
     if (this.earlyPool === undefined) return;
-    while (files.length - this.sent >= STAT_BATCH) this.send(files, this.sent + STAT_BATCH, this.earlyPool);
+    this.count(runs);
+    while (this.names - this.sent >= STAT_BATCH) this.send(runs, this.earlyPool);
   }
 
   /** Sends the rest and waits for every batch. */
-  async finish(files: readonly ScannedFile[], pool: WorkerPool): Promise<void> {
-    while (this.sent < files.length) this.send(files, Math.min(files.length, this.sent + STAT_BATCH), pool);
+  async finish(runs: readonly FileRun[], pool: WorkerPool): Promise<void> {
+    this.count(runs);
+    while (this.sent < this.names) this.send(runs, pool);
     await Promise.all(this.pending);
   }
 
-  private send(files: readonly ScannedFile[], end: number, pool: WorkerPool): void {
-    const batch = files.slice(this.sent, end);
-    this.sent = end;
-    const done = pool.run<Float64Array>('capture.stat', { files: statRequest(batch), follow: this.follow }).then((packed) => applyStats(batch, packed));
+  private send(runs: readonly FileRun[], pool: WorkerPool): void {
+    const { req, pieces } = statRequest(runs, this.cursor, STAT_BATCH);
+    this.sent += req.names.length;
+    const done = pool.run<Float64Array>('capture.stat', { files: req, follow: this.follow }).then((packed) => placeStats(pieces, packed));
     // Handled here so a walk that fails first leaves no unhandled rejection; finish() still sees it.
     done.catch(() => {});
     this.pending.push(done);
   }
+}
+
+function runBytes(run: FileRun): number {
+  let bytes = 0;
+  for (const s of run.stats) for (let k = s.start, o = s.at; k < s.end; k++, o += STAT_FIELDS) bytes += s.packed[o + STAT_SIZE]!;
+  return bytes;
 }
 
 function* batchesOf(files: ScannedFile[], follow: boolean): Generator<{ items: IngestItem[]; files: ScannedFile[] }> {
@@ -222,7 +255,8 @@ const byName = (a: { name: string }, b: { name: string }) => compareNames(a.name
 function unchanged(d: ScannedDir, cache: StatCache): boolean {
   const l = d.listing;
   if (l === undefined) return false;
-  for (let i = 0; i < d.files.length; i++) {
+  // A run left names only matched its entries, executable bits included (StatCache.runUnchanged).
+  for (let i = 0; d.run?.files !== undefined && i < d.files.length; i++) {
     const f = d.files[i]!;
     if (!(f.cached === true || f.size === 0) || f.executable !== (l.executable.charCodeAt(i) === 120 /* x */)) return false;
   }
@@ -246,11 +280,15 @@ function storeTree(root: ScannedDir, store: LocalStore, cache: StatCache, reuse:
       reusedDirs.push(d);
       return d.listing!.digest;
     }
-    const files: FileNode[] = d.files.map((f) => {
-      const digest = f.digest ?? (f.cached === true ? cache.entryDigest(f) : undefined);
-      if (!digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
-      return { name: f.name, digest, executable: f.executable };
-    });
+    const run = d.run;
+    const files: FileNode[] =
+      run !== undefined && run.files === undefined
+        ? run.names.map((name, k) => ({ name, digest: cache.entryDigest(run.first + k), executable: d.listing!.executable.charCodeAt(k) === 120 /* x */ }))
+        : d.files.map((f) => {
+            const digest = f.digest ?? (f.cached === true ? cache.entryDigest(f.cacheIndex) : undefined);
+            if (!digest) throw new CaptureError(`internal: ${f.abs} was not hashed`, { path: f.abs });
+            return { name: f.name, digest, executable: f.executable };
+          });
     const directories: DirectoryNode[] = d.dirs.map((s) => ({ name: s.name, digest: s.digest! }));
     const msg: Directory = { files: files.sort(byName), directories: directories.sort(byName), symlinks: d.symlinks.sort(byName) };
     const blob = directoryBlob(msg);

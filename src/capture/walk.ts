@@ -52,7 +52,10 @@ export interface ScannedFile {
 export interface ScannedDir {
   name: string;
   rel: string;
+  /** Its regular files as objects; empty while (or when) they are a run of cache entries (`run`). */
   files: ScannedFile[];
+  /** Its regular files as the stat pass sees them; absent when it has none. */
+  run?: FileRun;
   symlinks: SymlinkNode[];
   dirs: ScannedDir[];
   /** The directory's own stat, taken before it was listed; absent when its listing must not be kept. */
@@ -78,13 +81,37 @@ export interface WalkOptions {
    * Never given with followSymlinks (what a link points to can change while its directory does not).
    */
   listings?: (rel: string, st: DirStat) => CachedListing | undefined;
-  /** Called before each directory with every file found so far, so work on them can start early. */
-  onFiles?: (files: readonly ScannedFile[]) => void;
+  /** Called before each directory with every run of files found so far, so work on them can start early. */
+  onRuns?: (runs: readonly FileRun[]) => void;
+}
+
+/**
+ * A directory's regular files, by name, for the stat pass. A listed directory's files are objects
+ * from the start (`files`); a cached listing's are names only, the stat cache's entries `first` on,
+ * and become objects (materializeRun) only when one of them differs from its entry.
+ *
+ * Perf: an unchanged snapshot of the Linux tree made an object (with its abs and rel strings) for
+ * each of its 78,579 files, and filled, looked up and checked each on the main thread; with its GC
+ * that was most of the main thread's work. A run compares the packed stats with the cache's entries
+ * in place and makes nothing per file.
+ */
+export interface FileRun {
+  dir: ScannedDir;
+  dirAbs: string;
+  names: readonly string[];
+  files: ScannedFile[] | undefined;
+  /** The stat cache entry of names[0] (the rest follow in order); -1 when they are not a run. */
+  first: number;
+  /** Where the lstats of names[start, end) are: `packed` from index `at`, STAT_FIELDS each. */
+  stats: { packed: Float64Array; at: number; start: number; end: number }[];
 }
 
 export interface WalkResult {
   root: ScannedDir;
+  /** The files made objects by the walk (those of listed directories), in walk order. */
   files: ScannedFile[];
+  /** Every directory's files, as runs in walk order (a listed directory's run holds its `files`). */
+  runs: FileRun[];
   /** Every directory, the root first, parents before children. */
   allDirs: ScannedDir[];
   directories: number;
@@ -112,6 +139,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
   const follow = opts.followSymlinks === true;
   const root: ScannedDir = { name: '', rel: '', files: [], symlinks: [], dirs: [] };
   const files: ScannedFile[] = [];
+  const runs: FileRun[] = [];
   const skipped: SkippedEntry[] = [];
   const allDirs: ScannedDir[] = [root];
   const listings = follow ? undefined : opts.listings;
@@ -123,7 +151,7 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
   // Stack of [dir, abs path, depth, ancestor identities for --follow-symlinks loop detection].
   const stack: [ScannedDir, string, number, string[]][] = [[root, rootAbs, 0, [`${rootStat.dev}:${rootStat.ino}`]]];
   while (stack.length > 0) {
-    opts.onFiles?.(files);
+    opts.onRuns?.(runs);
     const [dir, abs, depth, ancestors] = stack.pop()!;
     if (depth > MAX_DEPTH) throw new CaptureError(`${abs} nests deeper than ${MAX_DEPTH} levels`, { path: abs });
     if (listings !== undefined) {
@@ -136,12 +164,9 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
       if (hit !== undefined) {
         dir.listing = hit;
         const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
-        for (let k = 0; k < hit.files.length; k++) {
-          const name = hit.files[k]!;
-          const cacheIndex = hit.firstFile < 0 ? -1 : hit.firstFile + k;
-          const f: ScannedFile = { name, abs: `${abs}/${name}`, dirAbs: abs, rel: prefix + name, executable: false, size: -1, stats: NO_STATS, at: 0, digest: undefined, cached: false, cacheIndex };
-          dir.files.push(f);
-          files.push(f);
+        if (hit.files.length > 0) {
+          dir.run = { dir, dirAbs: abs, names: hit.files, files: undefined, first: hit.firstFile, stats: [] };
+          runs.push(dir.run);
         }
         for (const l of hit.symlinks) dir.symlinks.push(l);
         symlinks += hit.symlinks.length;
@@ -235,8 +260,49 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
         symlinks++;
       }
     }
+    if (dir.files.length > 0) {
+      dir.run = { dir, dirAbs: abs, names: dir.files.map((f) => f.name), files: dir.files, first: -1, stats: [] };
+      runs.push(dir.run);
+    }
   }
-  return { root, files, allDirs, directories, symlinks, skipped, readDirectories };
+  return { root, files, runs, allDirs, directories, symlinks, skipped, readDirectories };
+}
+
+/**
+ * Makes the files of a cached listing's run objects (one of them differs from its cache entry, or
+ * they are not a run of entries), each knowing its entry; their stats are then filled by fillRun.
+ */
+export function materializeRun(run: FileRun): ScannedFile[] {
+  const dir = run.dir;
+  const prefix = dir.rel === '' ? '' : `${dir.rel}/`;
+  const files = run.names.map((name, k): ScannedFile => ({
+    name,
+    abs: `${run.dirAbs}/${name}`,
+    dirAbs: run.dirAbs,
+    rel: prefix + name,
+    executable: false,
+    size: -1,
+    stats: NO_STATS,
+    at: 0,
+    digest: undefined,
+    cached: false,
+    cacheIndex: run.first < 0 ? -1 : run.first + k,
+  }));
+  run.files = files;
+  dir.files = files;
+  return files;
+}
+
+/** Fills each of the run's file objects with its lstat; a file gone or no longer regular is a CaptureError. */
+export function fillRun(run: FileRun): void {
+  const files = run.files!;
+  for (const s of run.stats) {
+    for (let k = s.start, o = s.at; k < s.end; k++, o += STAT_FIELDS) {
+      const f = files[k]!;
+      if (Number.isNaN(s.packed[o]!)) throw new CaptureError(`${f.abs} disappeared or changed type while the snapshot ran`, { path: f.abs });
+      fillStat(f, s.packed, o);
+    }
+  }
 }
 
 function fillStat(f: ScannedFile, packed: Float64Array, at: number): void {
@@ -272,20 +338,36 @@ export interface StatRequest {
   names: string[];
 }
 
-export function statRequest(files: readonly ScannedFile[]): StatRequest {
-  const req: StatRequest = { dirs: [], counts: [], names: new Array(files.length) };
-  let last: string | undefined;
-  for (let i = 0; i < files.length; i++) {
-    const f = files[i]!;
-    if (f.dirAbs !== last) {
-      last = f.dirAbs;
-      req.dirs.push(last);
-      req.counts.push(0);
-    }
-    req.counts[req.counts.length - 1]!++;
-    req.names[i] = f.name;
+/**
+ * Takes the next names of `runs` (from run `cursor.run`, name `cursor.pos` on) up to `limit` names,
+ * advancing the cursor; returns the request and where each piece's stats will land.
+ */
+export function statRequest(runs: readonly FileRun[], cursor: { run: number; pos: number }, limit: number): { req: StatRequest; pieces: { run: FileRun; start: number; end: number }[] } {
+  const req: StatRequest = { dirs: [], counts: [], names: [] };
+  const pieces: { run: FileRun; start: number; end: number }[] = [];
+  while (req.names.length < limit && cursor.run < runs.length) {
+    const run = runs[cursor.run]!;
+    const start = cursor.pos;
+    const end = Math.min(run.names.length, start + limit - req.names.length);
+    req.dirs.push(run.dirAbs);
+    req.counts.push(end - start);
+    for (let k = start; k < end; k++) req.names.push(run.names[k]!);
+    pieces.push({ run, start, end });
+    if (end === run.names.length) {
+      cursor.run++;
+      cursor.pos = 0;
+    } else cursor.pos = end;
   }
-  return req;
+  return { req, pieces };
+}
+
+/** Records where each piece's stats are in `packed`, the result of the request the pieces made. */
+export function placeStats(pieces: readonly { run: FileRun; start: number; end: number }[], packed: Float64Array): void {
+  let at = 0;
+  for (const p of pieces) {
+    p.run.stats.push({ packed, at, start: p.start, end: p.end });
+    at += (p.end - p.start) * STAT_FIELDS;
+  }
 }
 
 /**
@@ -316,16 +398,6 @@ export function statPaths(req: StatRequest, follow: boolean): Float64Array {
     }
   }
   return out;
-}
-
-/** Copies packed stats into the files; a file gone or no longer regular is a CaptureError. */
-export function applyStats(files: readonly ScannedFile[], packed: Float64Array): void {
-  for (let i = 0; i < files.length; i++) {
-    const o = i * STAT_FIELDS;
-    const f = files[i]!;
-    if (Number.isNaN(packed[o]!)) throw new CaptureError(`${f.abs} disappeared or changed type while the snapshot ran`, { path: f.abs });
-    fillStat(f, packed, o);
-  }
 }
 
 function specialKind(st: fs.Stats): SkippedEntry['kind'] {
