@@ -242,3 +242,24 @@ test('a cached listing finds its files by entry, a listed directory by path; an 
   assert.equal(fifth.hashedFiles, 2);
   assert.equal(formatDigest(fifth.digest), await uncached(dir, src));
 });
+
+test('files left as a run of cache entries keep their paths when the cache is rewritten for another change', async () => {
+  const dir = tempDir();
+  const src = join(dir, 'src');
+  writeTree(src, { 'a/1': 'one', 'b/c/2': 'two', 'b/c/3': 'three' });
+  await settle();
+  const store = LocalStore.open(join(dir, 's'));
+  await snapshot(src, { store });
+  // b/c is unchanged, so its files stay a run of entries while the cache is rewritten for a/1.
+  fs.writeFileSync(join(src, 'a', '1'), 'ONE');
+  await settle();
+  const second = await snapshot(src, { store });
+  assert.equal(second.hashedFiles, 1);
+  // b/c is listed again: its old files are found by their paths, only the new one is hashed.
+  fs.writeFileSync(join(src, 'b', 'c', 'new'), 'new');
+  await settle();
+  const third = await snapshot(src, { store });
+  assert.equal(third.readDirectories, 1);
+  assert.equal(third.hashedFiles, 1);
+  assert.equal(formatDigest(third.digest), await uncached(dir, src));
+});

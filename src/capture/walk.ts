@@ -93,7 +93,8 @@ export interface WalkOptions {
  * Perf: an unchanged snapshot of the Linux tree made an object (with its abs and rel strings) for
  * each of its 78,579 files, and filled, looked up and checked each on the main thread; with its GC
  * that was most of the main thread's work. A run compares the packed stats with the cache's entries
- * in place and makes nothing per file.
+ * in place and makes nothing per file: wall 0.530 s against 0.670 s, user+sys CPU 0.83 s against
+ * 1.13 s, peak RSS 126 MB against 156 (medians of 10 interleaved runs, load 5-7 on 2 cores).
  */
 export interface FileRun {
   dir: ScannedDir;
