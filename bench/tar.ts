@@ -1,6 +1,6 @@
 /**
  * tar benchmarks (section `tar`): unpack of .tar, .tar.gz and .tar.zst archives made by GNU tar and
- * zstd, and pack to .tar.zst, on the Linux tree copied to tmpfs; then a real pnpm node_modules
+ * zstd, and pack to .tar.zst and .tar.gz, on the Linux tree copied to tmpfs; then a real pnpm node_modules
  * (bench/get-node-modules.sh) packed by `tar --zstd` and unpacked. treecast against GNU tar,
  * bsdtar and node-tar, in the same run. Returns a markdown section.
  */
@@ -95,6 +95,28 @@ export async function run(ctx: BenchContext): Promise<string> {
   targets.push(target('pack .tar.zst: treecast / tar | zstd -T0 -3', med(pack, 'treecast pack .tar.zst') / med(pack, 'tar -cf - . \\| zstd -T0 -3'), 1.2));
   targets.push(target('pack .tar.zst: archive size / tar | zstd -T0 -3', ours / theirs, 1.03));
   targets.push(target('pack .tar.zst: treecast peak RSS MB', rss(pack, 'treecast pack .tar.zst'), 300));
+
+  ctx.log('tar: pack .tar.gz');
+  const og = join(w, 'o.tar.gz');
+  const clearOg = `rm -f ${q(og)}`;
+  const packGz = timeCases(
+    [
+      { label: 'treecast pack .tar.gz', cmd: `${tcs} pack ${q(src)} ${q(og)}`, setup: clearOg },
+      { label: 'tar -czf', cmd: `cd ${q(src)} && tar -czf ${q(og)} .`, setup: clearOg },
+      { label: 'bsdtar -czf', cmd: `cd ${q(src)} && bsdtar -czf ${q(og)} .`, setup: clearOg },
+      { label: 'node-tar c \\| gzip -6', cmd: `${nodeTar} c ${q(src)} - | gzip -6 -n > ${q(og)}`, setup: clearOg },
+    ],
+    runs,
+    ctx.log,
+  );
+  sh(`${clearOg} && ${tcs} pack ${q(src)} ${q(og)}`);
+  const oursGz = statSync(og).size;
+  const theirsGz = statSync(gz).size;
+  parts.push('### pack .tar.gz', '', table(packGz, 'tar -czf'), '');
+  parts.push(`Archive sizes: treecast ${oursGz} bytes, tar -czf ${theirsGz} bytes (ratio ${(oursGz / theirsGz).toFixed(4)}).`, '');
+  targets.push(target('pack .tar.gz: treecast / tar -czf', med(packGz, 'treecast pack .tar.gz') / med(packGz, 'tar -czf'), 1.0));
+  targets.push(target('pack .tar.gz: archive size / tar -czf', oursGz / theirsGz, 1.03));
+  targets.push(target('pack .tar.gz: treecast peak RSS MB', rss(packGz, 'treecast pack .tar.gz'), 300));
   sh(`rm -rf ${q(w)}`);
 
   // ---------------------------------------------------------------- node_modules

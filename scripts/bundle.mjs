@@ -1,6 +1,7 @@
 /**
  * Bundles the CLI into dist/cli/, the files bin/treecast loads: main.js (the CLI, every command),
- * the worker-thread entries next to it (worker.js, store-writer-worker.js: `new Worker(new URL(
+ * the worker-thread entries next to it (worker.js, store-writer-worker.js; gzip-process.js, the process
+ * pack runs to compress .tar.gz: `new Worker(new URL(
  * './worker.js', import.meta.url))` finds them beside whichever file runs it), and version.js plus
  * output.js for the `--version` fast path. The library (dist/src, from tsc) is not touched.
  *
@@ -27,6 +28,7 @@ await build({
     output: 'src/cli/output.ts',
     worker: 'src/fs/worker.ts',
     'store-writer-worker': 'src/remote/store-writer-worker.ts',
+    'gzip-process': 'src/archive/gzip-process.ts',
   },
   outdir,
   bundle: true,

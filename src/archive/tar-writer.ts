@@ -1,13 +1,15 @@
 /**
  * Writes a tar stream sequentially (ustar headers, pax records only where ustar cannot hold a
  * name, link, size or time; tar-format.ts), plain or through a compressor: the `zstd` program
- * (`-T0`: every core) or the `gzip` program (`-n`: no name or time in the header, so the output
- * depends on the input alone). The compressor runs in its own process and writes the file (or
- * stdout) itself; this process writes the tar stream into its stdin with blocking writes, so a
+ * (`-T0`: every core) or treecast's own parallel gzip (gzip-process.ts: every core, no name or time
+ * in the header, so the output depends on the input alone). The compressor runs in its own process
+ * and writes the file (or stdout) itself; this process writes the tar stream into its stdin with blocking writes, so a
  * slower compressor holds the writer back instead of filling memory.
  */
 import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { ArchiveError, CaptureError, FileSystemError, fsError } from '../errors.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader, type HeaderFields } from './tar-format.js';
 import { openFile } from '../fs/open-file.js';
@@ -31,7 +33,7 @@ const RECORD = 20 * BLOCK;
 const waitCell = new Int32Array(new SharedArrayBuffer(4));
 
 /** Writes all of `buf` to a blocking (or, retried, non-blocking) descriptor. */
-function writeAll(fd: number, buf: Uint8Array, label: string): void {
+export function writeAll(fd: number, buf: Uint8Array, label: string): void {
   let off = 0;
   while (off < buf.length) {
     try {
@@ -53,6 +55,8 @@ export class TarOutput {
   private stderr = '';
   private exited: Promise<number | null> | undefined;
   private spawnError: unknown;
+  /** The compressor's name in messages. */
+  private prog = '';
 
   /** `dest` is the descriptor of the file (or 1 for stdout) the archive ends up in. */
   constructor(dest: number, private readonly label: string, compression: TarCompression, level: number) {
@@ -60,8 +64,8 @@ export class TarOutput {
       this.fd = dest;
       return;
     }
-    const [prog, args] = compression === 'zstd' ? ['zstd', ['-q', '-c', '-T0', `-${level}`]] : ['gzip', ['-c', '-n', `-${level}`]];
-    const child = spawn(prog, args, { stdio: ['pipe', dest, 'pipe'] });
+    const prog = (this.prog = compression);
+    const child = compression === 'zstd' ? spawn('zstd', ['-q', '-c', '-T0', `-${level}`], { stdio: ['pipe', dest, 'pipe'] }) : spawnGzip(dest, level);
     this.child = child;
     child.on('error', (e) => (this.spawnError = e));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-2000)));
@@ -106,9 +110,10 @@ export class TarOutput {
   }
 
   private toolError(): FileSystemError {
-    const prog = this.child?.spawnfile ?? 'compressor';
+    const prog = this.prog;
     const code = (this.spawnError as NodeJS.ErrnoException).code;
-    return new FileSystemError(`cannot run ${prog}: ${code ?? this.spawnError}`, { path: prog, syscallCode: code, hint: `install the ${prog} program (Debian: apt-get install ${prog})` });
+    const hint = prog === 'zstd' ? 'install the zstd program (Debian: apt-get install zstd)' : undefined;
+    return new FileSystemError(`cannot run the ${prog} compressor: ${code ?? this.spawnError}`, { path: prog, syscallCode: code, hint });
   }
 
   /** Ends the stream and waits for the compressor to finish writing. */
@@ -117,13 +122,26 @@ export class TarOutput {
     this.child.stdin!.destroy();
     const code = await this.exited!;
     if (this.spawnError) throw this.toolError();
-    if (code !== 0) throw new ArchiveError(`${this.child.spawnfile} failed writing ${this.label}: ${this.stderr.trim() || `exit code ${code}`}`, { path: this.label });
+    if (code !== 0) throw new ArchiveError(`${this.prog} failed writing ${this.label}: ${this.stderr.trim() || `exit code ${code}`}`, { path: this.label });
   }
 
   /** Stops the compressor without waiting (after a failure). */
   abort(): void {
     if (this.child && this.child.exitCode === null) this.child.kill();
   }
+}
+
+/**
+ * Starts the parallel gzip (gzip-process.ts, beside this file in the library and in the CLI
+ * bundle) writing to `dest`, with one thread-pool thread per core.
+ */
+function spawnGzip(dest: number, level: number): ChildProcess {
+  const threads = Math.min(availableParallelism(), 64);
+  const script = fileURLToPath(new URL('./gzip-process.js', import.meta.url));
+  return spawn(process.execPath, [script, String(level), String(threads * 2)], {
+    stdio: ['pipe', dest, 'pipe'],
+    env: { ...process.env, UV_THREADPOOL_SIZE: String(threads) },
+  });
 }
 
 /** Opens a file of the packed tree for reading: never through a symlink, still a regular file of `size` bytes. */
