@@ -25,6 +25,25 @@ export function compressionOf(head: Buffer): Compression | undefined {
   return undefined;
 }
 
+/**
+ * Where a source that can read in place puts the stream: the consumer's own buffers (the batch
+ * buffers the workers read from), so no byte is copied on this thread between the read and the
+ * worker's write.
+ */
+export interface DirectSink {
+  /**
+   * Where the next read lands: a view of the consumer's buffer, non-empty. It stays valid, and
+   * later reads continue it, until `got` has been told of all of its bytes.
+   */
+  target(): Uint8Array;
+  /**
+   * `n` bytes landed at the start of what `target` gave (after those of earlier calls). Returns
+   * 'stop' to end reading (the archive ended), a promise to pause reading until it settles. May
+   * throw (a refused archive): reading stops and `readInto` rejects with it.
+   */
+  got(n: number): Promise<void> | 'stop' | undefined;
+}
+
 export interface TarInput {
   compression: Compression;
   /**
@@ -32,6 +51,12 @@ export interface TarInput {
    * only until the next one is asked for (whoever keeps bytes longer copies them).
    */
   chunks: AsyncIterable<Buffer>;
+  /**
+   * Reads the decompressed stream straight into `sink`'s buffers instead (where the source can:
+   * a plain file, zstd's output); resolves at the end of the stream or on 'stop', rejects on a
+   * read or decompression error. Use either this or `chunks`, once.
+   */
+  readInto?: (sink: DirectSink) => Promise<void>;
   /** Size of the archive file (undefined for stdin). */
   fileSize: number | undefined;
   /** Compressed bytes read so far (for --max-ratio). */
@@ -43,7 +68,7 @@ export interface TarInput {
 // 1 MiB reads: fewer, larger chunks through the parser (not measured against other sizes).
 const READ_CHUNK = 1 << 20;
 
-function readAt(source: { fd: number; path: string }, buf: Buffer, pos: number): Promise<number> {
+function readAt(source: { fd: number; path: string }, buf: Uint8Array, pos: number): Promise<number> {
   const p = new Promise<number>((res, rej) => fs.read(source.fd, buf, 0, buf.length, pos, (e, got) => (e ? rej(fsError(e, 'cannot read archive', source.path)) : res(got))));
   p.catch(() => {}); // awaited later; a read left behind by an early stop must not be an unhandled rejection
   return p;
@@ -84,6 +109,44 @@ async function* rawChunks(source: { fd: number; path: string }, counter: { n: nu
 }
 
 /**
+ * A file read into the sink's buffers in 1 MiB reads, each next read under way (into the rest of
+ * the same target) while the sink parses the bytes of the one before.
+ */
+async function readFileInto(source: { fd: number; path: string }, counter: { n: number }, sink: DirectSink): Promise<void> {
+  let target = sink.target();
+  let off = 0;
+  let pos = 0;
+  const readNext = () => readAt(source, target.subarray(off, Math.min(off + READ_CHUNK, target.length)), pos);
+  let next = readNext();
+  for (;;) {
+    const n = await next;
+    if (n === 0) return;
+    pos += n;
+    off += n;
+    counter.n += n;
+    const ahead = off < target.length ? readNext() : undefined;
+    let r;
+    try {
+      r = sink.got(n);
+      if (r && r !== 'stop') await r;
+    } catch (e) {
+      await ahead?.catch(() => {}); // nothing may land in the sink's buffer once this returned
+      throw e;
+    }
+    if (r === 'stop') {
+      await ahead?.catch(() => {});
+      return;
+    }
+    if (ahead) next = ahead;
+    else {
+      target = sink.target();
+      off = 0;
+      next = readNext();
+    }
+  }
+}
+
+/**
  * Opens `path` ('-' for stdin) as a tar byte source. `head` is what was already read from the start
  * of stdin (the magic sniffed by the caller), or undefined for a file (read from offset 0).
  */
@@ -104,14 +167,14 @@ export function openTarInput(source: { fd: number; path: string }, head: Buffer 
     yield* rawChunks(source, counter, reuse);
   };
 
-  let chunks: AsyncIterable<Buffer>;
-  if (compression === 'none') chunks = raw(true);
-  else if (compression === 'gzip') chunks = gunzip(raw(false), source.path, closers);
-  else chunks = unzstd(source, head, raw, source.path, closers, counter);
+  let stream: Pick<TarInput, 'chunks' | 'readInto'>;
+  if (compression === 'none') stream = { chunks: raw(true), readInto: source.fd === 0 ? undefined : (sink) => readFileInto(source, counter, sink) };
+  else if (compression === 'gzip') stream = { chunks: gunzip(raw(false), source.path, closers) };
+  else stream = unzstd(source, head, raw, source.path, closers, counter);
   return {
     compression,
     fileSize: head ? undefined : fs.fstatSync(source.fd).size,
-    chunks,
+    ...stream,
     bytesIn: () => counter.n,
     close: () => {
       if (closed) return;
@@ -195,20 +258,11 @@ function reusedPipeChunks(fd: number, closers: (() => void)[]): AsyncIterable<Bu
     wake = undefined;
     w?.();
   };
-  // (`onread` is documented for sockets; @types/node lists it only for connect())
-  const socket = new net.Socket({
-    fd,
-    readable: true,
-    writable: false,
-    onread: {
-      buffer: buf,
-      callback: (n: number) => {
-        ready = n;
-        woken();
-        return false; // pause until the parser is done with this chunk
-      },
-    },
-  } as net.SocketConstructorOpts);
+  const socket = pipeSocket(fd, () => buf, (n) => {
+    ready = n;
+    woken();
+    return false; // pause until the parser is done with this chunk
+  });
   socket.on('end', () => ((ended = true), woken()));
   socket.on('close', () => ((ended = true), woken()));
   socket.on('error', (e) => ((error = e), woken()));
@@ -229,11 +283,62 @@ function reusedPipeChunks(fd: number, closers: (() => void)[]): AsyncIterable<Bu
   })();
 }
 
-function unzstd(source: { fd: number; path: string }, head: Buffer | undefined, raw: (reuse: boolean) => AsyncIterable<Buffer>, path: string, closers: (() => void)[], counter: { n: number }): AsyncIterable<Buffer> {
+/**
+ * A pipe read straight into the sink's buffers: `onread` asks for the next buffer right after each
+ * read's callback, and the callback has by then handed the bytes to the sink (which parsed them and
+ * knows where the next ones go).
+ */
+function readPipeInto(fd: number, closers: (() => void)[], sink: DirectSink): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const finish = (e?: unknown) => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      if (e === undefined) resolve();
+      else reject(e);
+    };
+    let last: Uint8Array | undefined;
+    const socket = pipeSocket(
+      fd,
+      // (after 'stop' or a failure the socket reads no more, but node still asks once)
+      () => (settled ? last! : (last = sink.target())),
+      (n) => {
+        let r;
+        try {
+          r = sink.got(n);
+        } catch (e) {
+          finish(e);
+          return false;
+        }
+        if (r === 'stop') finish();
+        else if (r) {
+          r.then(
+            () => settled || socket.resume(),
+            (e: unknown) => finish(e),
+          );
+        }
+        return r === undefined;
+      },
+    );
+    socket.on('end', () => finish());
+    socket.on('close', () => finish());
+    socket.on('error', (e) => finish(e));
+    closers.push(() => finish());
+  });
+}
+
+/** A socket reading the pipe `fd` into the buffers `buffer` gives, one read per `callback` (false pauses). */
+function pipeSocket(fd: number, buffer: () => Uint8Array, callback: (n: number) => boolean): net.Socket {
+  // (`onread` is documented for sockets; @types/node lists it only for connect())
+  return new net.Socket({ fd, readable: true, writable: false, onread: { buffer, callback } } as net.SocketConstructorOpts);
+}
+
+function unzstd(source: { fd: number; path: string }, head: Buffer | undefined, raw: (reuse: boolean) => AsyncIterable<Buffer>, path: string, closers: (() => void)[], counter: { n: number }): Pick<TarInput, 'chunks' | 'readInto'> {
   // A file is handed to zstd as its stdin directly (no copy through this process); stdin is fed.
   const fromFile = head === undefined;
-  // Perf: zstd writes into a FIFO read into one reused buffer, not a child_process pipe, whose
-  // stream allocates a fresh buffer per 64 KiB read: reading the node_modules corpus's
+  // Perf: zstd writes into a FIFO read by this process into buffers it chooses, not a child_process
+  // pipe, whose stream allocates a fresh buffer per 64 KiB read: reading the node_modules corpus's
   // decompressed stream alone took 190-230 ms of CPU that way against 85-100 ms (the garbage
   // collections the fresh buffers caused later come on top).
   const fifo = outputFifo();
@@ -253,20 +358,50 @@ function unzstd(source: { fd: number; path: string }, head: Buffer | undefined, 
   closers.push(() => {
     if (child.exitCode === null) child.kill();
   });
-  const output: AsyncIterable<Buffer> = fifo ? reusedPipeChunks(fifo.read, closers) : (child.stdout! as AsyncIterable<Buffer>);
-  return (async function* () {
-    try {
-      for await (const c of output) yield c;
-    } catch (e) {
-      if (!spawnError) throw new ArchiveError(`${path}: cannot read zstd output (${(e as Error).message})`, { path });
-    }
+  /** After the output ended: zstd's verdict on its input. */
+  const checkExit = async () => {
     const code = await exited;
     if (spawnError) {
       const code = (spawnError as NodeJS.ErrnoException).code;
       throw new FileSystemError(`cannot run zstd: ${code ?? spawnError}`, { path: 'zstd', syscallCode: code, cause: spawnError, hint: 'install the zstd program (Debian: apt-get install zstd)' });
     }
     if (code !== 0) throw new ArchiveError(`${path}: zstd data is corrupt (${stderr.trim().replace(/\s+/g, ' ') || `zstd exited with ${code}`})`, { path });
+  };
+  const chunks = (async function* () {
+    try {
+      for await (const c of fifo ? reusedPipeChunks(fifo.read, closers) : (child.stdout! as AsyncIterable<Buffer>)) yield c;
+    } catch (e) {
+      if (!spawnError) throw new ArchiveError(`${path}: cannot read zstd output (${(e as Error).message})`, { path });
+    }
+    await checkExit();
   })();
+  if (!fifo) return { chunks };
+  const readInto = async (sink: DirectSink) => {
+    let stopped = false;
+    let refused: { e: unknown } | undefined;
+    const watched: DirectSink = {
+      target: () => sink.target(),
+      got: (n) => {
+        try {
+          const r = sink.got(n);
+          if (r === 'stop') stopped = true;
+          return r;
+        } catch (e) {
+          refused = { e };
+          throw e;
+        }
+      },
+    };
+    try {
+      await readPipeInto(fifo.read, closers, watched);
+    } catch (e) {
+      if (refused) throw refused.e;
+      if (!spawnError) throw new ArchiveError(`${path}: cannot read zstd output (${(e as Error).message})`, { path });
+    }
+    // After 'stop' (the end-of-archive marker) zstd is stopped, as the chunks' reader stops it.
+    if (!stopped) await checkExit();
+  };
+  return { chunks, readInto };
 }
 
 /** Reads up to `n` bytes from the start of stdin (blocking), for the magic. */

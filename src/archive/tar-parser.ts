@@ -64,9 +64,10 @@ export class TarParser {
     return this.state.kind === 'end';
   }
 
-  push(chunk: Buffer): void {
-    let i = 0;
-    const n = chunk.length;
+  /** Parses `chunk[from, to)`, the next bytes of the stream. */
+  push(chunk: Buffer, from = 0, to = chunk.length): void {
+    let i = from;
+    const n = to;
     while (i < n && this.state.kind !== 'end') {
       const st = this.state;
       if (st.kind === 'header') {

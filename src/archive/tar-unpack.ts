@@ -203,7 +203,10 @@ class LargeFileWriter {
     let off = 0;
     while (off < chunk.length) {
       this.piece ??= this.spare.pop() ?? Buffer.allocUnsafeSlow(LARGE_PIECE);
-      const n = chunk.copy(this.piece, this.used, off);
+      // Perf: fill, one native memcpy (the chunk is a view of a shared batch buffer, which
+      // Buffer#copy reads element by element: see the walk's copy).
+      const n = Math.min(this.piece.length - this.used, chunk.length - off);
+      this.piece.fill(chunk.subarray(off, off + n), this.used, this.used + n);
       this.used += n;
       off += n;
       if (this.used === this.piece.length) this.flush();

@@ -81,7 +81,15 @@ export interface TarWalkLimits {
   parallelism: number;
   /** Files larger than this are streamed instead of batched (default 64 MiB). */
   largeBytes?: number;
+  /** Size of a batch buffer (default BATCH_BYTES; tests make it small to cut files at every offset). */
+  batchBytes?: number;
   signal?: AbortSignal;
+}
+
+/** A batch buffer and what holds it: the reader while it fills it, and each batch in it. */
+interface Slab {
+  buf: Buffer;
+  refs: number;
 }
 
 export interface TarWalkSummary {
@@ -237,36 +245,47 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
   const judge = new TarJudge(opts);
   const sum: TarWalkSummary = { entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, impliedDirs: 0, skipped: 0, bytesOut: 0 };
   const largeBytes = limits.largeBytes ?? LARGE_BYTES;
+  const slabBytes = limits.batchBytes ?? BATCH_BYTES;
   const maxRatio = opts.maxRatio ?? DEFAULT_MAX_RATIO;
+  // Perf: where the source can read in place (a plain file, zstd's output), the stream is read
+  // straight into the batch buffers and a batch names where its files' data already lie; only a
+  // file cut at a buffer's end is copied, to the start of the next. Every file must then fit one
+  // buffer, so a walk that batches larger files (import) copies each file's data in instead.
+  const direct = input.readInto && largeBytes <= slabBytes ? input.readInto : undefined;
 
   // Perf: batch buffers are reused rather than allocated per batch: fresh ones were freed only by a
   // lazy GC, and unpack of the node_modules corpus peaked at 530 MB RSS that way (about the whole
   // decompressed stream). They are shared with the workers, not transferred: a buffer transferred
   // back arrives as new external memory, and unpack of the Linux tree ran 23 scavenges and about 20
   // mark-compacts for "external memory pressure" (--trace-gc), 0.59 s of this thread's GC.
+  // A buffer is reused once nothing holds it: neither the reader (while it fills it) nor a batch.
   const spare: Buffer[] = [];
-  // A file between a batch and the large-file threshold gets an ArrayBuffer of its own, moved to the
-  // worker and back, and freed by the next GC (kept shared, the worker held the Linux tree's ten such
-  // files, 142 MB, until its own lazy GC: 380 MB peak RSS).
-  const takeBuffer = (min: number) =>
-    min > BATCH_BYTES ? Buffer.allocUnsafeSlow(min) : (spare.pop() ?? Buffer.from(new SharedArrayBuffer(BATCH_BYTES)));
+  const newSlab = (): Slab => ({ buf: spare.pop() ?? Buffer.from(new SharedArrayBuffer(slabBytes)), refs: 1 });
+  const release = (s: Slab) => {
+    if (--s.refs === 0 && s.buf.length === slabBytes) spare.push(s.buf);
+  };
   let files: BatchFile[] = [];
-  let buf = takeBuffer(0);
+  let slab = newSlab();
+  /** Bytes of the slab in use: copied file data, or (direct) the stream read into it. */
   let used = 0;
   let current: TarFile | undefined;
   let currentLarge = false;
   let largeLeft = 0;
+  /** Direct: where the current small file's data starts in the slab (-1 before it started), and what is still to come. */
+  let fileAt = -1;
+  let fileLeft = 0;
   let decompressed = 0;
 
   const inFlight = new Set<Promise<void>>();
   let failure: { e: unknown } | undefined;
   const flush = () => {
     if (files.length === 0) return;
-    const data = buf;
-    const p: Promise<void> = consumer.batch(files, data).then(
+    const s = slab;
+    s.refs++;
+    const p: Promise<void> = consumer.batch(files, s.buf).then(
       () => {
         inFlight.delete(p);
-        if (data.length === BATCH_BYTES) spare.push(data);
+        release(s);
       },
       (e) => {
         inFlight.delete(p);
@@ -275,8 +294,30 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
     );
     inFlight.add(p);
     files = [];
-    buf = takeBuffer(0);
-    used = 0;
+    if (!direct) {
+      release(slab);
+      slab = newSlab();
+      used = 0;
+    }
+  };
+  /**
+   * Direct: the slab is full; the reader moves on to a fresh one. A small file whose data runs past
+   * the end is taken out of this slab's batch and its bytes so far copied to the start of the next.
+   */
+  const nextSlab = () => {
+    const old = slab;
+    const cut = fileLeft > 0 ? files.pop() : undefined;
+    const carry = cut && fileAt >= 0 ? used - fileAt : 0;
+    flush();
+    slab = newSlab();
+    if (carry > 0) slab.buf.fill(old.buf.subarray(fileAt, used), 0, carry);
+    release(old);
+    used = carry;
+    if (cut) {
+      cut.at = 0;
+      files.push(cut);
+      if (fileAt >= 0) fileAt = 0;
+    }
   };
 
   const parser = new TarParser(
@@ -313,8 +354,20 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
           consumer.largeBegin(e);
           return true;
         }
-        if (files.length >= BATCH_FILES || used + e.size > buf.length) flush();
-        if (e.size > buf.length) buf = takeBuffer(e.size);
+        if (direct) {
+          if (files.length >= BATCH_FILES) flush();
+          fileAt = -1; // set by its first data
+          fileLeft = e.size;
+        } else {
+          if (files.length >= BATCH_FILES || used + e.size > slab.buf.length) flush();
+          // A file between a batch and the large-file threshold gets an ArrayBuffer of its own, moved
+          // to the worker and back, and freed by the next GC (kept shared, the worker held the Linux
+          // tree's ten such files, 142 MB, until its own lazy GC: 380 MB peak RSS).
+          if (e.size > slab.buf.length) {
+            release(slab);
+            slab = { buf: Buffer.allocUnsafeSlow(e.size), refs: 1 };
+          }
+        }
         files.push({ path: e.path, rawName: e.shown, perm: e.perm, mtime: e.mtime, size: e.size, at: used, uid: e.uid, gid: e.gid });
         // A file's data arrives through data(); used advances there.
         if (e.size === 0) current = undefined;
@@ -331,11 +384,17 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
           }
           return;
         }
+        if (direct) {
+          // The data lies in the slab already, contiguous from its first piece.
+          if (fileAt < 0) files[files.length - 1]!.at = fileAt = start;
+          fileLeft -= end - start;
+          return;
+        }
         // Perf: fill, not copy: Buffer#copy into shared memory takes V8's element-wise path, 7 us per
         // 17 KB file (0.97 s of this thread for the Linux tree, --cpu-prof); fill with a value of
         // exactly the range's length is one native memcpy: 60,000 copies of 17 KB into a shared
         // buffer took 412-565 ms by copy, 21-45 ms by fill (2 runs each).
-        if (end > start) buf.fill(chunk.subarray(start, end), used, used + end - start);
+        if (end > start) slab.buf.fill(chunk.subarray(start, end), used, used + end - start);
         used += end - start;
       },
     },
@@ -347,18 +406,41 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
     // the input ends the iteration. (Not a Promise.race against one long-lived promise per chunk:
     // each race stays attached to it, with its chunk, and unpack of node_modules held 400 MB so.)
     limits.signal?.addEventListener('abort', () => input.close(), { once: true });
-    for await (const chunk of input.chunks) {
-      if (failure || limits.signal?.aborted) break;
-      decompressed += chunk.length;
+    /** Bytes in; false once reading should stop (a failure, an abort, the end-of-archive marker). */
+    const take = (chunk: Buffer, from: number, to: number): boolean => {
+      if (failure || limits.signal?.aborted) return false;
+      decompressed += to - from;
       if (input.compression !== 'none' && decompressed > 1 << 20 && decompressed > maxRatio * Math.max(1, input.bytesIn())) {
         throw new ArchiveError(`${label}: decompresses to more than ${maxRatio} times its size (past --max-ratio ${maxRatio}, after ${decompressed} bytes)`, { path: label });
       }
-      parser.push(chunk);
-      if (parser.ended) break;
-      // Backpressure: stop reading while the workers (or the consumer's own writes) are behind.
-      while (inFlight.size >= limits.parallelism && !failure) await Promise.race(inFlight);
-      const behind = consumer.settle?.(false);
-      if (behind) await behind;
+      parser.push(chunk, from, to);
+      return !parser.ended;
+    };
+    // Backpressure: stop reading while the workers (or the consumer's own writes) are behind.
+    const behind = (): Promise<void> | undefined => {
+      if (inFlight.size < limits.parallelism) return consumer.settle?.(false);
+      return (async () => {
+        while (inFlight.size >= limits.parallelism && !failure) await Promise.race(inFlight);
+        await consumer.settle?.(false);
+      })();
+    };
+    if (direct) {
+      await direct({
+        target: () => slab.buf.subarray(used),
+        got: (n) => {
+          const from = used;
+          used += n;
+          if (!take(slab.buf, from, used)) return 'stop';
+          if (used === slab.buf.length) nextSlab();
+          return behind();
+        },
+      });
+    } else {
+      for await (const chunk of input.chunks) {
+        if (!take(chunk, 0, chunk.length)) break;
+        const wait = behind();
+        if (wait) await wait;
+      }
     }
     if (!failure && !limits.signal?.aborted) {
       parser.end();
