@@ -198,12 +198,39 @@ describe('checkout --remote --direct', () => {
     assert.ok(!fs.readFileSync(blob).toString().endsWith('local edit'));
   });
 
-  test('plain checkout --remote: a corrupted blob enters neither the store nor the target', async () => {
+  // With --method hardlink the same fetch: each blob stored by the workers from memory, and the
+  // file a link to the stored blob (the read-only inode every hardlink checkout shares).
+  test('checkout --remote --method hardlink: every blob fetched once, stored verified, the file linked to it', async () => {
+    const out = join(dir, 'out-through-link');
+    const storeDir = join(dir, 'store-through-link');
+    const logFrom = server.log.length;
+    let reads = 0;
+    const proxy = await startProxy({ upstream: server.url, delay: (method, path) => (method === 'POST' && path.endsWith('/read') && reads++ === 0 ? 1500 : 0) });
+    const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--json', '--concurrency', '4', '--method', 'hardlink']).finally(() => proxy.close());
+    assert.equal(r.code, 0, r.stderr);
+    const j = json(r) as { method: string; hardlinked: number; copied: number };
+    assert.equal(j.method, 'hardlink');
+    assert.equal(j.copied, 0);
+    assert.deepEqual(describeTree(out), describeTree(src()));
+    assert.deepEqual(duplicateSends(server.log.slice(logFrom)), []);
+    const store = LocalStore.open(storeDir);
+    const stored = new Set(store.listHashes());
+    assert.deepEqual([...files.keys()].filter((h) => !stored.has(h)), [], 'every file blob is in the store');
+    for (const [hash, size] of files) store.readSync({ hash, size }); // each verifies
+    assert.deepEqual(leftoverTmp(storeDir), []);
+    for (const rel of ['d0001/f0.txt', 'd0002/copy-of-f0.txt', 'big.bin']) {
+      const file = join(out, rel);
+      assert.equal(fs.statSync(file).ino, fs.statSync(store.blobPath(digestOf(fs.readFileSync(file)).hash)).ino, `${rel} is the stored blob`);
+    }
+  });
+
+  for (const method of ['copy', 'hardlink'] as const)
+  test(`plain checkout --remote (${method}): a corrupted blob enters neither the store nor the target`, async () => {
     const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'corrupt' : 'pass') });
-    const out = join(dir, 'out-through-corrupt');
-    const storeDir = join(dir, 'store-through-corrupt');
+    const out = join(dir, `out-through-corrupt-${method}`);
+    const storeDir = join(dir, `store-through-corrupt-${method}`);
     try {
-      const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--retries', '1', '--concurrency', '4']);
+      const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--retries', '1', '--concurrency', '4', '--method', method]);
       assert.equal(r.code, 5, r.stderr);
       assert.match(r.stderr, /ERR_TREECAST_DIGEST_MISMATCH/);
       assert.match(r.stderr, new RegExp(`[0-9a-f]{64}/\\d+ from ${proxy.url.replace(/[/.]/g, '\\$&')}`));

@@ -158,6 +158,12 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
         writeVerified(ctx.store, digest, bytes);
         stored.add(at);
       }
+      if (stored && method !== 'copy') {
+        // Perf: a link or clone of the blob just stored, as the prefetch through the store did, but
+        // fetched, verified and stored here in the workers from the same slabs as a copy.
+        method = importCounted(ctx, digest, dst, method, executable, mode, c);
+        continue;
+      }
       writeBytes(dst, bytes, mode);
       c.copied++;
       c.bytes += size;
@@ -173,18 +179,22 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
         continue;
       }
     }
-    const out = importBlob(ctx.store, digest, dst, method, executable, mode);
-    if (out.used === 'clone') c.cloned++;
-    else if (out.used === 'hardlink') c.hardlinked++;
-    else c.copied++;
-    if (out.fellBack) {
-      c.fallbacks++;
-      c.fallbackReason ??= out.fellBack;
-      if (STICKY.has(out.fellBack)) method = 'copy';
-    }
-    c.bytes += size;
+    method = importCounted(ctx, digest, dst, method, executable, mode, c);
   }
   return c;
+}
+
+/** importBlob, counted; returns the method for the files after it (copy once a fallback sticks). */
+function importCounted(ctx: OpContext, d: { hash: string; size: number }, dst: string, method: ImportMethod, executable: boolean, mode: number, c: ApplyCounts): ImportMethod {
+  const out = importBlob(ctx.store, d, dst, method, executable, mode);
+  if (out.used === 'clone') c.cloned++;
+  else if (out.used === 'hardlink') c.hardlinked++;
+  else c.copied++;
+  c.bytes += d.size;
+  if (!out.fellBack) return method;
+  c.fallbacks++;
+  c.fallbackReason ??= out.fellBack;
+  return STICKY.has(out.fellBack) ? 'copy' : method;
 }
 
 /**

@@ -59,9 +59,9 @@ export interface CheckoutOptions {
   /** With fetchBytes: blobs too large for memory streamed into their files (execute.ts). */
   fetchStream?: ExecuteOptions['fetchStream'];
   /**
-   * A remote checkout, asked once the method is known (without fetchBytes): for a copy, hooks to
-   * fetch blobs into memory and write each into the store and the target from there (execute.ts);
-   * undefined to go through the store (ensureBlobs) as a link or clone must.
+   * A remote checkout, asked once the method is known (without fetchBytes): hooks to fetch blobs
+   * into memory, store each (verified) and copy it from memory or link or clone the stored blob
+   * (execute.ts); undefined to go through the store (ensureBlobs).
    */
   fetchFor?: (method: ImportMethod) => Pick<ExecuteOptions, 'fetchBytes' | 'fetchable' | 'storeFetched'> | undefined;
 }

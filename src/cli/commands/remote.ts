@@ -5,7 +5,6 @@
 import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
-import type { ImportMethod } from '../../materialize/import-file.js';
 import { snapshot } from '../../capture/snapshot.js';
 import { ExitCode, UsageError } from '../../errors.js';
 import { resolveToken } from '../../remote/auth.js';
@@ -49,9 +48,6 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
     hooks: {
       prepareTree: async (root: Digest) => {
         await fetcher.prepareTree(root);
-        // --direct: each batch fetches its own blobs (fetchBytes); nothing is prefetched into the store.
-        // A link or clone named up front needs every blob stored: prefetch now, while planning.
-        if (!direct && (o.method === 'hardlink' || o.method === 'clone')) fetcher.prefetch();
         stopBar = fetchProgress(fetcher, 'fetch', showProgress);
       },
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
@@ -61,15 +57,9 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
             fetchStream: (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => fetcher.fetchStream(d, sink, restart),
           }
         : {}),
-      // A copy fetches the blobs the store lacks into memory and writes each into the store and the
-      // target from there; a link or clone goes through the store, prefetched.
-      fetchFor: (method: ImportMethod) => {
-        if (method !== 'copy') {
-          fetcher.prefetch();
-          return undefined;
-        }
-        return { fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true };
-      },
+      // Each batch fetches the blobs the store lacks into memory; the workers verify and store each
+      // one, then copy it from memory, or link or clone the stored blob. --direct stores none.
+      fetchFor: () => ({ fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true }),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {
