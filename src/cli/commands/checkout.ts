@@ -39,7 +39,7 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
 
 --remote keeps every fetched blob in the store (verified), so a later checkout needs no network.
 With the copy method, each blob is fetched into memory, checked, and written both into the store
-and into DIR (two copies, never read back); hardlink or clone fetch into the store and link or
+and into DIR (two copies, never read back); hardlink or clone store it the same way and link or
 clone from there. --direct, for one-off
 restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
 is the file created (never through an existing name). No file blob enters the store (Directory
