@@ -80,6 +80,7 @@ export class RemoteClient {
   private readonly retry: RetryPolicy;
   private readonly batchMode: 'auto' | 'off';
   private batchOffered: boolean | undefined;
+  private entriesValidated = false;
   private stopping = false;
 
   constructor(opts: ClientOptions) {
@@ -126,13 +127,22 @@ export class RemoteClient {
         return false; // 404 and friends: a plain Bazel HTTP cache
       }
       try {
-        const status = (await r.body.json()) as { protocol?: unknown };
+        const status = (await r.body.json()) as { protocol?: unknown; acValidation?: unknown };
+        this.entriesValidated = status?.protocol === BATCH_PROTOCOL && status.acValidation === true;
         return status?.protocol === BATCH_PROTOCOL;
       } catch {
         return false; // some other JSON, or not JSON: not ours
       }
     });
     return this.batchOffered;
+  }
+
+  /**
+   * True when the server (a treecast server, per its /status) answers an action cache entry only
+   * while it holds every blob the entry names. Known once batchAvailable() has been asked.
+   */
+  get validatesEntries(): boolean {
+    return this.entriesValidated;
   }
 
   // ------------------------------------------------------------ single blobs (Bazel protocol)

@@ -223,8 +223,9 @@ export class RemoteFetcher {
   /**
    * For a tree named on the remote (remote/refs.ts): leaves its Directory messages in the local
    * store and makes sure the server holds every blob before anything is written, so a name whose
-   * entry outlived some of its blobs is a miss, never a partial checkout. A treecast server is
-   * asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
+   * entry outlived some of its blobs is a miss, never a partial checkout. A treecast server that
+   * validates its action cache said so in /status and answered the entry only whole; one that
+   * does not is asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
    * HEAD per blob, so the blobs are fetched instead and a checkout then writes from the store.
    * Without batch endpoints the Directory messages come from the ref's Tree message, one GET.
    * Throws BlobNotFoundError when the server lacks anything. Returns the root digest.
@@ -240,6 +241,11 @@ export class RemoteFetcher {
         return root;
       }
       const absent = (this.absentFiles = this.findAbsentFiles());
+      // A treecast server validating its action cache answered the entry only while it held
+      // every blob the entry names: asking /missing again would check the same thing twice.
+      // Perf: on the Linux tree (78k blobs) that second check was 8 requests and ~0.4 s before the
+      // first write of `checkout NAME --remote` (profiled; the server stats each blob again).
+      if (this.client.validatesEntries) return root;
       const chunks: Digest[][] = [];
       for (let i = 0; i < absent.length; i += MISSING_CHUNK) chunks.push(absent.slice(i, i + MISSING_CHUNK));
       let lacking: Digest | undefined;

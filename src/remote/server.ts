@@ -77,6 +77,8 @@ export interface ServerStatus {
   version: string;
   protocol?: string;
   readOnly: boolean;
+  /** True when a GET /ac answers an entry only if every blob it names is held (see server-ac.ts). */
+  acValidation: boolean;
   blobs: number;
   bytes: number;
   requests: number;
@@ -187,6 +189,7 @@ export class RemoteServer implements ServerCore {
       version: VERSION,
       ...(this.opts.batch ? { protocol: BATCH_PROTOCOL } : {}),
       readOnly: this.opts.readOnly,
+      acValidation: this.opts.acValidation,
       blobs: this.blobs,
       bytes: this.bytes,
       requests: this.requests,
