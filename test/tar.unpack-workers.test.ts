@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { unpack } from '../src/archive/unpack.js';
 import { scratchDir } from './helpers/zip-craft.js';
@@ -15,6 +16,7 @@ import { compareTrees } from './helpers/zip-trees.js';
 import { craftTar, type TarCraftEntry } from './helpers/tar-craft.js';
 import { sh } from './helpers/tar-trees.js';
 import { rng } from './helpers/random-tree.js';
+import { publicBin } from './helpers/public-package.js';
 
 test('directories, hardlink chains and symlinks made by the workers unpack as GNU tar unpacks them', async () => {
   const dir = scratchDir('tc-tar-workers');
@@ -71,3 +73,35 @@ function touchImpliedDirs(root: string, rel: string, explicit: Set<string>): voi
     if (!explicit.has(p)) fs.utimesSync(join(root, p), 1_000_000_000, 1_000_000_000);
   }
 }
+
+test('directory modes that forbid entering are set deepest first, split across the workers, as a user other than root', { skip: process.getuid?.() !== 0 && 'needs root to run the command as another user' }, async () => {
+  const dir = scratchDir('tc-tar-dirmeta');
+  fs.chmodSync(dir, 0o755);
+  const entries: TarCraftEntry[] = [];
+  // Twelve trees whose top directory can be read but not entered (0600), each with directories
+  // under it: a child set after its parent would be out of reach (EACCES) for a non-root user.
+  for (let t = 0; t < 12; t++) {
+    entries.push({ name: `t${t}/`, type: '5', mode: 0o600, mtime: 1_500_000_000 + t });
+    for (let i = 0; i < 5; i++) {
+      entries.push({ name: `t${t}/c${i}/`, type: '5', mode: 0o700, mtime: 1_510_000_000 + i });
+      entries.push({ name: `t${t}/c${i}/g/`, type: '5', mode: 0o500, mtime: 1_520_000_000 + i });
+      entries.push({ name: `t${t}/c${i}/g/f`, data: `${t}-${i}`, mtime: 1_530_000_000 });
+    }
+  }
+  // Over 4 MiB, so two workers run and the trees are split between them.
+  entries.push({ name: 'big/five-mib', data: randomBytes(5 << 20) });
+  const archive = join(dir, 'modes.tar');
+  fs.writeFileSync(archive, craftTar(entries), { mode: 0o644 });
+  const out = join(dir, 'out');
+  fs.mkdirSync(out);
+  fs.chownSync(out, 65534, 65534);
+  const r = spawnSync(process.execPath, [publicBin(), 'unpack', '--jobs', '2', archive, join(out, 'x')], { uid: 65534, gid: 65534, encoding: 'utf8', env: { ...process.env, TREECAST_STORE: join(out, 'store') } });
+  assert.equal(r.status, 0, r.stderr);
+  for (const e of entries.filter((e) => e.type === '5')) {
+    const st = fs.statSync(join(out, 'x', e.name));
+    assert.equal((st.mode & 0o777).toString(8), e.mode!.toString(8), `${e.name} mode`);
+    assert.equal(st.mtimeMs / 1000, e.mtime, `${e.name} mtime`);
+  }
+  assert.equal(fs.readFileSync(join(out, 'x', 't11/c4/g/f'), 'utf8'), '11-4');
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -8,7 +8,8 @@
  *   threads write them into staging, making missing parents as they go) -> end of archive ->
  *   hardlinks, then symlinks (last: nothing is written through one), split across the workers ->
  *   publish (rename into DIR; existing files are clashes unless --force, which sets them aside
- *   until every rename succeeded) -> directory modes and times, deepest first.
+ *   until every rename succeeded) -> directory modes and times, deepest first (by subtree, across
+ *   the workers).
  *
  * A refusal, an error or SIGINT/SIGTERM removes the staging directory: DIR is left as it was.
  * A staging directory left by a killed process is recognised by its name (and dead pid) and
@@ -21,7 +22,7 @@ import { WorkerPool } from '../fs/worker-pool.js';
 import { foldName } from './entry-rules.js';
 import { tarJobs, type TarInput } from './tar-input.js';
 import { BATCH_BYTES, transferOf, walkTar, type TarDir, type TarFile, type TarReadOptions, type TarSymlink } from './tar-walk.js';
-import { META_FIELDS, type DataBatch, type DataBatchResult, type LinkBatch } from './tar-write-op.js';
+import { META_FIELDS, type DataBatch, type DataBatchResult, type DirMetaBatch, type LinkBatch } from './tar-write-op.js';
 import { currentUmask, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
 
 export interface TarUnpackOptions extends UnpackOptions, TarReadOptions {
@@ -145,17 +146,10 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
     publish(staging, root, opts.force === true);
 
     // Directory modes and times last, deepest first, so writing into them no longer changes them.
-    explicitDirs.sort((a, b) => depth(b.path) - depth(a.path));
-    for (const d of explicitDirs) {
-      const p = `${root}/${d.path}`;
-      try {
-        if (sameOwner) fs.chownSync(p, d.uid, d.gid);
-        fs.chmodSync(p, d.perm);
-        fs.utimesSync(p, d.mtime, d.mtime);
-      } catch (err) {
-        throw fsError(err, 'cannot set mode or time of', p);
-      }
-    }
+    // Perf: split across the workers by subtree (each deepest first): on this thread, the Linux
+    // tree's 5,095 directories took 32 ms of chmod and utimes (--cpu-prof, one run, shared machine)
+    // while the workers stood idle.
+    await Promise.all(dirMetaBatches(root, sameOwner, explicitDirs, Math.max(1, pool.size)).map((b) => pool.run('archive.dirmeta', b)));
     return {
       entries: walked.entries,
       files: walked.files + walked.hardlinks,
@@ -265,6 +259,32 @@ function depth(p: string): number {
   let n = 0;
   for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++;
   return n;
+}
+
+/**
+ * Splits the directories whose mode and time the archive names into `n` batches, each deepest
+ * first. A top-level directory goes whole (with everything under it) into one batch, so no batch
+ * takes the search permission from a directory another batch still has to enter (which matters
+ * when not root); the batches then run in any order.
+ */
+function dirMetaBatches(root: string, sameOwner: boolean, dirs: TarDir[], n: number): DirMetaBatch[] {
+  const trees = new Map<string, TarDir[]>();
+  for (const d of dirs) {
+    const slash = d.path.indexOf('/');
+    const top = slash < 0 ? d.path : d.path.slice(0, slash);
+    let t = trees.get(top);
+    if (!t) trees.set(top, (t = []));
+    t.push(d);
+  }
+  // The largest trees first, each to the batch with the fewest directories so far.
+  const parts: TarDir[][] = Array.from({ length: n }, () => []);
+  for (const t of [...trees.values()].sort((a, b) => b.length - a.length)) parts.reduce((min, p) => (p.length < min.length ? p : min)).push(...t);
+  return parts.map((part) => {
+    part.sort((a, b) => depth(b.path) - depth(a.path));
+    const meta = new Float64Array(part.length * 4);
+    part.forEach((d, i) => meta.set([d.perm, d.mtime, d.uid, d.gid], i * 4));
+    return { root, sameOwner, paths: part.map((d) => d.path), meta };
+  });
 }
 
 /** Splits the tail into `n` link batches of about equal size (the directories go with the first). */

@@ -251,6 +251,9 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
   // straight into the batch buffers and a batch names where its files' data already lie; only a
   // file cut at a buffer's end is copied, to the start of the next. Every file must then fit one
   // buffer, so a walk that batches larger files (import) copies each file's data in instead.
+  // Unpack of the Linux tree's .tar (1.36 GB): 3.13-3.33 s of CPU against 3.66-3.94 s copying
+  // (median wall 1.98 s against 2.33 s; 3 interleaved pairs, load 3-5 on 2 cores). For its
+  // .tar.zst no difference showed (5.4-5.9 s of CPU either way): zstd's share dominates there.
   const direct = input.readInto && largeBytes <= slabBytes ? input.readInto : undefined;
 
   // Perf: batch buffers are reused rather than allocated per batch: fresh ones were freed only by a

@@ -8,6 +8,8 @@
  * - 'archive.links': the tail, once every file is written: directories named after the last
  *   batch, hardlinks (a copy where the filesystem refuses a link), then symlinks, so nothing is
  *   ever written through a symlink of the archive.
+ * - 'archive.dirmeta': after publish, the modes and times of the directories the archive names,
+ *   deepest first (in DIR itself, not in staging).
  *
  * Directories are made where they are first needed: a missing parent (ENOENT) is made with its
  * own parents, and a directory another worker made first (EEXIST, a directory) is fine. Staging
@@ -116,6 +118,29 @@ export function writeLinks(b: LinkBatch): { links: number } {
     }
   }
   return { links: b.hardlinks.length + b.symlinks.length };
+}
+
+/** The directories whose mode and time to set, after publish, in this order (deepest first). */
+export interface DirMetaBatch {
+  root: string;
+  sameOwner: boolean;
+  paths: string[];
+  /** Per directory [perm, mtime, uid, gid]. */
+  meta: Float64Array;
+}
+
+export function setDirMeta(b: DirMetaBatch): { dirs: number } {
+  for (let i = 0, k = 0; i < b.paths.length; i++, k += 4) {
+    const p = `${b.root}/${b.paths[i]}`;
+    try {
+      if (b.sameOwner) fs.chownSync(p, b.meta[k + 2]!, b.meta[k + 3]!);
+      fs.chmodSync(p, b.meta[k]!);
+      fs.utimesSync(p, b.meta[k + 1]!, b.meta[k + 1]!);
+    } catch (err) {
+      throw fsError(err, 'cannot set mode or time of', p);
+    }
+  }
+  return { dirs: b.paths.length };
 }
 
 /** Runs `make` (which creates `p`); when p's parent is missing, makes it (with its parents) and runs `make` again. */

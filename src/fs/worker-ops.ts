@@ -29,6 +29,7 @@ const ops = {
   'archive.ingest': async () => (await import('../archive/ingest-op.js')).ingestArchiveBatch,
   'archive.write': async () => (await import('../archive/tar-write-op.js')).writeDataBatch,
   'archive.links': async () => (await import('../archive/tar-write-op.js')).writeLinks,
+  'archive.dirmeta': async () => (await import('../archive/tar-write-op.js')).setDirMeta,
   'archive.store': async () => (await import('../archive/ingest-op.js')).storeDataBatch,
   'archive.compress': async () => (await import('../archive/pack-op.js')).compressBatch,
 } satisfies Record<string, () => Promise<OpFn>>;
