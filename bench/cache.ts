@@ -2,7 +2,8 @@
  * The CI cache job on the Linux tree, over loopback: `push DIR URL --ref NAME` saves it, then
  * `checkout NAME DIR --remote URL` restores it into an empty store and directory, against a
  * treecast server (batch endpoints) and nginx (WebDAV, one request per blob), beside `rsync -a`
- * from an rsync daemon into an empty directory. Also the requests each restore made.
+ * from an rsync daemon into an empty directory, and the same tree by digest (what the name costs).
+ * Also the requests each restore made.
  *
  * Servers run as child processes (the harness times commands with spawnSync, which blocks this
  * process's event loop).
@@ -61,10 +62,13 @@ export async function run(ctx: BenchContext): Promise<string> {
     const dst = join(base, 'restore-out');
     const clean = `rm -rf ${store} ${dst}`;
     const restore = (url: string) => `${tc} checkout ${name} ${dst} --remote ${url} --store ${store}`;
+    // The same tree by its digest, for what resolving the name costs (the lookup and its checks).
+    const digest = sh(`${tc} refs --remote ${srv.url} ${name}`).trim().split(' ')[0]!;
     const cases: Case[] = [
       { label: 'rsync -a from rsync daemon', setup: clean, cmd: `rsync -a rsync://127.0.0.1:${RSYNC_PORT}/corpus/ ${dst}/` },
       { label: 'treecast checkout NAME --remote (treecast server)', setup: clean, cmd: restore(srv.url) },
       { label: 'treecast checkout NAME --remote (nginx WebDAV)', setup: clean, cmd: restore(nginx.url) },
+      { label: 'treecast checkout DIGEST --remote (treecast server)', setup: clean, cmd: `${tc} checkout ${digest} ${dst} --remote ${srv.url} --store ${store}` },
     ];
     const res = timeCases(cases, ctx.runs, ctx.log);
     out.push(table(res, cases[0]!.label), '');
@@ -79,6 +83,8 @@ export async function run(ctx: BenchContext): Promise<string> {
     const rs = median(res.get(cases[0]!.label)!.wall);
     out.push(target('checkout NAME --remote (treecast server) / rsync -a', median(res.get(cases[1]!.label)!.wall) / rs, 1.0));
     out.push(target('checkout NAME --remote (nginx WebDAV) / rsync -a', median(res.get(cases[2]!.label)!.wall) / rs, 2.0));
+    const byName = median(res.get(cases[1]!.label)!.wall) / median(res.get(cases[3]!.label)!.wall);
+    out.push(`- checkout NAME / checkout DIGEST (treecast server): ${byName.toFixed(3)}`);
     out.push('');
   } finally {
     for (const c of children) await stop(c);
