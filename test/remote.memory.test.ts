@@ -2,8 +2,9 @@
  * Memory bounds of remote fetching, counted through the fetcher's own counters rather than timed or
  * measured as RSS: the scheduler keeps per-blob records only for blobs in flight or awaited (not
  * for every queued blob; its rule alone is in remote.window.test.ts), and the store writer's
- * gather buffers number at most the requests in flight and all come back. Against a real treecast
- * server on loopback.
+ * gather buffers number at most the requests in flight and all come back; a checkout from a plain
+ * cache (one GET per blob) keeps at most a few requests per batch waiting for a connection, not one
+ * per blob. Against a real treecast server on loopback.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +13,9 @@ import { type Digest, formatDigest } from '../src/core/digest.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { RemoteFetcher, BATCH_BLOBS } from '../src/remote/fetch.js';
+import { checkout } from '../src/materialize/checkout.js';
+import { DIRECT_SLABS } from '../src/materialize/execute.js';
+import { remoteCheckoutHooks } from '../src/cli/commands/remote.js';
 import { describeTree, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 describe('pull through a real server', () => {
@@ -49,5 +53,50 @@ describe('pull through a real server', () => {
     const r = await runCli(['checkout', formatDigest(root), out, '--store', join(dir, 'client')]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+  });
+});
+
+describe('checkout --remote from a plain Bazel cache (one GET per blob)', () => {
+  let dir: string;
+  let server: TestServer;
+  let root: Digest;
+
+  before(async () => {
+    dir = tempDir('memory-plain');
+    // ~2,600 small blobs: ten checkout batches of 256 files, each fetched one GET per blob.
+    makeTree(join(dir, 'src'), 200, 13);
+    root = (await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest;
+    server = await startServer(join(dir, 'server'), { batch: false });
+  });
+  after(async () => {
+    await server?.close();
+    removeDir(dir);
+  });
+
+  test('requests waiting for a slot number at most the slots of each batch in flight, not one per blob', async () => {
+    const store = LocalStore.open(join(dir, 'client'));
+    const fetcher = new RemoteFetcher(store, { url: server.url, concurrency: 2 });
+    const out = join(dir, 'out');
+    const controller = new AbortController();
+    // The CLI's own wiring: the copy method fetches into memory, writes the file and the store.
+    const remote = remoteCheckoutHooks(store, server.url, {}, controller.signal, false, fetcher);
+    let summary;
+    try {
+      const r = await checkout(root, out, { store, method: 'copy', ...remote.hooks });
+      assert.equal(r.copied > 2000, true, `copied ${r.copied}`);
+    } finally {
+      summary = await remote.done();
+    }
+    assert.equal(summary.batch, false);
+    assert.ok(summary.requests >= 2000, `one GET per blob (${summary.requests})`);
+    const { maxDirectWaiting } = fetcher.held();
+    // Each batch in flight (at most DIRECT_SLABS hold fetched bytes) runs at most `concurrency`
+    // requests, one on the wire or waiting each.
+    assert.ok(maxDirectWaiting >= 1 && maxDirectWaiting <= DIRECT_SLABS * 2, `requests waiting for a slot: ${maxDirectWaiting}`);
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+    // Every fetched blob was stored too: the same tree checks out again offline.
+    const again = await runCli(['checkout', formatDigest(root), join(dir, 'again'), '--store', join(dir, 'client')]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(describeTree(join(dir, 'again')), describeTree(join(dir, 'src')));
   });
 });

@@ -53,7 +53,7 @@ export const DIRECT_MAX_BYTES = 4 << 20;
  * when both threads collect it); fixed slabs, reused, bound it.
  */
 const SLAB_BYTES = 2 * DIRECT_MAX_BYTES;
-const DIRECT_SLABS = 6;
+export const DIRECT_SLABS = 6;
 
 export interface ExecuteResult extends ApplyCounts {
   directories: number;
