@@ -100,6 +100,30 @@ test('import into an empty store skips the existence checks; into a used store, 
   assert.equal(fs.statSync(used.blobPath(d.hash)).ino, ino);
 });
 
+test('import stores every Directory message of the tree, spread over the workers, into an empty store and a used one', async () => {
+  const dir = scratchDir();
+  const src = join(dir, 'src');
+  // 60 directories (messages), nested and side by side, so each worker gets several shares.
+  for (let i = 0; i < 20; i++) {
+    for (const sub of [`d${i}`, `d${i}/inner`, `d${i}/inner/deep`]) {
+      fs.mkdirSync(join(src, sub), { recursive: true });
+      fs.writeFileSync(join(src, sub, 'f'), `${sub}\n`);
+    }
+  }
+  const zip = join(dir, 'z.zip');
+  await pack({ dir: src }, zip, { level: 'default', jobs: 0 });
+  for (const storeDir of [join(dir, 'fresh'), join(dir, 'used')]) {
+    const store = LocalStore.open(storeDir);
+    if (storeDir.endsWith('used')) store.putSync(Buffer.from('already here\n'));
+    const { root } = await importArchive(zip, store, { jobs: 2 });
+    assert.deepEqual([...store.listTmpFiles()], []);
+    const out = join(dir, `out-${storeDir.endsWith('used') ? 'used' : 'fresh'}`);
+    const c = cli(['checkout', formatDigest(root), out, '--store', storeDir]);
+    assert.equal(c.status, 0, c.stderr);
+    compareTrees(src, out, { symlinkTimes: false, times: false });
+  }
+});
+
 test('pack from the store (digest or ref) writes the tree without checking it out', async () => {
   const dir = scratchDir();
   const src = join(dir, 'src');

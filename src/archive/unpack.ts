@@ -14,7 +14,7 @@ import { ArchiveError, InterruptedError, TargetError, TreecastError, UnsafePathE
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { defaultStorePath } from '../store/local.js';
-import { readCentralDirectory } from './central-directory.js';
+import { readCentralDirectory, type CentralDirectory } from './central-directory.js';
 import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction, type ExtractPlan } from './extract-plan.js';
 import { readEntry } from './local-data.js';
@@ -70,10 +70,12 @@ export interface OpenedArchive {
 }
 
 /** Opens, reads and judges an archive: everything that can be refused before writing is refused here. */
-export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }): OpenedArchive {
+/** `onRead`, when given, sees the central directory as read, before any entry is judged (import starts work early there). */
+export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }, onRead?: (cd: CentralDirectory) => void): OpenedArchive {
   const fd = openFile(path, 'r', 'cannot open archive');
   try {
     const cd = readCentralDirectory(fd, path);
+    onRead?.(cd);
     const judged = judgeEntries(cd.entries, cd.cdOffset, {
       maxRatio: limits.maxRatio ?? DEFAULT_MAX_RATIO,
       maxSize: limits.maxSize ?? Number.MAX_SAFE_INTEGER,

@@ -27,6 +27,7 @@ const ops = {
   'materialize.apply': async () => (await import('../materialize/apply-op.js')).applyBatch,
   'archive.extract': async () => (await import('../archive/extract-op.js')).extractBatch,
   'archive.ingest': async () => (await import('../archive/ingest-op.js')).ingestArchiveBatch,
+  'archive.stage': async () => (await import('../archive/ingest-op.js')).stageArchiveBatch,
   'archive.write': async () => (await import('../archive/tar-write-op.js')).writeDataBatch,
   'archive.links': async () => (await import('../archive/tar-write-op.js')).writeLinks,
   'archive.dirmeta': async () => (await import('../archive/tar-write-op.js')).setDirMeta,

@@ -1,0 +1,121 @@
+/**
+ * import's head start (import-ahead.ts): the workers stage the first plain files of a zip while it
+ * is judged. Staged files enter the store only once the whole archive is accepted: a refused
+ * archive, a corrupt staged entry and a staged entry the judge bounds differently each leave no
+ * temporary file and no blob that should not be there, and an accepted import stores what an
+ * import without the head start stores. Archives over 8 MiB, as workers start early only for those.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { importArchive } from '../src/archive/import.js';
+import { LocalStore } from '../src/store/local.js';
+import { ArchiveError, UnsafePathError } from '../src/errors.js';
+import { craftZip, scratchDir, type CraftEntry } from './helpers/zip-craft.js';
+
+/** `perDir` small files in each of a dozen directories, then a 9 MiB file, so the archive is over 8 MiB. */
+function plainEntries(perDir = 100): CraftEntry[] {
+  const entries: CraftEntry[] = [];
+  for (let d = 0; d < 12; d++) {
+    entries.push({ name: `d${d}/` });
+    for (let i = 0; i < perDir; i++) entries.push({ name: `d${d}/f${i}`, data: `file ${d}/${i}\n`.repeat(1 + (i % 7)), mode: i % 10 === 0 ? 0o100755 : 0o100644 });
+  }
+  entries.push({ name: 'empty', data: '' });
+  entries.push({ name: 'big', data: randomBytes(9 << 20), method: 0 });
+  return entries;
+}
+
+/** Every file under the store's root (blobs, temporary files, refs). */
+function storeFiles(root: string): string[] {
+  return fs.existsSync(root) ? (fs.readdirSync(root, { recursive: true, withFileTypes: true }) as fs.Dirent[]).filter((d) => d.isFile()).map((d) => join(d.parentPath, d.name)).sort() : [];
+}
+
+/** Moves central directory record `from` to position `to` (the local data stays where it is). */
+function moveCentralRecord(zip: Buffer, from: number, to: number): Buffer {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  const cdOffset = zip.readUInt32LE(eocd + 16);
+  const records: Buffer[] = [];
+  for (let p = cdOffset; p < eocd; ) {
+    const len = 46 + zip.readUInt16LE(p + 28) + zip.readUInt16LE(p + 30) + zip.readUInt16LE(p + 32);
+    records.push(zip.subarray(p, p + len));
+    p += len;
+  }
+  const [r] = records.splice(from, 1);
+  records.splice(to, 0, r!);
+  return Buffer.concat([zip.subarray(0, cdOffset), ...records, zip.subarray(eocd)]);
+}
+
+async function reference(dir: string, zip: string): Promise<{ root: string; blobs: string[] }> {
+  const store = LocalStore.open(join(dir, `ref-${Math.random()}`));
+  const r = await importArchive(zip, store, { jobs: 0 }); // no workers: nothing staged
+  assert.equal(r.stagedAhead, 0);
+  return { root: r.root.hash, blobs: [...store.listHashes()].sort() };
+}
+
+test('files staged while the archive is judged are committed: the same tree and blobs as without, no temporary file left', async () => {
+  const dir = scratchDir();
+  const zip = join(dir, 'a.zip');
+  fs.writeFileSync(zip, craftZip(plainEntries()));
+  const ref = await reference(dir, zip);
+  for (const used of [false, true]) {
+    const store = LocalStore.open(join(dir, used ? 'used' : 'fresh'));
+    if (used) store.putSync(Buffer.from('file 3/1\nfile 3/1\n')); // one staged file's blob is already there
+    const r = await importArchive(zip, store, { jobs: 2 });
+    assert.ok(r.stagedAhead! > 100, `staged ${r.stagedAhead} files ahead`);
+    assert.equal(r.root.hash, ref.root);
+    assert.deepEqual([...store.listHashes()].sort(), ref.blobs);
+    assert.deepEqual([...store.listTmpFiles()], []);
+  }
+});
+
+test('a refused archive leaves the store as it was: the files staged before the refusal are removed', async () => {
+  const dir = scratchDir();
+  // 40,000 directories (never staged) before the last entry, so the workers have staged the
+  // files well before the judge reaches it.
+  const slowJudge: CraftEntry[] = Array.from({ length: 40_000 }, (_, i) => ({ name: `e${i}/` }));
+  for (const [i, [bad, why, more]] of ([
+    [{ name: '../escape', data: 'x' }, UnsafePathError, slowJudge],
+    [{ name: 'd0/f1', data: 'again' }, UnsafePathError, []],
+    [{ name: 'dev', data: '', mode: 0o020644 }, ArchiveError, []],
+  ] as const).entries()) {
+    const zip = join(dir, `bad${i}.zip`);
+    fs.writeFileSync(zip, craftZip([...plainEntries(), ...more, bad]));
+    const root = join(dir, `store${i}`);
+    const store = LocalStore.open(root);
+    const before = storeFiles(root);
+    await assert.rejects(importArchive(zip, store, { jobs: 2, ref: 'r' }), why);
+    assert.deepEqual(storeFiles(root), before, 'no blob, temporary file or ref added');
+  }
+});
+
+test('a corrupt staged entry fails the import with the check that found it, and leaves no temporary file', async () => {
+  const dir = scratchDir();
+  const entries = plainEntries();
+  entries[5] = { ...entries[5]!, crc: 12345 };
+  const zip = join(dir, 'crc.zip');
+  fs.writeFileSync(zip, craftZip(entries));
+  const store = LocalStore.open(join(dir, 'store'));
+  await assert.rejects(importArchive(zip, store, { jobs: 2 }), /CRC-32 mismatch|CRC disagrees/);
+  assert.deepEqual([...store.listTmpFiles()], []);
+});
+
+test('a staged entry the judge bounds by a later central record is stored again, and its staged file removed', async () => {
+  const dir = scratchDir();
+  // Record 3 (d0/f2) moved to the end of the central directory: offsets still rise for records
+  // 0-2, so d0/f1 is staged up to d0/f3's header, but the judge ends it at d0/f2's.
+  const zip = join(dir, 'moved.zip');
+  fs.writeFileSync(zip, moveCentralRecord(craftZip(plainEntries()), 3, plainEntries().length - 1));
+  const ref = await reference(dir, zip);
+  const unmoved = join(dir, 'unmoved.zip');
+  fs.writeFileSync(unmoved, craftZip(plainEntries()));
+  const all = (await importArchive(unmoved, LocalStore.open(join(dir, 'unmoved')), { jobs: 2 })).stagedAhead!;
+  const store = LocalStore.open(join(dir, 'store'));
+  const r = await importArchive(zip, store, { jobs: 2 });
+  // The first staged batch held d0/f1: it is not committed; the later ones are.
+  assert.ok(r.stagedAhead! > 0 && r.stagedAhead! <= all - 200, `staged ${r.stagedAhead} of ${all}`);
+  assert.equal(r.root.hash, ref.root);
+  assert.deepEqual([...store.listHashes()].sort(), ref.blobs);
+  assert.deepEqual([...store.listTmpFiles()], []);
+});
