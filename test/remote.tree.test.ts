@@ -16,6 +16,7 @@ import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { BATCH_PROTOCOL, FRAME_PRESENT, FrameDecoder, encodeFrame, encodeFrameHeader } from '../src/remote/wire.js';
 import { makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { startProxy } from './helpers/remote-proxy.js';
 
 /** Parses a frame stream into [digest, bytes | undefined (missing)] in order. */
 function frames(body: Buffer): [Digest, Buffer | undefined][] {
@@ -111,6 +112,48 @@ describe('/tree over HTTP', () => {
     const requests = srv.log.slice(before);
     assert.equal(requests.filter((e) => e.path.includes('/treecast/v1/tree/')).length, 1);
     assert.ok(!requests.some((e) => e.path.startsWith('/cas/') && breadthFirst(srv.store, root).includes(e.path.slice(5))), 'no Directory fetched one by one');
+  });
+
+  test('the /tree request goes out beside the /status question, not after its answer', async () => {
+    // /status is held back 600 ms: a /tree request that waited for its answer would arrive after.
+    let statusAt = 0;
+    let treeAt = 0;
+    const proxy = await startProxy({
+      upstream: srv.url,
+      delay: (method, path) => {
+        if (path.endsWith('/status')) {
+          statusAt = Date.now();
+          return 600;
+        }
+        if (path.includes('/treecast/v1/tree/')) treeAt = Date.now();
+        return 0;
+      },
+    });
+    try {
+      const r = await runCli(['pull', formatDigest(root), proxy.url, '--store', join(dir, 'client-early')]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(statusAt > 0 && treeAt > 0 && treeAt - statusAt < 500, `the /tree request arrived ${treeAt - statusAt} ms after /status`);
+      assert.equal(proxy.requests.filter((q) => q.path.includes('/treecast/v1/tree/')).length, 1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  test('a server without batch endpoints answers the early /tree with 404 and the pull goes on level by level; --no-batch sends none', async () => {
+    const plain = await startServer(join(dir, 'server'), { batch: false });
+    try {
+      for (const noBatch of [false, true]) {
+        const before = plain.log.length;
+        const store = join(dir, `client-plain-${noBatch}`);
+        const r = await runCli(['pull', formatDigest(root), plain.url, '--store', store, ...(noBatch ? ['--no-batch'] : [])]);
+        assert.equal(r.code, 0, r.stderr);
+        const trees = plain.log.slice(before).filter((e) => e.path.includes('/treecast/v1/tree/'));
+        assert.deepEqual(trees.map((e) => e.status), noBatch ? [] : [404]);
+        assert.deepEqual(breadthFirst(LocalStore.open(store), root), breadthFirst(srv.store, root));
+      }
+    } finally {
+      await plain.close();
+    }
   });
 
   for (const where of ['root', 'subdirectory'] as const) {

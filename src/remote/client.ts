@@ -472,7 +472,22 @@ export class RemoteClient {
    * verified and stored as it arrives; `onDirectory` sees it. Returns the digests the server lacks.
    */
   async fetchTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
-    return this.attempt('GET tree', root, async () => {
+    return this.attempt('GET tree', root, () => this.readTree(root, store, onStored));
+  }
+
+  /**
+   * fetchTree sent before the server is known to offer batches (batchAvailable), to be used only
+   * if it does: one attempt, no retry, never failing. What it stored is verified like any blob;
+   * whatever it did not (no endpoint, a failure) the caller fetches as it would have. Not sent
+   * with batch 'off'.
+   */
+  async fetchTreeEarly(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<void> {
+    if (this.batchMode === 'off') return;
+    await this.readTree(root, store, onStored).catch(() => undefined);
+  }
+
+  private async readTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
+    {
       const r = await this.request('GET', `${BATCH_PREFIX}tree/${root.hash}/${root.size}`);
       if (r.statusCode !== 200) {
         await r.body.dump();
@@ -505,7 +520,7 @@ export class RemoteClient {
         throw this.bodyError(e, root);
       }
       return missing;
-    });
+    }
   }
 
   // ------------------------------------------------------------ plumbing

@@ -127,20 +127,28 @@ export class RemoteFetcher {
    * remembers the tree's file blobs. (CheckoutOptions.prepareTree.)
    */
   async prepareTree(root: Digest): Promise<void> {
-    await this.init();
     if (this.root && sameDigest(this.root, root)) return; // prepared already (by secure)
-    this.root = root;
     const store = this.store;
+    const viaTree = new Set<string>();
+    const onStored = (d: Digest) => {
+      viaTree.add(d.hash);
+      this.planned++;
+    };
+    // Perf: the /tree request goes out beside the /status question instead of after it, one round
+    // trip less before the first blob is asked for (50 ms of a 1.8 s pull at --latency 50; the
+    // synthetic 1,000 x 20 pull at --concurrency 16 measured 5.80-7.14 s (median 6.27) before and
+    // 5.07-7.42 s (median 5.49) after, 5 interleaved pairs at load average 15). Its answer is used
+    // only from a server that offers batches; anything else falls back below.
+    const early = this.ready === undefined && !store.hasSync(root) ? this.client.fetchTreeEarly(root, store, onStored) : undefined;
+    await this.init();
+    if (early) await early;
+    this.root = root;
     // A tree pack (store/tree-pack.ts) left by an earlier pull, snapshot or checkout of this tree
     // serves the messages in one read; each is still decoded and validated below.
     const packed = this.reader.usePack(root);
-    const viaTree = new Set<string>();
     if (this.batch && !store.hasSync(root)) {
       // One response with every directory; any it lacks are fetched level by level below.
-      await this.client.fetchTree(root, store, (d) => {
-        viaTree.add(d.hash);
-        this.planned++;
-      });
+      await this.client.fetchTree(root, store, onStored);
     }
     const seenDirs = new Set<string>([root.hash]);
     const dirDigests: Digest[] = [root];
