@@ -3,8 +3,8 @@
  * name, link, size or time; tar-format.ts), plain or through a compressor: the `zstd` program
  * (`-T0`: every core) or treecast's own parallel gzip (gzip-process.ts: every core, no name or time
  * in the header, so the output depends on the input alone). The compressor runs in its own process
- * and writes the file (or stdout) itself; this process writes the tar stream into its stdin with blocking writes, so a
- * slower compressor holds the writer back instead of filling memory.
+ * and writes the file (or stdout) itself; this process writes the tar stream into its stdin with
+ * blocking writes, so a slower compressor holds the writer back instead of filling memory.
  */
 import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
