@@ -171,17 +171,22 @@ describe('checkout --remote --direct', () => {
   // A plain `checkout --remote` whose method is copy fetches each blob the store lacks into memory
   // once, and its worker writes it into the store and the target from there, after its digest
   // matched (execute.ts, apply-op.ts).
-  test('plain checkout --remote: every blob fetched once, stored verified, the file a separate copy', async () => {
-    const out = join(dir, 'out-through');
-    const storeDir = join(dir, 'store-through');
+  // --method hardlink fetches the same way: the workers store each blob from memory, and the file
+  // is a link to the stored blob (the read-only inode every hardlink checkout shares).
+  for (const method of ['copy', 'hardlink'] as const)
+  test(`plain checkout --remote (${method}): every blob fetched once, stored verified, the file ${method === 'copy' ? 'a separate copy' : 'linked to it'}`, async () => {
+    const out = join(dir, `out-through-${method}`);
+    const storeDir = join(dir, `store-through-${method}`);
     const logFrom = server.log.length;
     // The first batch read (which holds the first directory's "shared" file, also in every later
     // batch) answers last: the later batches must wait for it to be stored, not fetch it again.
     let reads = 0;
     const proxy = await startProxy({ upstream: server.url, delay: (method, path) => (method === 'POST' && path.endsWith('/read') && reads++ === 0 ? 1500 : 0) });
-    const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--json', '--concurrency', '4']).finally(() => proxy.close());
+    const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--json', '--concurrency', '4', '--method', method]).finally(() => proxy.close());
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(json(r).method, 'copy');
+    const j = json(r) as { method: string; hardlinked: number; copied: number };
+    assert.equal(j.method, method);
+    if (method === 'hardlink') assert.equal(j.copied, 0);
     assert.deepEqual(describeTree(out), describeTree(src()));
     // Every tenth file repeats another directory's content, in other batches: still one fetch each.
     assert.deepEqual(duplicateSends(server.log.slice(logFrom)), []);
@@ -190,38 +195,17 @@ describe('checkout --remote --direct', () => {
     assert.deepEqual([...files.keys()].filter((h) => !stored.has(h)), [], 'every file blob is in the store');
     for (const [hash, size] of files) store.readSync({ hash, size }); // each verifies
     assert.deepEqual(leftoverTmp(storeDir), []);
+    const blobOf = (file: string) => store.blobPath(digestOf(fs.readFileSync(file)).hash);
+    if (method === 'hardlink') {
+      for (const rel of ['d0001/f0.txt', 'd0002/copy-of-f0.txt', 'big.bin']) assert.equal(fs.statSync(join(out, rel)).ino, fs.statSync(blobOf(join(out, rel))).ino, `${rel} is the stored blob`);
+      return;
+    }
     // A later write to the checked-out file leaves the store as it was.
     const file = join(out, 'd0001', 'f0.txt');
-    const blob = store.blobPath(digestOf(fs.readFileSync(file)).hash);
+    const blob = blobOf(file);
     assert.notEqual(fs.statSync(file).ino, fs.statSync(blob).ino);
     fs.appendFileSync(file, 'local edit');
     assert.ok(!fs.readFileSync(blob).toString().endsWith('local edit'));
-  });
-
-  // With --method hardlink the same fetch: each blob stored by the workers from memory, and the
-  // file a link to the stored blob (the read-only inode every hardlink checkout shares).
-  test('checkout --remote --method hardlink: every blob fetched once, stored verified, the file linked to it', async () => {
-    const out = join(dir, 'out-through-link');
-    const storeDir = join(dir, 'store-through-link');
-    const logFrom = server.log.length;
-    let reads = 0;
-    const proxy = await startProxy({ upstream: server.url, delay: (method, path) => (method === 'POST' && path.endsWith('/read') && reads++ === 0 ? 1500 : 0) });
-    const r = await runCli(['checkout', root, out, '--remote', proxy.url, '--store', storeDir, '--json', '--concurrency', '4', '--method', 'hardlink']).finally(() => proxy.close());
-    assert.equal(r.code, 0, r.stderr);
-    const j = json(r) as { method: string; hardlinked: number; copied: number };
-    assert.equal(j.method, 'hardlink');
-    assert.equal(j.copied, 0);
-    assert.deepEqual(describeTree(out), describeTree(src()));
-    assert.deepEqual(duplicateSends(server.log.slice(logFrom)), []);
-    const store = LocalStore.open(storeDir);
-    const stored = new Set(store.listHashes());
-    assert.deepEqual([...files.keys()].filter((h) => !stored.has(h)), [], 'every file blob is in the store');
-    for (const [hash, size] of files) store.readSync({ hash, size }); // each verifies
-    assert.deepEqual(leftoverTmp(storeDir), []);
-    for (const rel of ['d0001/f0.txt', 'd0002/copy-of-f0.txt', 'big.bin']) {
-      const file = join(out, rel);
-      assert.equal(fs.statSync(file).ino, fs.statSync(store.blobPath(digestOf(fs.readFileSync(file)).hash)).ino, `${rel} is the stored blob`);
-    }
   });
 
   for (const method of ['copy', 'hardlink'] as const)
