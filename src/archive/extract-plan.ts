@@ -38,6 +38,11 @@ export interface BatchLimits {
 // smaller batches cost more in message overhead, larger ones leave a worker idle at the end.
 export const DEFAULT_BATCH_LIMITS: BatchLimits = { entries: 256, bytes: 8 << 20, large: LARGE_ENTRY_BYTES };
 
+/** Whether a file entry is streamed on its own (its extent or its size over `large`) rather than batched. */
+export function isLargeEntry(e: ArchiveEntry, large: number): boolean {
+  return e.limit - e.localOffset > large || e.size > large;
+}
+
 export function planExtraction(entries: readonly ArchiveEntry[], limits: BatchLimits = DEFAULT_BATCH_LIMITS): ExtractPlan {
   const dirMap = new Map<string, PlannedDir>();
   let lastParent = '';
@@ -68,7 +73,7 @@ export function planExtraction(entries: readonly ArchiveEntry[], limits: BatchLi
       else dirMap.set(e.path, { path: e.path, entry: e });
       explicitDirs.push(e);
     } else if (e.type === 'symlink') symlinks.push(e);
-    else if (e.limit - e.localOffset > limits.large || e.size > limits.large) large.push(e);
+    else if (isLargeEntry(e, limits.large)) large.push(e);
     else files.push(e);
   }
   files.sort((a, b) => a.localOffset - b.localOffset);

@@ -13,7 +13,7 @@ import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { checkLimitsOptions, earlyPool, refuseTarOnlyOptions, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
-import { DEFAULT_BATCH_LIMITS, planExtraction } from './extract-plan.js';
+import { DEFAULT_BATCH_LIMITS, isLargeEntry, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
 import { StagedAhead } from './import-ahead.js';
 import type { CentralDirectory } from './central-directory.js';
@@ -43,7 +43,6 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
   const t0 = process.hrtime.bigint();
   let pool = earlyPool(archivePath, opts.jobs, { storeRoot: store.root });
   const limits = { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large };
-  const isLarge = (e: ArchiveEntry) => e.limit - e.localOffset > limits.large || e.size > limits.large;
   let ahead: StagedAhead | undefined;
   const startAhead = (cd: CentralDirectory) => {
     ahead = new StagedAhead(pool!, archivePath, cd, { ...limits, maxRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO, maxSize: opts.maxSize ?? Number.MAX_SAFE_INTEGER });
@@ -60,7 +59,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     for (const w of ar.judged.warnings) opts.onWarning?.(w.code, w.message);
     const plan = planExtraction(ar.judged.entries, limits);
     // Files the workers staged while the archive was judged are committed below, not stored again.
-    const staged = ahead?.accept(ar.judged.entries, isLarge) ?? new Set<number>();
+    const staged = ahead?.accept(ar.judged.entries, (e) => isLargeEntry(e, limits.large)) ?? new Set<number>();
     const batches = staged.size === 0 ? plan.batches : plan.batches.map((b) => b.filter((e) => !staged.has(e.index))).filter((b) => b.length > 0);
     // Perf: the tree is built while workers store file data (this thread is otherwise idle then):
     // directories and symlinks first, each file as its batch returns. Any order is fine for

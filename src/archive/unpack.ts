@@ -69,8 +69,11 @@ export interface OpenedArchive {
   fileSize: number;
 }
 
-/** Opens, reads and judges an archive: everything that can be refused before writing is refused here. */
-/** `onRead`, when given, sees the central directory as read, before any entry is judged (import starts work early there). */
+/**
+ * Opens, reads and judges an archive: everything that can be refused before writing is refused here.
+ * `onRead`, when given, sees the central directory as read, before any entry is judged (import
+ * starts work early there).
+ */
 export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }, onRead?: (cd: CentralDirectory) => void): OpenedArchive {
   const fd = openFile(path, 'r', 'cannot open archive');
   try {

@@ -13,6 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { DigestMismatchError, fsError } from '../errors.js';
+import { removeIfPartial } from './import-file.js';
 
 /** CheckoutOptions.fetchStream: a blob's bytes to `sink`, unverified; `restart` before a retry's first chunk. */
 export type FetchStream = (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => Promise<{ source: string }>;
@@ -92,8 +93,7 @@ function publish(tmp: string, dst: string): void {
   try {
     fs.copyFileSync(tmp, dst, fs.constants.COPYFILE_EXCL);
   } catch (e) {
-    // A partial copy is ours to remove; a name that existed (EEXIST) is not.
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fs.rmSync(dst, { force: true });
+    removeIfPartial(dst, 'copy', e);
     throw fsError(e, 'cannot create', dst);
   }
 }

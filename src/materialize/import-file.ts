@@ -177,7 +177,7 @@ export function writeBytes(dst: string, bytes: Uint8Array, mode: number): void {
  * exclusive create failed because the name already belonged to something else, which is not ours
  * to remove. A hardlink either exists whole or not at all.
  */
-function removeIfPartial(dst: string, method: ImportMethod, e: unknown): void {
+export function removeIfPartial(dst: string, method: ImportMethod, e: unknown): void {
   if (method === 'hardlink' || (e as NodeJS.ErrnoException).code === 'EEXIST') return;
   try {
     fs.unlinkSync(dst);

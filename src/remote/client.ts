@@ -487,40 +487,38 @@ export class RemoteClient {
   }
 
   private async readTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
-    {
-      const r = await this.request('GET', `${BATCH_PREFIX}tree/${root.hash}/${root.size}`);
-      if (r.statusCode !== 200) {
-        await r.body.dump();
-        if (r.statusCode === 404) return [root];
-        throw this.statusError('GET tree', r.statusCode, root, r.headers['retry-after']);
-      }
-      const missing: Digest[] = [];
-      let rx: BlobReceiver | undefined;
-      const decoder = new FrameDecoder({
-        header: (d, present) => {
-          if (!present) missing.push(d);
-          else if (!store.hasSync(d)) rx = new BlobReceiver(store, d, d.size, this.server);
-        },
-        data: (chunk) => rx?.write(chunk),
-        end: (d) => {
-          if (!rx) return;
-          rx.finish();
-          rx = undefined;
-          this.stats.fetched++;
-          this.stats.fetchedBytes += d.size;
-          onStored(d);
-        },
-      });
-      try {
-        for await (const chunk of r.body) decoder.push(chunk as Buffer);
-        decoder.finish();
-      } catch (e) {
-        rx?.abort();
-        r.body.destroy();
-        throw this.bodyError(e, root);
-      }
-      return missing;
+    const r = await this.request('GET', `${BATCH_PREFIX}tree/${root.hash}/${root.size}`);
+    if (r.statusCode !== 200) {
+      await r.body.dump();
+      if (r.statusCode === 404) return [root];
+      throw this.statusError('GET tree', r.statusCode, root, r.headers['retry-after']);
     }
+    const missing: Digest[] = [];
+    let rx: BlobReceiver | undefined;
+    const decoder = new FrameDecoder({
+      header: (d, present) => {
+        if (!present) missing.push(d);
+        else if (!store.hasSync(d)) rx = new BlobReceiver(store, d, d.size, this.server);
+      },
+      data: (chunk) => rx?.write(chunk),
+      end: (d) => {
+        if (!rx) return;
+        rx.finish();
+        rx = undefined;
+        this.stats.fetched++;
+        this.stats.fetchedBytes += d.size;
+        onStored(d);
+      },
+    });
+    try {
+      for await (const chunk of r.body) decoder.push(chunk as Buffer);
+      decoder.finish();
+    } catch (e) {
+      rx?.abort();
+      r.body.destroy();
+      throw this.bodyError(e, root);
+    }
+    return missing;
   }
 
   // ------------------------------------------------------------ plumbing
