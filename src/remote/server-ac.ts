@@ -7,6 +7,9 @@
  * entry that names an absent blob is a miss (404), so a client never gets a result it cannot
  * restore. `--no-ac-validation` stores and serves any bytes (ccache keeps its own format there).
  *
+ * An entry naming many blobs that was found whole is remembered until the store may have lost a
+ * blob (validated-entries.ts), so a repeated restore by name is not checked again.
+ *
  * Entries live in the store (STORE/ac/), are replaced atomically (temp file + rename), and a hit
  * refreshes the entry's last use for `gc --max-age`.
  */
@@ -19,6 +22,7 @@ import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
 import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
 import { openFile } from '../fs/open-file.js';
+import { REMEMBER_MIN_BLOBS } from './validated-entries.js';
 
 export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -34,8 +38,12 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
   if (core.opts.acValidation) {
     const bytes = core.ac.read(key);
     if (!bytes) throw new HttpFailure(404, `action ${key} not found`);
-    const absent = firstAbsent(core, key, bytes);
-    if (absent) throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
+    if (!core.validated.holds(key, bytes)) {
+      const state = core.validated.stateBeforeCheck();
+      const { absent, blobs } = check(core, key, bytes);
+      if (absent) throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
+      if (state !== undefined && blobs >= REMEMBER_MIN_BLOBS) core.validated.remember(key, bytes, state);
+    }
     core.ac.touch(key);
     ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
     ctx.res.end(head ? undefined : bytes);
@@ -45,18 +53,22 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
   await sendFile(ctx.res, path, size, head);
 }
 
-/** Why the entry cannot be served (undecodable, or a referenced blob the store lacks), or undefined. */
-function firstAbsent(core: ServerCore, key: string, bytes: Buffer): string | undefined {
+/**
+ * Why the entry cannot be served (undecodable, or a referenced blob the store lacks), if it
+ * cannot, and how many blobs it names.
+ */
+function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string; blobs: number } {
   let refs;
   try {
     refs = actionResultReferences(core.store, decodeActionResult(bytes, `action ${key}`), `action ${key}`);
   } catch (e) {
     // Stored while validation was off: not an ActionResult, so nothing a Bazel client can use.
-    return `its entry is not a valid ActionResult (${(e as Error).message})`;
+    return { absent: `its entry is not a valid ActionResult (${(e as Error).message})`, blobs: 0 };
   }
-  if (refs.badTree) return refs.badTree;
-  for (const d of refs.needed) if (!core.hasExact(d)) return `blob ${formatDigest(d)} is not in the store`;
-  return undefined;
+  const blobs = refs.needed.length;
+  if (refs.badTree) return { absent: refs.badTree, blobs };
+  for (const d of refs.needed) if (!core.hasExact(d)) return { absent: `blob ${formatDigest(d)} is not in the store`, blobs };
+  return { blobs };
 }
 
 async function putEntry(core: ServerCore, key: string, ctx: Ctx): Promise<void> {

@@ -26,6 +26,7 @@ import { TokenChecker } from './auth.js';
 import { BufferBudget, type BufferPolicy } from './receiver.js';
 import { type Route, parseRoute } from './routes.js';
 import { serveAc } from './server-ac.js';
+import { ValidatedEntries } from './validated-entries.js';
 import { serveBatch, serveTree } from './server-batch.js';
 import { serveCas } from './server-cas.js';
 import { type AccessLogEntry, CLIENT_CLOSED, type Ctx, HttpFailure, hasBody, methodNotAllowed, sendJson } from './server-http.js';
@@ -79,6 +80,8 @@ export interface ServerStatus {
   readOnly: boolean;
   /** True when a GET /ac answers an entry only if every blob it names is held (see server-ac.ts). */
   acValidation: boolean;
+  /** GET /ac answers given from a remembered whole entry, without looking for its blobs again. */
+  acRemembered: number;
   blobs: number;
   bytes: number;
   requests: number;
@@ -122,6 +125,8 @@ export interface ServerCore {
   /** How upload bodies may be buffered: small ones only, within one budget for the server. */
   readonly buffering: BufferPolicy;
   readonly ac: ActionCache;
+  /** Action cache entries found whole, until the store may have lost a blob. */
+  readonly validated: ValidatedEntries;
 }
 
 export class RemoteServer implements ServerCore {
@@ -139,11 +144,13 @@ export class RemoteServer implements ServerCore {
   private refusedConnections = 0;
   readonly buffering: BufferPolicy;
   readonly ac: ActionCache;
+  readonly validated: ValidatedEntries;
 
   constructor(options: ServerOptions) {
     this.opts = { readOnly: false, batch: true, acValidation: true, ...DEFAULTS, ...stripUndefined(options) };
     this.store = options.store;
     this.ac = new ActionCache(this.store);
+    this.validated = new ValidatedEntries(this.store.root);
     if (options.token !== undefined) this.checker = new TokenChecker(options.token);
     this.server = http.createServer(
       {
@@ -190,6 +197,7 @@ export class RemoteServer implements ServerCore {
       ...(this.opts.batch ? { protocol: BATCH_PROTOCOL } : {}),
       readOnly: this.opts.readOnly,
       acValidation: this.opts.acValidation,
+      acRemembered: this.validated.served,
       blobs: this.blobs,
       bytes: this.bytes,
       requests: this.requests,
