@@ -2,7 +2,8 @@
  * The CI cache job on the Linux tree, over loopback: `push DIR URL --ref NAME` saves it, then
  * `checkout NAME DIR --remote URL` restores it into an empty store and directory, against a
  * treecast server (batch endpoints) and nginx (WebDAV, one request per blob), beside `rsync -a`
- * from an rsync daemon into an empty directory, and the same tree by digest (what the name costs).
+ * from an rsync daemon into an empty directory, the same tree by digest (what the name costs), and
+ * the restore by name with `--direct` (each file written once, no store kept).
  * Also the requests each restore made.
  *
  * Servers run as child processes (the harness times commands with spawnSync, which blocks this
@@ -69,6 +70,8 @@ export async function run(ctx: BenchContext): Promise<string> {
       { label: 'treecast checkout NAME --remote (treecast server)', setup: clean, cmd: restore(srv.url) },
       { label: 'treecast checkout NAME --remote (nginx WebDAV)', setup: clean, cmd: restore(nginx.url) },
       { label: 'treecast checkout DIGEST --remote (treecast server)', setup: clean, cmd: `${tc} checkout ${digest} ${dst} --remote ${srv.url} --store ${store}` },
+      // The CI restore's one-write path: an empty directory, no store kept.
+      { label: 'treecast checkout NAME --remote --direct (treecast server)', setup: clean, cmd: `${restore(srv.url)} --direct` },
     ];
     const res = timeCases(cases, ctx.runs, ctx.log);
     out.push(table(res, cases[0]!.label), '');
@@ -83,6 +86,7 @@ export async function run(ctx: BenchContext): Promise<string> {
     const rs = median(res.get(cases[0]!.label)!.wall);
     out.push(target('checkout NAME --remote (treecast server) / rsync -a', median(res.get(cases[1]!.label)!.wall) / rs, 1.0));
     out.push(target('checkout NAME --remote (nginx WebDAV) / rsync -a', median(res.get(cases[2]!.label)!.wall) / rs, 2.0));
+    out.push(target('checkout NAME --remote --direct (treecast server) / rsync -a', median(res.get(cases[4]!.label)!.wall) / rs, 1.0));
     const byName = median(res.get(cases[1]!.label)!.wall) / median(res.get(cases[3]!.label)!.wall);
     out.push(`- checkout NAME / checkout DIGEST (treecast server): ${byName.toFixed(3)}`);
     out.push('');

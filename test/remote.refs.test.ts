@@ -268,6 +268,32 @@ describe("remote refs against treecast's own server", () => {
     assert.ok(!paths.some((p) => p.includes('/treecast/v1/missing')), 'no second check of what the validated entry promised');
   });
 
+  test('checkout NAME --remote --direct writes each file once and stores no file blob; a remembered entry whose blob the server lost is a miss, nothing written', async () => {
+    const many = join(base, 'many');
+    makeTree(many, 40, 10, 5 << 20); // over 256 blobs (the entry is remembered), one file streamed apart
+    await pushRef(many, server.url, 'direct-srv');
+    const files = lsHashes(many, 'file');
+    await new Promise((r) => setTimeout(r, 80)); // the server's shard folders settle (a clock tick)
+    const remembered = server.server.status().acRemembered;
+    for (let i = 0; i < 2; i++) {
+      const out = freshDir();
+      const store = freshStore();
+      const r = await runCli(['checkout', 'direct-srv', out, '--remote', server.url, '--direct', '--store', store, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(describeTree(out), describeTree(many));
+      assert.equal((json(r).remoteRef as { name: string }).name, 'direct-srv');
+      const stored = new Set(storeBlobs(store));
+      assert.deepEqual(files.filter((h) => stored.has(h)), [], 'no file blob in the store');
+    }
+    assert.equal(server.server.status().acRemembered, remembered + 1, 'the second restore was answered from the remembered entry');
+    fs.rmSync(server.store.blobPath(files[17]!));
+    const out = freshDir();
+    const miss = await runCli(['checkout', 'direct-srv', out, '--remote', server.url, '--direct', '--store', freshStore(), '--json']);
+    assert.equal(miss.code, 3, miss.stderr);
+    assert.equal((json(miss).error as { tried: { reason: string }[] }).tried[0]!.reason, 'absent');
+    assert.ok(!fs.existsSync(out), 'nothing written for an incomplete tree');
+  });
+
   test('--no-batch against the same server takes every Directory from the Tree message', async () => {
     await pushRef(other, server.url, 'plain-srv');
     server.log.length = 0;
