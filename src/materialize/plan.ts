@@ -122,14 +122,31 @@ export function planFresh(root: Digest, tree: TreeLookup): Plan {
   return plan;
 }
 
+/**
+ * The steps below `dir`, depth first: its files and symlinks, then each subdirectory's mkdir and
+ * everything in it. Perf: one generator over an explicit stack. Nested `yield*` passes every step
+ * through each level above it: 138 ms of the main thread's self time in a hardlink checkout of the
+ * node_modules corpus (26,242 files, up to ~20 levels deep), on the critical path at the start.
+ */
 function* createSteps(dir: Directory, rel: string, tree: TreeLookup, depth: number): Generator<Step> {
-  if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${rel}'`);
-  for (const f of dir.files) yield { rel: join(rel, f.name), hash: f.digest.hash, size: f.digest.size, executable: f.executable };
-  for (const s of dir.symlinks) yield { rel: join(rel, s.name), target: s.target };
-  for (const d of dir.directories) {
-    const sub = join(rel, d.name);
+  const stack: { dir: Directory; rel: string; depth: number; next: number }[] = [];
+  let top: (typeof stack)[number] | undefined = { dir, rel, depth, next: -1 };
+  while (top) {
+    if (top.next < 0) {
+      if (top.depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${top.rel}'`);
+      for (const f of top.dir.files) yield { rel: join(top.rel, f.name), hash: f.digest.hash, size: f.digest.size, executable: f.executable };
+      for (const s of top.dir.symlinks) yield { rel: join(top.rel, s.name), target: s.target };
+      top.next = 0;
+    }
+    const d = top.dir.directories[top.next++];
+    if (d === undefined) {
+      top = stack.pop();
+      continue;
+    }
+    const sub = join(top.rel, d.name);
     yield { mkdir: sub };
-    yield* createSteps(tree(d.digest), sub, tree, depth + 1);
+    stack.push(top);
+    top = { dir: tree(d.digest), rel: sub, depth: top.depth + 1, next: -1 };
   }
 }
 
