@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type BenchContext, type Case, median, table, target, timeCases, type Timed } from './harness.js';
 
@@ -17,8 +17,31 @@ function sh(cmd: string): string {
 }
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+/** zstd decompressing `archive` into a pipe, as GNU tar and treecast run it. */
+const zstdAlone = (archive: string) => `zstd -dcq --long=31 ${q(archive)} | cat >/dev/null`;
 const med = (r: Map<string, Timed>, label: string) => median(r.get(label)!.wall);
 const rss = (r: Map<string, Timed>, label: string) => median(r.get(label)!.rssMB);
+
+/** CPU seconds (user + system) of one run of `cmd` after `setup`, from GNU time. */
+function cpuOnce(cmd: string, setup: string): number {
+  sh(setup);
+  const [user, sys] = sh(`/usr/bin/time -f '%U %S' bash -c ${q(cmd)} 2>&1 >/dev/null | tail -1`).split(' ').map(Number);
+  return user! + sys!;
+}
+
+/**
+ * One line on what the CPU allows: treecast's CPU time (user + system, which includes the
+ * decompressor it runs) divided by the cores is the least wall time it could take if every core
+ * were busy all the time, here as a ratio to the peer's median. A ratio target below that floor
+ * cannot be met on this machine without doing less work in all.
+ */
+function cpuFloor(c: Case[], gnu: string, decoder: string | undefined, gnuMedian: number): string {
+  const cores = availableParallelism();
+  const tc = cpuOnce(c[0]!.cmd, c[0]!.setup!);
+  const peer = cpuOnce(c[1]!.cmd, c[1]!.setup!);
+  const dec = decoder ? `, the decompressor alone into a pipe (\`${decoder.replace(/'[^']*'/g, 'ARCHIVE')}\`) ${cpuOnce(decoder, 'true').toFixed(2)} s` : '';
+  return `CPU seconds (user + system, one more run each): treecast ${tc.toFixed(2)}, ${gnu} ${peer.toFixed(2)}${dec}. On ${cores} cores treecast needs at least ${(tc / cores).toFixed(3)} s of wall time (CPU / cores), ${(tc / cores / gnuMedian).toFixed(2)}x ${gnu}'s median.`;
+}
 
 /** The unpack cases for one archive: treecast, GNU tar, bsdtar, node-tar (fed by zstd for .tar.zst). */
 function unpackCases(tc: string, nodeTar: string, archive: string, out: string, gnuFlags: string, zstd: boolean): Case[] {
@@ -61,15 +84,16 @@ export async function run(ctx: BenchContext): Promise<string> {
   sh(`tar -cf ${q(tarFile)} -C ${q(src)} . && tar -czf ${q(gz)} -C ${q(src)} . && tar -cf - -C ${q(src)} . | zstd -T0 -3 -q -o ${q(zst)}`);
 
   const targets: string[] = [];
-  const sections: [string, string, string, boolean, number][] = [
-    ['.tar.zst', zst, 'tar --zstd -xf', true, 0.6],
-    ['.tar.gz', gz, 'tar -xzf', false, 0.75],
-    ['.tar', tarFile, 'tar -xf', false, 0.6],
+  const sections: [string, string, string, boolean, number, string | undefined][] = [
+    ['.tar.zst', zst, 'tar --zstd -xf', true, 0.6, zstdAlone(zst)],
+    ['.tar.gz', gz, 'tar -xzf', false, 0.75, `gzip -dc ${q(gz)} | cat >/dev/null`],
+    ['.tar', tarFile, 'tar -xf', false, 0.6, undefined],
   ];
-  for (const [name, archive, gnu, isZstd, limit] of sections) {
+  for (const [name, archive, gnu, isZstd, limit, decoder] of sections) {
     ctx.log(`tar: unpack ${name}`);
-    const r = timeCases(unpackCases(`${env} ${tcs}`, nodeTar, archive, out, gnu, isZstd), runs, ctx.log);
-    parts.push(`### unpack ${name} (${statSync(archive).size} bytes)`, '', table(r, gnu), '');
+    const cases = unpackCases(`${env} ${tcs}`, nodeTar, archive, out, gnu, isZstd);
+    const r = timeCases(cases, runs, ctx.log);
+    parts.push(`### unpack ${name} (${statSync(archive).size} bytes)`, '', table(r, gnu), '', cpuFloor(cases, gnu, decoder, med(r, gnu)), '');
     targets.push(target(`unpack ${name}: treecast / ${gnu}`, med(r, 'treecast unpack') / med(r, gnu), limit));
     targets.push(target(`unpack ${name}: treecast peak RSS MB`, rss(r, 'treecast unpack'), 300));
   }
@@ -128,12 +152,16 @@ export async function run(ctx: BenchContext): Promise<string> {
   const nmOut = join(nmw, 'out');
   sh(`rm -rf ${q(nmw)} && mkdir -p ${q(nmw)} && tar --zstd -cf ${q(nmZst)} -C ${q(nm)} .`);
   const count = (type: string) => sh(`find ${q(nm)} -type ${type} | wc -l`);
-  const nmRes = timeCases(unpackCases(`${env} ${tcs}`, nodeTar, nmZst, nmOut, 'tar --zstd -xf', true), runs, ctx.log);
+  const nmCases = unpackCases(`${env} ${tcs}`, nodeTar, nmZst, nmOut, 'tar --zstd -xf', true);
+  const nmRes = timeCases(nmCases, runs, ctx.log);
+  const nmFloor = cpuFloor(nmCases, 'tar --zstd -xf', zstdAlone(nmZst), med(nmRes, 'tar --zstd -xf'));
   sh(`rm -rf ${q(nmw)}`);
   parts.push(
     `### node_modules, unpack .tar.zst (${count('f')} files, ${count('l')} symlinks, ${count('d')} directories; bench/get-node-modules.sh; packed by tar --zstd)`,
     '',
     table(nmRes, 'tar --zstd -xf'),
+    '',
+    nmFloor,
     '',
   );
   targets.push(target('node_modules unpack .tar.zst: treecast / tar --zstd -xf', med(nmRes, 'treecast unpack') / med(nmRes, 'tar --zstd -xf'), 0.6));
