@@ -155,7 +155,8 @@ export async function run(ctx: BenchContext): Promise<string> {
   const nmCases = unpackCases(`${env} ${tcs}`, nodeTar, nmZst, nmOut, 'tar --zstd -xf', true);
   const nmRes = timeCases(nmCases, runs, ctx.log);
   const nmFloor = cpuFloor(nmCases, 'tar --zstd -xf', zstdAlone(nmZst), med(nmRes, 'tar --zstd -xf'));
-  sh(`rm -rf ${q(nmw)}`);
+  // (w too: the treecast runs above made their store there again)
+  sh(`rm -rf ${q(nmw)} ${q(w)}`);
   parts.push(
     `### node_modules, unpack .tar.zst (${count('f')} files, ${count('l')} symlinks, ${count('d')} directories; bench/get-node-modules.sh; packed by tar --zstd)`,
     '',
