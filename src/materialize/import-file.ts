@@ -28,13 +28,15 @@ export interface ImportOutcome {
 
 /**
  * Creates `dst` (which must not exist) holding blob `d`. `mode` applies to clones and copies;
+ * `sizeProven`: the caller just stored `d` from verified bytes, so no stat proves its size again.
  * hardlinks keep the store's read-only mode and link the executable twin for executables.
  */
-export function importBlob(store: LocalStore, d: Digest, dst: string, method: ImportMethod, executable: boolean, mode: number): ImportOutcome {
+export function importBlob(store: LocalStore, d: Digest, dst: string, method: ImportMethod, executable: boolean, mode: number, sizeProven = false): ImportOutcome {
   const src = store.blobPath(d.hash);
   let fellBack: string | undefined;
-  // A copy proves the size as it reads (copyBlob); a link or clone, by a stat first.
-  if (method !== 'copy') checkStoredSize(store, src, d, dst);
+  // A copy proves the size as it reads (copyBlob); a link or clone, by a stat first, unless the
+  // caller stored the blob itself from verified bytes of that size (sizeProven).
+  if (method !== 'copy' && !sizeProven) checkStoredSize(store, src, d, dst);
   try {
     if (method === 'hardlink') {
       fs.linkSync(executable ? store.executablePathSync(d) : src, dst);
@@ -51,7 +53,7 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     fellBack = code;
     removeIfPartial(dst, method, e);
   }
-  copyBlob(store, src, d, dst, mode, method !== 'copy');
+  copyBlob(store, src, d, dst, mode, method !== 'copy' || sizeProven);
   return { used: 'copy', fellBack };
 }
 
