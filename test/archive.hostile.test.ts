@@ -101,6 +101,13 @@ test('setuid, setgid and sticky bits are stripped with a warning', async () => {
   assert.match(warnings[0]!, /ARCHIVE_MODE_STRIPPED 'suid': setuid\/setgid\/sticky bits stripped/);
 });
 
+test('a name that is not UTF-8 is refused, its bytes shown escaped', async () => {
+  // Crafted with a placeholder byte, then turned into 0xFF in the local and central headers alike.
+  const zip = craftZip([file('ok.txt'), file('bad-~.txt')]);
+  for (let i = zip.indexOf('bad-~'); i >= 0; i = zip.indexOf('bad-~', i + 1)) zip[i + 4] = 0xff;
+  await refused(zip, UnsafePathError, /^archive entry 1 \('bad-\\xff\.txt'\): name is not valid UTF-8/);
+});
+
 test('names over 4 KB and nesting deeper than 1024 levels are refused', async () => {
   const long = Array.from({ length: 21 }, () => 'n'.repeat(200)).join('/');
   await refused([file(long)], UnsafePathError, /name is longer than 4096 bytes/);

@@ -34,7 +34,9 @@ export interface RawEntry {
   index: number;
   /** The name as stored, decoded as UTF-8 (undefined when the bytes are not UTF-8). */
   name: string | undefined;
-  nameBytes: Buffer;
+  nameLength: number;
+  /** The stored name's bytes, kept only when they are not UTF-8 (for the error naming the entry). */
+  badNameBytes?: Buffer;
   madeBy: number;
   flags: number;
   method: number;
@@ -174,8 +176,10 @@ export function readCentralDirectory(fd: number, path: string): CentralDirectory
     entries[i] = {
       index: i,
       name,
-      // A view of the central directory buffer, which lives as long as the entries anyway.
-      nameBytes,
+      nameLength: nameLen,
+      // Perf: no Buffer view per entry (83,730 on the Linux tree) for names that decoded; a view
+      // keeps the central directory buffer alive with it.
+      badNameBytes: name === undefined ? Buffer.from(nameBytes) : undefined,
       madeBy: cd.readUInt16LE(p + 4),
       flags: cd.readUInt16LE(p + 8),
       method: cd.readUInt16LE(p + 10),

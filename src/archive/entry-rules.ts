@@ -187,7 +187,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
   let totalSize = 0;
   for (const e of raw) {
     if (e.name === undefined) {
-      throw new UnsafePathError(`archive entry ${e.index} ('${escapeControl(e.nameBytes)}'): name is not valid UTF-8`, {
+      throw new UnsafePathError(`archive entry ${e.index} ('${escapeControl(e.badNameBytes ?? Buffer.alloc(0))}'): name is not valid UTF-8`, {
         hint: 'treecast reads names as UTF-8 only, so that every name means one path',
       });
     }
@@ -228,7 +228,7 @@ export function judgeEntries(raw: readonly RawEntry[], cdOffset: number, limits:
       compressedSize: e.compressedSize,
       size: e.size,
       localOffset: e.localOffset,
-      nameLength: e.nameBytes.length,
+      nameLength: e.nameLength,
       limit: 0,
     });
   }

@@ -63,7 +63,7 @@ function plainFile(e: RawEntry, limit: number, l: AheadLimits): boolean {
     e.size <= l.large &&
     limit - e.localOffset <= l.large &&
     e.size <= l.maxRatio * Math.max(e.compressedSize, 1) &&
-    e.localOffset + LOCAL_HEADER_SIZE + e.nameBytes.length + e.compressedSize <= limit
+    e.localOffset + LOCAL_HEADER_SIZE + e.nameLength + e.compressedSize <= limit
   );
 }
 

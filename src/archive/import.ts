@@ -41,6 +41,9 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
   if (tar) return (await import('./tar-import.js')).importTar(tar.input, tar.label, store, opts);
   refuseTarOnlyOptions(opts);
   const t0 = process.hrtime.bigint();
+  // Perf: asked before the head start stages files into the shard folders, so it reads one empty
+  // folder rather than every shard the workers made (readdir took ~60 ms of this thread, profiled).
+  const storeWasEmpty = store.hasNoBlobsSync();
   let pool = earlyPool(archivePath, opts.jobs, { storeRoot: store.root });
   const limits = { ...DEFAULT_BATCH_LIMITS, large: opts.largeEntryBytes ?? DEFAULT_BATCH_LIMITS.large };
   let ahead: StagedAhead | undefined;
@@ -65,17 +68,17 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
     // directories and symlinks first, each file as its batch returns. Any order is fine for
     // TreeBuilder once entry-rules has accepted the archive. On the Linux tree TreeBuilder.add
     // took 0.38 s of this thread (profiled), which now overlaps the workers.
-    const tb = new TreeBuilder();
+    // Dropped once built, so its 83,730 entries are not alive while the messages are stored.
+    let tb: TreeBuilder | undefined = new TreeBuilder();
     const executable = (e: ArchiveEntry) => e.perm !== undefined && (e.perm & 0o100) !== 0;
     for (const e of ar.judged.entries) {
-      if (e.type === 'dir') tb.add({ type: 'dir', path: e.path });
-      else if (e.type === 'symlink') tb.add({ type: 'symlink', path: e.path, target: ar.targets.get(e.index)! });
+      if (e.type === 'dir') tb!.add({ type: 'dir', path: e.path });
+      else if (e.type === 'symlink') tb!.add({ type: 'symlink', path: e.path, target: ar.targets.get(e.index)! });
     }
     const total = plan.fileCount;
     let done = 0;
     let bytes = 0;
     pool ??= new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, { storeRoot: store.root }, { youngGenerationMb: ARCHIVE_YOUNG_MB });
-    const storeWasEmpty = store.hasNoBlobsSync();
     let built: BuiltTree;
     try {
       // Payloads are made as batches are sent (Perf: made up front, 78,579 entry copies stayed
@@ -90,7 +93,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
         const batch = batches[n]!;
         for (let i = 0; i < batch.length; i++) {
           const e = batch[i]!;
-          tb.add({ type: 'file', path: e.path, digest: e.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: e.size }, executable: executable(e) });
+          tb!.add({ type: 'file', path: e.path, digest: e.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: e.size }, executable: executable(e) });
           bytes += e.size;
         }
         done += batch.length;
@@ -105,7 +108,7 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
             else store.commitTmp(tmp, hash);
           }
           const j = ar.judged.entries[e.index]!;
-          tb.add({ type: 'file', path: j.path, digest: e.size === 0 ? EMPTY_DIGEST : { hash, size: e.size }, executable: executable(j) });
+          tb!.add({ type: 'file', path: j.path, digest: e.size === 0 ? EMPTY_DIGEST : { hash, size: e.size }, executable: executable(j) });
           bytes += e.size;
           done++;
         });
@@ -118,14 +121,15 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
       await running;
       for (const e of plan.large) {
         throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
-        tb.add({ type: 'file', path: e.path, digest: await ingestLarge(ar.path, ar.fd, e, store), executable: executable(e) });
+        tb!.add({ type: 'file', path: e.path, digest: await ingestLarge(ar.path, ar.fd, e, store), executable: executable(e) });
         done++;
         bytes += e.size;
         opts.onProgress?.({ done, total, bytes });
       }
       throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
-      built = tb.build();
-      await storeMessages(pool, built.messages.values(), storeWasEmpty);
+      built = tb!.build();
+      tb = undefined;
+      await storeMessages(pool, built.messages, storeWasEmpty);
     } finally {
       await ahead?.discard();
       await pool.close();
@@ -150,25 +154,46 @@ export async function importArchive(archivePath: string, store: LocalStore, opts
   }
 }
 
+/** Most bytes of Directory messages posted to a worker at once. */
+const MESSAGE_SHARE_BYTES = 1 << 20;
+
 /**
- * Stores the tree's Directory messages through the workers, a share each.
+ * Stores the tree's Directory messages through the workers, in shares of about a MiB made as they
+ * are posted and moved (not copied) to the worker; each message leaves `messages` once packed.
  * Perf: written by this thread after the last batch, the Linux tree's 5,096 messages (four system
  * calls each) were the serial tail of the import while both workers sat idle (profiled: about
  * 0.3 s from the workers' last batch to the end, at load 8); written by the workers, the import
- * ended 15 ms after them (one profile, load 11).
+ * ended 15 ms after them (one profile, load 11). Packed all at once into four shares, the messages
+ * and their copies were the import's peak RSS (ArrayBuffers 10 -> 24 MB at the end, sampled).
  */
-async function storeMessages(pool: WorkerPool, messages: Iterable<{ bytes: Buffer }>, storeWasEmpty: boolean): Promise<void> {
-  const all = [...messages];
-  const shares = Math.max(1, pool.parallelism) * 2;
-  const per = Math.ceil(all.length / shares);
-  const batches: StoreDataBatch[] = [];
-  for (let i = 0; i < all.length; i += per) {
-    const part = all.slice(i, i + per);
-    let at = 0;
-    const files = part.map((m) => ({ at: (at += m.bytes.length) - m.bytes.length, size: m.bytes.length }));
-    batches.push({ files, data: Buffer.concat(part.map((m) => m.bytes)), storeWasEmpty });
+async function storeMessages(pool: WorkerPool, messages: Map<string, { bytes: Buffer }>, storeWasEmpty: boolean): Promise<void> {
+  function* shares(): Generator<StoreDataBatch> {
+    let part: Buffer[] = [];
+    let size = 0;
+    const pack = (): StoreDataBatch => {
+      const data = new Uint8Array(size); // its own ArrayBuffer, so it can be transferred
+      const files: StoreDataBatch['files'] = [];
+      let at = 0;
+      for (const m of part) {
+        data.set(m, at);
+        files.push({ at, size: m.length });
+        at += m.length;
+      }
+      part = [];
+      size = 0;
+      return { files, data, storeWasEmpty };
+    };
+    for (const [key, m] of messages) {
+      messages.delete(key);
+      part.push(m.bytes);
+      size += m.bytes.length;
+      if (size >= MESSAGE_SHARE_BYTES) yield pack();
+    }
+    if (part.length > 0) yield pack();
   }
-  await runBatches<StoreDataBatch, StoreDataResult>(pool, 'archive.store', batches, () => {});
+  await runBatches<StoreDataBatch, StoreDataResult>(pool, 'archive.store', shares(), () => {}, {
+    transferOf: (b) => (pool.size > 0 ? [(b as StoreDataBatch).data.buffer as ArrayBuffer] : []),
+  });
 }
 
 async function ingestLarge(archive: string, fd: number, e: ArchiveEntry, store: LocalStore): Promise<Digest> {
