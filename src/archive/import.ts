@@ -163,8 +163,9 @@ const MESSAGE_SHARE_BYTES = 1 << 20;
  * Perf: written by this thread after the last batch, the Linux tree's 5,096 messages (four system
  * calls each) were the serial tail of the import while both workers sat idle (profiled: about
  * 0.3 s from the workers' last batch to the end, at load 8); written by the workers, the import
- * ended 15 ms after them (one profile, load 11). Packed all at once into four shares, the messages
- * and their copies were the import's peak RSS (ArrayBuffers 10 -> 24 MB at the end, sampled).
+ * ended 15 ms after them (one profile, load 11). The messages themselves (about 14 MB of
+ * ArrayBuffers on the Linux tree, sampled) are made at once by TreeBuilder.build; packed all at
+ * once into four shares and cloned into the workers they were held three times at the end.
  */
 async function storeMessages(pool: WorkerPool, messages: Map<string, { bytes: Buffer }>, storeWasEmpty: boolean): Promise<void> {
   function* shares(): Generator<StoreDataBatch> {
