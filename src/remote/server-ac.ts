@@ -7,22 +7,21 @@
  * entry that names an absent blob is a miss (404), so a client never gets a result it cannot
  * restore. `--no-ac-validation` stores and serves any bytes (ccache keeps its own format there).
  *
- * An entry naming many blobs that was found whole is remembered until the store may have lost a
- * blob (validated-entries.ts), so a repeated restore by name is not checked again.
+ * An entry naming many blobs that was found whole is remembered until the store may have lost one
+ * of them (validated-entries.ts), so a repeated restore by name is not checked in full again.
  *
  * Entries live in the store (STORE/ac/), are replaced atomically (temp file + rename), and a hit
  * refreshes the entry's last use for `gc --max-age`.
  */
 import * as fs from 'node:fs';
 import { MAX_ACTION_RESULT_BYTES, decodeActionResult } from '../core/action-result.js';
-import { formatDigest } from '../core/digest.js';
+import { type Digest, formatDigest } from '../core/digest.js';
 import { fsError } from '../errors.js';
 import { actionResultReferences } from '../store/action-cache.js';
 import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
 import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
 import { openFile } from '../fs/open-file.js';
-import { REMEMBER_MIN_BLOBS } from './validated-entries.js';
 
 export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -39,10 +38,10 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
     const bytes = core.ac.read(key);
     if (!bytes) throw new HttpFailure(404, `action ${key} not found`);
     if (!core.validated.holds(key, bytes)) {
-      const state = core.validated.stateBeforeCheck();
-      const { absent, blobs } = check(core, key, bytes);
+      const stamps = core.validated.stampsBeforeCheck();
+      const { absent, needed } = check(core, key, bytes);
       if (absent) throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
-      if (state !== undefined && blobs >= REMEMBER_MIN_BLOBS) core.validated.remember(key, bytes, state);
+      core.validated.remember(key, bytes, needed, stamps);
     }
     core.ac.touch(key);
     ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length });
@@ -55,20 +54,20 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
 
 /**
  * Why the entry cannot be served (undecodable, or a referenced blob the store lacks), if it
- * cannot, and how many blobs it names.
+ * cannot, and the blobs it names.
  */
-function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string; blobs: number } {
+function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string; needed: readonly Digest[] } {
   let refs;
   try {
     refs = actionResultReferences(core.store, decodeActionResult(bytes, `action ${key}`), `action ${key}`);
   } catch (e) {
     // Stored while validation was off: not an ActionResult, so nothing a Bazel client can use.
-    return { absent: `its entry is not a valid ActionResult (${(e as Error).message})`, blobs: 0 };
+    return { absent: `its entry is not a valid ActionResult (${(e as Error).message})`, needed: [] };
   }
-  const blobs = refs.needed.length;
-  if (refs.badTree) return { absent: refs.badTree, blobs };
-  for (const d of refs.needed) if (!core.hasExact(d)) return { absent: `blob ${formatDigest(d)} is not in the store`, blobs };
-  return { blobs };
+  const { needed } = refs;
+  if (refs.badTree) return { absent: refs.badTree, needed };
+  for (const d of needed) if (!core.hasExact(d)) return { absent: `blob ${formatDigest(d)} is not in the store`, needed };
+  return { needed };
 }
 
 async function putEntry(core: ServerCore, key: string, ctx: Ctx): Promise<void> {

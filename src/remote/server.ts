@@ -150,7 +150,7 @@ export class RemoteServer implements ServerCore {
     this.opts = { readOnly: false, batch: true, acValidation: true, ...DEFAULTS, ...stripUndefined(options) };
     this.store = options.store;
     this.ac = new ActionCache(this.store);
-    this.validated = new ValidatedEntries(this.store.root);
+    this.validated = new ValidatedEntries(this.store.root, (d) => this.hasExact(d));
     if (options.token !== undefined) this.checker = new TokenChecker(options.token);
     this.server = http.createServer(
       {

@@ -36,19 +36,29 @@ function dir(storeRoot: string): string {
   return join(storeRoot, 'complete');
 }
 
+/** One blob shard folder's state (inode, mtime, ctime; '-' when absent), and its last change (ms). */
+export interface ShardStamp {
+  stamp: string;
+  changedMs: number;
+}
+
+/** The state of each of the 256 blob shard folders, in shard order (00 to ff). */
+export function shardStamps(storeRoot: string): ShardStamp[] {
+  return SHARDS.map((s) => {
+    const st = fs.statSync(`${storeRoot}/cas/${s}`, { bigint: true, throwIfNoEntry: false });
+    if (!st) return { stamp: '-', changedMs: 0 };
+    return { stamp: `${st.ino} ${st.mtimeNs} ${st.ctimeNs}`, changedMs: Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n)) };
+  });
+}
+
 /** The state of the blob shard folders, and the newest mtime among them (ms since the epoch). */
 export function shardState(storeRoot: string): { state: string; newestMs: number } {
   const h = createHash('sha256');
   let newestMs = 0;
-  for (const s of SHARDS) {
-    const st = fs.statSync(`${storeRoot}/cas/${s}`, { bigint: true, throwIfNoEntry: false });
-    if (!st) {
-      h.update(`${s} -\n`);
-      continue;
-    }
-    h.update(`${s} ${st.ino} ${st.mtimeNs} ${st.ctimeNs}\n`);
-    newestMs = Math.max(newestMs, Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n));
-  }
+  shardStamps(storeRoot).forEach((s, i) => {
+    h.update(`${SHARDS[i]} ${s.stamp}\n`);
+    newestMs = Math.max(newestMs, s.changedMs);
+  });
   return { state: h.digest('hex'), newestMs };
 }
 
