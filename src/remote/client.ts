@@ -16,6 +16,7 @@ import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
+import { getInto } from './get-into.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
@@ -167,14 +168,13 @@ export class RemoteClient {
     await this.attempt('GET', d, async (n) => {
       // The caller asked because the blob is absent; after a failed attempt, look again.
       if (n > 1 && store.hasSync(d)) return;
-      const r = await this.getBlob(d);
       const rx = new BlobReceiver(store, d, d.size, this.server);
       try {
-        for await (const chunk of r.body) rx.write(chunk as Buffer);
+        await this.getBlobInto(d, (chunk) => rx.write(chunk));
         rx.finish();
       } catch (e) {
         rx.abort();
-        throw this.bodyError(e, d);
+        throw e;
       }
       this.stats.fetched++;
       this.stats.fetchedBytes += d.size;
@@ -431,21 +431,35 @@ export class RemoteClient {
   /** GET /cas/<hash> into `into` (exactly its size), unverified (see readInto). */
   private async readOneInto(d: Digest, into: Uint8Array): Promise<void> {
     await this.attempt('GET', d, async () => {
-      const r = await this.getBlob(d);
       let pos = 0;
-      try {
-        for await (const chunk of r.body) {
-          const c = chunk as Buffer;
-          if (pos + c.length > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
-          pos += c.copy(into, pos);
-        }
-        if (pos !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${pos} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
-      } catch (e) {
-        r.body.destroy();
-        throw this.bodyError(e, d);
-      }
+      await this.getBlobInto(d, (c) => {
+        pos += c.copy(into, pos);
+      });
+      if (pos !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${pos} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
     });
     this.countFetched(d);
+  }
+
+  /**
+   * GET /cas/<hash> with its body handed to `sink` (get-into.ts: no body stream per request). A
+   * 404 is the blob missing there; more than `d.size` bytes are refused as they arrive, before the
+   * sink sees them. Returns the bytes received.
+   */
+  private async getBlobInto(d: Digest, sink: (chunk: Buffer) => void): Promise<number> {
+    this.stats.requests++;
+    let received = 0;
+    let r;
+    try {
+      r = await getInto(this.pool, `${this.base}cas/${d.hash}`, this.headers, (c) => {
+        if ((received += c.length) > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
+        sink(c);
+      });
+    } catch (e) {
+      throw this.bodyError(e, d);
+    }
+    if (r.status === 404) throw this.notFound(d);
+    if (r.status !== 200) throw this.statusError('GET', r.status, d, r.retryAfter);
+    return r.bytes;
   }
 
   private countFetched(d: Digest): void {
