@@ -176,8 +176,7 @@ export class RemoteClient {
         rx.abort();
         throw e;
       }
-      this.stats.fetched++;
-      this.stats.fetchedBytes += d.size;
+      this.countFetched(d);
     });
   }
 
@@ -204,8 +203,7 @@ export class RemoteClient {
       if (actual.hash !== d.hash || actual.size !== d.size) {
         throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: its bytes hash to ${formatDigest(actual)}`, { digest: formatDigest(d) });
       }
-      this.stats.fetched++;
-      this.stats.fetchedBytes += d.size;
+      this.countFetched(d);
       return bytes;
     });
   }
@@ -411,19 +409,7 @@ export class RemoteClient {
   async readStream(d: Digest, sink: (chunk: Buffer) => void, restart: () => void): Promise<void> {
     await this.attempt('GET', d, async (n) => {
       if (n > 1) restart();
-      const r = await this.getBlob(d);
-      let pos = 0;
-      try {
-        for await (const chunk of r.body) {
-          const c = chunk as Buffer;
-          pos += c.length;
-          if (pos > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
-          sink(c);
-        }
-      } catch (e) {
-        r.body.destroy();
-        throw this.bodyError(e, d);
-      }
+      await this.getBlobInto(d, sink);
     });
     this.countFetched(d);
   }
@@ -519,8 +505,7 @@ export class RemoteClient {
         if (!rx) return;
         rx.finish();
         rx = undefined;
-        this.stats.fetched++;
-        this.stats.fetchedBytes += d.size;
+        this.countFetched(d);
         onStored(d);
       },
     });
