@@ -25,6 +25,8 @@ export interface ErrorDetails {
   digest?: string;
   hint?: string;
   cause?: unknown;
+  /** Lines listed under the message (one path or key each); printed each on its own line, each escaped. */
+  lines?: readonly string[];
 }
 
 export class TreecastError extends Error {
@@ -33,9 +35,13 @@ export class TreecastError extends Error {
   readonly path?: string;
   readonly digest?: string;
   readonly hint?: string;
+  /** The message as the lines a terminal shows: the first line, then `details.lines`. */
+  readonly messageLines: readonly string[];
 
   constructor(message: string, details: ErrorDetails = {}) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    const lines = details.lines ?? [];
+    super([message, ...lines].join('\n'), details.cause === undefined ? undefined : { cause: details.cause });
+    this.messageLines = [message, ...lines];
     this.name = new.target.name;
     this.path = details.path;
     this.digest = details.digest;
@@ -87,8 +93,9 @@ export class RemoteRefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
   readonly tried: RemoteRefMiss[];
   constructor(tried: RemoteRefMiss[], server: string, details: ErrorDetails = {}) {
-    const list = tried.map((t) => `  ${t.name} (ac/${t.key}): ${t.reason === 'absent' ? 'no entry' : `entry names blobs the server lacks`}`).join('\n');
-    super(`no ref of ${tried.map((t) => `'${t.name}'`).join(', ')} on ${server}:\n${list}`, {
+    const lines = tried.map((t) => `  ${t.name} (ac/${t.key}): ${t.reason === 'absent' ? 'no entry' : `entry names blobs the server lacks`}`);
+    super(`no ref of ${tried.map((t) => `'${t.name}'`).join(', ')} on ${server}:`, {
+      lines,
       hint: 'push one with `treecast push DIR URL --ref NAME`',
       ...details,
     });
@@ -129,9 +136,10 @@ export class LocalChangesError extends TreecastError {
   override readonly exitCode = ExitCode.conflict;
   readonly paths: string[];
   constructor(paths: string[], details: ErrorDetails = {}) {
-    const shown = paths.slice(0, 20).map((p) => `  ${escapeControl(p)}`).join('\n');
-    const more = paths.length > 20 ? `\n  ... and ${paths.length - 20} more` : '';
-    super(`checkout would overwrite ${paths.length} locally changed path(s):\n${shown}${more}`, {
+    const shown = paths.slice(0, 20).map((p) => `  ${escapeControl(p)}`);
+    const more = paths.length > 20 ? [`  ... and ${paths.length - 20} more`] : [];
+    super(`checkout would overwrite ${paths.length} locally changed path(s):`, {
+      lines: [...shown, ...more],
       hint: 'commit them with `treecast snapshot`, move them away, or pass --force to discard them',
       ...details,
     });

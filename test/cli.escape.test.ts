@@ -8,6 +8,9 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { escapeControl } from '../src/core/display.js';
+import { errorOutput } from '../src/cli/output.js';
+import { LocalChangesError, RemoteRefNotFoundError, UsageError } from '../src/errors.js';
+import { runCli, startServer } from './helpers/remote.js';
 import { tempDir } from './helpers/tmp.js';
 import { craftZip } from './helpers/zip-craft.js';
 
@@ -141,4 +144,46 @@ test('snapshot warnings about skipped special files escape the name', () => {
   assert.equal(r.code, 0, r.err);
   assertPrintable(r.err, 'snapshot warning');
   assert.match(r.err, /fifo\\x1b\[31m\\u009B/);
+});
+
+test('an error whose message is a list prints one line per item, each escaped; a newline inside a name stays \\n', () => {
+  const printed = (err: unknown): string => {
+    let text = '';
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string) => ((text += chunk), true)) as typeof process.stderr.write;
+    try {
+      errorOutput(err, false);
+    } finally {
+      process.stderr.write = write;
+    }
+    return text;
+  };
+  const refs = printed(new RemoteRefNotFoundError([{ name: 'deps\nx\x1b[2J', key: 'k1', reason: 'absent' }, { name: 'tools', key: 'k2', reason: 'incomplete' }], 'http://127.0.0.1:1/'));
+  assertPrintable(refs, 'ref miss');
+  assert.deepEqual(refs.split('\n').slice(0, 3), [
+    "treecast: error[ERR_TREECAST_REMOTE_REF_NOT_FOUND]: no ref of 'deps\\nx\\x1b[2J', 'tools' on http://127.0.0.1:1/:",
+    '  deps\\nx\\x1b[2J (ac/k1): no entry',
+    '  tools (ac/k2): entry names blobs the server lacks',
+  ]);
+  const local = printed(new LocalChangesError(['a', 'two\nlines']));
+  assert.deepEqual(local.split('\n').slice(0, 3), ['treecast: error[ERR_TREECAST_LOCAL_CHANGES]: checkout would overwrite 2 locally changed path(s):', '  a', '  two\\nlines']);
+  // A one-line message with a newline in a name it quotes is still one line.
+  assert.equal(printed(new UsageError("no ref 'a\nb'")).split('\n')[0], "treecast: error[ERR_TREECAST_USAGE]: no ref 'a\\nb'");
+});
+
+test('checkout of a ref the remote lacks lists the keys tried on lines of their own', async () => {
+  const dir = tempDir('tc-esc');
+  const server = await startServer(join(dir, 'served'));
+  try {
+    const r = await runCli(['checkout', 'deps-x', join(dir, 'out'), '--remote', server.url, '--fallback', 'deps-y', '--store', join(dir, 's')]);
+    assert.equal(r.code, 3, r.stderr);
+    const lines = r.stderr.split('\n');
+    assert.match(lines[0]!, /^treecast: error\[ERR_TREECAST_REMOTE_REF_NOT_FOUND\]: no ref of 'deps-x', 'deps-y' on .*:$/);
+    assert.match(lines[1]!, /^ {2}deps-x \(ac\/[0-9a-f]+\): no entry$/);
+    assert.match(lines[2]!, /^ {2}deps-y \(ac\/[0-9a-f]+\): no entry$/);
+    assert.ok(!r.stderr.includes('\\n'), r.stderr);
+    assert.ok(!fs.existsSync(join(dir, 'out')));
+  } finally {
+    await server.close();
+  }
 });

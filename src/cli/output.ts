@@ -2,7 +2,7 @@
  * Shared output helpers: human lines on stderr/stdout, JSON for scripts, error rendering. Every
  * human line that can hold a name goes through `escapeControl` (see core/display.ts).
  */
-import { ExitCode, LocalChangesError, TreecastError, fsError } from '../errors.js';
+import { ExitCode, TreecastError, fsError } from '../errors.js';
 import { escapeControl, escapeControlLines } from '../core/display.js';
 
 export { escapeControl };
@@ -44,8 +44,9 @@ export function errorOutput(err: unknown, json: boolean): void {
     process.stdout.write(`${JSON.stringify({ ok: false, error: body })}\n`);
   }
   if (err instanceof TreecastError) {
-    // A LocalChangesError lists one path per line, each already escaped; other messages are one line.
-    const message = err instanceof LocalChangesError ? escapeControlLines(err.message) : escapeControl(err.message);
+    // A message made of lines (a list of paths or keys) prints as lines; each line is escaped on its
+    // own, so a newline inside a name shows as \n rather than starting a line of its own.
+    const message = err.messageLines.map((l) => escapeControl(l)).join('\n');
     process.stderr.write(`treecast: error[${err.code}]: ${message}\n`);
     if (err.hint) process.stderr.write(`  hint: ${escapeControl(err.hint)}\n`);
   } else {
