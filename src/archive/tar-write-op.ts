@@ -21,6 +21,7 @@
  */
 import * as fs from 'node:fs';
 import { fsError, TargetError } from '../errors.js';
+import { linkRefused } from '../fs/link-refused.js';
 
 export interface DataBatch {
   root: string;
@@ -65,8 +66,6 @@ export interface LinkBatch {
 }
 
 const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
-/** Errors that mean "this filesystem cannot hardlink here": the file is copied instead. */
-const LINK_FALLBACK = new Set(['EPERM', 'EMLINK', 'EXDEV', 'ENOTSUP', 'EOPNOTSUPP']);
 
 /**
  * A batch's data to hand back: a buffer of its own (one file larger than a batch) moves back to the
@@ -199,7 +198,7 @@ function linkOrCopy(from: string, to: string): void {
   try {
     withParent(to, () => fs.linkSync(from, to));
   } catch (e) {
-    if (!LINK_FALLBACK.has(code(e) ?? '')) throw fsError(e, 'cannot create hardlink', to);
+    if (!linkRefused(e)) throw fsError(e, 'cannot create hardlink', to);
     try {
       fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
       const st = fs.statSync(from);

@@ -14,6 +14,7 @@ import { dirname } from 'node:path';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { DigestMismatchError, fsError } from '../errors.js';
 import { removeIfPartial } from './import-file.js';
+import { linkRefused } from '../fs/link-refused.js';
 
 /** CheckoutOptions.fetchStream: a blob's bytes to `sink`, unverified; `restart` before a retry's first chunk. */
 export type FetchStream = (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => Promise<{ source: string }>;
@@ -87,8 +88,7 @@ function publish(tmp: string, dst: string): void {
     fs.linkSync(tmp, dst);
     return;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EMLINK') throw fsError(e, 'cannot create', dst);
+    if (!linkRefused(e)) throw fsError(e, 'cannot create', dst);
   }
   try {
     fs.copyFileSync(tmp, dst, fs.constants.COPYFILE_EXCL);

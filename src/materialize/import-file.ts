@@ -8,15 +8,14 @@ import * as fs from 'node:fs';
 import { formatDigest, type Digest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
+import { linkRefused } from '../fs/link-refused.js';
 
 export type ImportMethod = 'clone' | 'hardlink' | 'copy';
 
 const { COPYFILE_EXCL, COPYFILE_FICLONE_FORCE } = fs.constants;
 const CLONE_FLAGS = COPYFILE_EXCL | COPYFILE_FICLONE_FORCE;
 
-/** Errors that mean the filesystem cannot do this method (as opposed to a real failure). */
-const CANNOT = new Set(['EXDEV', 'ENOTSUP', 'EOPNOTSUPP', 'EPERM', 'EMLINK', 'ENOSYS', 'EINVAL']);
-/** Of those, the ones that will repeat for every file on this device: stop trying the method. */
+/** Of the errors that make a link or clone fall back to a copy (fs/link-refused.ts), the ones that will repeat for every file on this device: stop trying the method. */
 export const STICKY = new Set(['EXDEV', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EINVAL']);
 
 export interface ImportOutcome {
@@ -49,7 +48,7 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
-    if (!CANNOT.has(code)) throw importError(e, store, d, dst);
+    if (!linkRefused(e)) throw importError(e, store, d, dst);
     fellBack = code;
     removeIfPartial(dst, method, e);
   }
