@@ -176,3 +176,14 @@ test('a name longer than 255 bytes is refused', async () => {
   const root = store.putSync(msg);
   await assert.rejects(checkout(root, join(dir, 'out'), { store }), (e: unknown) => e instanceof InvalidTreeError && /longer than 255/.test(e.message));
 });
+
+test('a symlink target over 4095 UTF-8 bytes is refused, also when it has fewer UTF-16 units than that', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  const out = join(dir, 'out');
+  // 2,048 two-byte characters: 4,096 bytes in 2,048 units (a length check on units alone passes it).
+  const { bytes } = directoryBlob({ files: [], directories: [], symlinks: [{ name: 'l', target: '\u00e9'.repeat(2048) }] });
+  const root = putRaw(store, bytes);
+  await assert.rejects(checkout(root, out, { store }), (e: unknown) => e instanceof InvalidTreeError && /longer than 4095 bytes/.test(e.message));
+  assert.deepEqual(fs.readdirSync(out), []);
+});

@@ -38,7 +38,8 @@ export function decodedNameProblem(name: string): string | null {
 export function symlinkTargetProblem(target: string): string | null {
   if (target.length === 0) return 'empty symlink target';
   if (target.includes('\0')) return 'symlink target contains a NUL byte';
-  if (Buffer.byteLength(target) > MAX_TARGET_BYTES) return `symlink target is longer than ${MAX_TARGET_BYTES} bytes`;
+  // A UTF-16 unit is at most 3 UTF-8 bytes: shorter targets skip the byte count (every symlink).
+  if (target.length > MAX_TARGET_BYTES / 3 && Buffer.byteLength(target) > MAX_TARGET_BYTES) return `symlink target is longer than ${MAX_TARGET_BYTES} bytes`;
   return null;
 }
 

@@ -168,7 +168,7 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
     const packed = reader.usePack(root);
-    await reader.loadAll(root);
+    reader.loadAllSync(root);
     if (!packed) writeTreePack(store, root, reader.raw);
     plan = planFresh(root, tree);
   } else {

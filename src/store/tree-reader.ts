@@ -59,16 +59,20 @@ export class TreeReader {
     return splitDirectory(this.bytesSync(d), formatDigest(d));
   }
 
-  /** Loads every Directory reachable from `root` (each distinct one once), breadth first. */
-  async loadAll(root: Digest): Promise<Map<string, Directory>> {
+  /**
+   * Loads every Directory reachable from `root` (each distinct one once), breadth first. Local
+   * stores only. Perf: synchronous, as `get` made a promise per directory: its awaits took ~35 ms
+   * of the main thread's self time before the first write of a copy checkout of the node_modules
+   * corpus (4,894 distinct directories).
+   */
+  loadAllSync(root: Digest): Map<string, Directory> {
     let level: Digest[] = [root];
     const seen = new Set<string>([root.hash]);
     for (let depth = 0; level.length > 0; depth++) {
       if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree ${formatDigest(root)} nests deeper than ${MAX_DEPTH} levels`, { digest: formatDigest(root) });
       const next: Digest[] = [];
       for (const d of level) {
-        const dir = await this.get(d);
-        for (const sub of dir.directories) {
+        for (const sub of this.getSync(d).directories) {
           if (seen.has(sub.digest.hash)) continue;
           seen.add(sub.digest.hash);
           next.push(sub.digest);
