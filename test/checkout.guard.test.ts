@@ -161,3 +161,40 @@ test('two unpacks into one directory: the second fails at once naming the first,
   assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   assert.equal(tc(['unpack', zip, join(dir, 'out2')], store).code, 0, 'the lock was released');
 });
+
+test('unpack takes --store like every command: a DIR holding that store is refused, and it shares the lock with checkout --store', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { a: 'a' });
+  manyFiles(join(dir, 'big'), 900);
+  const store = join(dir, 'top', 'store');
+  const zip = join(dir, 'a.zip');
+  const unrelated = join(dir, 'unrelated-default-store');
+  assert.equal(tc(['pack', join(dir, 'src'), zip, '--store', store], unrelated).code, 0);
+  writeTree(join(dir, 'top'), { mine: 'keep' });
+  const before = describeTree(join(dir, 'top'));
+  const r = tc(['unpack', zip, join(dir, 'top'), '--force', '--store', store], unrelated);
+  assert.equal(r.code, 7, r.err);
+  assert.match(r.err, /ERR_TREECAST_TARGET/);
+  assert.ok(r.err.includes(join(fs.realpathSync(dir), 'top', 'store')), r.err);
+  assert.deepEqual(describeTree(join(dir, 'top')), before);
+
+  assert.equal(tc(['snapshot', join(dir, 'big'), '--ref', 'big', '--store', store], unrelated).code, 0);
+  const out = join(dir, 'out');
+  const pause = join(dir, 'pause');
+  const first = spawn(process.execPath, [bin, 'checkout', 'big', out, '--jobs', '1', '--store', store], {
+    env: { ...process.env, TREECAST_STORE: unrelated, TREECAST_TEST_PAUSE_FILE: pause },
+    stdio: 'ignore',
+  });
+  const firstExit = new Promise<number | null>((res) => first.on('close', (code) => res(code)));
+  try {
+    await waitFor(pause, first);
+    const second = tc(['unpack', zip, out, '--force', '--store', store], unrelated);
+    assert.equal(second.code, 9, second.err);
+    assert.ok(second.err.includes(`pid ${first.pid}`), second.err);
+    fs.rmSync(pause);
+    assert.equal(await firstExit, 0);
+  } finally {
+    first.kill('SIGKILL');
+  }
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'big')));
+});

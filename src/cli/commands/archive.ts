@@ -11,6 +11,7 @@ import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
 import { addJobsOption, addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
 import { ProgressBar } from '../progress.js';
+import { defaultStorePath } from '../../store/local.js';
 
 function level(v: string): Level {
   if (!(v in LEVELS)) throw new InvalidArgumentError(`--level must be one of ${Object.keys(LEVELS).join(', ')}`);
@@ -62,8 +63,9 @@ packed with modes 0644/0755 and a fixed time (1980-01-01), so one tree always pa
 Sockets, FIFOs and devices are skipped with a warning.
 
 tar archives are ustar with pax records where ustar cannot hold a name, link target, size or time
-(GNU tar and bsdtar read them). .tar.gz is compressed by the gzip program (--level: fast 1,
-default 6, best 9), .tar.zst by the zstd program on every core (fast 1, default 3, best 19).
+(GNU tar and bsdtar read them). .tar.gz is deflated on every core into one ordinary gzip stream
+(--level: fast 1, default 6, best 9), .tar.zst by the zstd program on every core (fast 1,
+default 3, best 19).
 From the store, a tree packs to the same bytes every time (owner 0, fixed modes, time and order).`,
   );
   packCmd.action(async (source: string, out: string, o: { level: Level; format?: ArchiveFormat; jobs?: number; store?: string; json?: boolean }) => {
@@ -103,6 +105,8 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
     .option('--safe-links', 'refuse symlinks whose targets are absolute or lead out of DIR (for untrusted archives); by default any target is kept, and no link is ever followed or written through while extracting')
     .option('--json', 'print one JSON object on stdout instead of human-readable lines');
   addJobsOption(unpackCmd, 'extraction threads');
+  // The store is not written; its path is the one a DIR must not hold or lie in, and where the DIR's lock lives.
+  addStoreOption(unpackCmd);
   unpackCmd.addHelpText(
     'after',
     `
@@ -118,6 +122,9 @@ overwritten without --force, and a symlink already in DIR is never written throu
 the new version of an existing file is written beside it as .treecast-new-<run>-<n> and renamed over
 it only after every entry was extracted; a failure or SIGINT/SIGTERM before that removes those and
 leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left).
+A DIR that contains the store (--store) or lies inside it is refused (exit 7). One checkout or
+unpack writes a DIR at a time: another one running there makes this one fail at once (exit 9);
+both must name the same store, whose locks/ folder holds the lock.
 
 tar archives (ustar, pax, GNU; plain, gzip or zstd, told by their first bytes) are read as one
 stream: every entry is judged by the same rules as it arrives (hardlinks must name an earlier
@@ -126,10 +133,11 @@ only after the whole archive was read and accepted; a refused or interrupted unp
 it was. --max-ratio applies to the whole stream. Devices, FIFOs and sparse files are skipped with
 a warning (refused with --strict); owners are not restored unless --same-owner.`,
   );
-  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; sameOwner?: boolean; safeLinks?: boolean; json?: boolean }) => {
+  unpackCmd.action(async (archive: string, dir: string, o: { jobs?: number; force?: boolean; keepPartial?: boolean; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; sameOwner?: boolean; safeLinks?: boolean; store?: string; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => unpack(archive, dir, {
       signal,
+      storeRoot: defaultStorePath(o.store),
       jobs: o.jobs ?? defaultJobs(),
       force: o.force,
       keepPartial: o.keepPartial,
