@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ArchiveError, CaptureError, FileSystemError, fsError } from '../errors.js';
+import { ArchiveError, CaptureError, FileSystemError, fsError, type TreecastError } from '../errors.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader, type HeaderFields } from './tar-format.js';
 import { openFile } from '../fs/open-file.js';
 
@@ -55,6 +55,11 @@ export class TarOutput {
   private stderr = '';
   private exited: Promise<number | null> | undefined;
   private spawnError: unknown;
+  /**
+   * How the compressor ended, once it has. Node closes its stdin pipe when it exits, so our
+   * descriptor number is then free for the next file this process opens: no write may use it after.
+   */
+  private ended: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   /** The compressor's name in messages. */
   private prog = '';
 
@@ -68,6 +73,7 @@ export class TarOutput {
     const child = compression === 'zstd' ? spawn('zstd', ['-q', '-c', '-T0', `-${level}`], { stdio: ['pipe', dest, 'pipe'] }) : spawnGzip(dest, level);
     this.child = child;
     child.on('error', (e) => (this.spawnError = e));
+    child.on('exit', (code, signal) => (this.ended = { code, signal }));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-2000)));
     this.exited = new Promise((r) => child.on('close', (code) => r(code)));
     // Perf: blocking writes into the pipe (Node makes child pipes non-blocking; libuv can set them
@@ -82,13 +88,13 @@ export class TarOutput {
   }
 
   write(buf: Uint8Array): void {
-    if (this.spawnError) throw this.toolError();
+    this.throwIfGone();
     writeAll(this.fd, buf, this.label);
   }
 
   /** Writes all of `bufs`, in order, with as few writev(2) calls as the descriptor allows. */
   writev(bufs: Uint8Array[]): void {
-    if (this.spawnError) throw this.toolError();
+    this.throwIfGone();
     let i = 0;
     while (i < bufs.length) {
       let n: number;
@@ -109,6 +115,21 @@ export class TarOutput {
     }
   }
 
+  /** The compressor could not start, or stopped before the stream ended (its reader went away). */
+  private throwIfGone(): void {
+    if (this.spawnError) throw this.toolError();
+    if (this.ended) throw this.endedError();
+  }
+
+  private endedError(): TreecastError {
+    const { code, signal } = this.ended!;
+    // Its output's reader went away (`pack DIR - --format tar.zst | head`): the EPIPE a plain tar gets.
+    if (signal === 'SIGPIPE' || /EPIPE|broken pipe/i.test(this.stderr)) {
+      return new FileSystemError(`cannot write ${this.label}: EPIPE (the reader of the ${this.prog} output went away)`, { path: this.label, syscallCode: 'EPIPE' });
+    }
+    return new ArchiveError(`${this.prog} failed writing ${this.label}: ${this.stderr.trim() || (signal ?? `exit code ${code}`)}`, { path: this.label });
+  }
+
   private toolError(): FileSystemError {
     const prog = this.prog;
     const code = (this.spawnError as NodeJS.ErrnoException).code;
@@ -122,7 +143,7 @@ export class TarOutput {
     this.child.stdin!.destroy();
     const code = await this.exited!;
     if (this.spawnError) throw this.toolError();
-    if (code !== 0) throw new ArchiveError(`${this.prog} failed writing ${this.label}: ${this.stderr.trim() || `exit code ${code}`}`, { path: this.label });
+    if (code !== 0) throw this.endedError();
   }
 
   /** Stops the compressor without waiting (after a failure). */

@@ -32,6 +32,7 @@ import {
   toDosDateTime,
 } from './zip-format.js';
 import { openFile } from '../fs/open-file.js';
+import { writeAll } from './tar-writer.js';
 
 export interface EntryHeader {
   /** Name in the archive; directories end in '/'. */
@@ -226,12 +227,8 @@ export class ZipWriter {
   }
 
   private writeOut(data: Uint8Array): void {
-    try {
-      let off = 0;
-      while (off < data.length) off += fs.writeSync(this.fd, data, off, data.length - off);
-    } catch (e) {
-      throw fsError(e, 'cannot write', this.path);
-    }
+    // writeAll waits out EAGAIN: stdout ('-') may be a non-blocking pipe whose reader is slower.
+    writeAll(this.fd, data, this.path);
     this.offset += data.length;
   }
 }

@@ -2,7 +2,7 @@
  * Shared output helpers: human lines on stderr/stdout, JSON for scripts, error rendering. Every
  * human line that can hold a name goes through `escapeControl` (see core/display.ts).
  */
-import { ExitCode, TreecastError, fsError } from '../errors.js';
+import { ExitCode, FileSystemError, TreecastError, fsError } from '../errors.js';
 import { escapeControl, escapeControlLines } from '../core/display.js';
 
 export { escapeControl };
@@ -32,8 +32,15 @@ export function typedError(err: unknown): unknown {
   return err;
 }
 
-/** Whether an error means our stdout or stderr reader went away. */
+/** Names a command gives its standard output in errors (`pack DIR -` writes to '-'). */
+const STDOUT_NAMES = new Set(['-', 'standard output', 'stdout']);
+
+/**
+ * Whether an error means our stdout or stderr reader went away: a raw EPIPE, or one a command
+ * already typed while writing its standard output (pack to '-', also through its compressor).
+ */
 export function isClosedOutput(err: unknown): boolean {
+  if (err instanceof FileSystemError) return err.syscallCode === 'EPIPE' && STDOUT_NAMES.has(err.path ?? '');
   return (err as NodeJS.ErrnoException)?.code === 'EPIPE';
 }
 
