@@ -17,6 +17,7 @@ import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, 
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
 import { getInto } from './get-into.js';
+import { copyInto } from './copy-shared.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
@@ -375,27 +376,37 @@ export class RemoteClient {
       }
       return;
     }
+    const body = encodeDigestList(digests);
+    const headers = { ...this.headers, 'content-type': 'application/octet-stream' };
     await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
-      const r = await this.postBatchRead(digests);
       let i = 0;
       let pos = 0;
       const decoder = new FrameDecoder({
         header: (d, present) => this.checkFrame(digests[i], i, d, present),
         data: (chunk) => {
-          pos += chunk.copy(region, pos);
+          pos += copyInto(chunk, region, pos);
         },
         end: () => {
           i++;
         },
       });
+      // Perf: the body goes through a dispatch handler (get-into.ts), not request()'s Readable and
+      // its async iterator: no stream, iterator or promise per chunk. Linux tree `--direct`, 3
+      // interleaved runs at load 8-10: client CPU (user + sys) 5.54-6.15 s against 5.77-6.04 s,
+      // within the noise; kept for the garbage it does not make.
+      this.stats.requests++;
+      let status: number;
+      let retryAfter: string | string[] | undefined;
       try {
-        for await (const chunk of r.body) decoder.push(chunk as Buffer);
-        decoder.finish();
-        if (i !== digests.length) throw new WireError(`${this.server} answered ${i} of ${digests.length} blobs of a batch read`);
+        ({ status, retryAfter } = await getInto(this.pool, `${this.base}${BATCH_PREFIX}read`, headers, (c) => decoder.push(c), body));
+        if (status === 200) {
+          decoder.finish();
+          if (i !== digests.length) throw new WireError(`${this.server} answered ${i} of ${digests.length} blobs of a batch read`);
+        }
       } catch (e) {
-        r.body.destroy();
         throw this.bodyError(e);
       }
+      if (status !== 200) throw this.statusError('POST read', status, undefined, retryAfter);
     });
     for (const d of digests) this.countFetched(d);
   }
@@ -419,7 +430,7 @@ export class RemoteClient {
     await this.attempt('GET', d, async () => {
       let pos = 0;
       await this.getBlobInto(d, (c) => {
-        pos += c.copy(into, pos);
+        pos += copyInto(c, into, pos);
       });
       if (pos !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${pos} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
     });

@@ -25,13 +25,14 @@ export interface GetIntoResult {
 
 /**
  * GET `path`. A 200 body goes to `sink`; any other status's body is read and dropped, so the
- * connection stays usable, and the status is returned for the caller to judge. A sink that throws
+ * connection stays usable, and the status is returned for the caller to judge. With `body`, a POST
+ * (a batch read, client.ts readInto). A sink that throws
  * aborts the request, which then rejects with what it threw; a transport failure (reset, timeout)
  * rejects with undici's error.
  */
-export function getInto(dispatcher: Dispatcher, path: string, headers: Record<string, string>, sink: (chunk: Buffer) => void): Promise<GetIntoResult> {
+export function getInto(dispatcher: Dispatcher, path: string, headers: Record<string, string>, sink: (chunk: Buffer) => void, body?: Buffer): Promise<GetIntoResult> {
   return new Promise((resolve, reject) => {
-    dispatcher.dispatch({ method: 'GET', path, headers }, new SinkHandler(sink, resolve, reject));
+    dispatcher.dispatch({ method: body ? 'POST' : 'GET', path, headers, body }, new SinkHandler(sink, resolve, reject));
   });
 }
 
