@@ -30,6 +30,16 @@ import { FetchScheduler, runWindow } from './window.js';
 export const BATCH_BLOBS = 64;
 export const BATCH_BYTES = 1 << 20;
 export const SINGLE_ABOVE = 1 << 20;
+/**
+ * A direct checkout's batch reads (fetchBytes): larger, since its bytes land in a slab the
+ * checkout already holds and no store writer waits on them; a batch of the checkout (at most 256
+ * files and about 4 MiB, materialize/execute.ts) is then mostly one request. Perf: the Linux tree's
+ * `--direct` went from 1,645 requests to 522; client CPU (user + sys) 5.19-5.56 s (median 5.34)
+ * against 5.54-6.15 s (median 5.81) with 64 blobs / 1 MiB, server CPU 2.17-2.91 s against
+ * 2.28-2.73 s, 3 interleaved runs at load 8-10.
+ */
+export const DIRECT_BATCH_BLOBS = 256;
+export const DIRECT_BATCH_BYTES = 4 << 20;
 /** Digests per `/missing` question. */
 export const MISSING_CHUNK = 10_000;
 
@@ -348,7 +358,7 @@ export class RemoteFetcher {
       bytes = 0;
     };
     for (const d of digests) {
-      if (end - start >= (this.batch ? BATCH_BLOBS : 1) || (bytes > 0 && bytes + d.size > BATCH_BYTES)) flush();
+      if (end - start >= (this.batch ? DIRECT_BATCH_BLOBS : 1) || (bytes > 0 && bytes + d.size > DIRECT_BATCH_BYTES)) flush();
       end++;
       bytes += d.size;
     }
