@@ -53,7 +53,7 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
       ensureBlobs: (digests: Digest[]) => fetcher.ensureBlobs(digests),
       ...(direct
         ? {
-            fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into),
+            fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, true),
             fetchStream: (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => fetcher.fetchStream(d, sink, restart),
           }
         : {}),
