@@ -13,7 +13,7 @@ import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { DIRECT_MAX_BYTES } from '../src/materialize/execute.js';
-import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 /** The hashes of the tree's non-empty file blobs, by size. */
@@ -67,6 +67,36 @@ describe('checkout --remote --direct', () => {
       assert.deepEqual(leftoverTmp(store), []);
     });
   }
+
+  test('SIGTERM mid --direct: exit 130, every file already at its name exact, no temp file left; the same command then completes the tree', async () => {
+    const slow = await startServer(join(dir, 'server'), { latencyMs: 150 });
+    const out = join(dir, 'out-term');
+    const store = join(dir, 'store-term');
+    try {
+      const args = ['checkout', root, out, '--remote', slow.url, '--store', store, '--direct', '--concurrency', '4'];
+      const child = startCli(args);
+      const sent = () => slow.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
+      const until = Date.now() + 20_000;
+      while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      child.kill('SIGTERM');
+      const first = await waitExit(child);
+      assert.equal(first.code, 130, first.stderr);
+      assert.ok(sent() < files.size, `cut in the middle (${sent()} of ${files.size} blobs sent)`);
+      // What is there is whole: each file matches the source byte for byte, and no temporary name
+      // (fetch-file.ts) or other stray entry was left behind.
+      const written = describeTree(out).filter((l) => !l.startsWith('D '));
+      const wanted = new Set(describeTree(src()));
+      assert.ok(written.length > 0, 'some files were written before the cut');
+      assert.ok(written.length < wanted.size, 'the cut came before the last file');
+      for (const l of written) assert.ok(wanted.has(l), `written whole: ${l}`);
+      const second = await runCli(args);
+      assert.equal(second.code, 0, second.stderr);
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      assert.deepEqual(leftoverTmp(store), []);
+    } finally {
+      await slow.close();
+    }
+  });
 
   test('a corrupted blob is refused by digest and server, and no file is created from its bytes', async () => {
     const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'corrupt' : 'pass') });
