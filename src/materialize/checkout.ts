@@ -20,6 +20,7 @@ import { probeMethod } from './probe.js';
 import { type Plan, planFresh, planUpdate } from './plan.js';
 import { dropRecord, loadRecord, saveRecord } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
+import { CreatedRecord } from './created.js';
 
 /**
  * Below this many writes, an update runs inline: starting two threads costs ~0.15-0.3 s here, the
@@ -64,6 +65,13 @@ export interface CheckoutOptions {
    * (execute.ts); undefined to go through the store (ensureBlobs).
    */
   fetchFor?: (method: ImportMethod) => Pick<ExecuteOptions, 'fetchBytes' | 'fetchable' | 'storeFetched'> | undefined;
+  /**
+   * A named tree whose blobs the remote was not yet shown to hold (a plain cache, remote/refs.ts).
+   * Into an empty or new target the checkout writes as blobs arrive and, on an error `isMiss`
+   * accepts, removes what it created (created.ts) before rethrowing; an update calls `secure()`
+   * first, which fetches every blob before a file is touched.
+   */
+  unsecured?: { secure(): Promise<void>; isMiss(e: unknown): boolean };
 }
 
 export interface CheckoutResult extends ExecuteResult {
@@ -101,9 +109,10 @@ export async function checkout(root: Digest, dir: string, o: CheckoutOptions): P
 
 async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions, elapsed: () => number): Promise<CheckoutResult> {
   const store = o.store;
-  const targetStat = prepareTarget(rootAbs);
+  const { st: targetStat, madeFrom } = prepareTarget(rootAbs);
   const jobs = o.jobs ?? defaultJobs();
   const incremental = fs.readdirSync(rootAbs).length > 0;
+  const created = o.unsecured && !incremental ? new CreatedRecord(rootAbs, madeFrom) : undefined;
   // A full checkout of a large tree: boot the threads now, while the tree loads. An update, or a
   // tree whose pack shows it small, decides after planning, as small work runs faster inline than
   // it takes to start a thread. The pack size is only a hint: the plan decides either way.
@@ -112,7 +121,9 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   let pool = incremental || knownSmall ? undefined : new WorkerPool(jobs, { storeRoot: store.root });
   try {
     if (o.prepareTree) await o.prepareTree(root);
+    if (o.unsecured && !created) await o.unsecured.secure();
     const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
+    if (created) plan.steps = created.track(plan.steps);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
     const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
@@ -120,7 +131,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
     pool ??= new WorkerPool(plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? 0 : jobs, { storeRoot: store.root });
     const result = await executePlan(plan, {
       store,
-      pool,
+      pool: created ? created.recording(pool) : pool,
       rootAbs,
       method,
       verify: o.verify === true,
@@ -131,6 +142,9 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       fetchStream: o.fetchBytes ? o.fetchStream : undefined,
       fetchable: through?.fetchable,
       storeFetched: through?.storeFetched,
+    }).catch((e: unknown) => {
+      if (created && o.unsecured!.isMiss(e)) created.undo();
+      throw e;
     });
     if (o.signal?.aborted) {
       throw new InterruptedError(`checkout of ${formatDigest(root)} into ${rootAbs} interrupted; run the same command again to finish it`, {
@@ -196,13 +210,17 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
   return { plan, provenBefore };
 }
 
-/** Creates the target when absent; refuses one that is not a directory. */
-function prepareTarget(rootAbs: string): fs.Stats {
+/**
+ * Creates the target when absent; refuses one that is not a directory. `madeFrom`: the outermost
+ * directory it created (the target or a missing parent), undefined when the target existed.
+ */
+function prepareTarget(rootAbs: string): { st: fs.Stats; madeFrom: string | undefined } {
   let st = fs.statSync(rootAbs, { throwIfNoEntry: false });
+  let madeFrom: string | undefined;
   if (st && !st.isDirectory()) throw new TargetError(`cannot check out into ${rootAbs}: it exists and is not a directory`, { path: rootAbs });
   if (!st) {
     try {
-      makeDirectories(rootAbs);
+      madeFrom = makeDirectories(rootAbs);
     } catch (e) {
       throw fsError(e, 'cannot create target directory', rootAbs);
     }
@@ -213,7 +231,7 @@ function prepareTarget(rootAbs: string): fs.Stats {
   } catch (e) {
     throw new TargetError(`cannot check out into ${rootAbs}: not writable`, { path: rootAbs, cause: e });
   }
-  return st;
+  return { st, madeFrom };
 }
 
 function resolveMethod(method: CheckoutMethod, store: LocalStore, rootAbs: string, plan: Plan): ImportMethod {

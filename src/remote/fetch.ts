@@ -83,6 +83,8 @@ export class RemoteFetcher {
   private absentFiles: Digest[] | undefined;
   private absentSet: Set<string> | undefined;
   private prefetched = false;
+  /** True after `secure(..., defer)` on a plain cache: the server was not yet shown to hold every blob. */
+  unsecured = false;
   /** Requests of a direct checkout (fetchBytes) in flight: now, and the most at once. */
   private directInFlight = 0;
   private directMaxInFlight = 0;
@@ -248,17 +250,22 @@ export class RemoteFetcher {
    * validates its action cache said so in /status and answered the entry only whole; one that
    * does not is asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
    * HEAD per blob, so the blobs are fetched instead and a checkout then writes from the store.
+   * With `defer`, a plain cache's blobs are not fetched here: `unsecured` turns true and the caller
+   * either calls `secureBlobs()` before writing or undoes what it wrote on a BlobNotFoundError.
    * Without batch endpoints the Directory messages come from the ref's Tree message, one GET.
    * Throws BlobNotFoundError when the server lacks anything. Returns the root digest.
    */
-  async secure(root: Digest | undefined, tree: Digest): Promise<Digest> {
+  async secure(root: Digest | undefined, tree: Digest, defer = false): Promise<Digest> {
     await this.init();
     try {
       if (root === undefined || (!this.batch && !this.store.hasSync(root))) root = await this.loadTreeMessage(tree, root);
       await this.prepareTree(root);
       if (!this.batch) {
-        this.prefetch();
-        await this.finish();
+        if (defer) {
+          this.unsecured = true;
+          return root;
+        }
+        await this.secureBlobs();
         return root;
       }
       const absent = (this.absentFiles = this.findAbsentFiles());
@@ -287,6 +294,13 @@ export class RemoteFetcher {
       await this.drain(e);
       throw e;
     }
+  }
+
+  /** A plain cache's tree whose blobs `secure(..., defer)` did not fetch: all of them into the store now. */
+  async secureBlobs(): Promise<void> {
+    this.prefetch();
+    await this.finish();
+    this.unsecured = false;
   }
 
   /**

@@ -119,10 +119,17 @@ export interface RefHit {
  * are then in the local store). A name whose entry names blobs the server lacks is a miss, never a
  * partial result: `fetcher.secure` finds that out before anything is written. A fetcher that saw a
  * miss is closed and a new one made for the next name. All missing: RemoteRefNotFoundError (exit 3).
+ * With `defer`, a plain cache's blobs are left unchecked (`fetcher.unsecured`): the checkout
+ * fetches them as it writes and undoes its writes on a miss, then asks again for the names after
+ * this one, passing the misses so far as `missed`.
  */
-export async function resolveRemoteRef(names: readonly string[], newFetcher: () => RemoteFetcher): Promise<{ hit: RefHit; fetcher: RemoteFetcher }> {
+export async function resolveRemoteRef(
+  names: readonly string[],
+  newFetcher: () => RemoteFetcher,
+  o: { defer?: boolean; missed?: readonly RemoteRefMiss[] } = {},
+): Promise<{ hit: RefHit; fetcher: RemoteFetcher }> {
   for (const n of names) checkRefName(n); // every name checked before any request
-  const missed: RemoteRefMiss[] = [];
+  const missed: RemoteRefMiss[] = [...(o.missed ?? [])];
   let server = '';
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
@@ -136,9 +143,9 @@ export async function resolveRemoteRef(names: readonly string[], newFetcher: () 
         continue;
       }
       try {
-        const root = await fetcher.secure(ref.root, ref.tree);
+        const root = await fetcher.secure(ref.root, ref.tree, o.defer === true);
         keep = true;
-        return { hit: { name, key: ref.key, digest: formatDigest(root), tree: formatDigest(ref.tree), fallback: i > 0, missed }, fetcher };
+        return { hit: { name, key: ref.key, digest: formatDigest(root), tree: formatDigest(ref.tree), fallback: missed.length > 0, missed }, fetcher };
       } catch (e) {
         if (!(e instanceof BlobNotFoundError)) throw e;
         missed.push({ name, key: ref.key, reason: 'incomplete', detail: e.message });

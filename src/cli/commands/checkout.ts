@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import type { Digest } from '../../core/digest.js';
 import { UsageError } from '../../errors.js';
-import { CHECKOUT_METHODS, type CheckoutMethod, checkout } from '../../materialize/checkout.js';
+import { CHECKOUT_METHODS, type CheckoutMethod, type CheckoutOptions, checkout } from '../../materialize/checkout.js';
 import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { escapeControl } from '../../core/display.js';
@@ -67,26 +67,29 @@ naming the blob without it. --direct writes copies: --method hardlink or clone i
     let remote: RemoteHooks | undefined;
     let hit: Awaited<ReturnType<NonNullable<typeof remoteCli>['resolveRemoteSpec']>>['ref'];
     const r = await withSignals(async (signal) => {
-      if (remoteCli && o.remote) {
-        // A name that is neither a digest nor a local ref is looked up on the remote (and its
-        // fallbacks); the whole tree is known to be there before anything is written.
-        const resolved = await remoteCli.resolveRemoteSpec(store, spec, o.fallback ?? [], o.remote, o, signal);
+      const run = (unsecured?: CheckoutOptions['unsecured']) =>
+        checkout(root!, dir, {
+          store,
+          method: o.direct ? 'copy' : o.method,
+          force: o.force,
+          clean: o.clean,
+          verify: o.verify,
+          jobs: o.jobs,
+          signal,
+          onProgress: (p) => bar.update({ ...p, label: 'checkout' }),
+          ...remote?.hooks,
+          unsecured,
+        }).finally(async () => {
+          if (remote) fetched = await remote.done();
+        });
+      if (!remoteCli || !o.remote) return run();
+      // A name that is neither a digest nor a local ref is looked up on the remote (and its
+      // fallbacks); a name missing a blob is a miss, and leaves the target as it was.
+      return remoteCli.checkoutRemoteSpec(store, spec, o.fallback ?? [], o.remote, o, signal, o.direct !== true, (resolved, unsecured) => {
         root = resolved.root;
         hit = resolved.ref;
-        remote = remoteCli.remoteCheckoutHooks(store, o.remote, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher, o.direct === true);
-      }
-      return checkout(root!, dir, {
-        store,
-        method: o.direct ? 'copy' : o.method,
-        force: o.force,
-        clean: o.clean,
-        verify: o.verify,
-        jobs: o.jobs,
-        signal,
-        onProgress: (p) => bar.update({ ...p, label: 'checkout' }),
-        ...remote?.hooks,
-      }).finally(async () => {
-        if (remote) fetched = await remote.done();
+        remote = remoteCli.remoteCheckoutHooks(store, o.remote!, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher, o.direct === true);
+        return run(unsecured);
       });
     });
     bar.finish();

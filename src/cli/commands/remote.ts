@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
-import { ExitCode, UsageError } from '../../errors.js';
+import { BlobNotFoundError, ExitCode, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
+import type { CheckoutOptions } from '../../materialize/checkout.js';
 import { resolveToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, isLocalSpec } from '../remote-options.js';
@@ -90,10 +91,46 @@ export async function resolveRemoteSpec(
   url: string,
   o: RemoteCliOptions,
   signal: AbortSignal,
+  next?: { missed: RemoteRefMiss[]; defer: boolean },
 ): Promise<{ root: Digest; fetcher?: RemoteFetcher; ref?: RefHit }> {
-  if (isLocalSpec(store, spec)) return { root: store.resolve(spec) };
-  const { hit, fetcher } = await resolveRemoteRef([spec, ...fallbacks], () => newFetcher(store, url, o, signal));
+  if (!next && isLocalSpec(store, spec)) return { root: store.resolve(spec) };
+  const { hit, fetcher } = await resolveRemoteRef([spec, ...fallbacks], () => newFetcher(store, url, o, signal), next);
   return { root: store.resolve(hit.digest), fetcher, ref: hit };
+}
+
+/**
+ * `checkout SPEC --remote` with its fallbacks. With `defer` (not --direct), a name from a plain
+ * cache is checked out as its blobs arrive (the fetcher left it unsecured); a blob the cache lacks
+ * undoes the checkout (materialize/created.ts) and the names after it are tried in turn. Exit 3
+ * when none hits.
+ */
+export async function checkoutRemoteSpec<T>(
+  store: LocalStore,
+  spec: string,
+  fallbacks: readonly string[],
+  url: string,
+  o: RemoteCliOptions,
+  signal: AbortSignal,
+  defer: boolean,
+  run: (resolved: { root: Digest; fetcher?: RemoteFetcher; ref?: RefHit }, unsecured: CheckoutOptions['unsecured']) => Promise<T>,
+): Promise<T> {
+  if (isLocalSpec(store, spec)) return run({ root: store.resolve(spec) }, undefined);
+  const names = [spec, ...fallbacks];
+  const missed: RemoteRefMiss[] = [];
+  for (;;) {
+    const resolved = await resolveRemoteSpec(store, names[0]!, names.slice(1), url, o, signal, { missed, defer });
+    const fetcher = resolved.fetcher!;
+    const unsecured = fetcher.unsecured ? { secure: () => fetcher.secureBlobs(), isMiss: (e: unknown) => e instanceof BlobNotFoundError } : undefined;
+    try {
+      return await run(resolved, unsecured);
+    } catch (e) {
+      if (!unsecured || !unsecured.isMiss(e)) throw e;
+      const hit = resolved.ref!;
+      missed.splice(0, missed.length, ...hit.missed, { name: hit.name, key: hit.key, reason: 'incomplete', detail: (e as Error).message });
+      names.splice(0, names.indexOf(hit.name) + 1);
+      if (names.length === 0) throw new RemoteRefNotFoundError(missed, fetcher.client.server);
+    }
+  }
 }
 
 /** The summary line of a remote name that hit. */

@@ -1,0 +1,93 @@
+/**
+ * What a checkout into an empty or new target created, so that one stopped by a blob the remote
+ * lacks can remove exactly that and leave the target as it was before (checkout.ts `undoOnMiss`).
+ *
+ * Only what this checkout is known to have made is recorded: a directory once its mkdir returned
+ * (the executor asks for the next step only after making it), a file or symlink once the worker
+ * batch that wrote it came back: all of it when it succeeded; when it failed at a name (its error
+ * names the path), the names before that one, which the batch made in order; when it failed
+ * elsewhere, none (what it made then stays, and keeps its directory). Every create of a checkout
+ * is exclusive (O_EXCL, link, symlink: import-file.ts), so a recorded name was made by this
+ * checkout, not found; the name a create failed at (EEXIST: someone else's) is never recorded.
+ * Directories are removed with rmdir, never recursively: one a user put something into while the
+ * checkout ran keeps that, and stays.
+ */
+import * as fs from 'node:fs';
+import { dirname } from 'node:path';
+import { TreecastError, fsError } from '../errors.js';
+import type { WorkerPool } from '../fs/worker-pool.js';
+import type { ApplyBatch } from './apply-op.js';
+import type { Step } from './plan.js';
+
+export class CreatedRecord {
+  private readonly dirs: string[] = [];
+  /** Paths of files and symlinks made, per batch. */
+  private readonly files: string[][] = [];
+
+  /**
+   * @param rootAbs the target
+   * @param madeFrom the outermost directory of `rootAbs` this checkout created (when it made the
+   * target and missing parents), removed level by level up to it; undefined when the target existed
+   */
+  constructor(
+    private readonly rootAbs: string,
+    private readonly madeFrom: string | undefined,
+  ) {}
+
+  /** The plan's steps, passed through; records each directory once the executor has made it. */
+  *track(steps: Iterable<Step>): Generator<Step> {
+    for (const s of steps) {
+      yield s;
+      if ('mkdir' in s) this.dirs.push(s.mkdir);
+    }
+  }
+
+  /** `pool`, recording the names each 'materialize.apply' batch made (see above). */
+  recording(pool: WorkerPool): WorkerPool {
+    const wrapped = Object.create(pool) as WorkerPool;
+    wrapped.run = async <T>(op: Parameters<WorkerPool['run']>[0], payload: unknown, transfer?: ArrayBuffer[]): Promise<T> => {
+      if (op !== 'materialize.apply') return pool.run<T>(op, payload, transfer);
+      const b = payload as ApplyBatch;
+      const paths = b.writes.rels.split('\0').map((rel) => `${b.root}/${rel}`);
+      try {
+        const r = await pool.run<T>(op, payload, transfer);
+        this.files.push(paths);
+        return r;
+      } catch (e) {
+        const at = e instanceof TreecastError && e.path !== undefined ? paths.indexOf(e.path) : -1;
+        if (at > 0) this.files.push(paths.slice(0, at));
+        throw e;
+      }
+    };
+    return wrapped;
+  }
+
+  /**
+   * Removes what was recorded: files and symlinks, then directories deepest first (rmdir; one
+   * that is not empty stays), then the target and the parents this checkout made. Returns the
+   * names it could not remove (left there, not lost), empty when the target is as it was.
+   */
+  undo(): string[] {
+    const left: string[] = [];
+    const remove = (p: string, dir: boolean) => {
+      try {
+        if (dir) fs.rmdirSync(p);
+        else fs.unlinkSync(p);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return;
+        if (dir && (code === 'ENOTEMPTY' || code === 'EEXIST')) left.push(p);
+        else throw fsError(e, 'cannot remove', p);
+      }
+    };
+    for (const paths of this.files) for (const p of paths) remove(p, false);
+    for (let i = this.dirs.length - 1; i >= 0; i--) remove(`${this.rootAbs}/${this.dirs[i]}`, true);
+    if (this.madeFrom !== undefined) {
+      for (let p = this.rootAbs; ; p = dirname(p)) {
+        remove(p, true);
+        if (p === this.madeFrom || left.length > 0 || dirname(p) === p) break;
+      }
+    }
+    return left;
+  }
+}
