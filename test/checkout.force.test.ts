@@ -144,3 +144,26 @@ test('an edit survives a checkout that changes nothing: the next update that cha
   assert.match(r.err, /keep/);
   assert.equal(fs.readFileSync(join(out, 'keep'), 'utf8'), 'user edit\n');
 });
+
+test('--clean and --force never reach outside DIR: an untracked link to a directory elsewhere goes, what it points to stays', () => {
+  const { dir, store, out, src } = setup();
+  writeTree(join(dir, 'elsewhere'), { 'precious': 'the user owns this\n', 'sub/deep': 'and this\n' });
+  const elsewhere = describeTree(join(dir, 'elsewhere'));
+  assert.equal(tc(['checkout', 't', out], store).code, 0);
+  // Untracked: a link to the outside directory, and a directory holding another such link.
+  fs.symlinkSync(join(dir, 'elsewhere'), join(out, 'to-elsewhere'));
+  fs.mkdirSync(join(out, 'junk'));
+  fs.symlinkSync(join(dir, 'elsewhere', 'sub'), join(out, 'junk', 'inner'));
+  // Tracked: `d` replaced by a link to the outside directory (a conflict --force resolves).
+  fs.rmSync(join(out, 'd'), { recursive: true });
+  fs.symlinkSync(join(dir, 'elsewhere'), join(out, 'd'));
+  const forced = tc(['checkout', 't', out, '--force'], store);
+  assert.equal(forced.code, 0, forced.err);
+  assert.deepEqual(describeTree(join(dir, 'elsewhere')), elsewhere, '--force did not write into or through the link');
+  assert.ok(fs.lstatSync(join(out, 'd')).isDirectory(), 'the link was replaced by the tree directory');
+  assert.ok(fs.lstatSync(join(out, 'to-elsewhere')).isSymbolicLink(), 'untracked is kept without --clean');
+  const cleaned = tc(['checkout', 't', out, '--clean'], store);
+  assert.equal(cleaned.code, 0, cleaned.err);
+  assert.deepEqual(describeTree(out), describeTree(src));
+  assert.deepEqual(describeTree(join(dir, 'elsewhere')), elsewhere, '--clean removed the links, not what they point to');
+});

@@ -116,3 +116,37 @@ test('a directory that cannot be made under one that exists (/proc) is an error 
     assertCodedError({ code: r.status, err: r.stderr }, 7, 'ERR_TREECAST_FS', target);
   }
 });
+
+test('pack OUT: an existing file is replaced only by a whole archive; a directory is refused; a symlink is replaced, never written through', () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f\n');
+  // A directory at OUT: refused, left as it was.
+  fs.mkdirSync(join(dir, 'out.zip'));
+  fs.writeFileSync(join(dir, 'out.zip', 'mine'), 'mine\n');
+  assertCodedError(run(['pack', join(dir, 'src'), join(dir, 'out.zip'), '--store', store]), 7, 'ERR_TREECAST_TARGET', join(dir, 'out.zip'));
+  assert.equal(fs.readFileSync(join(dir, 'out.zip', 'mine'), 'utf8'), 'mine\n');
+  // A file at OUT, and a pack that fails (a source that is neither a directory nor a ref): OUT is untouched.
+  fs.writeFileSync(join(dir, 'old.tar'), 'the old archive\n');
+  assertCodedError(run(['pack', join(dir, 'missing'), join(dir, 'old.tar'), '--store', store]), 3, 'ERR_TREECAST_REF_NOT_FOUND', join(dir, 'missing'));
+  assert.equal(fs.readFileSync(join(dir, 'old.tar'), 'utf8'), 'the old archive\n');
+  // An unreadable file in the source (as another user): OUT is untouched, no temporary is left.
+  fs.chmodSync(dir, 0o777);
+  fs.writeFileSync(join(dir, 'src', 'secret'), 'secret\n', { mode: 0o600 });
+  fs.chmodSync(join(dir, 'old.tar'), 0o666);
+  const denied = run(['pack', join(dir, 'src'), join(dir, 'old.tar'), '--store', join(dir, 'nobody-store')], { asNobody: true, env: { HOME: dir } });
+  assert.notEqual(denied.code, 0, denied.err);
+  assert.ok(denied.err.includes(join(dir, 'src', 'secret')), denied.err);
+  assert.equal(fs.readFileSync(join(dir, 'old.tar'), 'utf8'), 'the old archive\n');
+  assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.treecast-')), []);
+  fs.rmSync(join(dir, 'src', 'secret'));
+  // A symlink at OUT: the link itself is replaced by the archive; the file it pointed to is not written.
+  fs.writeFileSync(join(dir, 'target.zip'), 'not to be overwritten\n');
+  fs.symlinkSync(join(dir, 'target.zip'), join(dir, 'link.zip'));
+  const r = run(['pack', join(dir, 'src'), join(dir, 'link.zip'), '--store', store]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(fs.readFileSync(join(dir, 'target.zip'), 'utf8'), 'not to be overwritten\n');
+  assert.ok(fs.lstatSync(join(dir, 'link.zip')).isFile());
+  assert.equal(execFileSync('unzip', ['-Z1', join(dir, 'link.zip')], { encoding: 'utf8' }).trim(), 'f');
+});
