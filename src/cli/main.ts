@@ -33,7 +33,7 @@ Exit codes:
   8    remote server error
   9    the target directory is in use by another treecast process (its pid is named)
   130  interrupted (SIGINT/SIGTERM); run the same command again to finish
-  141  the reader of the output went away (treecast ls | head -1); nothing is printed, as git
+  141  the reader of the output went away (treecast ls | head -1); nothing is printed, as git does
 
 Environment:
   TREECAST_STORE   store location (default $XDG_CACHE_HOME/treecast or ~/.cache/treecast)

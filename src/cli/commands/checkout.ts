@@ -40,13 +40,13 @@ DIR at a time: another one running there makes this one fail at once (exit 9, it
 --remote keeps every fetched blob in the store (verified), so a later checkout needs no network.
 With the copy method, each blob is fetched into memory, checked, and written both into the store
 and into DIR (two copies, never read back); hardlink or clone store it the same way and link or
-clone from there. --direct, for one-off
-restores, writes each file once: its bytes are held in memory, their SHA-256 checked, and only then
-is the file created (never through an existing name). No file blob enters the store (Directory
-messages still do); a file over 4 MiB streams into a temporary name beside it and takes its name
-once checked. DIR is recorded as usual, so status and
-an update work; an update or --force that needs a blob again fetches it with --remote, or fails
-naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
+clone from there.
+
+--direct, for one-off restores, writes each file once: its bytes are held in memory, their SHA-256
+checked, and only then is the file created (never through an existing name). No file blob enters
+the store (Directory messages still do); a file over 4 MiB streams into a temporary name beside it
+and takes its name once checked. DIR is recorded as usual, so status and an update work; an update
+or --force that needs a blob again fetches it with --remote, or fails naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
   );
   addRemoteClientOptions(cmd);
   addJobsOption(cmd, 'worker threads');
