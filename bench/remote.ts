@@ -105,10 +105,18 @@ export async function run(ctx: BenchContext): Promise<string> {
           setup: `rm -rf ${store}`,
           cmd: `${tc} pull ${root} ${slowSrv.url} --store ${store} --concurrency ${n}`,
         }));
+        const before = await status(slowSrv.url);
         const res = timeCases(cases, latencyRuns, ctx.log);
+        // Every pull starts from an empty store, so each (warm-up included) makes the same requests.
+        const perPull = ((await status(slowSrv.url)).requests - before.requests) / ((latencyRuns + 1) * cases.length);
         out.push(table(res, cases[0]!.label), '');
         const speedup = median(res.get(cases[0]!.label)!.wall) / median(res.get(cases[1]!.label)!.wall);
         ratios.push(target(`${name}: pull at --concurrency 16 is faster than at 1 by`, speedup, 10, '>='));
+        // The ratio's ceiling: added latency alone is requests x 50 ms at --concurrency 1 and 1/16 of
+        // that at 16; the rest of each row is the pull's own work (CPU on the client and server).
+        ratios.push(
+          `- ${name}: ${perPull.toFixed(0)} requests per pull; added latency alone: ${((perPull * LATENCY_MS) / 1000).toFixed(2)} s at --concurrency 1, ${((perPull * LATENCY_MS) / 16000).toFixed(2)} s at 16`,
+        );
     }
     const st = await status(slowSrv.url);
     out.push(...ratios, target('server maxInFlight (from /status) during those pulls', st.maxInFlight, 16, '>='), '');

@@ -202,7 +202,16 @@ export class RemoteFetcher {
     this.reader = new TreeReader(store);
   }
 
-  /** Starts fetching every file blob of the prepared tree that the store lacks, in tree order. */
+  /**
+   * Starts fetching every file blob of the prepared tree that the store lacks, in tree order.
+   * Perf: a pull of the Linux tree at --latency 50 --concurrency 16 keeps all 16 requests in flight
+   * from its first blob request to its last but ~0.1 s (1,539 requests: /status, /tree, 1,460
+   * batch reads, 77 single GETs); before the first come 0.7-1.1 s of /status + /tree and 0.4-0.7 s
+   * of walking the tree (3 traced runs). It is CPU-bound on 2 cores (cpu profile: main thread 5.5 s busy of 12, store
+   * writer 6.2 s, plus the server). Queuing each level's blobs while the walk went on sent the
+   * first request 0.8 s sooner but did not shorten the pull (5 interleaved pairs at load average
+   * 5-12: 4 slower by 1.8-3.1 s, 1 faster by 0.2 s), so the walk still comes first.
+   */
   prefetch(): void {
     if (this.prefetched) return;
     this.prefetched = true;
