@@ -46,7 +46,8 @@ clone from there.
 checked, and only then is the file created (never through an existing name). No file blob enters
 the store (Directory messages still do); a file over 4 MiB streams into a temporary name beside it
 and takes its name once checked. DIR is recorded as usual, so status and an update work; an update
-or --force that needs a blob again fetches it with --remote, or fails naming the blob without it. --direct writes copies: --method hardlink or clone is refused.`,
+or --force that needs a blob again fetches it with --remote, or fails naming the blob without it.
+--direct writes copies: --method hardlink or clone is refused.`,
   );
   addRemoteClientOptions(cmd);
   addJobsOption(cmd, 'worker threads');
