@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { digestOf, formatDigest } from '../src/core/digest.js';
+import { digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
+import { guardTarget, lockStoreForGc } from '../src/fs/target-guard.js';
 import { LocalStore } from '../src/store/local.js';
 import { describeTree, tempDir, writeTree } from './helpers/tmp.js';
 
@@ -73,4 +74,52 @@ test('verify finds a corrupt blob (exit 5); verify --repair removes it (exit 0);
   assert.equal(tc(['blob', 'put', join(dir, 'restore')], store).out.trim(), formatDigest(bad));
   assert.equal(tc(['checkout', 'r', join(dir, 'out')], store).code, 0);
   assert.deepEqual(describeTree(join(dir, 'out')), describeTree(join(dir, 'src')));
+});
+
+test('gc keeps the tree a checkout is still reading (named in its lock), with no ref and no record, and removes it once the checkout ends', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  const files = { 'a': 'tree being checked out', 'd/b': 'its second file' };
+  writeTree(join(dir, 'src'), files);
+  const snap = tc(['snapshot', join(dir, 'src')], store);
+  assert.equal(snap.code, 0, snap.err);
+  const root = snap.out.trim().split('\n').pop()!;
+  const blobs = Object.values(files).map((t) => digestOf(Buffer.from(t)));
+  const local = new LocalStore(store);
+  // This process stands for a checkout that has taken its lock and is reading the tree.
+  const running = guardTarget(join(dir, 'out'), store, 'checkout', root);
+  try {
+    const during = tc(['gc', '--grace', '0', '--json'], store);
+    assert.equal(during.code, 0, during.err);
+    for (const b of blobs) assert.ok(local.hasSync(b), `${formatDigest(b)} is kept while the checkout runs`);
+    assert.ok(local.hasSync(parseDigest(root)), 'the root Directory is kept');
+  } finally {
+    running.release();
+  }
+  const after = tc(['gc', '--grace', '0', '--json'], store);
+  assert.equal(after.code, 0, after.err);
+  for (const b of blobs) assert.ok(!local.hasSync(b), `${formatDigest(b)} is removed once the checkout is gone`);
+});
+
+test('a checkout while gc runs refuses to start (exit 9, naming gc and its pid) and leaves the target as it was; after gc it completes', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'f': 'content' });
+  const snap = tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store);
+  assert.equal(snap.code, 0, snap.err);
+  const out = join(dir, 'out');
+  // This process stands for a gc between reading the locks and removing blobs.
+  const gc = lockStoreForGc(store);
+  try {
+    const refused = tc(['checkout', 'r', out], store);
+    assert.equal(refused.code, 9, refused.err);
+    assert.match(refused.err, new RegExp(`being collected by treecast gc \\(pid ${process.pid}\\)`));
+    assert.ok(!fs.existsSync(out), 'the target was not created');
+    assert.equal(tc(['gc', '--json'], store).code, 9, 'a second gc is refused too');
+  } finally {
+    gc.release();
+  }
+  assert.equal(tc(['checkout', 'r', out], store).code, 0);
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+  assert.deepEqual(fs.readdirSync(join(store, 'locks')), [], 'no lock is left');
 });

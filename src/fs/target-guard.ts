@@ -9,6 +9,10 @@
  *    directory keyed by the target's real path, never a file in the user's tree. A lock whose
  *    process is gone (pid not alive, or alive but started at another time: a reused pid) is stale
  *    and taken over.
+ * 3. Keep `gc` from removing what a checkout reads: a checkout's lock names the tree it checks out
+ *    (`root`), and `gc` holds `gc.lock` in the same folder while it works, treating every live
+ *    lock's tree as reachable. Each side writes its own lock before it looks for the other's, so
+ *    one of them always sees the other: gc keeps the tree, or the checkout refuses to start.
  */
 import * as fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -28,10 +32,51 @@ export interface TargetGuard {
  * Checks `targetAbs` against the store and locks it. `storeRoot` is the store the command uses
  * (for unpack, which has none, the configured default store).
  */
-export function guardTarget(targetAbs: string, storeRoot: string, command: string): TargetGuard {
+export function guardTarget(targetAbs: string, storeRoot: string, command: string, root?: string): TargetGuard {
   const realTarget = realPathOf(targetAbs);
   refuseStoreOverlap(targetAbs, realTarget, storeRoot);
-  return lockTarget(realTarget, lockDirFor(storeRoot), command);
+  const lockDir = lockDirFor(storeRoot);
+  const guard = lockTarget(realTarget, lockPathFor(lockDir, realTarget), command, root);
+  if (root === undefined) return guard;
+  const gc = readBody(join(lockDir, GC_LOCK));
+  if (gc && holderAlive(gc)) {
+    guard.release();
+    throw new TargetBusyError(`the store ${resolve(storeRoot)} is being collected by treecast gc (pid ${gc.pid}); ${realTarget} was left unchanged`, {
+      path: realTarget,
+      hint: `wait for process ${gc.pid} to finish, then run the same command again`,
+    });
+  }
+  return guard;
+}
+
+const GC_LOCK = 'gc.lock';
+
+export interface GcGuard {
+  /** Trees (formatted digests) live checkouts are reading: gc must keep them. */
+  readonly pinned: string[];
+  release(): void;
+}
+
+/**
+ * Takes the store's gc lock (a second gc fails naming the first), then reads every live target
+ * lock for the tree its checkout reads. A checkout that locks after this point sees the gc lock
+ * and refuses to start (guardTarget), so `pinned` is every tree a checkout may still read.
+ */
+export function lockStoreForGc(storeRoot: string): GcGuard {
+  const lockDir = lockDirFor(storeRoot);
+  const guard = lockTarget(resolve(storeRoot), join(lockDir, GC_LOCK), 'gc');
+  const pinned: string[] = [];
+  try {
+    for (const name of fs.readdirSync(lockDir)) {
+      if (!name.endsWith('.lock') || name === GC_LOCK) continue;
+      const b = readBody(join(lockDir, name));
+      if (b?.root !== undefined && holderAlive(b)) pinned.push(b.root);
+    }
+  } catch (e) {
+    guard.release();
+    throw fsError(e, 'cannot read locks', lockDir);
+  }
+  return { pinned, release: () => guard.release() };
 }
 
 /**
@@ -114,6 +159,8 @@ interface LockBody {
   command: string;
   target: string;
   token: string;
+  /** The tree (formatted digest) a checkout holding this lock reads from the store. */
+  root?: string;
 }
 
 function processStart(pid: number): string | undefined {
@@ -144,15 +191,18 @@ function holderAlive(b: LockBody): boolean {
 function readBody(path: string): LockBody | undefined {
   try {
     const b = JSON.parse(fs.readFileSync(path, 'utf8')) as LockBody;
-    return typeof b.pid === 'number' && typeof b.token === 'string' ? b : undefined;
+    return typeof b.pid === 'number' && typeof b.token === 'string' && (b.root === undefined || typeof b.root === 'string') ? b : undefined;
   } catch {
     return undefined;
   }
 }
 
-function lockTarget(realTarget: string, lockDir: string, command: string): TargetGuard {
-  const lockPath = join(lockDir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`);
-  const body: LockBody = { pid: process.pid, host: hostname(), start: processStart(process.pid), command, target: realTarget, token: randomBytes(12).toString('hex') };
+function lockPathFor(lockDir: string, realTarget: string): string {
+  return join(lockDir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`);
+}
+
+function lockTarget(realTarget: string, lockPath: string, command: string, root?: string): TargetGuard {
+  const body: LockBody = { pid: process.pid, host: hostname(), start: processStart(process.pid), command, target: realTarget, token: randomBytes(12).toString('hex'), root };
   // The lock appears whole or not at all: written to a private name, then linked (fails if taken).
   const tmp = `${lockPath}.${body.token}.tmp`;
   try {

@@ -99,7 +99,8 @@ export async function checkout(root: Digest, dir: string, o: CheckoutOptions): P
   validateCheckoutOptions(o);
   const store = o.store;
   const rootAbs = resolve(dir);
-  const guard = guardTarget(rootAbs, store.root, 'checkout');
+  // The lock names the tree, so a gc running meanwhile keeps its blobs (target-guard.ts).
+  const guard = guardTarget(rootAbs, store.root, 'checkout', formatDigest(root));
   try {
     return await checkoutLocked(root, rootAbs, o, elapsed);
   } finally {

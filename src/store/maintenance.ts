@@ -1,15 +1,16 @@
 /**
  * Store upkeep: `verify` re-hashes every blob (and executable twin) and can remove corrupt ones;
- * `gc` removes blobs no ref, live checkout record or action cache entry reaches, and with a
- * maximum age first drops the action cache entries not used within it.
+ * `gc` removes blobs no ref, live checkout record, checkout still running or action cache entry
+ * reaches, and with a maximum age first drops the action cache entries not used within it.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type Digest, formatDigest } from '../core/digest.js';
+import { type Digest, formatDigest, parseDigest } from '../core/digest.js';
 import { decodeDirectory } from '../core/reapi.js';
 import { decodeActionResult } from '../core/action-result.js';
 import { ActionCache, actionResultReferences } from './action-cache.js';
+import { lockStoreForGc } from '../fs/target-guard.js';
 import type { LocalStore } from './local.js';
 
 export interface VerifyResult {
@@ -75,14 +76,22 @@ export interface GcResult {
 }
 
 /**
- * Everything reachable from refs, from records of checkouts whose directory still exists, and
+ * Everything reachable from refs, from records of checkouts whose directory still exists, from the
+ * trees of checkouts still running (`running`, read from their locks), and
  * from `actions` (action cache entries): their output files, stdout and stderr, each output
  * directory's Tree message with every Directory and file in it, and its root Directory's tree.
  * An entry that is not an ActionResult (ccache keeps its own format there) pins nothing.
  */
-function reachableFrom(store: LocalStore, actions: { key: string; path: string }[]): { roots: number; live: Set<string> } {
+function reachableFrom(store: LocalStore, actions: { key: string; path: string }[], running: string[]): { roots: number; live: Set<string> } {
   const live = new Set<string>();
   const roots: Digest[] = store.listRefs().map((r) => r.digest);
+  for (const r of running) {
+    try {
+      roots.push(parseDigest(r));
+    } catch {
+      /* a lock naming no valid tree pins nothing */
+    }
+  }
   for (const a of actions) {
     let refs;
     try {
@@ -125,6 +134,15 @@ function reachableFrom(store: LocalStore, actions: { key: string; path: string }
 }
 
 export function gcStore(store: LocalStore, opts: GcOptions): GcResult {
+  const guard = lockStoreForGc(store.root);
+  try {
+    return collect(store, opts, guard.pinned);
+  } finally {
+    guard.release();
+  }
+}
+
+function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResult {
   const ac = new ActionCache(store);
   const kept: { key: string; path: string }[] = [];
   const removedActions: string[] = [];
@@ -137,7 +155,7 @@ export function gcStore(store: LocalStore, opts: GcOptions): GcResult {
     removedActions.push(entry.key);
     if (!opts.dryRun) ac.remove(entry.key);
   }
-  const { roots, live } = reachableFrom(store, kept);
+  const { roots, live } = reachableFrom(store, kept, running);
   const cutoff = Date.now() - opts.graceSeconds * 1000;
   const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, actions: kept.length, removedActions, dryRun: opts.dryRun };
   for (const hash of store.listHashes()) {
