@@ -12,6 +12,7 @@
  * Servers run as child processes (the harness times commands with spawnSync, which blocks this
  * process's event loop, so nothing here can serve requests in-process).
  */
+import * as http from 'node:http';
 import * as fs from 'node:fs';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -60,8 +61,27 @@ export async function stop(child: ChildProcess): Promise<void> {
   await done;
 }
 
-async function status(url: string): Promise<{ maxInFlight: number; requests: number }> {
-  return (await (await fetch(`${url}status`)).json()) as { maxInFlight: number; requests: number };
+/**
+ * The server's /status on a connection of its own (`agent: false`): a keep-alive socket left from a
+ * call minutes earlier may have been closed by the server, and a write into it failed with EPIPE.
+ */
+function status(url: string): Promise<{ maxInFlight: number; requests: number }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(`${url}status`, { agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(body) as { maxInFlight: number; requests: number });
+          } catch (e) {
+            reject(e);
+          }
+        });
+      })
+      .on('error', reject);
+  });
 }
 
 function synthetic(root: string): void {
