@@ -1,6 +1,6 @@
 /**
  * What a checkout into an empty or new target created, so that one stopped by a blob the remote
- * lacks can remove exactly that and leave the target as it was before (checkout.ts `undoOnMiss`).
+ * lacks can remove exactly that and leave the target as it was before (checkout.ts, on a miss).
  *
  * Only what this checkout is known to have made is recorded: a directory once its mkdir returned
  * (the executor asks for the next step only after making it), a file or symlink once the worker
@@ -64,11 +64,11 @@ export class CreatedRecord {
 
   /**
    * Removes what was recorded: files and symlinks, then directories deepest first (rmdir; one
-   * that is not empty stays), then the target and the parents this checkout made. Returns the
-   * names it could not remove (left there, not lost), empty when the target is as it was.
+   * that is not empty stays, with its parents: left there, not lost), then the target and the
+   * parents this checkout made.
    */
-  undo(): string[] {
-    const left: string[] = [];
+  undo(): void {
+    let kept = false;
     const remove = (p: string, dir: boolean) => {
       try {
         if (dir) fs.rmdirSync(p);
@@ -76,7 +76,7 @@ export class CreatedRecord {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') return;
-        if (dir && (code === 'ENOTEMPTY' || code === 'EEXIST')) left.push(p);
+        if (dir && (code === 'ENOTEMPTY' || code === 'EEXIST')) kept = true;
         else throw fsError(e, 'cannot remove', p);
       }
     };
@@ -85,9 +85,8 @@ export class CreatedRecord {
     if (this.madeFrom !== undefined) {
       for (let p = this.rootAbs; ; p = dirname(p)) {
         remove(p, true);
-        if (p === this.madeFrom || left.length > 0 || dirname(p) === p) break;
+        if (p === this.madeFrom || kept || dirname(p) === p) break;
       }
     }
-    return left;
   }
 }

@@ -91,10 +91,9 @@ export async function resolveRemoteSpec(
   url: string,
   o: RemoteCliOptions,
   signal: AbortSignal,
-  next?: { missed: RemoteRefMiss[]; defer: boolean },
 ): Promise<{ root: Digest; fetcher?: RemoteFetcher; ref?: RefHit }> {
-  if (!next && isLocalSpec(store, spec)) return { root: store.resolve(spec) };
-  const { hit, fetcher } = await resolveRemoteRef([spec, ...fallbacks], () => newFetcher(store, url, o, signal), next);
+  if (isLocalSpec(store, spec)) return { root: store.resolve(spec) };
+  const { hit, fetcher } = await resolveRemoteRef([spec, ...fallbacks], () => newFetcher(store, url, o, signal));
   return { root: store.resolve(hit.digest), fetcher, ref: hit };
 }
 
@@ -118,14 +117,13 @@ export async function checkoutRemoteSpec<T>(
   const names = [spec, ...fallbacks];
   const missed: RemoteRefMiss[] = [];
   for (;;) {
-    const resolved = await resolveRemoteSpec(store, names[0]!, names.slice(1), url, o, signal, { missed, defer });
-    const fetcher = resolved.fetcher!;
+    const { hit, fetcher } = await resolveRemoteRef(names, () => newFetcher(store, url, o, signal), { missed, defer });
+    const resolved = { root: store.resolve(hit.digest), fetcher, ref: hit };
     const unsecured = fetcher.unsecured ? { secure: () => fetcher.secureBlobs(), isMiss: (e: unknown) => e instanceof BlobNotFoundError } : undefined;
     try {
       return await run(resolved, unsecured);
     } catch (e) {
       if (!unsecured || !unsecured.isMiss(e)) throw e;
-      const hit = resolved.ref!;
       missed.splice(0, missed.length, ...hit.missed, { name: hit.name, key: hit.key, reason: 'incomplete', detail: (e as Error).message });
       names.splice(0, names.indexOf(hit.name) + 1);
       if (names.length === 0) throw new RemoteRefNotFoundError(missed, fetcher.client.server);
