@@ -79,6 +79,12 @@ export class RefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
 }
 
+/** A path a tree does not hold (`ls REF PATH`). */
+export class PathNotFoundError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_PATH_NOT_FOUND';
+  override readonly exitCode = ExitCode.notFound;
+}
+
 /** One name tried on a remote: no entry, or an entry naming blobs the server lacks. */
 export interface RemoteRefMiss {
   name: string;
@@ -232,7 +238,7 @@ export function fsError(err: unknown, action: string, path: string): TreecastErr
 
 const classesByCode = new Map<string, new (message: string, details?: ErrorDetails) => TreecastError>();
 for (const C of [
-  UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, DigestMismatchError,
+  UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, PathNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
   NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError,
 ]) {

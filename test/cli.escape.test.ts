@@ -76,7 +76,7 @@ test('ls and diff escape hostile names and symlink targets; --json keeps them ex
 
   // An error naming a path from the command line and the tree.
   const sub = tc(['ls', 'a', 'no\x1b[31mdir'], store);
-  assert.equal(sub.code, 2);
+  assert.equal(sub.code, 3);
   assertPrintable(sub.err, 'error');
   assert.match(sub.err, /no\\x1b\[31mdir/);
 });

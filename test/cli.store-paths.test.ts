@@ -53,6 +53,25 @@ test('push of a path that does not exist says so (exit 7, like snapshot), not "i
   assertCodedError(run(['push', 'nosuch', url, '--store', store]), 3, 'ERR_TREECAST_REF_NOT_FOUND', 'nosuch');
 });
 
+test('a file where a directory belongs: every command taking DIR says it is not a directory (exit 7, naming it) and leaves the file alone', () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  execFileSync(process.execPath, [bin, 'pack', 'r', join(dir, 'r.zip'), '--store', store], { stdio: 'ignore' });
+  // 'afile' could be a ref name too: it exists, so it is taken as the path it is.
+  const file = join(dir, 'afile');
+  fs.writeFileSync(file, 'mine\n');
+  const url = 'http://127.0.0.1:9/';
+  for (const args of [['status', 'afile'], ['checkout', 'r', 'afile'], ['unpack', join(dir, 'r.zip'), 'afile'], ['snapshot', 'afile'], ['push', 'afile', url], ['pack', 'afile', join(dir, 'o.zip')]]) {
+    const r = run([...args, '--store', store], { cwd: dir });
+    assertCodedError(r, 7, 'ERR_TREECAST_TARGET', file);
+    assert.match(r.err, /not a directory/, args.join(' '));
+    assert.equal(fs.readFileSync(file, 'utf8'), 'mine\n');
+  }
+});
+
 test('verify and gc of a store that does not exist fail naming it (exit 7) and create nothing', () => {
   const dir = tempDir();
   fs.mkdirSync(join(dir, 'not-a-store'));

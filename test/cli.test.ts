@@ -58,6 +58,34 @@ test('blob put and get round-trip bytes through standard input and output', () =
   assert.deepEqual(got.raw, bytes);
 });
 
+test('ls PATH: a directory lists what is below it, a file or symlink its one entry; a path the tree lacks is not found (exit 3) naming the path and the tree', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'a/b/f': 'f', 'a/g': 'g', 'top': 't', 'l': { link: 'top' } });
+  const digest = tc(['snapshot', join(dir, 'src'), '--ref', 'r'], { store }).out.trim().split('\n').pop()!;
+  const paths = (args: string[]) => {
+    const r = tc(['ls', ...args], { store });
+    assert.equal(r.code, 0, r.err);
+    return r.out.trimEnd().split('\n').map((l) => l.split('\t')[1]);
+  };
+  assert.deepEqual(paths(['r', 'a']), ['a/g', 'a/b/', 'a/b/f']);
+  assert.deepEqual(paths(['r', './a/b/']), ['a/b/f']);
+  assert.deepEqual(paths(['r', 'a/b/f']), ['a/b/f']);
+  assert.deepEqual(paths(['r', 'l']), ['l']);
+  assert.deepEqual(JSON.parse(tc(['ls', 'r', 'top', '--json'], { store }).out).map((e: { path: string; type: string }) => [e.type, e.path]), [['file', 'top']]);
+  for (const [args, path] of <[string[], string][]>[[['r', 'a/nosuch'], 'a/nosuch'], [['r', 'nosuch/x'], 'nosuch/x'], [['r', 'a/b/f/x'], 'a/b/f/x'], [['r', 'top/'], 'top/'], [[digest, 'a/zz'], 'a/zz']]) {
+    const r = tc(['ls', ...args, '--json'], { store });
+    assert.equal(r.code, 3, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, /^treecast: error\[ERR_TREECAST_PATH_NOT_FOUND\]: /);
+    assert.ok(r.err.includes(`'${path}'`) && r.err.includes(digest), `names the path and the tree: ${r.err}`);
+    const e = JSON.parse(r.out).error;
+    assert.deepEqual([e.code, e.path, e.digest], ['ERR_TREECAST_PATH_NOT_FOUND', path, digest]);
+    assert.equal(tc(['ls', ...args], { store }).out, '', 'nothing is listed');
+  }
+  // A ref that does not exist stays a ref miss, with the same exit code.
+  assert.match(tc(['ls', 'nosuch', 'a'], { store }).err, /ERR_TREECAST_REF_NOT_FOUND/);
+});
+
 test('diff lists added, removed and changed paths', () => {
   const dir = tempDir();
   const store = join(dir, 's');

@@ -24,7 +24,7 @@ Exit codes:
   0    success
   1    unexpected failure
   2    bad arguments or options (also malformed digests and ref names)
-  3    digest or ref not found
+  3    digest or ref not found, or a path not in the tree (ls REF PATH)
   4    checkout stopped: local changes would be overwritten (see --force)
   5    integrity: a blob's bytes do not match its digest
   6    unsafe or malformed input refused (tree, archive, special file with --strict)

@@ -35,7 +35,10 @@ export function status(dir: string, store: LocalStore): StatusResult {
   } catch (e) {
     throw fsError(e, 'cannot read', rootAbs);
   }
-  const record = st.isDirectory() ? loadRecord(store, rootAbs, st) : undefined;
+  if (!st.isDirectory()) {
+    throw new TargetError(`cannot show the status of ${rootAbs}: not a directory`, { path: rootAbs, hint: 'status takes a directory treecast checked out into' });
+  }
+  const record = loadRecord(store, rootAbs, st);
   if (!record) {
     throw new TargetError(`no checkout into ${rootAbs} is recorded in the store ${store.root}`, {
       path: rootAbs,

@@ -1,5 +1,6 @@
 /** `treecast pack`, `unpack` and `import`: zip and tar archives of directories and store trees. */
 import * as fs from 'node:fs';
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { InvalidRefNameError, RefNotFoundError, TargetError } from '../../errors.js';
 import { formatDigest } from '../../core/digest.js';
@@ -71,7 +72,7 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
   packCmd.action(async (source: string, out: string, o: { level: Level; format?: ArchiveFormat; jobs?: number; store?: string; json?: boolean }) => {
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const st = fs.statSync(source, { throwIfNoEntry: false });
-    if (st && !st.isDirectory()) throw new TargetError(`cannot pack ${source}: not a directory (pack takes a directory, a tree digest or a ref)`, { path: source });
+    if (st && !st.isDirectory()) throw new TargetError(`cannot pack ${resolve(source)}: not a directory (pack takes a directory, a tree digest or a ref)`, { path: resolve(source) });
     const r = await withSignals((signal) => {
       const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
       if (st?.isDirectory()) return pack({ dir: source }, out, opts);

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
-import { formatDigest } from '../../core/digest.js';
+import { type Digest, formatDigest } from '../../core/digest.js';
 import { diffTrees } from '../../core/tree-diff.js';
 import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
-import { UsageError } from '../../errors.js';
+import { PathNotFoundError, UsageError } from '../../errors.js';
 import { addJsonOption, addStoreOption, openStore } from '../common.js';
 import { escapeControl, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
@@ -15,30 +15,55 @@ function lsLine(e: WalkedEntry): string {
   return `040000 dir     ${formatDigest(e.digest)}\t${path}/`;
 }
 
+/**
+ * What `ls REF PATH` lists: the directory at PATH (its entries, below it), or the one file or
+ * symlink entry PATH names, as `git ls-tree -r` does. A PATH the tree lacks is "not found" (exit 3),
+ * as a missing ref is; a trailing '/' asks for a directory.
+ */
+async function lookUp(reader: TreeReader, tree: Digest, spec: string, sub: string): Promise<{ dir: Digest; prefix: string } | { entry: WalkedEntry }> {
+  const parts = sub.split('/').filter((p) => p !== '' && p !== '.');
+  let dir = tree;
+  let prefix = '';
+  for (const [i, name] of parts.entries()) {
+    const d = await reader.get(dir);
+    const next = d.directories.find((e) => e.name === name);
+    if (next) {
+      dir = next.digest;
+      prefix += `${name}/`;
+      continue;
+    }
+    if (i === parts.length - 1 && !sub.endsWith('/')) {
+      const f = d.files.find((e) => e.name === name);
+      if (f) return { entry: { type: 'file', path: prefix + name, digest: f.digest, executable: f.executable } };
+      const l = d.symlinks.find((e) => e.name === name);
+      if (l) return { entry: { type: 'symlink', path: prefix + name, target: l.target } };
+    }
+    const named = spec === formatDigest(tree) ? spec : `'${spec}' (${formatDigest(tree)})`;
+    throw new PathNotFoundError(`no ${sub.endsWith('/') ? 'directory' : 'path'} '${sub}' in tree ${named}`, {
+      path: sub,
+      digest: formatDigest(tree),
+      hint: `list what the tree holds with \`treecast ls ${spec}\``,
+    });
+  }
+  return { dir, prefix };
+}
+
 export function registerInspect(program: Command): void {
   const ls = program
     .command('ls')
     .description('list a tree recursively: mode, type, digest (<sha256>/<size>) or symlink target, path')
     .argument('<digest>', 'tree digest or ref name')
-    .argument('[path]', 'list only below this path inside the tree');
+    .argument('[path]', 'list only this path inside the tree: what is below it, or the one file or symlink it names (exit 3 when the tree has no such path)');
   addStoreOption(ls);
   addJsonOption(ls);
   ls.action(async (spec: string, sub: string | undefined, o: { store?: string; json?: boolean }) => {
     const store = openStore(o);
     const reader = new TreeReader(store);
-    let root = store.resolve(spec);
-    let prefix = '';
-    if (sub) {
-      for (const part of sub.split('/').filter(Boolean)) {
-        const dir = await reader.get(root);
-        const next = dir.directories.find((d) => d.name === part);
-        if (!next) throw new UsageError(`no directory '${sub}' in tree ${formatDigest(root)}`, { path: sub });
-        root = next.digest;
-        prefix += `${part}/`;
-      }
-    }
+    const tree = store.resolve(spec);
+    const at = sub === undefined ? { dir: tree, prefix: '' } : await lookUp(reader, tree, spec, sub);
     const rows: WalkedEntry[] = [];
-    for await (const e of reader.walk(root, prefix)) {
+    const entries = 'entry' in at ? [at.entry] : reader.walk(at.dir, at.prefix);
+    for await (const e of entries) {
       if (o.json) rows.push(e);
       else process.stdout.write(`${lsLine(e)}\n`);
     }
