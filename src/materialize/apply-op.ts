@@ -40,6 +40,8 @@ export interface ApplyBatch extends ApplySettings {
   writes: PackedWrites;
   /** Bytes fetched for this batch (a direct remote checkout): written from here, not the store. */
   fetched?: FetchedBytes;
+  /** Set to how many writes, in order, are done (created.ts reads it after a failure). */
+  progress?: Int32Array;
 }
 
 /**
@@ -111,7 +113,11 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
   let nextTarget = 0;
   /** Offsets of fetched blobs already put in the store by this batch. */
   const stored = batch.fetched?.store ? new Set<number>() : undefined;
+  // Perf: one Atomics.store per write, only when counted: 78,000 of them (the Linux tree's files)
+  // took 1.3 ms in a loop on this machine.
+  const progress = batch.progress;
   for (let i = 0; i < rels.length; i++) {
+    if (progress) Atomics.store(progress, 0, i);
     const dst = `${root}/${rels[i]}`;
     const kind = kinds[i]!;
     if (kind === KIND_LINK) {
@@ -185,6 +191,7 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     }
     method = importCounted(ctx, digest, dst, method, executable, mode, c);
   }
+  if (progress) Atomics.store(progress, 0, rels.length);
   return c;
 }
 

@@ -4,17 +4,19 @@
  *
  * Only what this checkout is known to have made is recorded: a directory once its mkdir returned
  * (the executor asks for the next step only after making it), a file or symlink once the worker
- * batch that wrote it came back: all of it when it succeeded; when it failed at a name (its error
- * names the path), the names before that one, which the batch made in order; when it failed
- * elsewhere, none (what it made then stays, and keeps its directory). Every create of a checkout
- * is exclusive (O_EXCL, link, symlink: import-file.ts), so a recorded name was made by this
- * checkout, not found; the name a create failed at (EEXIST: someone else's) is never recorded.
- * Directories are removed with rmdir, never recursively: one a user put something into while the
- * checkout ran keeps that, and stays.
+ * batch that wrote it came back. A batch makes its names in order and counts them in a shared
+ * `progress` cell as it goes (apply-op.ts), so after a batch failed, for whatever reason, even one
+ * whose error names no path of its own (a store blob it could not read, a worker that died), the
+ * names before the count are the ones it made. The name it failed at is not recorded: a failed
+ * create removes what it left itself, and EEXIST means the name was someone else's. Every create
+ * of a checkout is exclusive (O_EXCL, link, symlink: import-file.ts), so a recorded name was made
+ * by this checkout, not found; a name the batch never reached may hold a user's file and is never
+ * recorded. Directories are removed with rmdir, never recursively: one a user put something into
+ * while the checkout ran keeps that, and stays.
  */
 import * as fs from 'node:fs';
 import { dirname } from 'node:path';
-import { TreecastError, fsError } from '../errors.js';
+import { fsError } from '../errors.js';
 import type { WorkerPool } from '../fs/worker-pool.js';
 import type { ApplyBatch } from './apply-op.js';
 import type { Step } from './plan.js';
@@ -49,14 +51,11 @@ export class CreatedRecord {
       if (op !== 'materialize.apply') return pool.run<T>(op, payload, transfer);
       const b = payload as ApplyBatch;
       const paths = b.writes.rels.split('\0').map((rel) => `${b.root}/${rel}`);
+      const progress = new Int32Array(new SharedArrayBuffer(4));
       try {
-        const r = await pool.run<T>(op, payload, transfer);
-        this.files.push(paths);
-        return r;
-      } catch (e) {
-        const at = e instanceof TreecastError && e.path !== undefined ? paths.indexOf(e.path) : -1;
-        if (at > 0) this.files.push(paths.slice(0, at));
-        throw e;
+        return await pool.run<T>(op, { ...b, progress }, transfer);
+      } finally {
+        this.files.push(paths.slice(0, Atomics.load(progress, 0)));
       }
     };
     return wrapped;
