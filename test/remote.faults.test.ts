@@ -3,15 +3,14 @@
  * of a pull (the rerun fetches only the rest, no blob twice), a server that dies (the rerun
  * completes).
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { formatDigest } from '../src/core/digest.js';
-import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { treeBlobs } from '../src/remote/push.js';
-import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
+import { describeTree, duplicateSends, json, leftoverTmp, runCli, startCli, startServer, waitExit, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 describe('remote faults', () => {
@@ -20,16 +19,10 @@ describe('remote faults', () => {
   let fileHashes: string[];
   let serverStore: string;
 
-  before(async () => {
-    dir = tempDir('faults');
-    makeTree(join(dir, 'src'), 40, 20, 2 << 20);
-    serverStore = join(dir, 'server');
-    const store = LocalStore.open(serverStore);
-    const d = (await snapshot(join(dir, 'src'), { store })).digest;
-    root = formatDigest(d);
-    fileHashes = treeBlobs(store, d).files.map((f) => f.hash);
+  useRemoteFixture('faults', { tree: { dirs: 40, files: 20, bigBytes: 2 << 20 }, server: false }, (f) => {
+    ({ dir, root, serverStore } = f);
+    fileHashes = treeBlobs(LocalStore.open(serverStore), f.rootDigest).files.map((b) => b.hash);
   });
-  after(() => removeDir(dir));
 
   for (const batch of [true, false]) {
     const mode = batch ? 'batch' : 'plain';

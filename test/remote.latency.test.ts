@@ -3,24 +3,17 @@
  * mark, with latency added inside the server) and by a delaying proxy in front of a plain cache.
  * Counts only, no timing assertions.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { formatDigest } from '../src/core/digest.js';
-import { snapshot } from '../src/capture/snapshot.js';
-import { LocalStore } from '../src/store/local.js';
-import { json, makeTree, removeDir, runCli, startServer, tempDir } from './helpers/remote.js';
+import { json, runCli, startServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 describe('remote latency: requests in flight', () => {
   let dir: string;
   let root: string;
-  before(async () => {
-    dir = tempDir('lat');
-    makeTree(join(dir, 'src'), 50, 20);
-    root = formatDigest((await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest);
-  });
-  after(() => removeDir(dir));
+  useRemoteFixture('lat', { tree: { dirs: 50, files: 20 }, server: false }, (f) => ({ dir, root } = f));
 
   for (const n of [1, 8]) {
     test(`batch pull at --concurrency ${n}: the server saw exactly ${n} requests in flight`, async () => {

@@ -6,34 +6,25 @@
  * cache (one GET per blob) keeps at most a few requests per batch waiting for a connection, not one
  * per blob. Against a real treecast server on loopback.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { type Digest, formatDigest } from '../src/core/digest.js';
-import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { RemoteFetcher, BATCH_BLOBS } from '../src/remote/fetch.js';
 import { checkout } from '../src/materialize/checkout.js';
 import { DIRECT_SLABS } from '../src/materialize/execute.js';
 import { remoteCheckoutHooks } from '../src/cli/commands/remote.js';
-import { describeTree, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { describeTree, runCli, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 
 describe('pull through a real server', () => {
   let dir: string;
   let server: TestServer;
   let root: Digest;
 
-  before(async () => {
-    dir = tempDir('memory');
-    // ~2,600 small blobs: about 40 batch reads, ten per request slot.
-    makeTree(join(dir, 'src'), 200, 13);
-    root = (await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest;
-    server = await startServer(join(dir, 'server'));
-  });
-  after(async () => {
-    await server?.close();
-    removeDir(dir);
-  });
+  // ~2,600 small blobs: about 40 batch reads, ten per request slot.
+  useRemoteFixture('memory', { tree: { dirs: 200, files: 13 } }, (f) => ({ dir, server, rootDigest: root } = f));
 
   test('gather buffers number at most the requests in flight, are reused, and all come back', async () => {
     const store = LocalStore.open(join(dir, 'client'));
@@ -61,17 +52,8 @@ describe('checkout --remote from a plain Bazel cache (one GET per blob)', () => 
   let server: TestServer;
   let root: Digest;
 
-  before(async () => {
-    dir = tempDir('memory-plain');
-    // ~2,600 small blobs: ten checkout batches of 256 files, each fetched one GET per blob.
-    makeTree(join(dir, 'src'), 200, 13);
-    root = (await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest;
-    server = await startServer(join(dir, 'server'), { batch: false });
-  });
-  after(async () => {
-    await server?.close();
-    removeDir(dir);
-  });
+  // ~2,600 small blobs: ten checkout batches of 256 files, each fetched one GET per blob.
+  useRemoteFixture('memory-plain', { tree: { dirs: 200, files: 13 }, server: { batch: false } }, (f) => ({ dir, server, rootDigest: root } = f));
 
   test('requests waiting for a slot number at most the slots of each batch in flight, not one per blob', async () => {
     const store = LocalStore.open(join(dir, 'client'));

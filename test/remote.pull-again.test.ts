@@ -2,32 +2,23 @@
  * Pulling a tree again after a complete pull: no request and no read while the store is as the
  * pull left it; a full check again once any blob was added or removed, whoever did it.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { formatDigest, parseDigest } from '../src/core/digest.js';
-import { snapshot } from '../src/capture/snapshot.js';
+import { parseDigest } from '../src/core/digest.js';
 import { LocalStore } from '../src/store/local.js';
 import { SETTLE_MS, markComplete, readComplete, settledShardState, shardState } from '../src/store/completeness.js';
 import { treeBlobs } from '../src/remote/push.js';
 import { RemoteFetcher } from '../src/remote/fetch.js';
-import { json, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { json, runCli, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 
 let dir: string;
 let s: TestServer;
 let root: string;
 
-before(async () => {
-  dir = tempDir('pull-again');
-  makeTree(join(dir, 'src'), 20, 10);
-  root = formatDigest((await snapshot(join(dir, 'src'), { store: LocalStore.open(join(dir, 'server')) })).digest);
-  s = await startServer(join(dir, 'server'));
-});
-after(async () => {
-  await s?.close();
-  removeDir(dir);
-});
+useRemoteFixture('pull-again', { tree: { dirs: 20, files: 10 } }, (f) => ({ dir, server: s, root } = f));
 
 const pull = async (store: string) => json(await runCli(['pull', root, s.url, '--store', store, '--json']));
 

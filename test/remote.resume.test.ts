@@ -1,30 +1,19 @@
 /** Pulling into a store that already holds most of a large tree fetches exactly the rest. */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { formatDigest } from '../src/core/digest.js';
-import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { treeBlobs } from '../src/remote/push.js';
-import { json, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { json, runCli, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 
 let dir: string;
 let s: TestServer;
 let root: string;
 
-before(async () => {
-  dir = tempDir('resume');
-  // Over 4,096 files, so the client lists its store instead of stat-ing each blob.
-  makeTree(join(dir, 'src'), 250, 20);
-  const store = LocalStore.open(join(dir, 'server'));
-  root = formatDigest((await snapshot(join(dir, 'src'), { store })).digest);
-  s = await startServer(join(dir, 'server'));
-});
-after(async () => {
-  await s?.close();
-  removeDir(dir);
-});
+// Over 4,096 files, so the client lists its store instead of stat-ing each blob.
+useRemoteFixture('resume', { tree: { dirs: 250, files: 20 } }, (f) => ({ dir, server: s, root } = f));
 
 test('a second pull after losing some blobs fetches exactly those, each once', async () => {
   const storeDir = join(dir, 'client');

@@ -13,6 +13,7 @@ import { LocalStore } from '../src/store/local.js';
 import { HttpStore } from '../src/store/http.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { describeTree, json, makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 import { findNginx, startNginx, type Nginx } from './helpers/remote-nginx.js';
 
 interface Peer {
@@ -120,14 +121,7 @@ for (const peer of peers) {
 describe('push from the library snapshot and a token-protected server', () => {
   let dir: string;
   let s: TestServer;
-  before(async () => {
-    dir = tempDir('tok');
-    s = await startServer(join(dir, 'server'), { token: 'tok-abc' });
-  });
-  after(async () => {
-    await s?.close();
-    removeDir(dir);
-  });
+  useRemoteFixture('tok', { server: { token: 'tok-abc' } }, (f) => ({ dir, server: s } = f));
 
   test('tokens from --token-file or TREECAST_TOKEN are sent; a wrong one fails with exit 8 and is never printed', async () => {
     makeTree(join(dir, 'src'), 3, 3);

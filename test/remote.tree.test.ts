@@ -4,7 +4,7 @@
  * pull uses it, and that a hostile server's /tree (a Directory naming '..') is refused by
  * `checkout --remote` before anything is written.
  */
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -15,7 +15,8 @@ import { decodeDirectory, directoryBlob } from '../src/core/reapi.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { BATCH_PROTOCOL, FRAME_PRESENT, FrameDecoder, encodeFrame, encodeFrameHeader } from '../src/remote/wire.js';
-import { makeTree, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { runCli, startServer, type TestServer } from './helpers/remote.js';
+import { useRemoteFixture } from './helpers/remote-fixture.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
 /** Parses a frame stream into [digest, bytes | undefined (missing)] in order. */
@@ -53,21 +54,14 @@ describe('/tree over HTTP', () => {
   let srv: TestServer;
   let root: Digest;
 
-  before(async () => {
-    dir = tempDir('tree');
-    srv = await startServer(join(dir, 'server'));
-    makeTree(join(dir, 'src'), 12, 3);
-    // Two identical subdirectories: one Directory message, which /tree must send once.
+  // Two identical subdirectories: one Directory message, which /tree must send once.
+  const twins = (src: string) => {
     for (const twin of ['twin-a/inner', 'twin-b/inner']) {
-      fs.mkdirSync(join(dir, 'src', twin), { recursive: true });
-      fs.writeFileSync(join(dir, 'src', twin, 'same.txt'), 'same\n');
+      fs.mkdirSync(join(src, twin), { recursive: true });
+      fs.writeFileSync(join(src, twin, 'same.txt'), 'same\n');
     }
-    root = (await snapshot(join(dir, 'src'), { store: srv.store })).digest;
-  });
-  after(async () => {
-    await srv?.close();
-    removeDir(dir);
-  });
+  };
+  useRemoteFixture('tree', { tree: { dirs: 12, files: 3, more: twins } }, (f) => ({ dir, server: srv, rootDigest: root } = f));
 
   test('serve sends every Directory once, breadth first from the root, verifiable by hash', async () => {
     const r = await fetch(`${srv.url}ci/treecast/v1/tree/${root.hash}/${root.size}`);
