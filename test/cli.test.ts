@@ -159,3 +159,29 @@ test('--help explains every option of snapshot and checkout, and lists the exit 
   const sn = tc(['snapshot', '--help'], { store: '/nonexistent' }).out;
   for (const opt of ['--ref', '--exclude', '--follow-symlinks', '--strict', '--json', '--store']) assert.ok(sn.includes(opt), opt);
 });
+
+test('help asked for prints on stdout and exits 0; a missing command prints it on stderr and exits 2, as a usage error', () => {
+  const store = '/nonexistent';
+  for (const args of [['--help'], ['help'], ['help', 'checkout'], ['blob', '--help']]) {
+    const r = tc(args, { store });
+    assert.equal(r.code, 0, args.join(' '));
+    assert.match(r.out, /^Usage: treecast/);
+  }
+  for (const args of [[], ['blob']]) {
+    const r = tc(args, { store });
+    assert.equal(r.code, 2, `'treecast ${args.join(' ')}' exits 2`);
+    assert.equal(r.out, '');
+    assert.match(r.err, /^Usage: treecast/);
+  }
+});
+
+test('every command\'s --help fits in 100 columns, option defaults shown only where they are values', () => {
+  const top = tc(['--help'], { store: '/nonexistent' }).out;
+  const names = [...top.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+  assert.ok(names.length >= 15, names.join(' '));
+  for (const args of [[], ...names.map((n) => [n]), ['blob', 'put'], ['blob', 'get']]) {
+    const out = tc([...args, '--help'], { store: '/nonexistent' }).out;
+    for (const line of out.split('\n')) assert.ok(line.length <= 100, `${args.join(' ')} --help: a line of ${line.length} columns: ${line}`);
+    assert.doesNotMatch(out, /\(default: \[\]\)/, `${args.join(' ')} --help`);
+  }
+});

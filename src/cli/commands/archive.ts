@@ -115,9 +115,8 @@ The whole central directory and every symlink target are checked before anything
 Refused (exit 6, nothing from the archive left in DIR): absolute names, '..', backslashes and drive
 letters, names over 4096 bytes or deeper than 1024 levels, duplicate entries, entries under a
 symlink or file of the archive, with --safe-links symlinks whose targets are absolute or climb out
-of DIR, devices,
-FIFOs and sockets, encrypted entries, overlapping entries, sizes or CRCs that disagree with the data,
-ratios past --max-ratio and totals past --max-size, truncated archives.
+of DIR, devices, FIFOs and sockets, encrypted entries, overlapping entries, sizes or CRCs that
+disagree with the data, ratios past --max-ratio and totals past --max-size, truncated archives.
 setuid, setgid and sticky bits are stripped with a warning. Existing files in DIR are never
 overwritten without --force, and a symlink already in DIR is never written through. With --force,
 the new version of an existing file is written beside it as .treecast-new-<run>-<n> and renamed over
@@ -169,7 +168,7 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
   addJobsOption(importCmd, 'threads');
   addStoreOption(importCmd);
   addJsonOption(importCmd);
-  importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of `treecast snapshot` of the unpacked directory.');
+  importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of\n`treecast snapshot` of the unpacked directory.');
   importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; safeLinks?: boolean; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);

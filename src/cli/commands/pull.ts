@@ -27,7 +27,7 @@ export function registerPull(program: Command): void {
   addRemoteClientOptions(pullCmd);
   addStoreOption(pullCmd);
   addJsonOption(pullCmd);
-  pullCmd.addHelpText('after', '\nA tree an earlier pull into this store completed is not fetched or read again (until gc or verify --repair removes a blob).');
+  pullCmd.addHelpText('after', '\nA tree an earlier pull into this store completed is not fetched or read again (until gc or\nverify --repair removes a blob).');
   pullCmd.action(async (spec: string, url: string, o: RemoteCliOptions & { ref?: string; fallback?: string[]; store?: string; json?: boolean }) => {
     parseRemoteUrl(url);
     const copts = clientOptions(url, o);

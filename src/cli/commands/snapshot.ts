@@ -11,14 +11,14 @@ export function registerSnapshot(program: Command): void {
     .description('capture DIR into the store and print its tree digest (the last line of output)')
     .argument('<dir>', 'directory to capture')
     .option('--ref <name>', 'also record the digest under this ref name')
-    .option('--exclude <glob>', 'leave out matching entries; a glob without "/" matches names at any depth, one with "/" matches paths from DIR (repeatable)', collect, [])
+    .option('--exclude <glob>', 'leave out matching entries; a glob without "/" matches names at any depth, one with "/" matches paths from DIR (repeatable)', collect)
     .option('--follow-symlinks', 'capture what symlinks point to instead of the links (loops are an error)')
     .option('--strict', 'make skipped special files (sockets, FIFOs, devices) an error')
 
   addJobsOption(cmd, 'hashing threads');
   addStoreOption(cmd);
   addJsonOption(cmd);
-  cmd.action(async (dir: string, o: { ref?: string; exclude: string[]; followSymlinks?: boolean; strict?: boolean; jobs?: number; store?: string; json?: boolean }) => {
+  cmd.action(async (dir: string, o: { ref?: string; exclude?: string[]; followSymlinks?: boolean; strict?: boolean; jobs?: number; store?: string; json?: boolean }) => {
     const store = openStore(o);
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) =>
