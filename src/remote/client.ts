@@ -43,6 +43,9 @@ export interface ClientOptions {
   retryPolicy?: Partial<RetryPolicy>;
 }
 
+/** Told of each Directory message a /tree answer stored, with its verified bytes when buffered. */
+export type TreeStored = (d: Digest, bytes: Buffer | undefined) => void;
+
 export interface ClientStats {
   /** Blobs received and stored. */
   fetched: number;
@@ -480,9 +483,10 @@ export class RemoteClient {
 
   /**
    * Every Directory message of the tree under `root`, breadth first, in one response. Each is
-   * verified and stored as it arrives; `onDirectory` sees it. Returns the digests the server lacks.
+   * verified and stored as it arrives; `onStored` sees it (with its bytes when they were held
+   * whole in memory). Returns the digests the server lacks.
    */
-  async fetchTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
+  async fetchTree(root: Digest, store: LocalStore, onStored: TreeStored): Promise<Digest[]> {
     return this.attempt('GET tree', root, () => this.readTree(root, store, onStored));
   }
 
@@ -492,12 +496,12 @@ export class RemoteClient {
    * whatever it did not (no endpoint, a failure) the caller fetches as it would have. Not sent
    * with batch 'off'.
    */
-  async fetchTreeEarly(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<void> {
+  async fetchTreeEarly(root: Digest, store: LocalStore, onStored: TreeStored): Promise<void> {
     if (this.batchMode === 'off') return;
     await this.readTree(root, store, onStored).catch(() => undefined);
   }
 
-  private async readTree(root: Digest, store: LocalStore, onStored: (d: Digest) => void): Promise<Digest[]> {
+  private async readTree(root: Digest, store: LocalStore, onStored: TreeStored): Promise<Digest[]> {
     const r = await this.request('GET', `${BATCH_PREFIX}tree/${root.hash}/${root.size}`);
     if (r.statusCode !== 200) {
       await r.body.dump();
@@ -515,9 +519,10 @@ export class RemoteClient {
       end: (d) => {
         if (!rx) return;
         rx.finish();
+        const bytes = rx.storedBytes;
         rx = undefined;
         this.countFetched(d);
-        onStored(d);
+        onStored(d, bytes);
       },
     });
     try {

@@ -143,8 +143,19 @@ export class RemoteFetcher {
     if (this.root && sameDigest(this.root, root)) return; // prepared already (by secure)
     const store = this.store;
     const viaTree = new Set<string>();
-    const onStored = (d: Digest) => {
+    // Perf: the walk below decodes the messages /tree just stored from these bytes instead of
+    // reading each back (open, read and SHA-256 again): ~0.12 s of main-thread CPU on the Linux
+    // tree's 5,092 messages at --latency 50 --concurrency 16 (profiled). At most MAX_TREE_BYTES
+    // are kept (the size of a Tree message, held whole anyway): a server sending messages the tree
+    // does not reach cannot make the client hold more.
+    const received = new Map<string, Buffer>();
+    let receivedBytes = 0;
+    const onStored = (d: Digest, bytes: Buffer | undefined) => {
       viaTree.add(d.hash);
+      if (bytes && receivedBytes + bytes.length <= MAX_TREE_BYTES) {
+        received.set(d.hash, bytes);
+        receivedBytes += bytes.length;
+      }
       this.planned++;
     };
     // Perf: the /tree request goes out beside the /status question instead of after it, one round
@@ -163,6 +174,7 @@ export class RemoteFetcher {
       // One response with every directory; any it lacks are fetched level by level below.
       await this.client.fetchTree(root, store, onStored);
     }
+    this.reader.useVerified(received);
     const seenDirs = new Set<string>([root.hash]);
     const dirDigests: Digest[] = [root];
     const seenFiles = new Set<string>();

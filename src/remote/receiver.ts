@@ -56,6 +56,12 @@ export class BlobReceiver {
   private done = false;
   /** Bytes taken from the budget for `buf`, given back once the blob is stored or dropped. */
   private held = 0;
+  /**
+   * After finish(), the bytes of a blob buffered whole, verified and stored (undefined when it
+   * streamed through a tmp file): for a caller that reads the blob next, as a pull's tree walk
+   * does. Outside the budget once stored, so only a caller without one keeps it.
+   */
+  storedBytes: Buffer | undefined;
 
   /**
    * `expected.size` may be -1 when the sender did not say (a chunked PUT): the hash alone is then
@@ -121,6 +127,7 @@ export class BlobReceiver {
       // self time in the profile of a Linux-tree pull (83k blobs) fell from 2.3 s to 0.5 s.
       try {
         if (actual.size > 0) writeVerified(this.store, actual, this.buf);
+        this.storedBytes = this.buf;
       } finally {
         this.releaseBuffer();
       }
