@@ -1,8 +1,9 @@
 /**
  * GET /treecast/v1/tree over real HTTP: what `treecast serve` sends (every Directory once,
  * breadth first, root first; a directory it lacks as a 'missing' frame with nothing below), that
- * pull uses it, and that a hostile server's /tree (a Directory naming '..') is refused by
- * `checkout --remote` before anything is written.
+ * pull uses it (walking the bytes it received, not reading them back), and that a hostile
+ * server's /tree (a Directory naming '..') is refused by `checkout --remote` before anything is
+ * written.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,8 +15,9 @@ import { type Digest, digestOf, formatDigest } from '../src/core/digest.js';
 import { decodeDirectory, directoryBlob } from '../src/core/reapi.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
+import { RemoteFetcher } from '../src/remote/fetch.js';
 import { BATCH_PROTOCOL, FRAME_PRESENT, FrameDecoder, encodeFrame, encodeFrameHeader } from '../src/remote/wire.js';
-import { runCli, startServer, type TestServer } from './helpers/remote.js';
+import { describeTree, runCli, startServer, type TestServer } from './helpers/remote.js';
 import { useRemoteFixture } from './helpers/remote-fixture.js';
 import { startProxy } from './helpers/remote-proxy.js';
 
@@ -106,6 +108,31 @@ describe('/tree over HTTP', () => {
     const requests = srv.log.slice(before);
     assert.equal(requests.filter((e) => e.path.includes('/treecast/v1/tree/')).length, 1);
     assert.ok(!requests.some((e) => e.path.startsWith('/cas/') && breadthFirst(srv.store, root).includes(e.path.slice(5))), 'no Directory fetched one by one');
+  });
+
+  test('pull walks the Directory messages /tree sent from the bytes it received and verified, reading none back', async () => {
+    const store = LocalStore.open(join(dir, 'client-walk'));
+    const dirs = new Set(breadthFirst(srv.store, root));
+    const readBack: string[] = [];
+    const readSync = store.readSync.bind(store);
+    store.readSync = (d: Digest) => {
+      if (dirs.has(d.hash)) readBack.push(d.hash);
+      return readSync(d);
+    };
+    const fetcher = new RemoteFetcher(store, { url: srv.url });
+    try {
+      const s = await fetcher.pull(root);
+      assert.equal(s.directories, dirs.size);
+    } finally {
+      await fetcher.close();
+    }
+    assert.deepEqual(readBack, [], 'no Directory message read back from the store');
+    // What the walk found from those bytes is the tree: every message and blob is in the store,
+    // and a checkout from the store alone (through the pack the pull wrote) gives the source back.
+    const out = join(dir, 'walk-out');
+    const r = await runCli(['checkout', formatDigest(root), out, '--store', store.root]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   });
 
   test('the /tree request goes out beside the /status question, not after its answer', async () => {
