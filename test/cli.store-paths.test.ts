@@ -72,6 +72,38 @@ test('a file where a directory belongs: every command taking DIR says it is not 
   }
 });
 
+test('an empty argument or option value (an unset shell variable) is refused with exit 2, never taken as the current directory', () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  execFileSync(process.execPath, [bin, 'pack', 'r', join(dir, 'r.zip'), '--store', store], { stdio: 'ignore' });
+  // The current directory holds the user's files, which the tree does not have.
+  const cwd = join(dir, 'work');
+  fs.mkdirSync(cwd);
+  fs.writeFileSync(join(cwd, 'mine.txt'), 'mine\n');
+  const before = fs.readdirSync(cwd);
+  for (const [args, named] of [
+    [['checkout', 'r', '', '--force', '--clean', '--store', store], 'DIR'],
+    [['unpack', join(dir, 'r.zip'), '', '--force', '--store', store], 'DIR'],
+    [['snapshot', '', '--ref', 'cwd', '--store', store], 'DIR'],
+    [['status', '', '--store', store], 'DIR'],
+    [['pack', '', join(dir, 'o.zip'), '--store', store], 'SOURCE'],
+    [['push', '', 'http://127.0.0.1:9/', '--store', store], 'SOURCE'],
+    [['ls', 'r', '--store', ''], '--store'],
+    [['snapshot', join(dir, 'src'), '--exclude', '', '--store', store], '--exclude'],
+  ] as const) {
+    const r = run([...args], { cwd });
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, /^treecast: error\[ERR_TREECAST_USAGE\]: /m);
+    assert.ok(r.err.includes(named), `${args.join(' ')} names ${named}: ${r.err}`);
+    assert.deepEqual(fs.readdirSync(cwd), before, `${args.join(' ')} left the current directory as it was`);
+    assert.equal(fs.readFileSync(join(cwd, 'mine.txt'), 'utf8'), 'mine\n');
+  }
+  assert.equal(spawnSync(process.execPath, [bin, 'ls', 'cwd', '--store', store]).status, 3, 'no snapshot of the current directory was recorded');
+});
+
 test('verify and gc of a store that does not exist fail naming it (exit 7) and create nothing', () => {
   const dir = tempDir();
   fs.mkdirSync(join(dir, 'not-a-store'));

@@ -4,7 +4,7 @@
  * to exit codes.
  */
 import { Command, CommanderError } from 'commander';
-import { ExitCode, TreecastError } from '../errors.js';
+import { ExitCode, TreecastError, UsageError } from '../errors.js';
 import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
 import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, typedError } from './output.js';
@@ -23,7 +23,7 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
 Exit codes:
   0    success
   1    unexpected failure
-  2    bad arguments or options (also malformed digests and ref names)
+  2    bad arguments or options (also malformed digests and ref names, and empty values)
   3    digest or ref not found, or a path not in the tree (ls REF PATH)
   4    checkout stopped: local changes would be overwritten (see --force)
   5    integrity: a blob's bytes do not match its digest
@@ -40,7 +40,26 @@ Environment:
   TREECAST_TOKEN   bearer token for remote commands`,
   );
   for (const register of await commandsFor(argv)) register(program);
+  program.hook('preAction', (_program, action) => refuseEmptyValues(action));
   return program;
+}
+
+/**
+ * An empty argument or option value is refused (exit 2) before any command runs. It is what an
+ * unset shell variable gives (`treecast checkout X "$DIR" --force --clean`), and as a path it would
+ * otherwise mean the current directory.
+ */
+function refuseEmptyValues(cmd: Command): void {
+  const hint = 'an empty string names no path, digest or name: is a shell variable unset?';
+  cmd.registeredArguments.forEach((arg, i) => {
+    const v: unknown = cmd.processedArgs[i];
+    if (v === '' || (Array.isArray(v) && v.includes(''))) throw new UsageError(`the ${arg.name().toUpperCase()} argument is empty`, { hint });
+  });
+  for (const [key, v] of Object.entries(cmd.opts())) {
+    if (v !== '' && !(Array.isArray(v) && v.includes(''))) continue;
+    const flag = cmd.options.find((o) => o.attributeName() === key)?.long ?? key;
+    throw new UsageError(`the value of ${flag} is empty`, { hint });
+  }
 }
 
 /** Runs the CLI and returns the exit code (never calls process.exit, so output is flushed). */
