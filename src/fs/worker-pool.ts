@@ -28,6 +28,11 @@ export interface WorkerPoolOptions {
    * collects their wrappers; a smaller young generation collects them sooner (see ARCHIVE_YOUNG_MB).
    */
   youngGenerationMb?: number;
+  /**
+   * The calling thread runs a batch itself whenever every worker already has a batch running and
+   * one waiting (see `run`). Only for callers whose thread has nothing else to wait on (no network).
+   */
+  callerRuns?: boolean;
 }
 
 /**
@@ -52,6 +57,9 @@ export class WorkerPool {
   private readonly pending = new Map<number, Pending & { slot: Slot }>();
   private nextId = 1;
   private closed = false;
+  private readonly callerRuns: boolean;
+  /** Batches the calling thread ran itself (callerRuns). */
+  ranHere = 0;
 
   /** `size` workers (0: run inline). `init` is handed to every worker's op context. */
   constructor(
@@ -59,6 +67,7 @@ export class WorkerPool {
     private readonly init: OpContextInit,
     options: WorkerPoolOptions = {},
   ) {
+    this.callerRuns = options.callerRuns === true && size > 0;
     const resourceLimits = options.youngGenerationMb ? { maxYoungGenerationSizeMb: options.youngGenerationMb } : undefined;
     for (let i = 0; i < size; i++) {
       const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, resourceLimits });
@@ -87,6 +96,7 @@ export class WorkerPool {
     if (this.size === 0) return runOp(op, payload, this.init) as Promise<T>;
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
+    if (this.callerRuns && slot.inFlight >= 2) return this.runHere<T>(op, payload);
     const id = this.nextId++;
     slot.inFlight++;
     return new Promise<T>((resolve, reject) => {
@@ -95,9 +105,19 @@ export class WorkerPool {
     });
   }
 
+  /**
+   * A batch run on the calling thread. It first lets the event loop take the workers' finished
+   * batches (their lanes hand them the next), as a synchronous batch holds up those messages.
+   */
+  private async runHere<T>(op: OpName, payload: unknown): Promise<T> {
+    await new Promise<void>((r) => setImmediate(r));
+    this.ranHere++;
+    return (await runOp(op, payload, this.init)) as T;
+  }
+
   /** Batches that can usefully be in flight at once: two per worker keeps each one busy. */
   get parallelism(): number {
-    return Math.max(1, this.size * 2);
+    return Math.max(1, this.size * 2 + (this.callerRuns ? 1 : 0));
   }
 
   async close(): Promise<void> {
