@@ -175,6 +175,24 @@ test('help asked for prints on stdout and exits 0; a missing command prints it o
   }
 });
 
+test('--json: a usage error found while parsing (missing argument, unknown option, bad value) is also one JSON object on stdout', () => {
+  const store = '/nonexistent';
+  for (const [args, message] of [
+    [['checkout', 'r', '--json'], /missing required argument 'dir'/],
+    [['checkout', 'r', 'out', '--json', '--bogus'], /unknown option '--bogus'/],
+    [['snapshot', 'src', '--jobs', '0', '--json'], /--jobs must be a whole number/],
+  ] as const) {
+    const r = tc([...args], { store });
+    assert.equal(r.code, 2, r.err);
+    assert.match(r.err, message, 'the message is on stderr as before');
+    const out = JSON.parse(r.out) as { ok: boolean; error: { code: string; message: string } };
+    assert.equal(out.ok, false);
+    assert.equal(out.error.code, 'ERR_TREECAST_USAGE');
+    assert.match(out.error.message, message);
+  }
+  assert.equal(tc(['checkout', 'r', 'out', '--bogus'], { store }).out, '', 'without --json, nothing on stdout');
+});
+
 test('every command\'s --help fits in 100 columns, option defaults shown only where they are values', () => {
   const top = tc(['--help'], { store: '/nonexistent' }).out;
   const names = [...top.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]!).filter((n) => n !== 'help');

@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, TreecastError, UsageError } from '../errors.js';
 import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
-import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, typedError } from './output.js';
+import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, printJson, typedError } from './output.js';
 import { escapeControlLines } from '../core/display.js';
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
@@ -74,6 +74,8 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return ExitCode.ok;
       // `help` asked for is success; the help printed for a missing command (`treecast`, `treecast blob`) is a usage error.
       if (err.code === 'commander.help') return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+      // Commander printed its message on stderr; a script asking for --json gets the error as JSON too.
+      if (argv.includes('--json')) printJson({ ok: false, error: new UsageError(err.message.replace(/^error: /, '')).toJSON() });
       return ExitCode.usage;
     }
     if (isClosedOutput(err)) return CLOSED_OUTPUT_EXIT;
