@@ -15,6 +15,7 @@ import { TreeReader } from '../src/store/tree-reader.js';
 import { DIRECT_MAX_BYTES } from '../src/materialize/execute.js';
 import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
 import { startProxy } from './helpers/remote-proxy.js';
+import { canMount, withTmpfs } from './helpers/mounts.js';
 
 /** The hashes of the tree's non-empty file blobs, by size. */
 async function fileBlobs(store: LocalStore, root: string): Promise<Map<string, number>> {
@@ -258,5 +259,35 @@ describe('checkout --remote --direct', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  // A hardlink checkout writes each fetched file at its name and links it into the store
+  // (write-linked.ts); with the target on another filesystem than the store, that link is refused
+  // (EXDEV) and the old path takes over: the file is a copy with the copy's mode, the store writes
+  // its own blob, and every later file of the batch is copied.
+  test('plain checkout --remote --method hardlink into another filesystem: the tree arrives as copies, every blob stored verified', { skip: canMount() }, async () => {
+    const storeDir = join(dir, 'store-through-exdev');
+    await withTmpfs('64m', async (mnt) => {
+      const out = join(mnt, 'out');
+      const r = await runCli(['checkout', root, out, '--remote', server.url, '--store', storeDir, '--json', '--concurrency', '4', '--method', 'hardlink']);
+      assert.equal(r.code, 0, r.stderr);
+      const j = json(r) as { hardlinked: number; copied: number; fallbacks: number; fallbackReason?: string };
+      assert.equal(j.hardlinked, 0);
+      assert.ok(j.copied > 0 && j.fallbacks > 0, JSON.stringify(j));
+      assert.equal(j.fallbackReason, 'EXDEV');
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      const umask = process.umask();
+      const store = LocalStore.open(storeDir);
+      for (const [hash, size] of files) store.readSync({ hash, size }); // each is there, and verifies
+      assert.deepEqual(leftoverTmp(storeDir), []);
+      // Every file is a copy, with the copy's mode (not the blob's read-only one), the first of
+      // each batch (refused its link into the store) as much as the ones after it.
+      const walk = (d: string): string[] => fs.readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.isFile() ? [join(d, e.name)] : []));
+      for (const f of walk(out)) {
+        const st = fs.statSync(f);
+        assert.equal(st.mode & 0o777, (st.mode & 0o100 ? 0o777 : 0o666) & ~umask, `${f} has the copy mode`);
+        assert.equal(st.nlink, 1, `${f} is its own inode`);
+      }
+    });
   });
 });

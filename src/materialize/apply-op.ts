@@ -7,9 +7,10 @@ import { createHash } from 'node:crypto';
 import { DigestMismatchError, fsError } from '../errors.js';
 import { EMPTY_HASH, formatDigest } from '../core/digest.js';
 import type { OpContext } from '../fs/worker-ops.js';
-import { type ImportMethod, STICKY, importBlob, writeBytes } from './import-file.js';
+import { type ImportMethod, type ImportOutcome, STICKY, importBlob, writeBytes } from './import-file.js';
 import type { WriteOp } from './plan.js';
 import { writeVerified } from '../remote/receiver.js';
+import { writeLinked } from './write-linked.js';
 
 export interface ApplySettings {
   root: string;
@@ -155,6 +156,14 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     }
     if (at >= 0) {
       const bytes = verifiedBytes(batch.fetched!, at, digest, dst);
+      if (stored && !stored.has(at) && method === 'hardlink' && !executable) {
+        // Written once, at the target's name, then linked into the store (write-linked.ts).
+        // Executables keep the path below: their files link to the store's executable twin.
+        const out = writeLinked(ctx.store, digest, bytes, dst, mode);
+        stored.add(at);
+        method = counted(out, size, c, method);
+        continue;
+      }
       if (stored && !stored.has(at)) {
         // Perf: stored from the bytes in hand, the file then written from them too: no second
         // fetch, no read back from the store, no writer thread. Linux tree, 3 interleaved pairs
@@ -197,11 +206,15 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
 
 /** importBlob, counted; returns the method for the files after it (copy once a fallback sticks). */
 function importCounted(ctx: OpContext, d: { hash: string; size: number }, dst: string, method: ImportMethod, executable: boolean, mode: number, c: ApplyCounts, sizeProven = false): ImportMethod {
-  const out = importBlob(ctx.store, d, dst, method, executable, mode, sizeProven);
+  return counted(importBlob(ctx.store, d, dst, method, executable, mode, sizeProven), d.size, c, method);
+}
+
+/** Counts one file written as `out` says; returns the method for the files after it. */
+function counted(out: ImportOutcome, size: number, c: ApplyCounts, method: ImportMethod): ImportMethod {
   if (out.used === 'clone') c.cloned++;
   else if (out.used === 'hardlink') c.hardlinked++;
   else c.copied++;
-  c.bytes += d.size;
+  c.bytes += size;
   if (!out.fellBack) return method;
   c.fallbacks++;
   c.fallbackReason ??= out.fellBack;

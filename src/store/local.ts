@@ -110,6 +110,13 @@ export class LocalStore implements BlobStore {
     return `${this.casDir}/${hash.slice(0, 2)}/${hash}`;
   }
 
+  /** blobPath, with its shard folder made: for a caller that links a verified file there itself. */
+  blobPathForLink(hash: string): string {
+    const p = this.blobPath(hash);
+    this.ensureShard(p);
+    return p;
+  }
+
   /** Where the executable twin of a blob lives (it may not exist yet; see executablePathSync). */
   executableBlobPath(hash: string): string {
     return `${this.execDir}/${hash.slice(0, 2)}/${hash}`;
