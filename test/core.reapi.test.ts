@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { decodeDirectory, encodeDirectory } from '../src/core/reapi.js';
+import { decodeDirectory, directoryBlob, encodeDirectory, subdirectoryDigests } from '../src/core/reapi.js';
 import { digestOf, formatDigest } from '../src/core/digest.js';
 import { compareNames } from '../src/core/names.js';
 import { InvalidTreeError } from '../src/errors.js';
@@ -25,6 +25,8 @@ for (const fx of fixtures) {
       assert.equal(digestOf(bytes).hash, hash);
       const dir = decodeDirectory(bytes, hash);
       assert.equal(encodeDirectory(dir).toString('hex'), hex);
+      // The server's quick read of the subdirectories agrees with the full decode.
+      assert.deepEqual(subdirectoryDigests(bytes, hash), dir.directories.map((d) => d.digest));
     }
   });
 
@@ -97,3 +99,29 @@ for (const [what, bytes] of hostile) {
     );
   });
 }
+
+test('subdirectoryDigests reads only the subdirectories of a message, in order, and refuses bytes that do not parse', () => {
+  const d = (text: string) => digestOf(Buffer.from(text));
+  const dir = {
+    files: [{ name: 'a.txt', digest: d('a'), executable: true }, { name: 'z.txt', digest: d('z'), executable: false }],
+    directories: [{ name: 'lib', digest: d('lib') }, { name: 'src', digest: d('src') }],
+    symlinks: [{ name: 'link', target: 'a.txt' }],
+  };
+  const { bytes } = directoryBlob(dir);
+  assert.deepEqual(subdirectoryDigests(bytes), [d('lib'), d('src')]);
+  assert.deepEqual(subdirectoryDigests(directoryBlob({ files: dir.files, directories: [], symlinks: [] }).bytes), []);
+  // Cut anywhere, the message no longer parses: refused, never half read.
+  for (let cut = 1; cut < bytes.length; cut++) {
+    const part = bytes.subarray(0, cut);
+    let parsed: unknown;
+    try {
+      parsed = subdirectoryDigests(part);
+    } catch (e) {
+      assert.ok(e instanceof InvalidTreeError, `cut at ${cut}: ${String(e)}`);
+      continue;
+    }
+    // A cut between two entries is itself a message: it may only name the entries it holds whole.
+    assert.deepEqual(parsed, decodeDirectory(part).directories.map((x) => x.digest), `cut at ${cut}`);
+  }
+  assert.throws(() => subdirectoryDigests(Buffer.from([0x22, 0x00])), InvalidTreeError, 'an unknown field');
+});

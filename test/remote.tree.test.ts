@@ -77,6 +77,35 @@ describe('/tree over HTTP', () => {
     assert.ok(got.length > 12, 'nested directories are included');
   });
 
+  test("serve answers /tree from the root's tree pack, reading no message from the store; a damaged pack is not used", async () => {
+    const url = `${srv.url}treecast/v1/tree/${root.hash}/${root.size}`;
+    const pack = join(srv.store.root, 'trees', root.hash);
+    assert.ok(fs.existsSync(pack), 'the snapshot left a tree pack');
+    const order = breadthFirst(srv.store, root);
+    const reads: string[] = [];
+    const readSync = srv.store.readSync;
+    srv.store.readSync = (d: Digest) => {
+      reads.push(d.hash);
+      return readSync.call(srv.store, d);
+    };
+    const saved = fs.readFileSync(pack);
+    try {
+      const fromPack = Buffer.from(await (await fetch(url)).arrayBuffer());
+      assert.deepEqual(reads, [], 'no message read from the store');
+      // A pack whose checksum fails is ignored: the same answer, every message read from the store.
+      const damaged = Buffer.from(saved);
+      damaged[damaged.length - 1]! ^= 1;
+      fs.writeFileSync(pack, damaged);
+      const fromBlobs = Buffer.from(await (await fetch(url)).arrayBuffer());
+      assert.deepEqual(reads, order);
+      assert.ok(fromPack.equals(fromBlobs), 'the same frames either way');
+      for (const [d, bytes] of frames(fromPack)) assert.equal(digestOf(bytes!).hash, d.hash);
+    } finally {
+      srv.store.readSync = readSync;
+      fs.writeFileSync(pack, saved);
+    }
+  });
+
   test('a directory the server lacks is a missing frame, and nothing below it is sent', async () => {
     const s2 = await startServer(join(dir, 'partial'));
     try {

@@ -256,6 +256,30 @@ export function readDigest(c: Cursor, limit: number): Digest {
   return { hash, size };
 }
 
+/**
+ * The digests of a Directory message's subdirectories, in order, read without decoding or checking
+ * anything else (names, files, symlinks, order): for a server walking a tree for a client that
+ * decodes and validates every message itself. Throws InvalidTreeError on bytes that do not parse.
+ */
+export function subdirectoryDigests(bytes: Uint8Array, where = 'message'): Digest[] {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const c: Cursor = new Cursor(buf, `in ${where}`);
+  const out: Digest[] = [];
+  while (c.pos < buf.length) {
+    const tag = c.varint();
+    if (tag !== TAG_FILE && tag !== TAG_DIR && tag !== TAG_LINK) c.fail(`unsupported field tag ${tag} in Directory`);
+    const end = c.end(buf.length);
+    if (tag === TAG_DIR) {
+      if (c.varint() !== TAG_NAME) c.fail('an entry does not start with its name');
+      c.pos = c.end(end);
+      if (c.pos >= end || c.varint() !== TAG_DIGEST) c.fail('a directory entry has no digest');
+      out.push(readDigest(c, end));
+    }
+    c.pos = end;
+  }
+  return out;
+}
+
 type Node = { kind: typeof TAG_FILE; node: FileNode } | { kind: typeof TAG_DIR; node: DirectoryNode } | { kind: typeof TAG_LINK; node: SymlinkNode };
 
 /** One entry's fields, from just after its length prefix to `end`, checked canonical. */

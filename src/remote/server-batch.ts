@@ -4,7 +4,8 @@
  */
 import * as fs from 'node:fs';
 import { type Digest, EMPTY_HASH, formatDigest } from '../core/digest.js';
-import { decodeDirectory } from '../core/reapi.js';
+import { subdirectoryDigests } from '../core/reapi.js';
+import { readTreePack, treePackBytes } from '../store/tree-pack.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
@@ -181,6 +182,10 @@ async function batchWrite(core: ServerCore, ctx: Ctx): Promise<void> {
 }
 
 /** GET .../tree/<hash>/<size>: every Directory message of a tree, breadth first, each distinct one once. */
+/** Tree packs up to this size serve /tree from memory (one per response in flight); larger
+ * trees are read message by message. */
+const MAX_PACK_BYTES = 64 << 20;
+
 export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promise<void> {
   if (ctx.req.method !== 'GET') throw methodNotAllowed(ctx, 'GET');
   const { res } = ctx;
@@ -188,6 +193,13 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
   const sent: string[] = [];
   ctx.entry.sent = sent;
   const out = new Gather(res);
+  // Perf: the Linux tree's /tree took ~0.46 s of server CPU before any blob could be asked for:
+  // an open, read and SHA-256 per message (0.20 s) and a full decode of each to find its
+  // subdirectories (0.12 s), profiled at --latency 50 --concurrency 16. The root's tree pack
+  // (store/tree-pack.ts, checksummed, written from verified messages) serves them in one read,
+  // (a stat each still asks the store whether it holds the message), and only the subdirectory
+  // digests are read; the client hashes and validates every message.
+  const pack = (treePackBytes(core.store, root) ?? Infinity) <= MAX_PACK_BYTES ? readTreePack(core.store, root) : undefined;
   const seen = new Set<string>([root.hash]);
   let level: Digest[] = [root];
   let count = 0;
@@ -198,17 +210,20 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
         res.destroy();
         return;
       }
-      let bytes: Buffer;
-      try {
-        bytes = core.store.readSync(d);
-      } catch {
-        // Absent or corrupt here: the client fetches it (and what is below) another way.
-        await out.add(encodeFrameHeader(d, FRAME_MISSING));
-        continue;
+      // A message the store lacks is missing here even when the pack holds it, as in /missing.
+      let bytes = pack?.get(d.hash);
+      if (bytes?.length !== d.size || !core.hasExact(d)) {
+        try {
+          bytes = core.store.readSync(d);
+        } catch {
+          // Absent or corrupt here: the client fetches it (and what is below) another way.
+          await out.add(encodeFrameHeader(d, FRAME_MISSING));
+          continue;
+        }
       }
       let children: Digest[] = [];
       try {
-        children = decodeDirectory(bytes, formatDigest(d)).directories.map((n) => n.digest);
+        children = subdirectoryDigests(bytes, formatDigest(d));
       } catch {
         // Not a valid Directory: send it anyway; the client validates and reports it.
       }
