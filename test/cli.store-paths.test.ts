@@ -201,3 +201,29 @@ test('pack OUT: an existing file is replaced only by a whole archive; a director
   assert.ok(fs.lstatSync(join(dir, 'link.zip')).isFile());
   assert.equal(execFileSync('unzip', ['-Z1', join(dir, 'link.zip')], { encoding: 'utf8' }).trim(), 'f');
 });
+
+test('pack OUT that is a device or a FIFO is refused (exit 7) and left as it was, never replaced by a file', () => {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f\n');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  execFileSync('mkfifo', [join(dir, 'fifo')]);
+  const outs = [join(dir, 'fifo')];
+  // A null device of our own (root only), as `pack DIR /dev/null` would meet it.
+  if (process.getuid?.() === 0) {
+    execFileSync('mknod', [join(dir, 'null'), 'c', '1', '3']);
+    outs.push(join(dir, 'null'));
+  }
+  for (const out of outs) {
+    const kind = fs.lstatSync(out).isFIFO() ? 'FIFO' : 'character device';
+    for (const source of ['r', join(dir, 'src')]) {
+      const r = run(['pack', source, out, '--store', store]);
+      assertCodedError(r, 7, 'ERR_TREECAST_TARGET', out);
+      assert.match(r.err, new RegExp(`it is a ${kind}`));
+      const st = fs.lstatSync(out);
+      assert.ok(kind === 'FIFO' ? st.isFIFO() : st.isCharacterDevice(), `${out} is still a ${kind}`);
+    }
+  }
+  assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.treecast-')), []);
+});

@@ -302,6 +302,14 @@ export function checkPackOptions(o: PackOptions): void {
   if (!(Number.isInteger(o.jobs) && o.jobs >= 0 && o.jobs <= 256)) throw new UsageError(`--jobs must be an integer from 0 to 256, got ${o.jobs}`);
 }
 
+function specialKind(st: fs.Stats | undefined): string | undefined {
+  if (st?.isCharacterDevice()) return 'character device';
+  if (st?.isBlockDevice()) return 'block device';
+  if (st?.isFIFO()) return 'FIFO';
+  if (st?.isSocket()) return 'socket';
+  return undefined;
+}
+
 /** Packs a directory (`{dir}`) or a store tree (`{store, root}`) into `out`. */
 export async function pack(source: { dir: string } | { store: LocalStore; root: Digest }, out: string, opts: PackOptions): Promise<PackSummary> {
   checkPackOptions(opts);
@@ -311,6 +319,14 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   const outPath = toStdout ? '-' : resolve(out);
   if (!toStdout && fs.statSync(outPath, { throwIfNoEntry: false })?.isDirectory()) {
     throw new TargetError(`cannot write the archive to ${outPath}: it is a directory`, { path: outPath, hint: 'name the archive file to write, such as DIR/out.zip' });
+  }
+  // OUT is replaced by a renamed file: a device or FIFO there (/dev/null as root) would be replaced, not written to.
+  const special = toStdout ? undefined : specialKind(fs.lstatSync(outPath, { throwIfNoEntry: false }));
+  if (special) {
+    throw new TargetError(`cannot write the archive to ${outPath}: it is a ${special}, which pack would replace with a file`, {
+      path: outPath,
+      hint: `write to standard output and redirect it: treecast pack SOURCE - --format ${format} > ${outPath}`,
+    });
   }
   const tmp = toStdout ? '-' : `${dirname(outPath)}/.${outPath.slice(dirname(outPath).length + 1)}.treecast-${process.pid}`;
   const tmpPrefix = toStdout ? `${resolve('.')}/.treecast-pack-large-` : `${tmp}-large-`;
