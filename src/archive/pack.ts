@@ -286,19 +286,21 @@ export function listStoreTree(store: LocalStore, root: Digest): Source {
 /**
  * Worker threads that read (and for zip, compress) the files: `jobs`, except for a compressed tar,
  * whose compressor runs in its own process on every core; there one reader per four cores keeps it
- * fed (a reader moves over 1 GB/s; zstd -3 takes about 0.3-0.5 GB/s per core), and on fewer than
- * four cores the files are read on this thread (0: inline), as GNU tar reads them.
+ * fed (a reader moves over 1 GB/s; zstd -3 takes about 0.3-0.5 GB/s per core). For zstd on fewer
+ * than four cores the files are read on this thread (0: inline), as GNU tar reads them.
  *
  * Perf: packing the Linux tree to .tar.zst on 2 cores, 1 reader against 2 used 7.5-8.0 s of CPU
  * against 8.0-10.2 s (zstd's threads included; 3 runs each, interleaved, load 6-7), and peak RSS
  * 188-190 MB against 207-216 MB. Inline against 1 reader, treecast's own CPU (zstd's taken out,
  * timed on its own) was 1.6-1.8 s against 2.0-2.2 s (3 runs each, interleaved, load 4-7): the
  * reader's posts, its isolate's GC and the thread hand-offs go, and this thread, which waits on
- * the compressor most of the time, does the reads; peak RSS 133-135 MB against 173-177 MB.
+ * the compressor most of the time, does the reads; peak RSS 133-135 MB against 173-177 MB. Not for
+ * gzip (treecast's own compressor, gzip-process.ts): one pair of runs at load 9 took 41.6 s inline
+ * against 29.9 s with a reader, for the same CPU.
  */
 export function readerThreads(format: ArchiveFormat, jobs: number, cores = availableParallelism()): number {
   if (format !== 'tar.gz' && format !== 'tar.zst') return jobs;
-  return Math.min(jobs, Math.floor(cores / 4));
+  return Math.min(jobs, Math.max(format === 'tar.zst' ? 0 : 1, Math.floor(cores / 4)));
 }
 
 export function checkPackOptions(o: PackOptions): void {
