@@ -197,7 +197,7 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
   // an open, read and SHA-256 per message (0.20 s) and a full decode of each to find its
   // subdirectories (0.12 s), profiled at --latency 50 --concurrency 16. The root's tree pack
   // (store/tree-pack.ts, checksummed, written from verified messages) serves them in one read,
-  // (a stat each still asks the store whether it holds the message), and only the subdirectory
+  // (an access() each still asks the store whether it holds the message), and only the subdirectory
   // digests are read; the client hashes and validates every message.
   const pack = (treePackBytes(core.store, root) ?? Infinity) <= MAX_PACK_BYTES ? readTreePack(core.store, root) : undefined;
   const seen = new Set<string>([root.hash]);
@@ -210,9 +210,10 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
         res.destroy();
         return;
       }
-      // A message the store lacks is missing here even when the pack holds it, as in /missing.
+      // A message the store lacks is missing here even when the pack holds it. Perf: one access()
+      // (hasSync), not hasExact's stat: the pack's bytes already have the digest's size and hash.
       let bytes = pack?.get(d.hash);
-      if (bytes?.length !== d.size || !core.hasExact(d)) {
+      if (bytes?.length !== d.size || !core.store.hasSync(d)) {
         try {
           bytes = core.store.readSync(d);
         } catch {
