@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { parseDigest } from '../src/core/digest.js';
 import { LocalStore } from '../src/store/local.js';
-import { SETTLE_MS, markComplete, readComplete, settledShardState, shardState } from '../src/store/completeness.js';
+import { SETTLE_MS, markComplete, readComplete, settledShardState, settledStateHolding, shardState } from '../src/store/completeness.js';
 import { treeBlobs } from '../src/remote/push.js';
 import { RemoteFetcher } from '../src/remote/fetch.js';
 import { json, runCli, type TestServer } from './helpers/remote.js';
@@ -114,6 +114,28 @@ test('a shard state is taken only once every change is older than a clock tick, 
   store.putSync(Buffer.from('two'));
   assert.notEqual(shardState(store.root).state, state);
 });
+
+for (const list of [true, false]) {
+  test(`the state a pull records is taken only if every blob is there after it (${list ? 'by listing each folder' : 'by one access each'})`, async () => {
+    const store = LocalStore.open(join(dir, `holding-${list}`));
+    const blobs = Array.from({ length: 40 }, (_, i) => store.putSync(Buffer.from(`blob ${i}`)));
+    const state = await settledStateHolding(store.root, [...blobs, { hash: blobs[0]!.hash.replace(/.$/, (c) => (c === '0' ? '1' : '0')), size: 0 }], list);
+    assert.equal(state, shardState(store.root).state, 'the settled state of every folder (an empty blob needs no file)');
+    const gone = blobs[7]!;
+    store.removeBlobSync(gone.hash);
+    assert.equal(await settledStateHolding(store.root, blobs, list), undefined, 'a blob removed by hand');
+    // A blob removed while its folder is still settling, after the call began, is seen: the folder
+    // is looked at only once its own state is settled and taken. (Its mtime is set 300 ms ahead so
+    // it is still settling when the call starts, however loaded the machine.)
+    const victim = store.putSync(Buffer.from('victim'));
+    const folder = join(store.root, 'cas', victim.hash.slice(0, 2));
+    fs.utimesSync(folder, new Date(), new Date(Date.now() + 300));
+    const rest = blobs.filter((b) => b !== gone);
+    const holding = settledStateHolding(store.root, [...rest, victim], list);
+    store.removeBlobSync(victim.hash);
+    assert.equal(await holding, undefined, 'removed before its settling folder was looked at');
+  });
+}
 
 test('a record is refused when damaged or when the store changed after the state it names', async () => {
   const store = LocalStore.open(join(dir, 'record'));

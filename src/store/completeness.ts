@@ -44,11 +44,13 @@ export interface ShardStamp {
 
 /** The state of each of the 256 blob shard folders, in shard order (00 to ff). */
 export function shardStamps(storeRoot: string): ShardStamp[] {
-  return SHARDS.map((s) => {
-    const st = fs.statSync(`${storeRoot}/cas/${s}`, { bigint: true, throwIfNoEntry: false });
-    if (!st) return { stamp: '-', changedMs: 0 };
-    return { stamp: `${st.ino} ${st.mtimeNs} ${st.ctimeNs}`, changedMs: Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n)) };
-  });
+  return SHARDS.map((s) => shardStamp(`${storeRoot}/cas/${s}`));
+}
+
+function shardStamp(folder: string): ShardStamp {
+  const st = fs.statSync(folder, { bigint: true, throwIfNoEntry: false });
+  if (!st) return { stamp: '-', changedMs: 0 };
+  return { stamp: `${st.ino} ${st.mtimeNs} ${st.ctimeNs}`, changedMs: Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n)) };
 }
 
 /** The state of the blob shard folders, and the newest mtime among them (ms since the epoch). */
@@ -69,6 +71,66 @@ export async function settledShardState(storeRoot: string): Promise<string> {
     const wait = newestMs + SETTLE_MS - Date.now();
     if (wait <= 0) return state;
     await new Promise((r) => setTimeout(r, wait + 1));
+  }
+}
+
+const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
+
+/**
+ * The settled shard state (as settledShardState), taken only if the store holds every blob of
+ * `digests` after it; undefined when one is missing. Each shard folder is looked at once its own
+ * state is settled and taken, so a blob lost after its folder's look changes that folder's state.
+ * With `list`, a folder is listed once and its blobs looked up in the listing (no stat per blob);
+ * without, each blob is checked with one access() call (for a store much larger than the tree).
+ *
+ * Perf: on a pull of the Linux tree (83k blobs) a second listing of the whole store into one Set
+ * after the state, through the isHash filter of listHashes, took 0.15 s of main-thread CPU
+ * (profiled at --latency 50 --concurrency 16). Here the blobs are grouped by folder and each
+ * folder's names go into a small Set; folders settled before the rest are looked at while the
+ * rest wait out the tick.
+ */
+export async function settledStateHolding(storeRoot: string, digests: Iterable<Digest>, list: boolean): Promise<string | undefined> {
+  const wanted: string[][] = SHARDS.map(() => []);
+  for (const d of digests) if (d.size > 0) wanted[(HEX(d.hash.charCodeAt(0)) << 4) | HEX(d.hash.charCodeAt(1))]!.push(d.hash);
+  const stamps: string[] = new Array<string>(SHARDS.length);
+  let pending = SHARDS.map((_, i) => i);
+  for (;;) {
+    // Taken before the stats: a folder counts as settled only if it was already at that instant.
+    const now = Date.now();
+    const later: number[] = [];
+    let wakeAt = 0;
+    for (const i of pending) {
+      const folder = `${storeRoot}/cas/${SHARDS[i]}`;
+      const { stamp, changedMs } = shardStamp(folder);
+      if (changedMs + SETTLE_MS > now) {
+        later.push(i);
+        wakeAt = Math.max(wakeAt, changedMs + SETTLE_MS);
+        continue;
+      }
+      stamps[i] = stamp;
+      const hashes = wanted[i]!;
+      if (hashes.length === 0) continue;
+      if (list) {
+        const names = new Set(safeReaddir(folder));
+        for (const h of hashes) if (!names.has(h)) return undefined;
+      } else {
+        for (const h of hashes) if (!fs.existsSync(`${folder}/${h}`)) return undefined;
+      }
+    }
+    if (later.length === 0) break;
+    pending = later;
+    await new Promise((r) => setTimeout(r, wakeAt - Date.now() + 1));
+  }
+  const h = createHash('sha256');
+  stamps.forEach((stamp, i) => h.update(`${SHARDS[i]} ${stamp}\n`));
+  return h.digest('hex');
+}
+
+function safeReaddir(folder: string): string[] {
+  try {
+    return fs.readdirSync(folder);
+  } catch {
+    return [];
   }
 }
 
