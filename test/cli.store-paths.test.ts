@@ -25,6 +25,17 @@ function run(args: string[], opts: { asNobody?: boolean; env?: NodeJS.ProcessEnv
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** A temp dir holding `src/f` and a store at `dir/store` where `src` is the ref 'r' (packed as `dir/r.zip` with `zip`). */
+function storeWithRef(o: { zip?: boolean } = {}): { dir: string; store: string } {
+  const dir = tempDir();
+  const store = join(dir, 'store');
+  fs.mkdirSync(join(dir, 'src'));
+  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
+  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  if (o.zip) execFileSync(process.execPath, [bin, 'pack', 'r', join(dir, 'r.zip'), '--store', store], { stdio: 'ignore' });
+  return { dir, store };
+}
+
 function assertCodedError(r: { code: number | null; err: string }, code: number, errorCode: string, path: string): void {
   assert.equal(r.code, code, r.err);
   assert.match(r.err, new RegExp(`^treecast: error\\[${errorCode}\\]: `, 'm'));
@@ -33,11 +44,7 @@ function assertCodedError(r: { code: number | null; err: string }, code: number,
 }
 
 test('push of a path that does not exist says so (exit 7, like snapshot), not "invalid ref name"', () => {
-  const dir = tempDir();
-  const store = join(dir, 'store');
-  fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
-  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  const { dir, store } = storeWithRef();
   // The server is never reached: the source is resolved first.
   const url = 'http://127.0.0.1:9/';
   // A relative path is named as the absolute path it stands for.
@@ -54,12 +61,7 @@ test('push of a path that does not exist says so (exit 7, like snapshot), not "i
 });
 
 test('a file where a directory belongs: every command taking DIR says it is not a directory (exit 7, naming it) and leaves the file alone', () => {
-  const dir = tempDir();
-  const store = join(dir, 'store');
-  fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
-  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
-  execFileSync(process.execPath, [bin, 'pack', 'r', join(dir, 'r.zip'), '--store', store], { stdio: 'ignore' });
+  const { dir, store } = storeWithRef({ zip: true });
   // 'afile' could be a ref name too: it exists, so it is taken as the path it is.
   const file = join(dir, 'afile');
   fs.writeFileSync(file, 'mine\n');
@@ -73,12 +75,7 @@ test('a file where a directory belongs: every command taking DIR says it is not 
 });
 
 test('an empty argument or option value (an unset shell variable) is refused with exit 2, never taken as the current directory', () => {
-  const dir = tempDir();
-  const store = join(dir, 'store');
-  fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
-  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
-  execFileSync(process.execPath, [bin, 'pack', 'r', join(dir, 'r.zip'), '--store', store], { stdio: 'ignore' });
+  const { dir, store } = storeWithRef({ zip: true });
   // The current directory holds the user's files, which the tree does not have.
   const cwd = join(dir, 'work');
   fs.mkdirSync(cwd);
@@ -154,11 +151,7 @@ test('a store whose locks folder the user cannot write: checkout locks in the pr
 });
 
 test('a directory that cannot be made under one that exists (/proc) is an error naming it, not a hang', { skip: !fs.existsSync('/proc/self') && 'needs /proc' }, () => {
-  const dir = tempDir();
-  const store = join(dir, 'store');
-  fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f');
-  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  const { dir, store } = storeWithRef();
   const target = `/proc/treecast-test-${process.pid}`;
   // Node's recursive mkdirSync loops forever here, as mkdir says ENOENT under an existing parent.
   for (const args of [['checkout', 'r', target, '--store', store], ['checkout', 'r', join(target, 'a', 'b'), '--store', store], ['snapshot', join(dir, 'src'), '--store', target]]) {
@@ -203,11 +196,7 @@ test('pack OUT: an existing file is replaced only by a whole archive; a director
 });
 
 test('pack OUT that is a device or a FIFO is refused (exit 7) and left as it was, never replaced by a file', () => {
-  const dir = tempDir();
-  const store = join(dir, 'store');
-  fs.mkdirSync(join(dir, 'src'));
-  fs.writeFileSync(join(dir, 'src', 'f'), 'f\n');
-  execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
+  const { dir, store } = storeWithRef();
   execFileSync('mkfifo', [join(dir, 'fifo')]);
   const outs = [join(dir, 'fifo')];
   // A null device of our own (root only), as `pack DIR /dev/null` would meet it.
