@@ -292,7 +292,8 @@ export function listStoreTree(store: LocalStore, root: Digest): Source {
  * Perf: packing the Linux tree to .tar.zst on 2 cores, 1 reader against 2 used 7.5-8.0 s of CPU
  * against 8.0-10.2 s (zstd's threads included; 3 runs each, interleaved, load 6-7), and peak RSS
  * 188-190 MB against 207-216 MB. Inline against 1 reader, treecast's own CPU (zstd's taken out,
- * timed on its own) was 1.6-1.8 s against 2.0-2.2 s (3 runs each, interleaved, load 4-7): the
+ * timed on its own) was 1.6-1.8 s against 2.0-2.2 s (3 runs each, interleaved, load 4-7), and
+ * 1.78-1.95 s against 2.33-2.49 s (4 pairs at load 14-19; same archive bytes in every pair): the
  * reader's posts, its isolate's GC and the thread hand-offs go, and this thread, which waits on
  * the compressor most of the time, does the reads; peak RSS 133-135 MB against 173-177 MB. Not for
  * gzip (treecast's own compressor, gzip-process.ts): one pair of runs at load 9 took 41.6 s inline

@@ -288,8 +288,10 @@ function truncateName(s: string): string {
 /** The end of an archive: two zero blocks. */
 export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
 
-/** Writes `v` as `len - 1` zero-padded octal digits and a NUL at `off` (the caller checked it fits). */
-/** Writes `v` in `len - 1` octal digits and a NUL; returns the sum of the bytes written. */
+/**
+ * Writes `v` as `len - 1` zero-padded octal digits and a NUL at `off` (the caller checked it fits);
+ * returns the sum of the bytes written (for the header checksum).
+ */
 function putOctalDigits(b: Buffer, off: number, len: number, v: number): number {
   let sum = 0;
   for (let i = off + len - 2; i >= off; i--) {
