@@ -47,12 +47,13 @@ export interface ExecuteOptions {
 /** Largest blob a direct checkout holds in memory; larger ones stream through the store. */
 export const DIRECT_MAX_BYTES = 4 << 20;
 /**
- * A direct checkout's batches close at DIRECT_MAX_BYTES, so each one's fetched bytes fit one slab
- * of twice that; at most DIRECT_SLABS batches hold one at a time. Perf: with a buffer per batch,
- * sized to it, the Linux tree's direct checkout peaked at 570-926 MB (shared memory is freed only
- * when both threads collect it); fixed slabs, reused, bound it.
+ * A direct checkout's batch closes before its blobs pass DIRECT_MAX_BYTES (batchesOf), so its
+ * fetched bytes fit one slab of that size; at most DIRECT_SLABS batches hold one at a time.
+ * Perf: with a buffer per batch, sized to it, the Linux tree's direct checkout peaked at 570-926 MB
+ * (shared memory is freed only when both threads collect it); fixed slabs, reused, bound it. Slabs
+ * of twice DIRECT_MAX_BYTES (batches closed after passing it) held up to 48 MB where 24 MB suffice.
  */
-const SLAB_BYTES = 2 * DIRECT_MAX_BYTES;
+const SLAB_BYTES = DIRECT_MAX_BYTES;
 export const DIRECT_SLABS = 6;
 
 export interface ExecuteResult extends ApplyCounts {
@@ -66,8 +67,11 @@ export interface ExecuteResult extends ApplyCounts {
 const BATCH_OPS = 256;
 const BATCH_BYTES = 32 << 20;
 
-/** Makes directories as it reaches them and yields the writes between them in batches. */
-function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH_BYTES): Generator<WriteOp[]> {
+/**
+ * Makes directories as it reaches them and yields the writes between them in batches of at most
+ * BATCH_OPS writes and `maxBytes` bytes (a larger file goes alone).
+ */
+export function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH_BYTES): Generator<WriteOp[]> {
   let ops: WriteOp[] = [];
   let bytes = 0;
   for (const s of steps) {
@@ -80,9 +84,15 @@ function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH_BYTES)
       }
       continue;
     }
+    const size = 'size' in s ? s.size : 0;
+    if (ops.length > 0 && bytes + size > maxBytes) {
+      yield ops;
+      ops = [];
+      bytes = 0;
+    }
     ops.push(s);
-    if ('size' in s) bytes += s.size;
-    if (ops.length >= BATCH_OPS || bytes >= maxBytes) {
+    bytes += size;
+    if (ops.length >= BATCH_OPS) {
       yield ops;
       ops = [];
       bytes = 0;
