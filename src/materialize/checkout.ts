@@ -202,6 +202,7 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
     const packed = reader.usePack(root);
     reader.loadAllSync(root);
     if (!packed) writeTreePack(store, root, reader.raw);
+    reader.releaseBytes();
     plan = planFresh(root, tree);
   } else {
     const record = loadRecord(store, rootAbs, targetStat);
