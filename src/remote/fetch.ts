@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import { MAX_TREE_BYTES, decodeTree, treeDirectories } from '../core/action-result.js';
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { MAX_DEPTH } from '../core/names.js';
+import { PackedDigests } from '../core/packed-digests.js';
 import { BlobNotFoundError, InterruptedError, InvalidTreeError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
@@ -71,17 +72,18 @@ export class RemoteFetcher {
   private readonly writer: StoreWriter;
   private stopReason: unknown;
   private skipped = 0;
-  /** Hashes known to be in the local store during this run: no second stat (see receiver.ts). */
-  private readonly known = new Set<string>();
+  /** Blobs known to be in the local store during this run: no second stat (see receiver.ts). */
+  private readonly known = new PackedDigests();
   private directories = 0;
-  /** Distinct non-empty file blobs of the prepared tree, in tree order. */
-  private files: Digest[] = [];
+  /** Distinct non-empty file blobs of the prepared tree, in tree order (held for the whole run, packed). */
+  private files = new PackedDigests();
   /** Distinct Directory messages of the prepared tree. */
   private dirDigests: Digest[] = [];
   private root: Digest | undefined;
-  /** Set by `secure`: the file blobs the store lacks, so `prefetch` need not look again. */
-  private absentFiles: Digest[] | undefined;
-  private absentSet: Set<string> | undefined;
+  /** Set by `secure` or `claimAbsent`: the file blobs the store lacks, so `prefetch` need not look again. */
+  private absentFiles: PackedDigests | undefined;
+  /** By index into absentFiles: 1 once claimAbsent answered true for it. */
+  private claimed: Uint8Array | undefined;
   private prefetched = false;
   /** True after `secure(..., defer)` on a plain cache: the server was not yet shown to hold every blob. */
   unsecured = false;
@@ -128,7 +130,7 @@ export class RemoteFetcher {
         maxBatchBytes: BATCH_BYTES,
         singleAbove: this.batch ? SINGLE_ABOVE : 0,
         fetchBatch: (ds) => (!this.batch || (ds.length === 1 && ds[0]!.size > SINGLE_ABOVE) ? this.client.fetchOne(ds[0]!, store) : this.client.fetchBatch(ds, store, this.writer)),
-        isLocal: (d) => this.known.has(d.hash) || store.hasSync(d),
+        isLocal: (d) => this.known.has(d) || store.hasSync(d),
       });
       if (this.stopReason !== undefined) this.scheduler.stop(this.stopReason);
     })();
@@ -177,8 +179,7 @@ export class RemoteFetcher {
     this.reader.useVerified(received);
     const seenDirs = new Set<string>([root.hash]);
     const dirDigests: Digest[] = [root];
-    const seenFiles = new Set<string>();
-    this.files = [];
+    this.files = new PackedDigests(4096);
     let level: Digest[] = [root];
     for (let depth = 0; level.length > 0; depth++) {
       if (depth > MAX_DEPTH) throw new InvalidTreeError(`tree ${formatDigest(root)} nests deeper than ${MAX_DEPTH} levels`, { digest: formatDigest(root) });
@@ -191,9 +192,7 @@ export class RemoteFetcher {
       for (const d of level) {
         const dir = this.reader.getSync(d);
         for (const f of dir.files) {
-          if (f.digest.size === 0 || seenFiles.has(f.digest.hash)) continue;
-          seenFiles.add(f.digest.hash);
-          this.files.push(f.digest);
+          if (f.digest.size > 0) this.files.add(f.digest);
         }
         for (const sub of dir.directories) {
           if (seenDirs.has(sub.digest.hash)) continue;
@@ -227,7 +226,7 @@ export class RemoteFetcher {
   prefetch(): void {
     if (this.prefetched) return;
     this.prefetched = true;
-    const absent = this.absentFiles ?? this.findAbsentFiles();
+    const absent = [...(this.absentFiles ?? this.findAbsentFiles())];
     for (const d of absent) this.plannedBytes += d.size;
     this.planned += absent.length;
     // Failures reach the caller through ensureBlobs or finish(); no state is kept per queued blob.
@@ -242,23 +241,24 @@ export class RemoteFetcher {
    */
   claimAbsent(d: Digest): boolean {
     if (this.prefetched) return false; // into the store already (secure() on a plain cache)
-    if (!this.absentSet) {
-      this.absentFiles ??= this.findAbsentFiles();
-      this.absentSet = new Set(this.absentFiles.map((a) => a.hash));
-    }
-    return this.absentSet.delete(d.hash);
+    this.absentFiles ??= this.findAbsentFiles();
+    this.claimed ??= new Uint8Array(this.absentFiles.length);
+    const i = this.absentFiles.indexOf(d);
+    if (i < 0 || this.claimed[i] === 1) return false;
+    this.claimed[i] = 1;
+    return true;
   }
 
   /** The prepared tree's file blobs the store lacks; counts the others as skipped. */
-  private findAbsentFiles(): Digest[] {
-    const absent: Digest[] = [];
+  private findAbsentFiles(): PackedDigests {
+    const absent = new PackedDigests();
     const listed = this.listStoreIfCheaper();
     for (const d of this.files) {
       if (listed ? listed.has(d.hash) : this.store.hasSync(d)) {
         this.skipped++;
-        this.known.add(d.hash);
+        this.known.add(d);
       } else {
-        absent.push(d);
+        absent.add(d);
       }
     }
     return absent;
@@ -293,7 +293,7 @@ export class RemoteFetcher {
         await this.secureBlobs();
         return root;
       }
-      const absent = (this.absentFiles = this.findAbsentFiles());
+      const absent = [...(this.absentFiles = this.findAbsentFiles())];
       // A treecast server validating its action cache answered the entry only while it held
       // every blob the entry names: asking /missing again would check the same thing twice.
       // Perf: on the Linux tree (78k blobs) that second check was 8 requests and ~0.4 s before the
