@@ -46,8 +46,10 @@ export type WriteLinkedOutcome =
  * Perf: the Linux tree's `checkout --remote --method hardlink` paid, per fetched file, open + write +
  * close + rename in the store, then link into the target; the two checkout workers' profiles held
  * 1.26 s of rename (of 8.0 s busy). Here it is open + write + link + fstat + lstat + close, with no
- * rename: client CPU (user + sys) 6.24-6.90 s (median 6.71) against 6.68-7.21 s (median 7.02), sys
- * 2.81-3.08 s against 2.95-3.34 s, 3 interleaved pairs at load average 5.7-7.7.
+ * rename (the fstat + lstat of the check cost about a third of it in the same profiles): client CPU
+ * (user + sys) 6.24-7.45 s (median 6.89) against 6.68-8.37 s (median 7.02), sys alone 2.70-3.33 s
+ * (median 3.05) against 2.95-4.16 s (median 3.24), 9 interleaved pairs at load average 5-11, where
+ * wall times were noise.
  */
 export function writeLinked(store: LocalStore, d: Digest, bytes: Uint8Array, dst: string, copyMode: number): WriteLinkedOutcome {
   return linkIntoStore(store, d, bytes, createWritten(dst, bytes), dst, copyMode);
