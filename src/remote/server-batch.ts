@@ -198,7 +198,8 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
   // subdirectories (0.12 s), profiled at --latency 50 --concurrency 16. The root's tree pack
   // (store/tree-pack.ts, checksummed, written from verified messages) serves them in one read,
   // (an access() each still asks the store whether it holds the message), and only the subdirectory
-  // digests are read; the client hashes and validates every message.
+  // digests are read; the client hashes and validates every message. After: 0.15 s of server CPU
+  // against 0.39 s, one profiled pull each at load 5-8.
   const pack = (treePackBytes(core.store, root) ?? Infinity) <= MAX_PACK_BYTES ? readTreePack(core.store, root) : undefined;
   const seen = new Set<string>([root.hash]);
   let level: Digest[] = [root];

@@ -87,7 +87,8 @@ const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
  * after the state, through the isHash filter of listHashes, took 0.15 s of main-thread CPU
  * (profiled at --latency 50 --concurrency 16). Here the blobs are grouped by folder and each
  * folder's names go into a small Set; folders settled before the rest are looked at while the
- * rest wait out the tick.
+ * rest wait out the tick. Measured after: 0.15 s in one profile at load 5-12, most of it the
+ * readdir calls themselves (0.09 s); the Set of the whole store and its isHash filter are gone.
  */
 export async function settledStateHolding(storeRoot: string, digests: Iterable<Digest>, list: boolean): Promise<string | undefined> {
   const wanted: string[][] = SHARDS.map(() => []);
