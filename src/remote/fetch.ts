@@ -531,7 +531,6 @@ export class RemoteFetcher {
     if (state) markComplete(this.store.root, root, { state, directories: summary.directories, files: summary.files });
   }
 
-
   summary(): FetchSummary {
     const s = this.client.stats;
     return {

@@ -181,11 +181,11 @@ async function batchWrite(core: ServerCore, ctx: Ctx): Promise<void> {
   sendJson(res, 200, { stored });
 }
 
-/** GET .../tree/<hash>/<size>: every Directory message of a tree, breadth first, each distinct one once. */
 /** Tree packs up to this size serve /tree from memory (one per response in flight); larger
  * trees are read message by message. */
 const MAX_PACK_BYTES = 64 << 20;
 
+/** GET .../tree/<hash>/<size>: every Directory message of a tree, breadth first, each distinct one once. */
 export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promise<void> {
   if (ctx.req.method !== 'GET') throw methodNotAllowed(ctx, 'GET');
   const { res } = ctx;

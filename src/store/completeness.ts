@@ -18,6 +18,7 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '../core/digest.js';
+import { safeReaddir } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -53,33 +54,25 @@ function shardStamp(folder: string): ShardStamp {
   return { stamp: `${st.ino} ${st.mtimeNs} ${st.ctimeNs}`, changedMs: Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n)) };
 }
 
-/** The state of the blob shard folders, and the newest mtime among them (ms since the epoch). */
-export function shardState(storeRoot: string): { state: string; newestMs: number } {
-  const h = createHash('sha256');
-  let newestMs = 0;
-  shardStamps(storeRoot).forEach((s, i) => {
-    h.update(`${SHARDS[i]} ${s.stamp}\n`);
-    newestMs = Math.max(newestMs, s.changedMs);
-  });
-  return { state: h.digest('hex'), newestMs };
+/** The state of the blob shard folders, as a record holds it. */
+export function shardState(storeRoot: string): string {
+  return stateOf(shardStamps(storeRoot).map((s) => s.stamp));
 }
 
-/** A shard state no later change can share: waits until the newest folder change is SETTLE_MS old. */
-export async function settledShardState(storeRoot: string): Promise<string> {
-  for (;;) {
-    const { state, newestMs } = shardState(storeRoot);
-    const wait = newestMs + SETTLE_MS - Date.now();
-    if (wait <= 0) return state;
-    await new Promise((r) => setTimeout(r, wait + 1));
-  }
+/** One digest of the 256 folders' stamps, in shard order: what a record holds and is checked against. */
+function stateOf(stamps: readonly string[]): string {
+  const h = createHash('sha256');
+  stamps.forEach((stamp, i) => h.update(`${SHARDS[i]} ${stamp}\n`));
+  return h.digest('hex');
 }
 
 const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
 
 /**
- * The settled shard state (as settledShardState), taken only if the store holds every blob of
- * `digests` after it; undefined when one is missing. Each shard folder is looked at once its own
- * state is settled and taken, so a blob lost after its folder's look changes that folder's state.
+ * The shard state (as shardState), taken once every folder's last change is older than the clock
+ * tick (SETTLE_MS), and only if the store holds every blob of `digests` after it; undefined when
+ * one is missing. Each shard folder is looked at once its own state is settled and taken, so a
+ * blob lost after its folder's look changes that folder's state.
  * With `list`, a folder is listed once and its blobs looked up in the listing (no stat per blob);
  * without, each blob is checked with one access() call (for a store much larger than the tree).
  *
@@ -122,17 +115,7 @@ export async function settledStateHolding(storeRoot: string, digests: Iterable<D
     pending = later;
     await new Promise((r) => setTimeout(r, wakeAt - Date.now() + 1));
   }
-  const h = createHash('sha256');
-  stamps.forEach((stamp, i) => h.update(`${SHARDS[i]} ${stamp}\n`));
-  return h.digest('hex');
-}
-
-function safeReaddir(folder: string): string[] {
-  try {
-    return fs.readdirSync(folder);
-  } catch {
-    return [];
-  }
+  return stateOf(stamps);
 }
 
 /** Records `root` as whole for the shard state `rec.state`. Best effort: a record that cannot be
@@ -157,5 +140,5 @@ export function readComplete(storeRoot: string, root: Digest): CompleteRecord | 
     return undefined;
   }
   if (typeof rec?.state !== 'string' || !Number.isSafeInteger(rec.directories) || !Number.isSafeInteger(rec.files)) return undefined;
-  return rec.state === shardState(storeRoot).state ? rec : undefined;
+  return rec.state === shardState(storeRoot) ? rec : undefined;
 }

@@ -439,7 +439,8 @@ function writeAll(fd: number, buf: Buffer, n: number): void {
   while (off < n) off += fs.writeSync(fd, buf, off, n - off);
 }
 
-function safeReaddir(dir: string): string[] {
+/** The names in `dir`, or none when it cannot be listed. */
+export function safeReaddir(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
   } catch {
