@@ -27,7 +27,7 @@ import type { Digest } from '../core/digest.js';
 import { TargetError, fsError } from '../errors.js';
 import { linkRefused } from '../fs/link-refused.js';
 import { writeVerified } from '../remote/receiver.js';
-import type { LocalStore } from '../store/local.js';
+import { type LocalStore, removeQuietly } from '../store/local.js';
 
 const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
@@ -69,7 +69,7 @@ export function createWritten(dst: string, bytes: Uint8Array): number {
     return fd;
   } catch (e) {
     fs.closeSync(fd);
-    removeOwn(dst);
+    removeQuietly(dst);
     throw fsError(e, 'cannot write', dst);
   }
 }
@@ -107,7 +107,7 @@ export function linkIntoStore(store: LocalStore, d: Digest, bytes: Uint8Array, f
     return { used: 'hardlink' };
   } finally {
     fs.closeSync(fd);
-    if (!keep) removeOwn(dst);
+    if (!keep) removeQuietly(dst);
   }
 }
 
@@ -128,13 +128,4 @@ function checkLinkedOwn(fd: number, blob: string, dst: string): void {
     path: dst,
     hint: 'let nothing else write into the target while the checkout runs, then run the same command again',
   });
-}
-
-/** Removes the file this call created, after a failure to fill or store it (as import-file.ts's removeIfPartial). */
-function removeOwn(dst: string): void {
-  try {
-    fs.unlinkSync(dst);
-  } catch {
-    /* gone already */
-  }
 }
