@@ -3,6 +3,8 @@
  * `code` is part of the public API (scripts match on it), the `exitCode` is what the CLI exits with.
  */
 
+import { statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { escapeControl } from './core/display.js';
 
 /** Exit codes of the `treecast` command, documented in the README. */
@@ -227,11 +229,33 @@ export function fsError(err: unknown, action: string, path: string): TreecastErr
   if (err instanceof TreecastError) return err;
   const e = err as NodeJS.ErrnoException;
   const sys = e?.code ?? 'EUNKNOWN';
-  const message = `${action} ${path}: ${sys}${e?.message ? ` (${e.message.replace(/^\w+: /, '')})` : ''}`;
+  let message = `${action} ${path}: ${sys}${e?.message ? ` (${e.message.replace(/^\w+: /, '')})` : ''}`;
   if (sys === 'ENOSPC' || sys === 'EDQUOT') {
     return new NoSpaceError(message, { path, cause: err, syscallCode: sys, hint: 'free some space and run the same command again' });
   }
-  return new FileSystemError(message, { path, cause: err, syscallCode: sys });
+  const blocker = notDirectoryParent(err, path);
+  if (blocker === undefined) return new FileSystemError(message, { path, cause: err, syscallCode: sys });
+  message += `: ${blocker} is not a directory`;
+  return new FileSystemError(message, { path, cause: err, syscallCode: sys, hint: `move ${blocker} away or choose another path` });
+}
+
+/**
+ * For an ENOTDIR on `path`: the outermost of its parents that exists and is not a directory (a
+ * file where `a/file/sub` needs a directory), so the message says which one is in the way.
+ * Undefined for any other error, or when every parent is a directory (`path` itself is the file).
+ */
+export function notDirectoryParent(err: unknown, path: string): string | undefined {
+  if ((err as NodeJS.ErrnoException)?.code !== 'ENOTDIR') return undefined;
+  const parents: string[] = [];
+  for (let p = dirname(path); p !== dirname(p) && p !== '.'; p = dirname(p)) parents.unshift(p);
+  for (const p of parents) {
+    try {
+      if (!statSync(p).isDirectory()) return p;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }
 
 // ------------------------------------------------------------ crossing thread boundaries

@@ -30,6 +30,8 @@ interface Case {
   /** The command has no --json (the blob plumbing). */
   noJson?: boolean;
   asNobody?: boolean;
+  /** ENOTDIR: the parent the message must name as not a directory. */
+  blocker?: string;
 }
 
 function run(args: string[], asNobody: boolean, defaultStore: string): Promise<{ code: number | null; out: string; err: string }> {
@@ -126,15 +128,15 @@ test('every command reports every OS error as a coded error naming the path', { 
       // push takes DIR or a digest or ref; an absolute path that is neither is a missing directory.
       { cmd: 'push', errno: 'ENOENT', args: ['push', p('nosuch'), server.url, ...S], path: p('nosuch') },
       // ENOTDIR: a parent is a file
-      { cmd: 'snapshot', errno: 'ENOTDIR', args: ['snapshot', p('afile', 'sub'), ...S], path: p('afile', 'sub') },
-      { cmd: 'checkout', errno: 'ENOTDIR', args: ['checkout', 'r', p('afile', 'sub'), ...S], path: p('afile', 'sub') },
-      { cmd: 'unpack', errno: 'ENOTDIR', args: ['unpack', p('a.zip'), p('afile', 'sub')], path: p('afile', 'sub') },
-      { cmd: 'pack', errno: 'ENOTDIR', args: ['pack', p('src'), p('afile', 'o.zip'), ...S], path: p('afile', 'o.zip') },
-      { cmd: 'blob put', errno: 'ENOTDIR', args: ['blob', 'put', p('afile', 'x'), ...S], path: p('afile', 'x') },
-      { cmd: 'import', errno: 'ENOTDIR', args: ['import', p('afile', 'x.zip'), ...S], path: p('afile', 'x.zip') },
-      { cmd: 'push', errno: 'ENOTDIR', args: ['push', p('afile', 'sub'), server.url, ...S], path: p('afile', 'sub') },
+      { cmd: 'snapshot', errno: 'ENOTDIR', args: ['snapshot', p('afile', 'sub'), ...S], path: p('afile', 'sub'), blocker: p('afile') },
+      { cmd: 'checkout', errno: 'ENOTDIR', args: ['checkout', 'r', p('afile', 'sub'), ...S], path: p('afile', 'sub'), blocker: p('afile') },
+      { cmd: 'unpack', errno: 'ENOTDIR', args: ['unpack', p('a.zip'), p('afile', 'sub')], path: p('afile', 'sub'), blocker: p('afile') },
+      { cmd: 'pack', errno: 'ENOTDIR', args: ['pack', p('src'), p('afile', 'o.zip'), ...S], path: p('afile', 'o.zip'), blocker: p('afile') },
+      { cmd: 'blob put', errno: 'ENOTDIR', args: ['blob', 'put', p('afile', 'x'), ...S], path: p('afile', 'x'), blocker: p('afile') },
+      { cmd: 'import', errno: 'ENOTDIR', args: ['import', p('afile', 'x.zip'), ...S], path: p('afile', 'x.zip'), blocker: p('afile') },
+      { cmd: 'push', errno: 'ENOTDIR', args: ['push', p('afile', 'sub'), server.url, ...S], path: p('afile', 'sub'), blocker: p('afile') },
       ...['ls r', 'diff r r', 'verify', 'gc', `blob get ${bigBlob}`, `pull ${tree2} ${server.url}`, 'refs'].map((c): Case => ({
-        cmd: c.split(' ')[0]!, errno: 'ENOTDIR', args: [...c.split(' '), '--store', p('afile', 'store')], path: p('afile', 'store'),
+        cmd: c.split(' ')[0]!, errno: 'ENOTDIR', args: [...c.split(' '), '--store', p('afile', 'store')], path: p('afile', 'store'), blocker: p('afile'),
       })),
       // EISDIR
       { cmd: 'pack', errno: 'EISDIR', args: ['pack', p('src'), p('adir'), ...S], path: p('adir') },
@@ -194,6 +196,7 @@ test('every command reports every OS error as a coded error naming the path', { 
         else if (/internal error|\n\s+at /.test(r.err)) failures.push(`internal error or stack trace: ${what}`);
         else if (!/^treecast: error\[ERR_TREECAST_[A-Z_]+\]: /m.test(r.err)) failures.push(`no coded error: ${what}`);
         else if (!r.err.includes(c.path)) failures.push(`message does not name ${c.path}: ${what}`);
+        else if (c.blocker && !r.err.includes(`${c.blocker} is not a directory`)) failures.push(`message does not name the parent ${c.blocker}: ${what}`);
         else if (json) {
           const body = JSON.parse(r.out.trim().split('\n').pop()!) as { ok: boolean; error: { code: string; message: string } };
           if (body.ok !== false || !/^ERR_TREECAST_/.test(body.error.code) || !body.error.message.includes(c.path)) failures.push(`bad --json error: ${what}\n  ${r.out}`);

@@ -24,6 +24,7 @@ import {
   InvalidRefNameError,
   RefNotFoundError,
   fsError,
+  notDirectoryParent,
 } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { makeDirectories } from '../fs/make-dirs.js';
@@ -236,7 +237,9 @@ export class LocalStore implements BlobStore {
     try {
       fd = fs.openSync(path, followSymlink ? fs.constants.O_RDONLY : fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     } catch (e) {
-      throw new CaptureError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path, cause: e });
+      const blocker = notDirectoryParent(e, path);
+      const why = blocker === undefined ? '' : `: ${blocker} is not a directory`;
+      throw new CaptureError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? e}${why}`, { path, cause: e });
     }
     let tmp: string | undefined;
     try {
