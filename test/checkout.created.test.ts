@@ -18,8 +18,11 @@ const FILES = 8;
 /** The write the batch fails at: a corrupt blob in the store, read back with --verify. */
 const BAD = 4;
 
-/** A store holding FILES blobs, blob BAD corrupted in place, and a batch writing them as f0..f7 (then a symlink). */
-function setUp(root: string): { store: LocalStore; batch: ApplyBatch } {
+/**
+ * A store holding FILES blobs, blob BAD corrupted in place, and a batch writing them as f0..f7
+ * (then a symlink): packed for a worker, or as the plan's list (a batch run where it was planned).
+ */
+function setUp(root: string, packed = true): { store: LocalStore; batch: ApplyBatch } {
   const store = LocalStore.open(join(tempDir('created-store'), 's'));
   const ops = [];
   for (let i = 0; i < FILES; i++) {
@@ -31,16 +34,17 @@ function setUp(root: string): { store: LocalStore; batch: ApplyBatch } {
       fs.writeFileSync(p, `FILE ${i}\n`);
     }
   }
-  const batch: ApplyBatch = { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: true, writes: packWrites([...ops, { rel: 'link', target: 'f0' }]) };
+  const batch: ApplyBatch = { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: true, writes: packed ? packWrites([...ops, { rel: 'link', target: 'f0' }]) : [...ops, { rel: 'link', target: 'f0' }] };
   return { store, batch };
 }
 
-for (const workers of [0, 1]) {
-  test(`a batch that fails with an error naming no path of its own (${workers ? 'in a worker' : 'inline'}): undo removes what it made, keeps a user's file it never reached`, async () => {
+for (const [workers, packed] of [[0, true], [0, false], [1, true]] as const) {
+  const how = workers ? 'in a worker' : packed ? 'inline, packed' : 'inline, as the plan lists it';
+  test(`a batch that fails with an error naming no path of its own (${how}): undo removes what it made, keeps a user's file it never reached`, async () => {
     const dir = tempDir('created');
     const target = join(dir, 'new', 'out');
     fs.mkdirSync(target, { recursive: true });
-    const { store, batch } = setUp(target);
+    const { store, batch } = setUp(target, packed);
     // A user's file at a name the batch would have written after the one it failed at.
     fs.writeFileSync(join(target, `f${BAD + 2}`), 'mine\n');
     const record = new CreatedRecord(target, join(dir, 'new'));

@@ -50,3 +50,27 @@ test('with callerRuns, a batch failing on the calling thread fails the run and w
     await pool.close();
   }
 });
+
+test('runBatches tells payloadOf where each batch runs: packed only for a worker', async () => {
+  const root = tempDir();
+  for (const workers of [0, 1]) {
+    const pool = new WorkerPool(workers, {}, { callerRuns: true });
+    try {
+      if (workers) await pool.run('materialize.apply', linkBatch(root, -1 - workers, 1));
+      const batches = Array.from({ length: 40 }, (_, b) => ({ b, ops: Array.from({ length: 30 }, (_, i) => ({ rel: `w${workers}-${b}-${i}`, target: `t${i}` })) }));
+      let toldHere = 0;
+      await runBatches(pool, 'materialize.apply', batches, () => {}, {
+        payloadOf: ({ ops }, here): ApplyBatch => {
+          if (here) toldHere++;
+          return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
+        },
+      });
+      for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
+      // Inline every batch runs here; with a worker, exactly the ones the pool ran on this thread.
+      assert.equal(toldHere, workers ? pool.ranHere : 40);
+      if (workers) assert.ok(pool.ranHere > 0 && pool.ranHere < 40, `ran here: ${pool.ranHere}`);
+    } finally {
+      await pool.close();
+    }
+  }
+});

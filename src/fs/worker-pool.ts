@@ -94,8 +94,7 @@ export class WorkerPool {
    */
   run<T>(op: OpName, payload: unknown, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.size === 0) return runOp(op, payload, this.init) as Promise<T>;
-    let slot = this.slots[0]!;
-    for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
+    const slot = this.leastBusy();
     if (this.callerRuns && slot.inFlight >= 2) return this.runHere<T>(op, payload);
     const id = this.nextId++;
     slot.inFlight++;
@@ -103,6 +102,21 @@ export class WorkerPool {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, slot });
       slot.worker.postMessage({ id, op, payload }, transfer);
     });
+  }
+
+  /**
+   * True when a `run` called now (with no await between) runs on the calling thread: inline, or
+   * callerRuns with every worker holding two batches. Its payload is then never posted, so it
+   * need not be packed for postMessage (runBatches' payloadOf).
+   */
+  get nextRunsHere(): boolean {
+    return this.size === 0 || (this.callerRuns && this.leastBusy().inFlight >= 2);
+  }
+
+  private leastBusy(): Slot {
+    let slot = this.slots[0]!;
+    for (const s of this.slots) if (s.inFlight < slot.inFlight) slot = s;
+    return slot;
   }
 
   /**
@@ -139,8 +153,11 @@ export interface RunBatchesOptions<P> {
   shouldStop?: () => boolean;
   /** Awaited before a batch is dispatched (e.g. fetch its blobs), overlapping other batches' work. */
   before?: (payload: P) => Promise<void>;
-  /** What is posted to the worker for a batch, when not the whole batch (keep main-thread state home). */
-  payloadOf?: (batch: P) => unknown;
+  /**
+   * What is posted to the worker for a batch, when not the whole batch (keep main-thread state
+   * home). `here`: the batch runs on the calling thread (pool.nextRunsHere), so it is not posted.
+   */
+  payloadOf?: (batch: P, here: boolean) => unknown;
   /**
    * Checked before a batch is dispatched: while false, its lane waits until another batch finishes
    * (a batch is always admitted when none is in flight). Bounds results waiting to be used.
@@ -183,7 +200,8 @@ export async function runBatches<P, R>(
       inFlight++;
       try {
         if (opts.before) await opts.before(next.value);
-        const posted = opts.payloadOf ? opts.payloadOf(next.value) : next.value;
+        // No await from here to pool.run, so the thread payloadOf was told of is the one that runs it.
+        const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.nextRunsHere) : next.value;
         onResult(await pool.run<R>(op, posted, opts.transferOf?.(posted)), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;

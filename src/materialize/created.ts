@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { dirname } from 'node:path';
 import { fsError } from '../errors.js';
 import type { WorkerPool } from '../fs/worker-pool.js';
-import type { ApplyBatch } from './apply-op.js';
+import { type ApplyBatch, writeRels } from './apply-op.js';
 import type { Step } from './plan.js';
 
 export class CreatedRecord {
@@ -50,7 +50,7 @@ export class CreatedRecord {
     wrapped.run = async <T>(op: Parameters<WorkerPool['run']>[0], payload: unknown, transfer?: ArrayBuffer[]): Promise<T> => {
       if (op !== 'materialize.apply') return pool.run<T>(op, payload, transfer);
       const b = payload as ApplyBatch;
-      const paths = b.writes.rels.split('\0').map((rel) => `${b.root}/${rel}`);
+      const paths = writeRels(b.writes).map((rel) => `${b.root}/${rel}`);
       const progress = new Int32Array(new SharedArrayBuffer(4));
       try {
         return await pool.run<T>(op, { ...b, progress }, transfer);

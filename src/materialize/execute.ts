@@ -171,7 +171,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             return true;
           }
         : undefined,
-      payloadOf: (batch): ApplyBatch => ({ ...settings, writes: packWrites(batch), fetched: fetched.get(batch) }),
+      payloadOf: (batch, here): ApplyBatch => ({ ...settings, writes: here ? batch : packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
