@@ -3,10 +3,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
 import { guardTarget, lockStoreForGc } from '../src/fs/target-guard.js';
 import { LocalStore } from '../src/store/local.js';
+import { snapshot } from '../src/capture/snapshot.js';
 import { describeTree, tempDir, writeTree } from './helpers/tmp.js';
 
 const bin = new URL('../../bin/treecast', import.meta.url).pathname;
@@ -122,4 +124,50 @@ test('a checkout while gc runs refuses to start (exit 9, naming gc and its pid) 
   assert.equal(tc(['checkout', 'r', out], store).code, 0);
   assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), [], 'no lock is left');
+});
+
+test('gc while a snapshot runs is refused (exit 9, naming it) and removes nothing, so the ref the snapshot writes names only stored blobs', async () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  const files = { 'a': 'alpha content', 'd/b': 'beta content' };
+  writeTree(join(dir, 'src'), files);
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'old'], store).code, 0);
+  // The ref is dropped: its blobs are unreachable, but the stat cache still vouches for them.
+  fs.rmSync(join(store, 'refs', 'old'));
+  const local = new LocalStore(store);
+  // The snapshot has loaded its stat cache (synchronously, before its first await) when gc runs.
+  const running = snapshot(join(dir, 'src'), { store: local, ref: 'new' });
+  const gc = tc(['gc', '--grace', '0'], store);
+  const { digest } = await running;
+  assert.equal(gc.code, 9, gc.err);
+  assert.match(gc.err, new RegExp(`in use by treecast snapshot \\(pid ${process.pid}\\); gc removed nothing`));
+  for (const t of Object.values(files)) assert.ok(local.hasSync(digestOf(Buffer.from(t))), `the blob of '${t}' is still stored`);
+  const out = tc(['checkout', 'new', join(dir, 'out')], store);
+  assert.equal(out.code, 0, out.err);
+  assert.deepEqual(describeTree(join(dir, 'out')), describeTree(join(dir, 'src')));
+  assert.equal(formatDigest(local.readRef('new')!), formatDigest(digest));
+  assert.deepEqual(fs.readdirSync(join(store, 'locks')), [], 'no lock is left');
+});
+
+test('a snapshot while gc runs refuses to start (exit 9) and records nothing; gc clears a lock a killed snapshot left', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'f': 'content' });
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store).code, 0);
+  const gc = lockStoreForGc(store);
+  try {
+    const refused = tc(['snapshot', join(dir, 'src'), '--ref', 'r2'], store);
+    assert.equal(refused.code, 9, refused.err);
+    assert.match(refused.err, new RegExp(`being collected by treecast gc \\(pid ${process.pid}\\); nothing was recorded`));
+    assert.ok(!fs.existsSync(join(store, 'refs', 'r2')));
+  } finally {
+    gc.release();
+  }
+  // A snapshot killed with its lock held: the pid is gone, so gc runs and removes the lock.
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+  fs.writeFileSync(join(store, 'locks', `writer-${dead}-0.lock`), JSON.stringify({ pid: Number(dead), host: hostname(), command: 'snapshot', target: store, token: 't' }));
+  const after = tc(['gc', '--grace', '0'], store);
+  assert.equal(after.code, 0, after.err);
+  assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r2'], store).code, 0);
 });

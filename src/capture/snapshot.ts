@@ -12,6 +12,7 @@ import { CaptureError, InterruptedError, TargetError } from '../errors.js';
 import { LocalStore, checkRefName } from '../store/local.js';
 import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
+import { guardStoreWriter } from '../fs/target-guard.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache, listingKey } from './stat-cache.js';
 import { type FileRun, type ScannedDir, type ScannedFile, type SkippedEntry, STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE, fillRun, materializeRun, placeStats, statRequest, walk } from './walk.js';
@@ -72,6 +73,8 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   if (!st.isDirectory()) throw new TargetError(`cannot snapshot ${rootAbs}: not a directory`, { path: rootAbs });
   const store = opts.store;
   store.init();
+  // Before the stat cache is trusted: it vouches for blobs a gc running meanwhile could remove.
+  const writer = guardStoreWriter(store.root, 'snapshot');
 
   const startedMs = Date.now();
   const cache = StatCache.load(store, rootAbs, listingKey(opts.exclude, opts.followSymlinks));
@@ -156,6 +159,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
       seconds: elapsed(),
     };
   } finally {
+    writer.release();
     await Promise.all(started.map((p) => p.close()));
   }
 }

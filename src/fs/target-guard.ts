@@ -12,7 +12,8 @@
  * 3. Keep `gc` from removing what a checkout reads: a checkout's lock names the tree it checks out
  *    (`root`), and `gc` holds `gc.lock` in the same folder while it works, treating every live
  *    lock's tree as reachable. Each side writes its own lock before it looks for the other's, so
- *    one of them always sees the other: gc keeps the tree, or the checkout refuses to start.
+ *    one of them always sees the other: gc keeps the tree, or the checkout refuses to start. A
+ *    snapshot holds a lock of its own the same way, and gc refuses to run while one is live.
  */
 import * as fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -37,19 +38,38 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
   refuseStoreOverlap(targetAbs, realTarget, storeRoot);
   const lockDir = lockDirFor(storeRoot);
   const guard = lockTarget(realTarget, lockPathFor(lockDir, realTarget), command, root);
-  if (root === undefined) return guard;
-  const gc = readBody(join(lockDir, GC_LOCK));
-  if (gc && holderAlive(gc)) {
-    guard.release();
-    throw new TargetBusyError(`the store ${resolve(storeRoot)} is being collected by treecast gc (pid ${gc.pid}); ${realTarget} was left unchanged`, {
-      path: realTarget,
-      hint: `wait for process ${gc.pid} to finish, then run the same command again`,
-    });
-  }
+  if (root !== undefined) refuseDuringGc(lockDir, storeRoot, guard, realTarget, `${realTarget} was left unchanged`);
   return guard;
 }
 
 const GC_LOCK = 'gc.lock';
+/** Locks of commands adding blobs to the store (snapshot): gc refuses to run while one is live. */
+const WRITER_PREFIX = 'writer-';
+
+/**
+ * A snapshot's hold on its store against gc. A snapshot keeps a blob it finds already stored
+ * without writing it again, and names it in its tree only at the end: a gc meanwhile saw that blob
+ * unreachable (and old) and removed it, leaving a ref to a tree the store lacks. So, as with a
+ * checkout's tree: the snapshot writes its lock, then refuses to start while gc runs; gc writes its
+ * own, then refuses to run while a snapshot holds one (lockStoreForGc).
+ */
+export function guardStoreWriter(storeRoot: string, command: string): TargetGuard {
+  const lockDir = lockDirFor(storeRoot);
+  const lockPath = join(lockDir, `${WRITER_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}.lock`);
+  const guard = lockTarget(resolve(storeRoot), lockPath, command);
+  refuseDuringGc(lockDir, storeRoot, guard, resolve(storeRoot), 'nothing was recorded');
+  return guard;
+}
+
+function refuseDuringGc(lockDir: string, storeRoot: string, guard: TargetGuard, path: string, outcome: string): void {
+  const gc = readBody(join(lockDir, GC_LOCK));
+  if (!gc || !holderAlive(gc)) return;
+  guard.release();
+  throw new TargetBusyError(`the store ${resolve(storeRoot)} is being collected by treecast gc (pid ${gc.pid}); ${outcome}`, {
+    path,
+    hint: `wait for process ${gc.pid} to finish, then run the same command again`,
+  });
+}
 
 export interface GcGuard {
   /** Trees (formatted digests) live checkouts are reading: gc must keep them. */
@@ -70,7 +90,14 @@ export function lockStoreForGc(storeRoot: string): GcGuard {
     for (const name of fs.readdirSync(lockDir)) {
       if (!name.endsWith('.lock') || name === GC_LOCK) continue;
       const b = readBody(join(lockDir, name));
-      if (b?.root !== undefined && holderAlive(b)) pinned.push(b.root);
+      if (name.startsWith(WRITER_PREFIX)) {
+        // A snapshot still running may use any stored blob; a dead one's lock is only left over.
+        if (b === undefined || !holderAlive(b)) fs.rmSync(join(lockDir, name), { force: true });
+        else throw new TargetBusyError(`the store ${resolve(storeRoot)} is in use by treecast ${b.command} (pid ${b.pid}); gc removed nothing`, {
+          path: resolve(storeRoot),
+          hint: `wait for process ${b.pid} to finish, then run gc again`,
+        });
+      } else if (b?.root !== undefined && holderAlive(b)) pinned.push(b.root);
     }
   } catch (e) {
     guard.release();
