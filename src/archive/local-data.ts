@@ -10,6 +10,7 @@ import { ArchiveError, fsError } from '../errors.js';
 import type { ArchiveEntry } from './entry-rules.js';
 import { FLAG_DATA_DESCRIPTOR, LOCAL_HEADER_SIZE, METHOD_STORE, SIG_LOCAL, U32_MAX } from './zip-format.js';
 import { openFile } from '../fs/open-file.js';
+import { CorruptDeflateError, PastDeclaredSizeError, inflateRawWhole } from './raw-inflate.js';
 
 /** Entries larger than this (compressed or not) are streamed instead of read whole. */
 export const LARGE_ENTRY_BYTES = 64 << 20;
@@ -74,13 +75,11 @@ export function decodeEntry(buf: Buffer, at: number, e: EntryRef): Buffer {
   if (e.method === METHOD_STORE) out = raw;
   else {
     try {
-      // maxOutputLength stops a bomb at the declared size (+1 to notice that it was exceeded).
-      // Perf: one output chunk of the declared size (+1) avoids zlib's concat of 16 KiB chunks.
-      out = zlib.inflateRawSync(raw, { maxOutputLength: e.size + 1, chunkSize: Math.max(64, Math.min(e.size + 1, 64 << 20)) });
+      out = inflateRawWhole(raw, e.size);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) throw dataError(e, `inflates to more than its declared ${e.size} bytes`);
-      throw dataError(e, `deflate data is corrupt (${(err as Error).message})`);
+      if (err instanceof PastDeclaredSizeError) throw dataError(e, `inflates to more than its declared ${e.size} bytes`);
+      if (err instanceof CorruptDeflateError) throw dataError(e, `deflate data is corrupt (${err.message})`);
+      throw err;
     }
   }
   if (out.length !== e.size) throw dataError(e, `sizes disagree: declared ${e.size} bytes, data holds ${out.length}`);

@@ -1,0 +1,90 @@
+/**
+ * raw-inflate.ts: an entry's deflate data inflated whole, with the thread's kept zlib engine and
+ * with the per-call path, must give the same bytes and the same refusals: a corrupt stream, a
+ * stream cut short, and a stream that inflates past its declared size, stopped there before the
+ * rest of the stream is read. After a refusal the next entry still inflates right.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as zlib from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import { CorruptDeflateError, PastDeclaredSizeError, inflateRawWhole, usesKeptEngine } from '../src/archive/raw-inflate.js';
+
+const paths = [
+  { name: 'kept engine', viaKept: true },
+  { name: 'per call', viaKept: false },
+];
+
+/** Text-like data (it compresses, with back-references) mixed with random runs (stored blocks). */
+function sample(size: number): Buffer {
+  const words = ['static ', 'int ', 'return ', '{\n', '}\n', 'struct ', ' = ', ';\n', 'if (', ') '];
+  const parts: Buffer[] = [];
+  let n = 0;
+  while (n < size) {
+    const p = n % 7 === 3 ? randomBytes(1 + (n % 300)) : Buffer.from(words[n % words.length]!.repeat(1 + (n % 5)));
+    parts.push(p);
+    n += p.length;
+  }
+  return Buffer.concat(parts).subarray(0, size);
+}
+
+test('this Node inflates with the kept engine (the fast path the other tests cover)', () => {
+  assert.equal(usesKeptEngine(), true);
+});
+
+for (const { name, viaKept } of paths) {
+  test(`${name}: entries of many sizes inflate to their bytes, one after another`, () => {
+    for (const size of [0, 1, 63, 64, 100, 4095, 4096, 4097, 32768, 70000, 1 << 20]) {
+      const data = sample(size);
+      for (const level of [0, 1, 9]) {
+        const out = inflateRawWhole(zlib.deflateRawSync(data, { level }), size, viaKept);
+        assert.ok(out.equals(data), `size ${size}, level ${level}`);
+      }
+    }
+  });
+
+  test(`${name}: a stream that holds fewer bytes than declared returns what it holds`, () => {
+    const data = sample(5000);
+    assert.equal(inflateRawWhole(zlib.deflateRawSync(data), 6000, viaKept).length, 5000);
+  });
+
+  test(`${name}: a corrupt stream is refused, and the next entry inflates right`, () => {
+    const good = sample(20000);
+    const raw = zlib.deflateRawSync(good);
+    assert.throws(() => inflateRawWhole(Buffer.from([0xff, 0xff, 0xff, 0x12, 0x34]), 100, viaKept), (e: unknown) => e instanceof CorruptDeflateError && /invalid block type/.test(e.message));
+    const flipped = Buffer.from(raw);
+    flipped[Math.floor(raw.length / 2)] ^= 0xff;
+    assert.throws(() => {
+      // A flipped byte either breaks the stream or changes the bytes (which the CRC-32 check then finds).
+      const out = inflateRawWhole(flipped, good.length, viaKept);
+      if (!out.equals(good)) throw new CorruptDeflateError('bytes differ');
+    }, CorruptDeflateError);
+    assert.ok(inflateRawWhole(raw, good.length, viaKept).equals(good));
+  });
+
+  test(`${name}: a stream cut short is refused, and the next entry inflates right`, () => {
+    const good = sample(20000);
+    const raw = zlib.deflateRawSync(good);
+    assert.throws(() => inflateRawWhole(raw.subarray(0, raw.length - 10), good.length, viaKept), (e: unknown) => e instanceof CorruptDeflateError && /unexpected end of file/.test(e.message));
+    assert.throws(() => inflateRawWhole(Buffer.alloc(0), 10, viaKept), CorruptDeflateError);
+    assert.ok(inflateRawWhole(raw, good.length, viaKept).equals(good));
+  });
+
+  test(`${name}: a stream that inflates past its declared size is stopped there, before the rest of the stream`, () => {
+    // 64 MiB of zeros, then a block that is not deflate: inflating on past the declared 100 bytes
+    // would reach it and call the stream corrupt; stopped at 101 bytes, it is refused as too large.
+    const bomb = zlib.deflateRawSync(Buffer.alloc(64 << 20), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    const raw = Buffer.concat([bomb, Buffer.from([0xff, 0xff, 0xff, 0xff])]);
+    assert.throws(() => inflateRawWhole(raw, 100, viaKept), PastDeclaredSizeError);
+    assert.throws(() => inflateRawWhole(raw, (64 << 20) - 4096, viaKept), PastDeclaredSizeError);
+    // Declared as large as the zeros, the same stream does reach the bad block.
+    assert.throws(() => inflateRawWhole(raw, 64 << 20, viaKept), CorruptDeflateError);
+    const good = sample(3000);
+    assert.ok(inflateRawWhole(zlib.deflateRawSync(good), good.length, viaKept).equals(good));
+  });
+
+  test(`${name}: one byte past the declared size is refused`, () => {
+    const data = sample(4097);
+    assert.throws(() => inflateRawWhole(zlib.deflateRawSync(data), 4096, viaKept), PastDeclaredSizeError);
+  });
+}
