@@ -10,6 +10,8 @@
  * in one thread, two rounds each, load 6-8); under 8 KiB, 0.56-0.77 s against 0.43 s. fflate
  * (pure JS) was slower at every size: 5.1-5.2 s for all, 0.32-0.37 s against 0.21-0.25 s under
  * 2 KiB, so it was not taken.
+ * Import of the Linux tree zip, 4 interleaved pairs at load 11-13: user CPU 3.66-3.90 s against
+ * 3.96-4.25 s (medians 3.85 and 4.21), system CPU unchanged (2.0-2.1 s).
  *
  * Node keeps no public way to reuse an engine synchronously (the sync call closes it), so this
  * drives the engine's handle as `inflateRawSync` itself does: `writeSync` with Z_FINISH, results in
