@@ -149,7 +149,7 @@ test('gc while a snapshot runs is refused (exit 9, naming it) and removes nothin
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), [], 'no lock is left');
 });
 
-test('a snapshot while gc runs refuses to start (exit 9) and records nothing; gc clears a lock a killed snapshot left', () => {
+test('a snapshot, import or pull while gc runs refuses to start (exit 9) and records nothing; gc clears a lock a killed snapshot left', () => {
   const dir = tempDir();
   const store = join(dir, 's');
   writeTree(join(dir, 'src'), { 'f': 'content' });
@@ -160,6 +160,14 @@ test('a snapshot while gc runs refuses to start (exit 9) and records nothing; gc
     assert.equal(refused.code, 9, refused.err);
     assert.match(refused.err, new RegExp(`being collected by treecast gc \\(pid ${process.pid}\\); nothing was recorded`));
     assert.ok(!fs.existsSync(join(store, 'refs', 'r2')));
+    // import and pull keep stored blobs the same way, and are refused the same way (pull before any request).
+    assert.equal(tc(['pack', 'r', join(dir, 'a.zip')], store).code, 0);
+    for (const args of [['import', join(dir, 'a.zip'), '--ref', 'r3'], ['pull', 'r', 'http://127.0.0.1:9', '--ref', 'r3']]) {
+      const r = tc(args, store);
+      assert.equal(r.code, 9, `${args[0]}: ${r.err}`);
+      assert.match(r.err, /being collected by treecast gc/);
+    }
+    assert.ok(!fs.existsSync(join(store, 'refs', 'r3')));
   } finally {
     gc.release();
   }

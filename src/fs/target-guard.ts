@@ -13,7 +13,7 @@
  *    (`root`), and `gc` holds `gc.lock` in the same folder while it works, treating every live
  *    lock's tree as reachable. Each side writes its own lock before it looks for the other's, so
  *    one of them always sees the other: gc keeps the tree, or the checkout refuses to start. A
- *    snapshot holds a lock of its own the same way, and gc refuses to run while one is live.
+ *    snapshot (import, pull) holds a lock of its own the same way, and gc refuses to run while one is live.
  */
 import * as fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -43,7 +43,7 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
 }
 
 const GC_LOCK = 'gc.lock';
-/** Locks of commands adding blobs to the store (snapshot): gc refuses to run while one is live. */
+/** Locks of commands adding blobs to the store (snapshot, import, pull): gc refuses to run while one is live. */
 const WRITER_PREFIX = 'writer-';
 
 /**

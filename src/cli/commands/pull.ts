@@ -13,6 +13,7 @@ import { checkRefName } from '../../store/local.js';
 import { parseRemoteUrl } from '../../remote/url.js';
 import { pulledAlready } from '../../remote/pulled.js';
 import { addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
+import { guardStoreWriter } from '../../fs/target-guard.js';
 import { formatBytes, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, collect, isLocalSpec } from '../remote-options.js';
 
@@ -33,6 +34,9 @@ export function registerPull(program: Command): void {
     const copts = clientOptions(url, o);
     const store = openStore(o);
     if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
+    // Blobs already stored are kept, not fetched again: gc must not remove them before the ref is
+    // written. (On an error the process ends and gc sees the lock's holder gone.)
+    const writer = guardStoreWriter(store.root, 'pull');
     const t0 = performance.now();
     let root: Digest;
     let r: FetchSummary | undefined;
@@ -72,6 +76,7 @@ export function registerPull(program: Command): void {
       }
     }
     if (o.ref !== undefined) store.writeRef(o.ref, root);
+    writer.release();
     const seconds = (performance.now() - t0) / 1000;
     if (o.json) {
       printJson({ ok: true, ...r, ref: o.ref ?? null, ...(hit ? { remoteRef: hit } : {}), seconds });
