@@ -99,6 +99,52 @@ describe('checkout --remote --direct', () => {
     }
   });
 
+  // A plain hardlink checkout reads its batches as large as --direct's (256 blobs / 4 MiB, one
+  // request each): a SIGTERM must still let the batches in flight finish, leave every file it wrote
+  // whole and the store's own blob, nothing part-written in the store, and a state the same
+  // command completes without fetching a blob twice.
+  test('SIGTERM mid checkout --remote --method hardlink: exit 130, each written file whole and the stored blob, the store holds only verified blobs; the same command completes the tree', async () => {
+    const slow = await startServer(join(dir, 'server'), { latencyMs: 150 });
+    const out = join(dir, 'out-term-hardlink');
+    const storeDir = join(dir, 'store-term-hardlink');
+    try {
+      const args = ['checkout', root, out, '--remote', slow.url, '--store', storeDir, '--method', 'hardlink', '--concurrency', '4'];
+      const child = startCli(args);
+      const sent = () => slow.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
+      const until = Date.now() + 20_000;
+      while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+      child.kill('SIGTERM');
+      const first = await waitExit(child);
+      assert.equal(first.code, 130, first.stderr);
+      assert.ok(sent() < files.size, `cut in the middle (${sent()} of ${files.size} blobs sent)`);
+      const store = LocalStore.open(storeDir);
+      const storedVerified = () => {
+        const stored = [...store.listHashes()].filter((h) => files.has(h));
+        for (const h of stored) store.readSync({ hash: h, size: files.get(h)! }); // whole, and verifies
+        assert.deepEqual(leftoverTmp(storeDir), []);
+        return stored.length;
+      };
+      assert.ok(storedVerified() > 0, 'the batches in flight stored their blobs');
+      const wanted = new Set(describeTree(src()));
+      const written = describeTree(out).filter((l) => l.startsWith('F '));
+      assert.ok(written.length > 0 && written.length < files.size, `cut after some files were written (${written.length})`);
+      for (const l of written) assert.ok(wanted.has(l), `written whole: ${l}`);
+      for (const l of written) {
+        const rel = l.split(' ')[1]!;
+        const st = fs.statSync(join(out, rel));
+        if (st.size === 0 || st.mode & 0o100) continue; // the empty file and the executable twin
+        assert.equal(st.ino, fs.statSync(store.blobPath(digestOf(fs.readFileSync(join(out, rel))).hash)).ino, `${rel} is the stored blob`);
+      }
+      const second = await runCli(args);
+      assert.equal(second.code, 0, second.stderr);
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      assert.deepEqual(duplicateSends(slow.log), []);
+      assert.equal(storedVerified(), files.size);
+    } finally {
+      await slow.close();
+    }
+  });
+
   test('a corrupted blob is refused by digest and server, and no file is created from its bytes', async () => {
     const proxy = await startProxy({ upstream: server.url, fault: (method, path) => (method === 'POST' && path.endsWith('/read') ? 'corrupt' : 'pass') });
     const out = join(dir, 'out-corrupt');
