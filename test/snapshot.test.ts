@@ -151,3 +151,18 @@ test('files are statted from runs of names per directory, a batch starting and e
     assert.deepEqual([f.stats[f.at + STAT_INO], f.size, f.stats[f.at + STAT_MTIME]], [st.ino, st.size, st.mtimeMs], f.abs);
   }
 });
+
+test('a store inside DIR is left out of its snapshot (the tree does not grow with the store); DIR that is the store is refused', async () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'p'), { 'code/a': 'alpha', '.st1': 'a file the store\'s escaped name must not match' });
+  // Glob characters in the store's name: unescaped, '[1]' would match '.st1' and leave it out too.
+  const store = new LocalStore(join(dir, 'p', '.st[1]'));
+  const first = await snapshot(join(dir, 'p'), { store });
+  const second = await snapshot(join(dir, 'p'), { store });
+  assert.deepEqual(await entries(store, second.digest), ['file .st1', 'dir code', 'file code/a']);
+  assert.equal(formatDigest(second.digest), formatDigest(first.digest), 'the store written by the first snapshot is not in the second');
+  // Through a symlinked spelling of DIR too.
+  fs.symlinkSync(join(dir, 'p'), join(dir, 'link'));
+  assert.equal(formatDigest((await snapshot(join(dir, 'link'), { store })).digest), formatDigest(first.digest));
+  await assert.rejects(snapshot(join(dir, 'p', '.st[1]'), { store }), (e: unknown) => e instanceof TargetError && /it is the store/.test(e.message));
+});

@@ -12,7 +12,7 @@ import { CaptureError, InterruptedError, TargetError } from '../errors.js';
 import { LocalStore, checkRefName } from '../store/local.js';
 import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
-import { guardStoreWriter } from '../fs/target-guard.js';
+import { guardStoreWriter, realPathOf } from '../fs/target-guard.js';
 import type { IngestItem } from './ingest-op.js';
 import { StatCache, listingKey } from './stat-cache.js';
 import { type FileRun, type ScannedDir, type ScannedFile, type SkippedEntry, STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE, fillRun, materializeRun, placeStats, statRequest, walk } from './walk.js';
@@ -72,12 +72,13 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   if (!st) throw new TargetError(`cannot snapshot ${rootAbs}: no such directory`, { path: rootAbs });
   if (!st.isDirectory()) throw new TargetError(`cannot snapshot ${rootAbs}: not a directory`, { path: rootAbs });
   const store = opts.store;
+  const exclude = withStoreLeftOut(rootAbs, store.root, opts.exclude);
   store.init();
   // Before the stat cache is trusted: it vouches for blobs a gc running meanwhile could remove.
   const writer = guardStoreWriter(store.root, 'snapshot');
 
   const startedMs = Date.now();
-  const cache = StatCache.load(store, rootAbs, listingKey(opts.exclude, opts.followSymlinks));
+  const cache = StatCache.load(store, rootAbs, listingKey(exclude, opts.followSymlinks));
   const jobs = Math.max(1, opts.jobs ?? defaultJobs());
   // Threads only for large work (starting one costs ~30 ms); once started, used for everything.
   const inline = new WorkerPool(0, { storeRoot: store.root });
@@ -103,7 +104,7 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
   let hashBytes = 0;
   try {
     const scan = walk(rootAbs, {
-      exclude: opts.exclude,
+      exclude,
       followSymlinks: opts.followSymlinks,
       strict: opts.strict,
       onSkip: opts.onSkip,
@@ -162,6 +163,21 @@ export async function snapshot(dir: string, opts: SnapshotOptions): Promise<Snap
     writer.release();
     await Promise.all(started.map((p) => p.close()));
   }
+}
+
+/**
+ * `--exclude` plus the store when it lies inside DIR (a store kept in the project's folder), as git
+ * leaves out `.git`: captured, each snapshot would hold the blobs of the one before and the store
+ * would grow without end. DIR that is the store itself is refused.
+ */
+function withStoreLeftOut(rootAbs: string, storeRoot: string, exclude: readonly string[] | undefined): readonly string[] | undefined {
+  const realRoot = realPathOf(rootAbs);
+  const realStore = realPathOf(storeRoot);
+  if (realStore === realRoot) throw new TargetError(`cannot snapshot ${rootAbs}: it is the store`, { path: rootAbs, hint: 'snapshot a directory outside the store' });
+  const prefix = realRoot.endsWith('/') ? realRoot : `${realRoot}/`;
+  if (!realStore.startsWith(prefix)) return exclude;
+  // A path pattern (it has a '/'), its glob characters escaped: it matches the store's folder only.
+  return [...(exclude ?? []), `/${realStore.slice(prefix.length).replace(/[\\*?[\]{}()!+@|^$]/g, '\\$&')}`];
 }
 
 /**
