@@ -67,7 +67,11 @@ export function localDataStart(buf: Buffer, at: number, e: EntryRef): number {
   return start;
 }
 
-/** Decodes the entry whose extent starts at `buf[at]`. Stored data is returned as a view of `buf`. */
+/**
+ * Decodes the entry whose extent starts at `buf[at]`. Stored data is returned as a view of `buf`,
+ * inflated data often as a view of the thread's inflate buffer (raw-inflate.ts): either is valid
+ * only until the next entry is decoded on this thread.
+ */
 export function decodeEntry(buf: Buffer, at: number, e: EntryRef): Buffer {
   const start = localDataStart(buf, at, e);
   const raw = buf.subarray(start, start + e.compressedSize);
@@ -108,7 +112,8 @@ let batchBuffer = Buffer.allocUnsafe(8 << 20);
 
 /**
  * Reads the bytes of a batch of entries (consecutive in the archive) with one pread, then hands
- * each entry's checked, decoded data to `use` in order. The buffer is reused by the thread.
+ * each entry's checked, decoded data to `use` in order. The data lives in buffers the thread
+ * reuses: `use` is done with it when it returns.
  */
 export function forEachBatchEntry<F extends EntryRef>(archive: string, files: readonly F[], use: (f: F, data: Buffer) => void): void {
   if (files.length === 0) return;

@@ -41,6 +41,17 @@ interface KeptEngine {
 
 let kept: KeptEngine | null | undefined;
 
+/** Entries inflating to at most this many bytes (+1) share the thread's output buffer. */
+const SHARED_OUTPUT_BYTES = 8 << 20;
+let sharedOutput = Buffer.allocUnsafeSlow(64 << 10);
+
+/** The thread's output buffer, grown to hold `n` bytes. */
+function outputFor(n: number): Buffer {
+  if (n > SHARED_OUTPUT_BYTES) return Buffer.allocUnsafe(n);
+  if (sharedOutput.length < n) sharedOutput = Buffer.allocUnsafeSlow(Math.min(SHARED_OUTPUT_BYTES, Math.max(n, sharedOutput.length * 2)));
+  return sharedOutput;
+}
+
 /** This thread's engine, made on first use; null where Node's engine has no sync handle to drive. */
 function engine(): KeptEngine | null {
   if (kept !== undefined) return kept;
@@ -64,23 +75,25 @@ export function usesKeptEngine(): boolean {
 
 /**
  * Inflates `raw`, writing at most `declared + 1` bytes. The result is shorter than `declared` when
- * the stream holds less. Throws PastDeclaredSizeError when it holds more, CorruptDeflateError when
+ * the stream holds less. With the kept engine the result is a view of the thread's output buffer
+ * (up to 8 MiB), valid until the next call: the caller uses it before inflating another entry. Throws PastDeclaredSizeError when it holds more, CorruptDeflateError when
  * the data is not a deflate stream or ends before the stream does. `viaKept: false` takes the
  * per-call path (the tests run both).
  */
 export function inflateRawWhole(raw: Uint8Array, declared: number, viaKept = true): Buffer {
   const k = viaKept ? engine() : null;
   if (!k) return inflateRawOnce(raw, declared);
-  const out = Buffer.allocUnsafe(declared + 1);
+  const out = outputFor(declared + 1);
+  const room = declared + 1;
   k.error = undefined;
   k.handle.reset();
-  k.handle.writeSync(zlib.constants.Z_FINISH, raw, 0, raw.length, out, 0, out.length);
+  k.handle.writeSync(zlib.constants.Z_FINISH, raw, 0, raw.length, out, 0, room);
   if (k.error !== undefined) {
     const message = k.error;
     kept = undefined; // an engine that met an error is not trusted again: the next entry makes a new one
     throw new CorruptDeflateError(message);
   }
-  const produced = out.length - k.state[0]!;
+  const produced = room - k.state[0]!;
   if (produced > declared) throw new PastDeclaredSizeError();
   return out.subarray(0, produced);
 }
