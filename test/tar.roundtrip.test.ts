@@ -77,6 +77,35 @@ test('a tree from the store packs to the same bytes every time, and imports back
   assert.match(listing, /^lrwxrwxrwx 0\/0 .* ln -> a\.txt$/m);
 });
 
+test('a tree of more entries than pack keeps listed at once packs whole, from a directory and from the store', async () => {
+  // pack forgets written items and batches every 4,096 entries: files on both sides of that point,
+  // a large file (read in place by the writer) and a hardlink after it.
+  const dir = scratchDir('tc-tar-rt');
+  const src = join(dir, 'src');
+  for (let d = 0; d < 12; d++) {
+    fs.mkdirSync(join(src, `d${String(d).padStart(2, '0')}`), { recursive: true });
+    for (let i = 0; i < 800; i++) fs.writeFileSync(join(src, `d${String(d).padStart(2, '0')}`, `f${i}`), `${d}/${i}\n`);
+  }
+  fs.writeFileSync(join(src, 'd00', 'big'), randomBytes(300_000));
+  fs.writeFileSync(join(src, 'd09', 'big'), randomBytes(300_000));
+  fs.linkSync(join(src, 'd00', 'f1'), join(src, 'd11', 'link'));
+  const out = join(dir, 'many.tar');
+  await pack({ dir: src }, out, { level: 'default', jobs: 2, largeBytes: 100_000 });
+  const x = join(dir, 'gnu');
+  fs.mkdirSync(x);
+  sh(`tar -xf ${out} -C ${x}`);
+  compareTrees(src, x, { symlinkTimes: true });
+  assert.equal(fs.statSync(join(x, 'd11', 'link')).ino, fs.statSync(join(x, 'd00', 'f1')).ino, 'the hardlink after the forgetting point is one');
+  const store = LocalStore.open(join(dir, 'store'));
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  for (const jobs of [0, 2]) {
+    const fromStore = join(dir, `store-${jobs}.tar.zst`);
+    await pack({ store, root: digest }, fromStore, { level: 'default', jobs, largeBytes: 100_000 });
+    const r = await importArchive(fromStore, store, { jobs: 2 });
+    assert.equal(formatDigest(r.root), formatDigest(digest), `jobs ${jobs}: import gives the packed tree's digest`);
+  }
+});
+
 test('pack writes to stdout with --format, and refuses stdout without one', async () => {
   const dir = scratchDir('tc-tar-rt');
   const src = join(dir, 'src');

@@ -106,6 +106,21 @@ const SPARE_BUFFERS = 2;
  */
 const LARGE_BYTES = 8 << 20;
 
+/**
+ * Items written are forgotten in steps of this many (batches sent, in steps of this many files).
+ *
+ * Perf: kept to the end, the Linux tree's 83,730 items, their batches' file lists and the sent
+ * batches survived every scavenge of the main thread and were promoted. Packing it to .tar.zst
+ * took 181-338 ms of GC that way against 155-173 ms dropping them (--trace-gc, 3 interleaved runs
+ * each, load 9-11 on 2 cores). With this, no per-file objects for the listing's slots and no
+ * progress callback without a bar: 5.16-5.43 s of CPU (user + sys, zstd's included) against
+ * 5.27-5.65 s, peak RSS 98-111 MB against 133-134 MB (4 interleaved pairs, load 12-14; the
+ * `tar -cf - . | zstd -T0 -3` beside them 4.94-5.43 s).
+ */
+const FORGET_AFTER = 4096;
+/** What a written batch's file list becomes. */
+const WRITTEN: CompressFile[] = [];
+
 /** A fixed set of equal buffers, made on first need and handed out again when given back. */
 class BufferSet {
   private readonly free: Buffer[] = [];
@@ -133,12 +148,16 @@ class Batcher {
   files = 0;
   private cur: CompressFile[] = [];
   private bytes = 0;
-  add(f: CompressFile, sizeHint: number): { batch: number; slot: number } {
+  /** Adds `f` to the open batch (closing it first when full) and returns its slot there; `open` is that batch's number. */
+  add(f: CompressFile, sizeHint: number): number {
     if (this.cur.length >= BATCH_FILES || (this.cur.length > 0 && this.bytes + sizeHint > BATCH_BYTES)) this.close();
     this.cur.push(f);
     this.bytes += sizeHint;
     this.files++;
-    return { batch: this.batches.length, slot: this.cur.length - 1 };
+    return this.cur.length - 1;
+  }
+  get open(): number {
+    return this.batches.length;
   }
   close(): void {
     if (this.cur.length === 0) return;
@@ -202,7 +221,9 @@ export function listDirectory(root: string, exclude: (abs: string) => boolean, w
     const name = f.rel + d.name;
     if (exclude(childAbs)) return;
     if (d.isFile()) {
-      items.push({ kind: 'file', name, ...batcher.add({ src: childAbs }, NOMINAL) });
+      // Perf: no `{ ...batcher.add() }` object per file (see listStoreTree).
+      const slot = batcher.add({ src: childAbs }, NOMINAL);
+      items.push({ kind: 'file', name, batch: batcher.open, slot });
     } else if (d.isDirectory()) {
       const st = lstat(childAbs);
       items.push({ kind: 'dir', name: `${name}/`, mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000) });
@@ -261,7 +282,8 @@ export function listStoreTree(store: LocalStore, root: Digest): Source {
     if (i < files.length) {
       const e = files[i]!;
       const c: CompressFile = { src: store.blobPath(e.digest.hash), hash: e.digest.hash, size: e.digest.size };
-      items.push({ kind: 'file', name: f.prefix + e.name, mode: S_IFREG | (e.executable ? 0o755 : 0o644), mtime: STORE_MTIME, ...batcher.add(c, e.digest.size) });
+      const slot = batcher.add(c, e.digest.size);
+      items.push({ kind: 'file', name: f.prefix + e.name, mode: S_IFREG | (e.executable ? 0o755 : 0o644), mtime: STORE_MTIME, batch: batcher.open, slot });
       return;
     }
     i -= files.length;
@@ -384,14 +406,26 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   let symlinks = 0;
   let bytesOut = 0;
 
+  /** Batches before this one are written whole; their file lists are dropped. */
+  let firstUnwritten = 0;
   // Writes every item whose data is ready, in list order; tar's gathered output goes out at the end.
   const drain = () => {
     drainReady();
     if (writer instanceof TarWriter) writer.flush();
+    // Perf: written items are dropped, so they die young instead of being kept (and promoted by
+    // every scavenge) to the end: see FORGET_AFTER.
+    if (next >= FORGET_AFTER) {
+      src.items.splice(0, next);
+      next = 0;
+    }
   };
   const drainReady = () => {
     for (; next < src.items.length; next++) {
       const it = src.items[next]!;
+      if (it.kind === 'file' && it.batch > firstUnwritten) {
+        // Items come in batch order: every file of the earlier batches is written.
+        for (; firstUnwritten < it.batch; firstUnwritten++) src.batches[firstUnwritten] = WRITTEN;
+      }
       if (it.kind === 'dir') {
         writer.add({ name: it.name, mode: it.mode, mtime: it.mtime, method: METHOD_STORE, crc: 0, compressedSize: 0, size: 0 });
         dirs++;
@@ -464,6 +498,10 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     let listError: unknown;
     const batches: IterableIterator<Payload> = {
       next: () => {
+        if (head >= FORGET_AFTER / BATCH_FILES) {
+          queue.splice(0, head);
+          head = 0;
+        }
         while (head >= queue.length && listing && listError === undefined) {
           try {
             listing = src.more();

@@ -71,11 +71,15 @@ default 3, best 19).
 From the store, a tree packs to the same bytes every time (owner 0, fixed modes, time and order).`,
   );
   packCmd.action(async (source: string, out: string, o: { level: Level; format?: ArchiveFormat; jobs?: number; store?: string; json?: boolean }) => {
-    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+    const drawing = !o.json && process.stderr.isTTY === true;
+    const bar = new ProgressBar(drawing);
     const st = fs.statSync(source, { throwIfNoEntry: false });
     if (st && !st.isDirectory()) throw new TargetError(`cannot pack ${resolve(source)}: not a directory (pack takes a directory, a tree digest or a ref)`, { path: resolve(source) });
+    // Perf: no progress callback when no bar is drawn: pack calls it once per file, and its two
+    // objects per call were 113 ms of the main thread packing the Linux tree (--cpu-prof).
+    const onProgress = drawing ? (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) : undefined;
     const r = await withSignals((signal) => {
-      const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress: (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) };
+      const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress };
       if (st?.isDirectory()) return pack({ dir: source }, out, opts);
       const store = openStore(o);
       let root;
