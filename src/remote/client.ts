@@ -16,7 +16,7 @@ import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
-import { getInto } from './get-into.js';
+import { BodyTooLongError, type BodyTarget, getInto } from './get-into.js';
 import { copyInto } from './copy-shared.js';
 import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
@@ -367,18 +367,17 @@ export class RemoteClient {
    * the server offers batches, else one GET per blob. A retry reads the whole list again.
    */
   async readInto(digests: readonly Digest[], into: Uint8Array, offset: number): Promise<void> {
-    let total = 0;
-    for (const d of digests) total += d.size;
-    const region = into.subarray(offset, offset + total);
-    const batch = await this.batchAvailable();
-    if (!batch) {
-      let at = 0;
+    if (!(this.batchMode !== 'off' && (this.batchOffered ?? (await this.batchAvailable())))) {
+      let at = offset;
       for (const d of digests) {
-        await this.readOneInto(d, region.subarray(at, at + d.size));
+        await this.readOneAt(d, into, at);
         at += d.size;
       }
       return;
     }
+    let total = 0;
+    for (const d of digests) total += d.size;
+    const region = into.subarray(offset, offset + total);
     const body = encodeDigestList(digests);
     const headers = { ...this.headers, 'content-type': 'application/octet-stream' };
     await this.attempt('POST read', digests.length === 1 ? digests[0] : undefined, async () => {
@@ -428,33 +427,39 @@ export class RemoteClient {
     this.countFetched(d);
   }
 
-  /** GET /cas/<hash> into `into` (exactly its size), unverified (see readInto). */
-  private async readOneInto(d: Digest, into: Uint8Array): Promise<void> {
-    await this.attempt('GET', d, async () => {
-      let pos = 0;
-      await this.getBlobInto(d, (c) => {
-        pos += copyInto(c, into, pos);
-      });
-      if (pos !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${pos} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
-    });
+  /**
+   * GET /cas/<hash> into `into` at `at` (room for exactly its size), unverified (see readInto): a
+   * plain cache's blob of a direct or plain remote checkout (fetch.ts fetchBytes).
+   * Perf: one GET per blob, 78k of them for the Linux tree, so the first attempt goes without
+   * attempt()'s closures and async frames, and without a view of `into` per blob; only a failed
+   * one is retried through attempt().
+   */
+  async readOneAt(d: Digest, into: Uint8Array, at: number): Promise<void> {
+    try {
+      await this.getOneAt(d, into, at);
+    } catch (e) {
+      await this.attempt('GET', d, () => this.getOneAt(d, into, at), e);
+    }
     this.countFetched(d);
   }
 
+  private async getOneAt(d: Digest, into: Uint8Array, at: number): Promise<void> {
+    const n = await this.getBlobInto(d, { into, at });
+    if (n !== d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: ${n} of ${d.size} bytes arrived`, { digest: formatDigest(d) });
+  }
+
   /**
-   * GET /cas/<hash> with its body handed to `sink` (get-into.ts: no body stream per request). A
+   * GET /cas/<hash> with its body handed to `target` (get-into.ts: no body stream per request). A
    * 404 is the blob missing there; more than `d.size` bytes are refused as they arrive, before the
-   * sink sees them. Returns the bytes received.
+   * target sees them. Returns the bytes received.
    */
-  private async getBlobInto(d: Digest, sink: (chunk: Buffer) => void): Promise<number> {
+  private async getBlobInto(d: Digest, target: BodyTarget): Promise<number> {
     this.stats.requests++;
-    let received = 0;
     let r;
     try {
-      r = await getInto(this.pool, `${this.base}cas/${d.hash}`, this.headers, (c) => {
-        if ((received += c.length) > d.size) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
-        sink(c);
-      });
+      r = await getInto(this.pool, `${this.base}cas/${d.hash}`, this.headers, target, undefined, d.size);
     } catch (e) {
+      if (e instanceof BodyTooLongError) throw new DigestMismatchError(`blob ${formatDigest(d)} from ${this.server} refused: more than ${d.size} bytes arrived`, { digest: formatDigest(d) });
       throw this.bodyError(e, d);
     }
     if (r.status === 404) throw this.notFound(d);
@@ -549,18 +554,25 @@ export class RemoteClient {
   }
 
   /** Runs one request with retries on transient failures. */
-  private async attempt<T>(what: string, d: Digest | undefined, fn: (attempt: number) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
+  private async attempt<T>(what: string, d: Digest | undefined, fn: (attempt: number) => Promise<T>, firstFailure?: unknown): Promise<T> {
+    let attempt = 1;
+    if (firstFailure !== undefined) await this.afterFailure(firstFailure, attempt++, what, d);
+    for (; ; attempt++) {
       try {
         return await fn(attempt);
       } catch (e) {
-        if (this.stopping) throw e instanceof TreecastError ? e : new InterruptedError('interrupted', { cause: e });
-        if (attempt > this.retry.retries || !isRetryableError(e)) throw this.finalError(e, what, d);
-        this.stats.retried++;
-        const retryAfter = (e as { retryAfter?: number }).retryAfter;
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, this.retry, Math.random, retryAfter)));
+        await this.afterFailure(e, attempt, what, d);
       }
     }
+  }
+
+  /** After attempt number `attempt` failed with `e`: throws when it is not to be retried, else waits the backoff. */
+  private async afterFailure(e: unknown, attempt: number, what: string, d: Digest | undefined): Promise<void> {
+    if (this.stopping) throw e instanceof TreecastError ? e : new InterruptedError('interrupted', { cause: e });
+    if (attempt > this.retry.retries || !isRetryableError(e)) throw this.finalError(e, what, d);
+    this.stats.retried++;
+    const retryAfter = (e as { retryAfter?: number }).retryAfter;
+    await new Promise((r) => setTimeout(r, backoffMs(attempt, this.retry, Math.random, retryAfter)));
   }
 
   private finalError(e: unknown, what: string, d?: Digest): unknown {

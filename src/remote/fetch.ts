@@ -421,13 +421,16 @@ export class RemoteFetcher {
     let next = 0;
     const runner = async () => {
       for (;;) {
-        await this.directSlot();
+        const wait = this.directSlot();
+        if (wait) await wait;
         const p = parts[next++];
         try {
           if (!p) return;
           if (!committed && this.stopReason !== undefined) throw this.stopReason;
           committed = true;
-          await this.client.readInto(digests.slice(p.start, p.end), data, p.offset);
+          // Perf: a plain cache's part is one blob: no array of it (client.ts readOneAt).
+          if (this.batch) await this.client.readInto(digests.slice(p.start, p.end), data, p.offset);
+          else await this.client.readOneAt(digests[p.start]!, data, p.offset);
         } finally {
           this.directRelease();
         }
@@ -445,7 +448,8 @@ export class RemoteFetcher {
    */
   async fetchStream(d: Digest, sink: (chunk: Buffer) => void, restart: () => void): Promise<{ source: string }> {
     await this.init();
-    await this.directSlot();
+    const wait = this.directSlot();
+    if (wait) await wait;
     try {
       if (this.stopReason !== undefined) throw this.stopReason;
       await this.client.readStream(d, sink, restart);
@@ -459,11 +463,12 @@ export class RemoteFetcher {
   /**
    * A slot for one request of fetchBytes, first come first served, at most `concurrency` at once:
    * requests wait here rather than in the HTTP pool, so stop() can keep them from starting.
+   * Undefined when the slot is taken at once (no promise to await: one per request otherwise).
    */
-  private directSlot(): Promise<void> {
+  private directSlot(): Promise<void> | undefined {
     if (this.directInFlight < this.client.concurrency) {
       if (++this.directInFlight > this.directMaxInFlight) this.directMaxInFlight = this.directInFlight;
-      return Promise.resolve();
+      return undefined;
     }
     return new Promise((resolve) => {
       this.directQueue.push(resolve);
