@@ -130,8 +130,8 @@ test('a store whose locks folder the user cannot write: checkout locks in the pr
   const store = join(dir, 'store');
   execFileSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', store, '--ref', 'r'], { stdio: 'ignore' });
   execFileSync('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, store]);
-  // The user's store, but a locks folder of root's that the user may only read.
-  fs.mkdirSync(join(store, 'locks'), { mode: 0o755 });
+  // The user's store, but a locks folder of root's that the user may only read (the snapshot made it).
+  fs.chmodSync(join(store, 'locks'), 0o755);
   fs.chownSync(join(store, 'locks'), 0, 0);
   const tmp = join(dir, 'tmp');
   fs.mkdirSync(tmp);
