@@ -7,7 +7,7 @@ import { checkout } from '../src/materialize/checkout.js';
 import { LocalStore } from '../src/store/local.js';
 import { directoryBlob, type Directory } from '../src/core/reapi.js';
 import { digestOf, formatDigest, type Digest } from '../src/core/digest.js';
-import { DigestMismatchError, InvalidTreeError, LocalChangesError, TargetError } from '../src/errors.js';
+import { BlobNotFoundError, DigestMismatchError, InvalidTreeError, LocalChangesError, TargetError } from '../src/errors.js';
 import { describeTree, settle, tempDir, writeTree } from './helpers/tmp.js';
 
 /** Stores raw Directory bytes without validation, as `treecast blob put` would. */
@@ -30,7 +30,7 @@ for (const name of ['..', '.', '', 'a/b', 'x\0y']) {
     const root = putRaw(store, rawFileEntry(name, blob));
     const out = join(dir, 'out');
     await assert.rejects(checkout(root, out, { store }), (e: unknown) => e instanceof InvalidTreeError && e.message.includes(formatDigest(root)));
-    assert.deepEqual(fs.readdirSync(out), []);
+    assert.ok(!fs.existsSync(out), 'nothing was written, and the target made is gone again');
     assert.equal(fs.existsSync(join(dir, 'payload')), false);
   });
 }
@@ -49,7 +49,22 @@ test('a hostile Directory deep in an otherwise good tree stops the checkout befo
   store.putSync(top.bytes);
   const out = join(dir, 'out');
   await assert.rejects(checkout(top.digest, out, { store }), InvalidTreeError);
-  assert.deepEqual(fs.readdirSync(out), []);
+  assert.ok(!fs.existsSync(out), 'the target the checkout made is gone again');
+});
+
+test('a checkout refused before its first write leaves no target or parent it made; a target that was there stays', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  const missing = digestOf(Buffer.from('a tree this store never had'));
+  await assert.rejects(checkout(missing, join(dir, 'new', 'deep'), { store }), BlobNotFoundError);
+  assert.ok(!fs.existsSync(join(dir, 'new')), 'new/deep and new are gone');
+  // A file blob is no Directory.
+  const file = store.putSync(Buffer.from('just a file'));
+  fs.mkdirSync(join(dir, 'there'));
+  await assert.rejects(checkout(file, join(dir, 'there', 'out'), { store }), InvalidTreeError);
+  assert.deepEqual(fs.readdirSync(join(dir, 'there')), [], 'only what the checkout made went');
+  await assert.rejects(checkout(file, join(dir, 'there'), { store }), InvalidTreeError);
+  assert.ok(fs.statSync(join(dir, 'there')).isDirectory(), 'an existing target stays');
 });
 
 test('a symlink placed in the target never redirects a write outside it', async () => {
@@ -159,7 +174,7 @@ test('a tree nested deeper than 1,024 levels is refused before anything is writt
   }
   const out = join(dir, 'out');
   await assert.rejects(checkout(child.digest, out, { store }), (e: unknown) => e instanceof InvalidTreeError && /deeper than 1024/.test(e.message));
-  assert.deepEqual(fs.readdirSync(out), []);
+  assert.ok(!fs.existsSync(out), 'nothing was written, and the target made is gone again');
 });
 
 test('a name longer than 255 bytes is refused', async () => {
@@ -185,5 +200,5 @@ test('a symlink target over 4095 UTF-8 bytes is refused, also when it has fewer 
   const { bytes } = directoryBlob({ files: [], directories: [], symlinks: [{ name: 'l', target: '\u00e9'.repeat(2048) }] });
   const root = putRaw(store, bytes);
   await assert.rejects(checkout(root, out, { store }), (e: unknown) => e instanceof InvalidTreeError && /longer than 4095 bytes/.test(e.message));
-  assert.deepEqual(fs.readdirSync(out), []);
+  assert.ok(!fs.existsSync(out), 'nothing was written, and the target made is gone again');
 });

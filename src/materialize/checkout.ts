@@ -120,10 +120,12 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   // Perf: a 10-file checkout into an empty directory went from 172 to 131 ms (30 runs, quiet).
   const knownSmall = (treePackBytes(store, root) ?? Infinity) <= SMALL_TREE_PACK_BYTES;
   let pool = incremental || knownSmall ? undefined : writerPool(jobs, store, o);
+  let planned = false;
   try {
     if (o.prepareTree) await o.prepareTree(root);
     if (o.unsecured && !created) await o.unsecured.secure();
     const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
+    planned = true;
     if (created) plan.steps = created.track(plan.steps);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
@@ -162,6 +164,17 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       unchanged: plan.unchanged,
       seconds: elapsed(),
     };
+  } catch (e) {
+    // Refused before its first write (a tree the store lacks, an invalid one, local changes): the
+    // target and parents it made go again (rmdir only: one someone put a file into stays).
+    if (!planned && madeFrom !== undefined) {
+      try {
+        new CreatedRecord(rootAbs, madeFrom).undo();
+      } catch {
+        /* the error that stopped the checkout is the one to report */
+      }
+    }
+    throw e;
   } finally {
     await pool?.close();
   }
