@@ -40,6 +40,32 @@ test('the file is written once and is the store blob: one read-only inode at bot
   assert.deepEqual(leftoverTmp(store.root), []);
 });
 
+test('an executable is written once and is the store blob\'s executable twin, mode 0555 whatever the umask; the plain blob stays its own inode', () => {
+  const { store, out } = setup();
+  store.putSync(bytes, digest); // the caller stores the plain blob first (apply-op.ts)
+  const plain = fs.statSync(store.blobPath(digest.hash));
+  const dst = join(out, 'run.sh');
+  const umask = process.umask(0o077);
+  try {
+    assert.deepEqual(writeLinked(store, digest, bytes, dst, 0o700, true), { used: 'hardlink' });
+  } finally {
+    process.umask(umask);
+  }
+  const file = fs.statSync(dst);
+  const twin = fs.statSync(store.executableBlobPath(digest.hash));
+  assert.equal(file.ino, twin.ino);
+  assert.equal(file.nlink, 2);
+  assert.equal(file.mode & 0o777, 0o555);
+  assert.ok(fs.readFileSync(dst).equals(bytes));
+  const after = fs.statSync(store.blobPath(digest.hash));
+  assert.equal(after.ino, plain.ino, 'the plain blob is the one stored before');
+  assert.equal(after.mode & 0o777, plain.mode & 0o777);
+  assert.equal(store.readSync(digest).length, bytes.length); // verifies
+  assert.equal(store.executablePathSync(digest), store.executableBlobPath(digest.hash));
+  assert.equal(fs.statSync(store.executableBlobPath(digest.hash)).ino, file.ino, 'the twin is taken as it is, not made again');
+  assert.deepEqual(leftoverTmp(store.root), []);
+});
+
 test('a name that exists, a symlink to a file elsewhere, is neither replaced nor written through, and nothing is stored', () => {
   const { dir, store, out } = setup();
   const outside = join(dir, 'outside.txt');
@@ -52,21 +78,24 @@ test('a name that exists, a symlink to a file elsewhere, is neither replaced nor
   assert.equal(store.hasSync(digest), false);
 });
 
+for (const executable of [false, true])
 for (const swapIn of ['file', 'symlink'] as const)
-  test(`a ${swapIn} put at the name between the write and the link never enters the store, and is left where it is`, () => {
+  test(`a ${swapIn} put at the name of ${executable ? 'an executable' : 'a file'} between the write and the link never enters the store, and is left where it is`, () => {
     const { dir, store, out } = setup();
+    if (executable) store.putSync(bytes, digest);
     const dst = join(out, 'main.c');
-    const fd = createWritten(dst, bytes);
+    const fd = createWritten(dst, bytes, executable);
     // Another process replaces the file the checkout just wrote.
     const foreign = join(dir, 'foreign');
     if (swapIn === 'file') fs.writeFileSync(foreign, 'not the blob\n');
     else fs.symlinkSync('/etc/hostname', foreign);
     fs.renameSync(foreign, dst);
     assert.throws(
-      () => linkIntoStore(store, digest, bytes, fd, dst, 0o644),
+      () => linkIntoStore(store, digest, bytes, fd, dst, 0o644, executable),
       (e: NodeJS.ErrnoException & { path?: string }) => e.code === 'ERR_TREECAST_TARGET' && e.path === dst,
     );
-    assert.equal(fs.lstatSync(store.blobPath(digest.hash), { throwIfNoEntry: false }), undefined, 'nothing at the blob name');
+    const linkedAt = executable ? store.executableBlobPath(digest.hash) : store.blobPath(digest.hash);
+    assert.equal(fs.lstatSync(linkedAt, { throwIfNoEntry: false }), undefined, 'nothing at the name it was to be linked to');
     if (swapIn === 'file') assert.equal(fs.readFileSync(dst, 'utf8'), 'not the blob\n');
     else assert.equal(fs.readlinkSync(dst), '/etc/hostname');
     assert.deepEqual(leftoverTmp(store.root), []);

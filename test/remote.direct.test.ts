@@ -275,6 +275,10 @@ describe('checkout --remote --direct', () => {
     const blobOf = (file: string) => store.blobPath(digestOf(fs.readFileSync(file)).hash);
     if (method === 'hardlink') {
       for (const rel of ['d0001/f0.txt', 'd0002/copy-of-f0.txt', 'big.bin']) assert.equal(fs.statSync(join(out, rel)).ino, fs.statSync(blobOf(join(out, rel))).ino, `${rel} is the stored blob`);
+      // An executable is the blob's executable twin (written once, write-linked.ts), beside its plain blob.
+      const run = fs.statSync(join(out, 'run.sh'));
+      assert.equal(run.ino, fs.statSync(store.executableBlobPath(digestOf(fs.readFileSync(join(out, 'run.sh'))).hash)).ino, 'run.sh is the executable twin');
+      assert.equal(run.mode & 0o777, 0o555);
       return;
     }
     // A later write to the checked-out file leaves the store as it was.

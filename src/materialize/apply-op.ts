@@ -203,10 +203,15 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
     }
     if (at >= 0) {
       const bytes = verifiedBytes(batch.fetched!, at, digest, dst);
-      if (stored && !stored.has(at) && method === 'hardlink' && !executable) {
-        // Written once, at the target's name, then linked into the store (write-linked.ts).
-        // Executables keep the path below: their files link to the store's executable twin.
-        const out = writeLinked(ctx.store, digest, bytes, dst, mode);
+      if (stored && !stored.has(at) && method === 'hardlink') {
+        // Written once, at the target's name, then linked into the store (write-linked.ts). An
+        // executable becomes the blob's executable twin, so the plain blob is stored first, by its
+        // own write. Perf: before, the twin was copied from the stored blob: a third write of the
+        // bytes, a chmod and a rename more per executable. `strace -c -f` of the Linux tree's
+        // checkout (813 executables): copy_file_range 813 to 0, chmod 813 to 0, rename 6,749 to
+        // 5,936, openat 85,376 to 84,563; 558,878 syscalls to 554,759.
+        if (executable) writeVerified(ctx.store, digest, bytes);
+        const out = writeLinked(ctx.store, digest, bytes, dst, mode, executable);
         stored.add(at);
         method = counted(out, size, c, method);
         continue;

@@ -21,6 +21,11 @@
  *   fs/link-refused.ts) the file stays as a copy with the copy's mode, and the blob is stored by
  *   its own write as before. Where the store already holds the blob (EEXIST: another process
  *   stored it meanwhile), the file stays as it is: the same verified bytes, read-only, not shared.
+ * - An executable is linked into the store as the blob's executable twin (STORE/cas-exec, mode
+ *   0555, local.ts), never as the plain blob, whose inode non-executable files share: its mode is
+ *   set on the open descriptor (fchmod, not by name) before the link makes it the twin. The twin
+ *   exists only beside its plain blob (gc and hasSync go by the plain one), so the caller stores
+ *   that first, by its own write.
  */
 import * as fs from 'node:fs';
 import type { Digest } from '../core/digest.js';
@@ -33,6 +38,8 @@ const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXC
 
 /** The mode of a stored blob, and so of every hardlinked checkout file. */
 const BLOB_MODE = 0o444;
+/** The mode of a blob's executable twin, and so of every hardlinked executable (local.ts). */
+const EXEC_TWIN_MODE = 0o555;
 
 export type WriteLinkedOutcome =
   /** The file and the store's blob are one inode. */
@@ -51,12 +58,15 @@ export type WriteLinkedOutcome =
  * (median 3.05) against 2.95-4.16 s (median 3.24), 9 interleaved pairs at load average 5-11, where
  * wall times were noise.
  */
-export function writeLinked(store: LocalStore, d: Digest, bytes: Uint8Array, dst: string, copyMode: number): WriteLinkedOutcome {
-  return linkIntoStore(store, d, bytes, createWritten(dst, bytes), dst, copyMode);
+export function writeLinked(store: LocalStore, d: Digest, bytes: Uint8Array, dst: string, copyMode: number, executable = false): WriteLinkedOutcome {
+  return linkIntoStore(store, d, bytes, createWritten(dst, bytes, executable), dst, copyMode, executable);
 }
 
-/** Creates `dst` read-only (exclusively) and writes `bytes` into it; the open descriptor. */
-export function createWritten(dst: string, bytes: Uint8Array): number {
+/**
+ * Creates `dst` read-only (exclusively) and writes `bytes` into it; the open descriptor. An
+ * executable gets the twin's mode exactly (the create's mode is masked by the umask).
+ */
+export function createWritten(dst: string, bytes: Uint8Array, executable = false): number {
   let fd: number;
   try {
     fd = fs.openSync(dst, CREATE, BLOB_MODE);
@@ -66,6 +76,7 @@ export function createWritten(dst: string, bytes: Uint8Array): number {
   }
   try {
     for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off, bytes.length - off);
+    if (executable) fs.fchmodSync(fd, EXEC_TWIN_MODE);
     return fd;
   } catch (e) {
     fs.closeSync(fd);
@@ -76,13 +87,14 @@ export function createWritten(dst: string, bytes: Uint8Array): number {
 
 /**
  * Links the file open as `fd`, created at `dst` by createWritten, into the store as blob `d`
- * (whose bytes it holds: `bytes`), and closes `fd`. On a failure the file is removed, but not once
- * the store's name was made: then the name `dst` is left as it is, whatever the check finds there.
+ * (whose bytes it holds: `bytes`), or as its executable twin (the plain blob already stored), and
+ * closes `fd`. On a failure the file is removed, but not once the store's name was made: then the
+ * name `dst` is left as it is, whatever the check finds there.
  */
-export function linkIntoStore(store: LocalStore, d: Digest, bytes: Uint8Array, fd: number, dst: string, copyMode: number): WriteLinkedOutcome {
+export function linkIntoStore(store: LocalStore, d: Digest, bytes: Uint8Array, fd: number, dst: string, copyMode: number, executable = false): WriteLinkedOutcome {
   let keep = false;
   try {
-    const blob = store.blobPathForLink(d.hash);
+    const blob = executable ? store.executablePathForLink(d.hash) : store.blobPathForLink(d.hash);
     try {
       fs.linkSync(dst, blob);
     } catch (e) {
@@ -98,7 +110,7 @@ export function linkIntoStore(store: LocalStore, d: Digest, bytes: Uint8Array, f
       } catch (err) {
         throw fsError(err, 'cannot write', dst);
       }
-      writeVerified(store, d, bytes);
+      if (!executable) writeVerified(store, d, bytes);
       keep = true;
       return { used: 'copy', fellBack: code };
     }

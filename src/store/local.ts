@@ -123,6 +123,13 @@ export class LocalStore implements BlobStore {
     return `${this.execDir}/${hash.slice(0, 2)}/${hash}`;
   }
 
+  /** executableBlobPath, with its shard folder made: for a caller that links a verified 0555 file there itself. */
+  executablePathForLink(hash: string): string {
+    const p = this.executableBlobPath(hash);
+    this.ensureShard(p);
+    return p;
+  }
+
   /**
    * A fresh, unique path in the store's tmp folder (same filesystem as the blobs). Unique by
    * process, thread and counter: no random bytes needed (Perf: randomBytes cost 0.4 s per worker
