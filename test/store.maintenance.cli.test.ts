@@ -174,8 +174,12 @@ test('a snapshot, import or pull while gc runs refuses to start (exit 9) and rec
   // A snapshot killed with its lock held: the pid is gone, so gc runs and removes the lock.
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
   fs.writeFileSync(join(store, 'locks', `writer-${dead}-0.lock`), JSON.stringify({ pid: Number(dead), host: hostname(), command: 'snapshot', target: store, token: 't' }));
+  // A live writer of another store (the private fallback folder holds every unwritable store's locks) does not hold this one.
+  const other = join(store, 'locks', `writer-${process.pid}-1.lock`);
+  fs.writeFileSync(other, JSON.stringify({ pid: process.pid, host: hostname(), command: 'pull', target: join(dir, 'another-store'), token: 't' }));
   const after = tc(['gc', '--grace', '0'], store);
   assert.equal(after.code, 0, after.err);
+  fs.rmSync(other);
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
   assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r2'], store).code, 0);
 });

@@ -91,9 +91,10 @@ export function lockStoreForGc(storeRoot: string): GcGuard {
       if (!name.endsWith('.lock') || name === GC_LOCK) continue;
       const b = readBody(join(lockDir, name));
       if (name.startsWith(WRITER_PREFIX)) {
-        // A snapshot still running may use any stored blob; a dead one's lock is only left over.
+        // A snapshot still running may use any stored blob; a dead one's lock is only left over. (The
+        // private fallback folder holds the locks of every store the user cannot write: only this one's count.)
         if (b === undefined || !holderAlive(b)) fs.rmSync(join(lockDir, name), { force: true });
-        else throw new TargetBusyError(`the store ${resolve(storeRoot)} is in use by treecast ${b.command} (pid ${b.pid}); gc removed nothing`, {
+        else if (b.target === resolve(storeRoot)) throw new TargetBusyError(`the store ${resolve(storeRoot)} is in use by treecast ${b.command} (pid ${b.pid}); gc removed nothing`, {
           path: resolve(storeRoot),
           hint: `wait for process ${b.pid} to finish, then run gc again`,
         });
