@@ -50,6 +50,18 @@ describe('checkout --remote --direct', () => {
     removeDir(dir);
   });
 
+  /** Runs `args`, sends SIGTERM once `server` sent 300 blobs, and checks it stopped with exit 130 before the last. */
+  async function cutMidway(args: string[], server: TestServer): Promise<void> {
+    const child = startCli(args);
+    const sent = () => server.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
+    const until = Date.now() + 20_000;
+    while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    child.kill('SIGTERM');
+    const first = await waitExit(child);
+    assert.equal(first.code, 130, first.stderr);
+    assert.ok(sent() < files.size, `cut in the middle (${sent()} of ${files.size} blobs sent)`);
+  }
+
   for (const mode of ['batch', 'plain'] as const) {
     test(`${mode}: the tree arrives exactly and no file blob is stored, not even the one too large for memory`, async () => {
       const url = mode === 'batch' ? server.url : `${plain.url}some/instance/`;
@@ -75,14 +87,7 @@ describe('checkout --remote --direct', () => {
     const store = join(dir, 'store-term');
     try {
       const args = ['checkout', root, out, '--remote', slow.url, '--store', store, '--direct', '--concurrency', '4'];
-      const child = startCli(args);
-      const sent = () => slow.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
-      const until = Date.now() + 20_000;
-      while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      child.kill('SIGTERM');
-      const first = await waitExit(child);
-      assert.equal(first.code, 130, first.stderr);
-      assert.ok(sent() < files.size, `cut in the middle (${sent()} of ${files.size} blobs sent)`);
+      await cutMidway(args, slow);
       // What is there is whole: each file matches the source byte for byte, and no temporary name
       // (fetch-file.ts) or other stray entry was left behind.
       const written = describeTree(out).filter((l) => !l.startsWith('D '));
@@ -109,14 +114,7 @@ describe('checkout --remote --direct', () => {
     const storeDir = join(dir, 'store-term-hardlink');
     try {
       const args = ['checkout', root, out, '--remote', slow.url, '--store', storeDir, '--method', 'hardlink', '--concurrency', '4'];
-      const child = startCli(args);
-      const sent = () => slow.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
-      const until = Date.now() + 20_000;
-      while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      child.kill('SIGTERM');
-      const first = await waitExit(child);
-      assert.equal(first.code, 130, first.stderr);
-      assert.ok(sent() < files.size, `cut in the middle (${sent()} of ${files.size} blobs sent)`);
+      await cutMidway(args, slow);
       const store = LocalStore.open(storeDir);
       const storedVerified = () => {
         const stored = [...store.listHashes()].filter((h) => files.has(h));

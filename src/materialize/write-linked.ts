@@ -126,6 +126,10 @@ export function linkIntoStore(store: LocalStore, d: Digest, bytes: Uint8Array, f
 /**
  * Throws, with the store's new name removed, unless `blob` is the file open as `fd`: the name
  * `dst` was replaced between the write and the link.
+ * Both stats are needed: the linked inode is known only by its name, and the written one only by
+ * its descriptor (Node has no linkat(AT_EMPTY_PATH) to link the descriptor itself). The fstat's
+ * link count alone (2 after linking our own file) would not do: a process that first adds two
+ * names of its own to the file, then replaces it at `dst`, leaves that count at 2.
  */
 function checkLinkedOwn(fd: number, blob: string, dst: string): void {
   const own = fs.fstatSync(fd);
