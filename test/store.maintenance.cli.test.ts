@@ -171,6 +171,11 @@ test('a snapshot, import or pull while gc runs refuses to start (exit 9) and rec
   } finally {
     gc.release();
   }
+  // A pull or import that fails gives its lock back too.
+  fs.writeFileSync(join(dir, 'not.zip'), 'not an archive');
+  assert.equal(tc(['import', join(dir, 'not.zip')], store).code, 6);
+  assert.equal(tc(['pull', '0'.repeat(64) + '/5', 'http://127.0.0.1:9', '--retries', '0'], store).code, 8);
+  assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
   // A snapshot killed with its lock held: the pid is gone, so gc runs and removes the lock.
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
   fs.writeFileSync(join(store, 'locks', `writer-${dead}-0.lock`), JSON.stringify({ pid: Number(dead), host: hostname(), command: 'snapshot', target: store, token: 't' }));

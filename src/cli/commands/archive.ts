@@ -178,6 +178,7 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
     const store = openStore(o);
     // As pull: gc must not remove a stored blob the import keeps before its ref is written.
     const writer = guardStoreWriter(store.root, 'import');
+    process.once('exit', () => writer.release()); // also when it fails
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => importArchive(archive, store, {
       signal,

@@ -34,9 +34,9 @@ export function registerPull(program: Command): void {
     const copts = clientOptions(url, o);
     const store = openStore(o);
     if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
-    // Blobs already stored are kept, not fetched again: gc must not remove them before the ref is
-    // written. (On an error the process ends and gc sees the lock's holder gone.)
+    // Blobs already stored are kept, not fetched again: gc must not remove them before the ref is written.
     const writer = guardStoreWriter(store.root, 'pull');
+    process.once('exit', () => writer.release()); // also when it fails
     const t0 = performance.now();
     let root: Digest;
     let r: FetchSummary | undefined;
