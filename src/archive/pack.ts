@@ -115,7 +115,8 @@ const LARGE_BYTES = 8 << 20;
  * each, load 9-11 on 2 cores). With this, no per-file objects for the listing's slots and no
  * progress callback without a bar: 5.16-5.43 s of CPU (user + sys, zstd's included) against
  * 5.27-5.65 s, peak RSS 98-111 MB against 133-134 MB (4 interleaved pairs, load 12-14; the
- * `tar -cf - . | zstd -T0 -3` beside them 4.94-5.43 s).
+ * `tar -cf - . | zstd -T0 -3` beside them 4.94-5.43 s). A second set of 5 at load 12.5-13.3 showed
+ * less: medians 5.92 s against 5.96 s (tar | zstd 5.83 s), less CPU in 4 pairs of 5.
  */
 const FORGET_AFTER = 4096;
 /** What a written batch's file list becomes. */
