@@ -1,8 +1,8 @@
 /**
- * Inflates one whole raw-deflate entry into a buffer of its declared size plus one byte, with one
- * zlib engine kept per thread and reset between entries. The output buffer is the limit: inflate
- * stops when it is full, so an entry that inflates past its declared size is stopped there (a
- * returned length of `declared + 1` says so) and never holds more than that in memory.
+ * Inflates one whole raw-deflate entry into an output buffer of its declared size plus one byte,
+ * with one zlib engine kept per thread and reset between entries. The output buffer is the limit:
+ * inflate stops when it is full, so an entry that inflates past its declared size is stopped there
+ * (and refused) and never holds more than that in memory.
  *
  * Perf: `zlib.inflateRawSync` makes and closes a zlib engine per call (its 32 KiB window, state,
  * a stream object and its listeners). Over the 77,840 deflated entries of the Linux tree that was
@@ -33,6 +33,7 @@ interface ZlibHandle {
 }
 
 interface KeptEngine {
+  stream: zlib.InflateRaw;
   handle: ZlibHandle;
   /** [bytes of output space left, bytes of input left] after each writeSync. */
   state: Uint32Array;
@@ -61,12 +62,14 @@ function outputFor(n: number): Buffer {
 /** This thread's engine, made on first use; null where Node's engine has no sync handle to drive. */
 function engine(): KeptEngine | null {
   if (kept !== undefined) return kept;
-  const stream = new zlib.InflateRaw() as unknown as { _handle?: Partial<ZlibHandle>; _writeState?: unknown };
-  const handle = stream._handle;
-  if (!handle || typeof handle.writeSync !== 'function' || typeof handle.reset !== 'function' || !(stream._writeState instanceof Uint32Array)) {
+  const stream = new zlib.InflateRaw();
+  const inner = stream as unknown as { _handle?: Partial<ZlibHandle>; _writeState?: unknown };
+  const handle = inner._handle;
+  if (!handle || typeof handle.writeSync !== 'function' || typeof handle.reset !== 'function' || !(inner._writeState instanceof Uint32Array)) {
+    stream.close();
     return (kept = null);
   }
-  const k: KeptEngine = { handle: handle as ZlibHandle, state: stream._writeState, error: undefined };
+  const k: KeptEngine = { stream, handle: handle as ZlibHandle, state: inner._writeState, error: undefined };
   // Replaces the stream's handler (which destroys the stream): errors come back to the caller.
   k.handle.onerror = (message) => {
     k.error = message;
@@ -81,10 +84,10 @@ export function usesKeptEngine(): boolean {
 
 /**
  * Inflates `raw`, writing at most `declared + 1` bytes. The result is shorter than `declared` when
- * the stream holds less. With the kept engine the result is a view of the thread's output buffer
- * (up to 8 MiB), valid until the next call: the caller uses it before inflating another entry. Throws PastDeclaredSizeError when it holds more, CorruptDeflateError when
- * the data is not a deflate stream or ends before the stream does. `viaKept: false` takes the
- * per-call path (the tests run both).
+ * the stream holds less. Throws PastDeclaredSizeError when it holds more, CorruptDeflateError when
+ * the data is not a deflate stream or ends before the stream does. With the kept engine the result
+ * is a view of the thread's output buffer (up to 8 MiB), valid until the next call: the caller uses
+ * it before inflating another entry. `viaKept: false` takes the per-call path (the tests run both).
  */
 export function inflateRawWhole(raw: Uint8Array, declared: number, viaKept = true): Buffer {
   const k = viaKept ? engine() : null;
@@ -96,7 +99,9 @@ export function inflateRawWhole(raw: Uint8Array, declared: number, viaKept = tru
   k.handle.writeSync(zlib.constants.Z_FINISH, raw, 0, raw.length, out, 0, room);
   if (k.error !== undefined) {
     const message = k.error;
-    kept = undefined; // an engine that met an error is not trusted again: the next entry makes a new one
+    // An engine that met an error is not trusted again: closed, and the next entry makes a new one.
+    k.stream.close();
+    kept = undefined;
     throw new CorruptDeflateError(message);
   }
   const produced = room - k.state[0]!;
