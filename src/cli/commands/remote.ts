@@ -66,7 +66,9 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
       // load average 6.5-11.5: client CPU (user + sys) 5.19-7.35 s (median 5.72) against
       // 5.10-8.65 s (median 6.64) with 64 blobs / 1 MiB, server CPU 1.54-1.89 s (median 1.64)
       // against 1.56-2.54 s (median 1.87), peak RSS 263-286 MB against 258-280 MB; wall times
-      // were noise at that load.
+      // were noise at that load. A later set of 3 pairs at load 11.6-13.9 kept the server's gain
+      // (1.48-1.74 s, median 1.65, against 1.63-1.94 s, median 1.84) but not the client's
+      // (5.31-5.85 s, median 5.74, against 5.66-5.86 s, median 5.72).
       fetchFor: (method: string) => ({ fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, method === 'hardlink'), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true }),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
