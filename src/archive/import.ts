@@ -12,6 +12,7 @@ import { type BuiltTree, TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
+import { guardStoreWriter } from '../fs/target-guard.js';
 import { checkLimitsOptions, earlyPool, refuseTarOnlyOptions, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, isLargeEntry, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
@@ -37,6 +38,17 @@ export interface ImportSummary extends ArchiveSummary {
 
 export async function importArchive(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
   checkLimitsOptions(opts);
+  // As snapshot: a blob found stored is kept, not written again, and named only when the tree and
+  // ref are written at the end, so gc must not run meanwhile (target-guard.ts guardStoreWriter).
+  const writer = guardStoreWriter(store.root, 'import');
+  try {
+    return await importUnguarded(archivePath, store, opts);
+  } finally {
+    writer.release();
+  }
+}
+
+async function importUnguarded(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
   const tar = openTarSource(archivePath);
   if (tar) return (await import('./tar-import.js')).importTar(tar.input, tar.label, store, opts);
   refuseTarOnlyOptions(opts);

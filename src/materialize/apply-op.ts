@@ -90,11 +90,6 @@ export function packWrites(ops: readonly WriteOp[]): PackedWrites {
   return { rels: rels.join('\0'), hashes: hashes.join(''), sizes, kinds, targets };
 }
 
-/** The relative paths of a batch's writes, in order. */
-export function writeRels(writes: ApplyBatch['writes']): string[] {
-  return isList(writes) ? writes.map((w) => w.rel) : writes.rels.split('\0');
-}
-
 function isList(writes: ApplyBatch['writes']): writes is readonly WriteOp[] {
   return Array.isArray(writes);
 }

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { dirname } from 'node:path';
 import { fsError } from '../errors.js';
 import type { WorkerPool } from '../fs/worker-pool.js';
-import { type ApplyBatch, writeRels } from './apply-op.js';
+import type { ApplyBatch } from './apply-op.js';
 import type { Step } from './plan.js';
 
 export class CreatedRecord {
@@ -62,7 +62,7 @@ export class CreatedRecord {
         return await pool.run<T>(op, { ...b, progress }, transfer);
       } finally {
         const made = Atomics.load(progress, 0);
-        if (made > 0) this.files.push({ root: b.root, rels: 'rels' in b.writes ? b.writes.rels : writeRels(b.writes).slice(0, made), made });
+        if (made > 0) this.files.push({ root: b.root, rels: 'rels' in b.writes ? b.writes.rels : b.writes.slice(0, made).map((w) => w.rel), made });
       }
     };
     return wrapped;

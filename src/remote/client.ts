@@ -367,7 +367,7 @@ export class RemoteClient {
    * the server offers batches, else one GET per blob. A retry reads the whole list again.
    */
   async readInto(digests: readonly Digest[], into: Uint8Array, offset: number): Promise<void> {
-    if (!(this.batchMode !== 'off' && (this.batchOffered ?? (await this.batchAvailable())))) {
+    if (!(await this.batchAvailable())) {
       let at = offset;
       for (const d of digests) {
         await this.readOneAt(d, into, at);

@@ -8,7 +8,6 @@ import { defaultJobs } from '../../fs/worker-pool.js';
 import { pack, FORMATS, LEVELS, type ArchiveFormat, type Level } from '../../archive/pack.js';
 import { unpack } from '../../archive/unpack.js';
 import { importArchive } from '../../archive/import.js';
-import { guardStoreWriter } from '../../fs/target-guard.js';
 import { DEFAULT_MAX_RATIO } from '../../archive/entry-rules.js';
 import { addJobsOption, addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson, warn } from '../output.js';
@@ -176,9 +175,6 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
   importCmd.addHelpText('after', '\nThe archive is checked by the same rules as `unpack`; the digest equals that of\n`treecast snapshot` of the unpacked directory.');
   importCmd.action(async (archive: string, o: { ref?: string; jobs?: number; maxRatio: number; maxSize?: number; stripComponents?: number; strict?: boolean; safeLinks?: boolean; store?: string; json?: boolean }) => {
     const store = openStore(o);
-    // As pull: gc must not remove a stored blob the import keeps before its ref is written.
-    const writer = guardStoreWriter(store.root, 'import');
-    process.once('exit', () => writer.release()); // also when it fails
     const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
     const r = await withSignals((signal) => importArchive(archive, store, {
       signal,
@@ -192,7 +188,6 @@ a warning (refused with --strict); owners are not restored unless --same-owner.`
       onWarning: warn,
       onProgress: (p) => bar.update({ ...p, label: 'importing' }),
     }));
-    writer.release();
     bar.finish();
     const digest = formatDigest(r.root);
     if (o.json) {

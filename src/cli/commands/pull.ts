@@ -36,47 +36,49 @@ export function registerPull(program: Command): void {
     if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
     // Blobs already stored are kept, not fetched again: gc must not remove them before the ref is written.
     const writer = guardStoreWriter(store.root, 'pull');
-    process.once('exit', () => writer.release()); // also when it fails
     const t0 = performance.now();
     let root: Digest;
     let r: FetchSummary | undefined;
     let hit: RefHit | undefined;
-    if (isLocalSpec(store, spec)) {
-      root = store.resolve(spec);
-      r = pulledAlready(store, root);
-    } else {
-      // A name on the remote (then each fallback): the fetcher that found the whole tree pulls it.
-      const [{ resolveRemoteSpec, fetchProgress }] = await Promise.all([import('./remote.js')]);
-      const got = await withSignals(async (signal) => {
-        const resolved = await resolveRemoteSpec(store, spec, o.fallback ?? [], url, o, signal);
-        const fetcher = resolved.fetcher!;
+    try {
+      if (isLocalSpec(store, spec)) {
+        root = store.resolve(spec);
+        r = pulledAlready(store, root);
+      } else {
+        // A name on the remote (then each fallback): the fetcher that found the whole tree pulls it.
+        const [{ resolveRemoteSpec, fetchProgress }] = await Promise.all([import('./remote.js')]);
+        const got = await withSignals(async (signal) => {
+          const resolved = await resolveRemoteSpec(store, spec, o.fallback ?? [], url, o, signal);
+          const fetcher = resolved.fetcher!;
+          const stopBar = fetchProgress(fetcher, 'pull', !o.json && process.stderr.isTTY === true);
+          try {
+            return { root: resolved.root, hit: resolved.ref, summary: await fetcher.pull(resolved.root) };
+          } finally {
+            stopBar();
+            await fetcher.close();
+          }
+        });
+        ({ root, hit } = got);
+        r = got.summary;
+      }
+      if (!r) {
+        const [{ RemoteFetcher }, { fetchProgress }] = await Promise.all([import('../../remote/fetch.js'), import('./remote.js')]);
+        const fetcher = new RemoteFetcher(store, copts);
         const stopBar = fetchProgress(fetcher, 'pull', !o.json && process.stderr.isTTY === true);
         try {
-          return { root: resolved.root, hit: resolved.ref, summary: await fetcher.pull(resolved.root) };
+          r = await withSignals((signal) => {
+            signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+            return fetcher.pull(root);
+          });
         } finally {
           stopBar();
           await fetcher.close();
         }
-      });
-      ({ root, hit } = got);
-      r = got.summary;
-    }
-    if (!r) {
-      const [{ RemoteFetcher }, { fetchProgress }] = await Promise.all([import('../../remote/fetch.js'), import('./remote.js')]);
-      const fetcher = new RemoteFetcher(store, copts);
-      const stopBar = fetchProgress(fetcher, 'pull', !o.json && process.stderr.isTTY === true);
-      try {
-        r = await withSignals((signal) => {
-          signal.addEventListener('abort', () => fetcher.stop(), { once: true });
-          return fetcher.pull(root);
-        });
-      } finally {
-        stopBar();
-        await fetcher.close();
       }
+      if (o.ref !== undefined) store.writeRef(o.ref, root);
+    } finally {
+      writer.release();
     }
-    if (o.ref !== undefined) store.writeRef(o.ref, root);
-    writer.release();
     const seconds = (performance.now() - t0) / 1000;
     if (o.json) {
       printJson({ ok: true, ...r, ref: o.ref ?? null, ...(hit ? { remoteRef: hit } : {}), seconds });
