@@ -48,6 +48,20 @@ test('--json gives one JSON object with the counts', () => {
   assert.equal(typeof co.seconds, 'number');
 });
 
+test('pack DIR leaves out the store (TREECAST_STORE or --store) when it lies inside DIR, as snapshot does', () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a': 'a', 'd/x': 'x' });
+  const store = join(dir, 'src', 'd', '.st');
+  assert.equal(tc(['snapshot', join(dir, 'src')], { store }).code, 0);
+  for (const args of [[], ['--store', store]]) {
+    const out = join(dir, 'out.tar');
+    const r = tc(['pack', join(dir, 'src'), out, ...args], { store: args.length ? join(dir, 'elsewhere') : store });
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(spawnSync('tar', ['-tf', out], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).sort(), ['a', 'd/', 'd/x'], args.join(' '));
+    fs.rmSync(out);
+  }
+});
+
 test('blob put and get round-trip bytes through standard input and output', () => {
   const dir = tempDir();
   const store = join(dir, 's');

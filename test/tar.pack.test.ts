@@ -113,7 +113,7 @@ test('a store tree packs to the bytes of the plain writer: long, non-ASCII and s
   }
 });
 
-test('the listing runs while the archive is written: an archive written inside the packed directory is not packed into itself', async () => {
+test('the listing runs while the archive is written: an archive written inside the packed directory is not packed into itself, under any spelling of either', async () => {
   const dir = scratchDir('tc-tar-pack');
   const src = join(dir, 'src');
   // 'a' holds more than the batches listed before the archive is created; 'zz', where the
@@ -133,15 +133,54 @@ test('the listing runs while the archive is written: an archive written inside t
     }
   };
   walk(src, '');
-  for (const name of ['out.tar', 'out.tar.zst', 'out.zip']) {
-    const out = join(src, 'zz', name);
-    await pack({ dir: src }, out, { level: 'default', jobs: 2 });
-    const listed = name.endsWith('.zip') ? sh(`unzip -Z1 ${out}`) : sh(`tar -tf ${out}`);
-    const names = listed.split('\n').filter((n) => n !== '');
-    assert.equal(names.filter((n) => n.includes('out.') || n.includes('treecast')).length, 0, `${name}: no archive in the archive`);
-    assert.deepEqual(name.endsWith('.zip') ? names.filter((n) => !n.endsWith('/')) : names, name.endsWith('.zip') ? expected.filter((n) => !n.endsWith('/')) : expected, `${name}: every entry, in order`);
-    fs.rmSync(out);
+  // DIR or OUT named through a symlink (as GNU tar tells "file is the archive" by its inode): the
+  // archive's temporary file, listed under another path, was packed, half-written.
+  fs.symlinkSync(src, join(dir, 'src-link'));
+  fs.symlinkSync(join(src, 'zz'), join(dir, 'zz-link'));
+  for (const [srcPath, outDir] of [[src, join(src, 'zz')], [join(dir, 'src-link'), join(src, 'zz')], [src, join(dir, 'zz-link')], [join(dir, 'src-link'), join(src, 'zz', '..', 'zz')]] as const) {
+    for (const name of ['out.tar', 'out.tar.zst', 'out.zip']) {
+      const out = join(outDir, name);
+      // An OUT there before is the archive being replaced: not packed either.
+      fs.writeFileSync(out, 'an older archive');
+      await pack({ dir: srcPath }, out, { level: 'default', jobs: 2 });
+      const listed = name.endsWith('.zip') ? sh(`unzip -Z1 ${out}`) : sh(`tar -tf ${out}`);
+      const names = listed.split('\n').filter((n) => n !== '');
+      assert.equal(names.filter((n) => n.includes('out.') || n.includes('treecast')).length, 0, `${srcPath} -> ${out}: no archive in the archive`);
+      assert.deepEqual(name.endsWith('.zip') ? names.filter((n) => !n.endsWith('/')) : names, name.endsWith('.zip') ? expected.filter((n) => !n.endsWith('/')) : expected, `${srcPath} -> ${out}: every entry, in order`);
+      fs.rmSync(out);
+    }
   }
+});
+
+test('a store inside the packed directory is left out, under any spelling of either, as snapshot leaves it out; packing the store itself packs it', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'sub'), { recursive: true });
+  fs.writeFileSync(join(src, 'a'), 'a');
+  fs.writeFileSync(join(src, 'sub', 'b'), 'b');
+  // A store at src/sub/.st[1], beside a file .st1 and a directory .st2 that are the user's.
+  const storeRoot = join(src, 'sub', '.st[1]');
+  const store = LocalStore.open(storeRoot);
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  fs.writeFileSync(join(src, 'sub', '.st1'), 'mine');
+  fs.mkdirSync(join(src, 'sub', '.st2'));
+  fs.symlinkSync(src, join(dir, 'src-link'));
+  const expected = ['a', 'sub/', 'sub/.st1', 'sub/.st2/', 'sub/b'];
+  for (const [srcPath, storePath] of [[src, storeRoot], [join(dir, 'src-link'), storeRoot], [src, join(dir, 'src-link', 'sub', '.st[1]')]] as const) {
+    for (const name of ['out.tar', 'out.zip']) {
+      const out = join(dir, name);
+      await pack({ dir: srcPath }, out, { level: 'default', jobs: 2, storeRoot: storePath });
+      const names = (name.endsWith('.zip') ? sh(`unzip -Z1 '${out}'`) : sh(`tar -tf '${out}'`)).split('\n').filter((n) => n !== '');
+      assert.deepEqual(names.sort(), expected, `${srcPath} with the store ${storePath}: ${name}`);
+      fs.rmSync(out);
+    }
+  }
+  // The same tree from the store packs the same names (directories aside, which a zip of a store tree lists too).
+  await pack({ store, root: digest }, join(dir, 'tree.tar'), { level: 'default', jobs: 2 });
+  assert.deepEqual(sh(`tar -tf '${join(dir, 'tree.tar')}'`).split('\n').filter((n) => n !== '').sort(), ['a', 'sub/', 'sub/b']);
+  // Named as DIR, the store is what the user asked for.
+  await pack({ dir: storeRoot }, join(dir, 'store.tar'), { level: 'default', jobs: 2, storeRoot });
+  assert.ok(sh(`tar -tf '${join(dir, 'store.tar')}'`).split('\n').includes(`cas/${digest.hash.slice(0, 2)}/${digest.hash}`), 'the store packed whole');
 });
 
 test('a compressed tar gets one reader thread per four cores (.tar.zst none below four: it reads inline), at most --jobs; other formats get --jobs', () => {

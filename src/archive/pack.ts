@@ -8,14 +8,14 @@
  */
 import * as fs from 'node:fs';
 import { crc32 as zcrc32 } from 'node:zlib';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { MAX_DEPTH, compareNames } from '../core/names.js';
 import type { Directory } from '../core/reapi.js';
 import type { Digest } from '../core/digest.js';
 import { TreeReader } from '../store/tree-reader.js';
 import type { ArchiveSummary } from './unpack.js';
-import type { LocalStore } from '../store/local.js';
+import { defaultStorePath, type LocalStore } from '../store/local.js';
 import { InvalidTreeError, TargetError, UsageError, fsError } from '../errors.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
@@ -61,6 +61,8 @@ export interface PackOptions {
   chunkBytes?: number;
   /** Aborting stops after the batches in flight; OUT is left as it was. */
   signal?: AbortSignal;
+  /** A store that lies inside the packed directory is left out (default: the default store's path). */
+  storeRoot?: string;
 }
 
 /** What pack reports: the same counts as unpack. */
@@ -193,14 +195,14 @@ function listedInSteps(items: Item[], batcher: Batcher, listing: () => boolean, 
  * the main thread (one profile) before the first file was read, while the compressor waited;
  * listed a batch ahead of the readers, the first batch goes out after a few directories.
  */
-export function listDirectory(root: string, exclude: (abs: string) => boolean, warn: PackOptions['onWarning']): Source {
+export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions['onWarning']): Source {
   const items: Item[] = [];
   const batcher = new Batcher();
   // Sizes are unknown until a worker fstat-s the file; batch by count with a nominal size.
   const NOMINAL = 16 << 10;
-  /** The directories being listed, innermost last, each with the next of its entries to take. */
-  const stack: { abs: string; rel: string; depth: number; ents: fs.Dirent[]; i: number }[] = [];
-  const open = (abs: string, rel: string, depth: number) => {
+  /** The directories being listed, innermost last, each with its identity and the next of its entries to take. */
+  const stack: { abs: string; rel: string; depth: number; id: DirId; ents: fs.Dirent[]; i: number }[] = [];
+  const open = (abs: string, rel: string, depth: number, id: DirId) => {
     let ents: fs.Dirent[];
     try {
       ents = fs.readdirSync(abs, { withFileTypes: true });
@@ -208,7 +210,7 @@ export function listDirectory(root: string, exclude: (abs: string) => boolean, w
       throw fsError(e, 'cannot read directory', abs);
     }
     ents.sort((a, b) => compareNames(a.name, b.name));
-    stack.push({ abs, rel, depth, ents, i: 0 });
+    stack.push({ abs, rel, depth, id, ents, i: 0 });
   };
   /** Takes the next entry of the innermost directory (or leaves it when it has none left). */
   const step = () => {
@@ -220,16 +222,17 @@ export function listDirectory(root: string, exclude: (abs: string) => boolean, w
     const d = f.ents[f.i++]!;
     const childAbs = `${f.abs}/${d.name}`;
     const name = f.rel + d.name;
-    if (exclude(childAbs)) return;
+    if (leftOut.file(f.id, d.name)) return;
     if (d.isFile()) {
       // Perf: no `{ ...batcher.add() }` object per file (see listStoreTree).
       const slot = batcher.add({ src: childAbs }, NOMINAL);
       items.push({ kind: 'file', name, batch: batcher.open, slot });
     } else if (d.isDirectory()) {
       const st = lstat(childAbs);
+      if (leftOut.dir !== undefined && sameDir(st, leftOut.dir)) return;
       items.push({ kind: 'dir', name: `${name}/`, mode: st.mode, mtime: Math.floor(st.mtimeMs / 1000) });
       if (f.depth > 1024) throw new TargetError(`${childAbs} nests deeper than 1024 levels`, { path: childAbs });
-      open(childAbs, `${name}/`, f.depth + 1);
+      open(childAbs, `${name}/`, f.depth + 1, st);
     } else if (d.isSymbolicLink()) {
       const st = lstat(childAbs);
       let target: string;
@@ -243,8 +246,34 @@ export function listDirectory(root: string, exclude: (abs: string) => boolean, w
       warn?.('ARCHIVE_SPECIAL_SKIPPED', `skipped special file ${childAbs} (socket, FIFO or device)`);
     }
   };
-  open(root, '', 0);
+  open(root, '', 0, dirId(root) ?? { dev: -1, ino: -1 });
   return listedInSteps(items, batcher, () => stack.length > 0, step);
+}
+
+/** A directory's identity: the same directory under any spelling (symlinks, `..`, bind mounts). */
+export interface DirId {
+  dev: number;
+  ino: number;
+}
+
+function dirId(p: string): DirId | undefined {
+  const st = fs.statSync(p, { throwIfNoEntry: false });
+  return st?.isDirectory() ? { dev: st.dev, ino: st.ino } : undefined;
+}
+
+function sameDir(a: DirId, b: DirId): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * What a listing of a directory leaves out, told by identity rather than by path, as GNU tar
+ * tells "file is the archive; not dumped", so a symlinked spelling of DIR or OUT changes nothing:
+ * `file(dir, name)` for the archive being written and its temporary files (a name in the
+ * directory that holds them), `dir` for a store inside DIR (as snapshot leaves it out).
+ */
+export interface LeftOut {
+  file(dir: DirId, name: string): boolean;
+  dir?: DirId;
 }
 
 function lstat(p: string): fs.Stats {
@@ -360,9 +389,7 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   }
   const tmp = toStdout ? '-' : `${dirname(outPath)}/.${outPath.slice(dirname(outPath).length + 1)}.treecast-${process.pid}`;
   const tmpPrefix = toStdout ? `${resolve('.')}/.treecast-pack-large-` : `${tmp}-large-`;
-  // The listing goes on while the archive and its temporary files are written: none of them is packed.
-  const ours = (abs: string) => abs === outPath || abs === tmp || abs.startsWith(tmpPrefix);
-  const src = 'dir' in source ? listDirectory(resolve(source.dir), ours, opts.onWarning) : listStoreTree(source.store, source.root);
+  const src = 'dir' in source ? listDirectory(resolve(source.dir), leftOutOf(outPath, tmp, tmpPrefix, opts.storeRoot ?? defaultStorePath()), opts.onWarning) : listStoreTree(source.store, source.root);
   // Three batches decide between worker threads and running inline (see the pool below).
   let listing = true;
   while (listing && src.batches.length < 3) listing = src.more();
@@ -569,6 +596,24 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     await pool.close();
   }
   return { entries: files + dirs + symlinks, files, dirs, symlinks, bytesIn, bytesOut, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+/**
+ * The listing goes on while the archive and its temporary files are written: none of them is
+ * packed (nor an OUT there before, which the archive replaces), nor the store.
+ */
+function leftOutOf(outPath: string, tmp: string, tmpPrefix: string, storeRoot: string): LeftOut {
+  const outDir = outPath === '-' ? undefined : dirId(dirname(outPath));
+  const tmpDir = dirId(dirname(tmpPrefix));
+  const outName = basename(outPath);
+  const tmpName = basename(tmp);
+  const largeName = basename(tmpPrefix);
+  return {
+    file: (dir, name) =>
+      (outDir !== undefined && (name === outName || name === tmpName) && sameDir(dir, outDir)) ||
+      (tmpDir !== undefined && name.startsWith(largeName) && sameDir(dir, tmpDir)),
+    dir: dirId(storeRoot),
+  };
 }
 
 function crc32(b: Buffer): number {

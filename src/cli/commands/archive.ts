@@ -61,7 +61,8 @@ export function registerArchive(program: Command): void {
 Entries carry unix modes, symlinks (as links, not followed) and modification times; directories are
 entries too. Zip64 is used when needed (over 65,535 entries, over 4 GiB). Trees from the store are
 packed with modes 0644/0755 and a fixed time (1980-01-01), so one tree always packs to the same zip.
-Sockets, FIFOs and devices are skipped with a warning.
+Sockets, FIFOs and devices are skipped with a warning. The store (--store), when it lies inside
+DIR, is left out, as snapshot leaves it out; so is OUT, when it lies inside DIR (under any spelling).
 
 tar archives are ustar with pax records where ustar cannot hold a name, link target, size or time
 (GNU tar and bsdtar read them). .tar.gz is deflated on every core into one ordinary gzip stream
@@ -78,7 +79,7 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
     // objects per call were 113 ms of the main thread packing the Linux tree (--cpu-prof).
     const onProgress = drawing ? (p: { done: number; total: number; bytes: number }) => bar.update({ ...p, label: 'packing' }) : undefined;
     const r = await withSignals((signal) => {
-      const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress };
+      const opts = { level: o.level, format: o.format, jobs: o.jobs ?? defaultJobs(), signal, onWarning: warn, onProgress, storeRoot: defaultStorePath(o.store) };
       if (st?.isDirectory()) return pack({ dir: source }, out, opts);
       const store = openStore(o);
       let root;
