@@ -62,7 +62,7 @@ Entries carry unix modes, symlinks (as links, not followed) and modification tim
 entries too. Zip64 is used when needed (over 65,535 entries, over 4 GiB). Trees from the store are
 packed with modes 0644/0755 and a fixed time (1980-01-01), so one tree always packs to the same zip.
 Sockets, FIFOs and devices are skipped with a warning. The store (--store), when it lies inside
-DIR, is left out, as snapshot leaves it out; so is OUT, when it lies inside DIR (under any spelling).
+DIR, is left out, as snapshot leaves it out; so is OUT when it lies inside DIR (any spelling).
 
 tar archives are ustar with pax records where ustar cannot hold a name, link target, size or time
 (GNU tar and bsdtar read them). .tar.gz is deflated on every core into one ordinary gzip stream
