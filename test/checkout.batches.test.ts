@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { batchesOf } from '../src/materialize/execute.js';
+import { HEAVY_BATCH_BYTES, batchesOf, isHeavy } from '../src/materialize/execute.js';
 import type { Step, WriteOp } from '../src/materialize/plan.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -29,4 +29,15 @@ test('batches keep the plan order, hold at most 256 writes, and pass maxBytes on
     assert.ok(bytes <= max || b.length === 1, `batch of ${b.length} writes holds ${bytes} bytes`);
   }
   for (const s of steps) if ('mkdir' in s) assert.ok(fs.statSync(join(root, s.mkdir)).isDirectory());
+});
+
+test('a batch is heavy (run by a worker, never the main thread) from HEAVY_BATCH_BYTES of file bytes', () => {
+  const file = (i: number, size: number): WriteOp => ({ rel: `f${i}`, hash: 'a'.repeat(64), size, executable: false });
+  assert.equal(isHeavy([file(0, 125 << 20)]), true);
+  assert.equal(isHeavy([file(0, HEAVY_BATCH_BYTES)]), true);
+  assert.equal(isHeavy([file(0, HEAVY_BATCH_BYTES - 1)]), false);
+  // 256 small files (a typical batch) are light; as many mid-size ones summing past the bound are heavy.
+  assert.equal(isHeavy(Array.from({ length: 256 }, (_, i) => file(i, 8 << 10))), false);
+  assert.equal(isHeavy(Array.from({ length: 256 }, (_, i) => file(i, 100 << 10))), true);
+  assert.equal(isHeavy([...Array.from({ length: 200 }, (_, i) => ({ rel: `l${i}`, target: 'x' })), file(200, 1 << 20)]), false);
 });

@@ -74,3 +74,29 @@ test('runBatches tells payloadOf where each batch runs: packed only for a worker
     }
   }
 });
+
+test('with callerRuns, a heavy batch always goes to a worker, and payloadOf is told so', async () => {
+  const root = tempDir();
+  const pool = new WorkerPool(1, {}, { callerRuns: true });
+  try {
+    await pool.run('materialize.apply', linkBatch(root, -1, 1));
+    const batches = Array.from({ length: 60 }, (_, b) => ({ b, heavy: b % 3 === 0, ops: Array.from({ length: 30 }, (_, i) => ({ rel: `h${b}-${i}`, target: `t${i}` })) }));
+    let toldHere = 0;
+    const heavyToldHere: number[] = [];
+    await runBatches(pool, 'materialize.apply', batches, () => {}, {
+      heavy: (batch) => batch.heavy,
+      payloadOf: ({ b, heavy, ops }, here): ApplyBatch => {
+        if (here) toldHere++;
+        if (here && heavy) heavyToldHere.push(b);
+        return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
+      },
+    });
+    for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
+    assert.deepEqual(heavyToldHere, []);
+    // What payloadOf was told is what the pool did: no heavy batch ran here unannounced.
+    assert.equal(pool.ranHere, toldHere);
+    assert.ok(pool.ranHere > 0, 'the calling thread ran none of the light batches');
+  } finally {
+    await pool.close();
+  }
+});

@@ -91,11 +91,12 @@ export class WorkerPool {
   /**
    * Runs one batch on the least busy worker (or inline) and resolves with its result. `transfer`
    * lists buffers handed to the worker instead of copied (the caller must not use them after).
+   * `heavy`: never run on the calling thread (see runsHere).
    */
-  run<T>(op: OpName, payload: unknown, transfer?: ArrayBuffer[]): Promise<T> {
+  run<T>(op: OpName, payload: unknown, transfer?: ArrayBuffer[], heavy = false): Promise<T> {
     if (this.size === 0) return runOp(op, payload, this.init) as Promise<T>;
     const slot = this.leastBusy();
-    if (this.callerRuns && slot.inFlight >= 2) return this.runHere<T>(op, payload);
+    if (!heavy && this.runsHereWith(slot)) return this.runHere<T>(op, payload);
     const id = this.nextId++;
     slot.inFlight++;
     return new Promise<T>((resolve, reject) => {
@@ -110,7 +111,20 @@ export class WorkerPool {
    * need not be packed for postMessage (runBatches' payloadOf).
    */
   get nextRunsHere(): boolean {
-    return this.size === 0 || (this.callerRuns && this.leastBusy().inFlight >= 2);
+    return this.runsHere(false);
+  }
+
+  /**
+   * nextRunsHere for a batch `heavy` or not. A heavy batch (`run`'s `heavy`) goes to a worker even
+   * when every worker holds two: the calling thread takes no batch that would keep it from handing
+   * out the next ones for much longer than a worker takes to run the two it holds.
+   */
+  runsHere(heavy: boolean): boolean {
+    return this.size === 0 || (!heavy && this.runsHereWith(this.leastBusy()));
+  }
+
+  private runsHereWith(slot: Slot): boolean {
+    return this.callerRuns && slot.inFlight >= 2;
   }
 
   private leastBusy(): Slot {
@@ -167,6 +181,8 @@ export interface RunBatchesOptions<P> {
   settled?: (payload: P) => void;
   /** Buffers of the posted payload (what payloadOf made) to move to the worker instead of copying. */
   transferOf?: (posted: unknown) => ArrayBuffer[];
+  /** A batch that takes much longer than most: posted to a worker, never run on the calling thread (WorkerPool.runsHere). */
+  heavy?: (payload: P) => boolean;
 }
 
 /**
@@ -201,8 +217,9 @@ export async function runBatches<P, R>(
       try {
         if (opts.before) await opts.before(next.value);
         // No await from here to pool.run, so the thread payloadOf was told of is the one that runs it.
-        const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.nextRunsHere) : next.value;
-        onResult(await pool.run<R>(op, posted, opts.transferOf?.(posted)), next.value);
+        const heavy = opts.heavy?.(next.value) === true;
+        const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.runsHere(heavy)) : next.value;
+        onResult(await pool.run<R>(op, posted, opts.transferOf?.(posted), heavy), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;
       } finally {
