@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { unpack } from '../src/archive/unpack.js';
+import { dirMetaPlan } from '../src/archive/tar-unpack.js';
 import { scratchDir } from './helpers/zip-craft.js';
 import { compareTrees } from './helpers/zip-trees.js';
 import { craftTar, type TarCraftEntry } from './helpers/tar-craft.js';
@@ -77,31 +78,86 @@ function touchImpliedDirs(root: string, rel: string, explicit: Set<string>): voi
 test('directory modes that forbid entering are set deepest first, split across the workers, as a user other than root', { skip: process.getuid?.() !== 0 && 'needs root to run the command as another user' }, async () => {
   const dir = scratchDir('tc-tar-dirmeta');
   fs.chmodSync(dir, 0o755);
-  const entries: TarCraftEntry[] = [];
-  // Twelve trees whose top directory can be read but not entered (0600), each with directories
-  // under it: a child set after its parent would be out of reach (EACCES) for a non-root user.
-  for (let t = 0; t < 12; t++) {
-    entries.push({ name: `t${t}/`, type: '5', mode: 0o600, mtime: 1_500_000_000 + t });
-    for (let i = 0; i < 5; i++) {
-      entries.push({ name: `t${t}/c${i}/`, type: '5', mode: 0o700, mtime: 1_510_000_000 + i });
-      entries.push({ name: `t${t}/c${i}/g/`, type: '5', mode: 0o500, mtime: 1_520_000_000 + i });
-      entries.push({ name: `t${t}/c${i}/g/f`, data: `${t}-${i}`, mtime: 1_530_000_000 });
-    }
-  }
-  // Over 4 MiB, so two workers run and the trees are split between them.
-  entries.push({ name: 'big/five-mib', data: randomBytes(5 << 20) });
-  const archive = join(dir, 'modes.tar');
-  fs.writeFileSync(archive, craftTar(entries), { mode: 0o644 });
   const out = join(dir, 'out');
   fs.mkdirSync(out);
   fs.chownSync(out, 65534, 65534);
-  const r = spawnSync(process.execPath, [publicBin(), 'unpack', '--jobs', '2', archive, join(out, 'x')], { uid: 65534, gid: 65534, encoding: 'utf8', env: { ...process.env, TREECAST_STORE: join(out, 'store') } });
-  assert.equal(r.status, 0, r.stderr);
-  for (const e of entries.filter((e) => e.type === '5')) {
-    const st = fs.statSync(join(out, 'x', e.name));
-    assert.equal((st.mode & 0o777).toString(8), e.mode!.toString(8), `${e.name} mode`);
-    assert.equal(st.mtimeMs / 1000, e.mtime, `${e.name} mtime`);
+  // Twelve trees whose top directory can be read but not entered (0600), each with directories
+  // under it: a child set after its parent would be out of reach (EACCES) for a non-root user.
+  // First at the top level, then all under one directory that cannot be entered either, which is
+  // split below it (its subtrees across the workers, itself after them).
+  for (const under of ['', 'one/']) {
+    const entries: TarCraftEntry[] = [];
+    if (under) entries.push({ name: under, type: '5', mode: 0o600, mtime: 1_490_000_000 });
+    for (let t = 0; t < 12; t++) {
+      entries.push({ name: `${under}t${t}/`, type: '5', mode: 0o600, mtime: 1_500_000_000 + t });
+      for (let i = 0; i < 5; i++) {
+        entries.push({ name: `${under}t${t}/c${i}/`, type: '5', mode: 0o700, mtime: 1_510_000_000 + i });
+        entries.push({ name: `${under}t${t}/c${i}/g/`, type: '5', mode: 0o500, mtime: 1_520_000_000 + i });
+        entries.push({ name: `${under}t${t}/c${i}/g/f`, data: `${t}-${i}`, mtime: 1_530_000_000 });
+      }
+    }
+    // Over 4 MiB, so two workers run and the trees are split between them.
+    entries.push({ name: 'big/five-mib', data: randomBytes(5 << 20) });
+    const archive = join(dir, `modes${under ? '-under' : ''}.tar`);
+    fs.writeFileSync(archive, craftTar(entries), { mode: 0o644 });
+    const target = join(out, under ? 'y' : 'x');
+    const r = spawnSync(process.execPath, [publicBin(), 'unpack', '--jobs', '2', archive, target], { uid: 65534, gid: 65534, encoding: 'utf8', env: { ...process.env, TREECAST_STORE: join(out, 'store') } });
+    assert.equal(r.status, 0, r.stderr);
+    // Entered as root, which the modes do not stop.
+    for (const e of entries.filter((e) => e.type === '5')) {
+      const st = fs.statSync(join(target, e.name));
+      assert.equal((st.mode & 0o777).toString(8), e.mode!.toString(8), `${e.name} mode`);
+      assert.equal(st.mtimeMs / 1000, e.mtime, `${e.name} mtime`);
+    }
+    assert.equal(fs.readFileSync(join(target, `${under}t11/c4/g/f`), 'utf8'), '11-4');
   }
-  assert.equal(fs.readFileSync(join(out, 'x', 't11/c4/g/f'), 'utf8'), '11-4');
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('directory modes are planned as disjoint subtrees, deepest first, with the tops of split subtrees after them', () => {
+  const rand = rng(17);
+  const isUnder = (a: string, b: string) => a.startsWith(`${b}/`);
+  const shapes: string[][] = [];
+  // Random trees: one or a few top-level directories, of random depth and fan-out.
+  for (let s = 0; s < 40; s++) {
+    const paths = new Set<string>();
+    const tops = s % 3 === 0 ? ['only'] : ['a', 'b', 'c'].slice(0, 1 + (s % 3));
+    for (let i = 0; i < 300; i++) {
+      let p = tops[Math.floor(rand() * tops.length)]!;
+      const deep = 1 + Math.floor(rand() * 5);
+      for (let d = 0; d < deep; d++) {
+        if (rand() < 0.8) paths.add(p); // some directories only implied
+        p += `/${Math.floor(rand() * (d === 0 ? 30 : 3))}`;
+      }
+      paths.add(p);
+    }
+    shapes.push([...paths].sort(() => rand() - 0.5));
+  }
+  // node_modules as pnpm lays it out: one '.pnpm' over hundreds of packages.
+  const pnpm = ['.pnpm'];
+  for (let i = 0; i < 400; i++) pnpm.push(`.pnpm/p${i}`, `.pnpm/p${i}/node_modules`, `.pnpm/p${i}/node_modules/p${i}`, `.pnpm/p${i}/node_modules/p${i}/lib`);
+  shapes.push(pnpm);
+  for (const paths of shapes) {
+    for (const n of [1, 2, 3]) {
+      const plan = dirMetaPlan(paths.map((path) => ({ path })), n);
+      const all = [...plan.parts.flat(), ...plan.above].map((d) => d.path);
+      assert.deepEqual([...all].sort(), [...paths].sort(), 'every directory once');
+      assert.ok(plan.parts.length <= n);
+      const partOf = new Map<string, number>();
+      plan.parts.forEach((part, i) => part.forEach((d) => partOf.set(d.path, i)));
+      for (const [a, i] of partOf) {
+        for (const [b, j] of partOf) if (i !== j) assert.ok(!isUnder(a, b), `${a} (part ${i}) lies under ${b} (part ${j})`);
+        for (const b of plan.above) assert.ok(!isUnder(b.path, a), `${b.path} waits for the parts but lies under ${a}`);
+      }
+      for (const list of [...plan.parts, plan.above]) {
+        list.forEach((d, i) => {
+          for (const later of list.slice(i + 1)) assert.ok(!isUnder(later.path, d.path), `${later.path} comes after ${d.path}, above it`);
+        });
+      }
+    }
+  }
+  // The pnpm layout is split below '.pnpm', evenly, with '.pnpm' itself last.
+  const plan = dirMetaPlan(pnpm.map((path) => ({ path })), 2);
+  assert.deepEqual(plan.above.map((d) => d.path), ['.pnpm']);
+  assert.deepEqual(plan.parts.map((p) => p.length), [800, 800]);
 });
