@@ -25,6 +25,7 @@ import { pulledAlready } from './pulled.js';
 import { type ClientOptions, RemoteClient } from './client.js';
 import { StoreWriter } from './store-writer.js';
 import { FetchScheduler, runWindow } from './window.js';
+import { holdYoungGeneration } from './young-generation.js';
 
 /** Batch limits: small enough that N requests are in flight on a typical tree, large enough that a
  * request carries real work. Blobs above `SINGLE_ABOVE` stream alone through GET /cas. */
@@ -60,6 +61,14 @@ export interface FetchSummary {
   /** Most requests this client had in flight at once. */
   maxInFlight: number;
   batch: boolean;
+}
+
+export interface FetcherOptions {
+  /**
+   * From a plain cache (no batch endpoints), stop V8's young generation from growing for the rest
+   * of the process (young-generation.ts): the CLI's choice, as it is process-wide.
+   */
+  holdYoungGeneration?: boolean;
 }
 
 export class RemoteFetcher {
@@ -101,6 +110,7 @@ export class RemoteFetcher {
   constructor(
     readonly store: LocalStore,
     client: RemoteClient | ClientOptions,
+    private readonly options: FetcherOptions = {},
   ) {
     this.client = client instanceof RemoteClient ? client : new RemoteClient(client);
     this.reader = new TreeReader(store);
@@ -124,6 +134,7 @@ export class RemoteFetcher {
   private init(): Promise<void> {
     this.ready ??= (async () => {
       this.batch = await this.client.batchAvailable();
+      if (!this.batch && this.options.holdYoungGeneration) holdYoungGeneration();
       const store = this.store;
       this.scheduler = new FetchScheduler({
         concurrency: this.client.concurrency,

@@ -82,7 +82,7 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
 }
 
 function newFetcher(store: LocalStore, url: string, o: RemoteCliOptions, signal: AbortSignal): RemoteFetcher {
-  const fetcher = new RemoteFetcher(store, clientOptions(url, o));
+  const fetcher = new RemoteFetcher(store, clientOptions(url, o), { holdYoungGeneration: true });
   if (signal.aborted) fetcher.stop();
   else signal.addEventListener('abort', () => fetcher.stop(), { once: true });
   return fetcher;
