@@ -2,8 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { HEAVY_BATCH_BYTES, batchesOf, isHeavy } from '../src/materialize/execute.js';
-import type { Step, WriteOp } from '../src/materialize/plan.js';
+import { HEAVY_BATCH_BYTES, batchesOf, executePlan, isHeavy } from '../src/materialize/execute.js';
+import type { Plan, Step, WriteOp } from '../src/materialize/plan.js';
+import { LocalStore } from '../src/store/local.js';
+import { WorkerPool } from '../src/fs/worker-pool.js';
 import { tempDir } from './helpers/tmp.js';
 
 test('batches keep the plan order, hold at most 256 writes, and pass maxBytes only with a single file', () => {
@@ -40,4 +42,27 @@ test('a batch is heavy (run by a worker, never the main thread) from HEAVY_BATCH
   assert.equal(isHeavy(Array.from({ length: 256 }, (_, i) => file(i, 8 << 10))), false);
   assert.equal(isHeavy(Array.from({ length: 256 }, (_, i) => file(i, 100 << 10))), true);
   assert.equal(isHeavy([...Array.from({ length: 200 }, (_, i) => ({ rel: `l${i}`, target: 'x' })), file(200, 1 << 20)]), false);
+});
+
+test('executePlan: a heavy batch to copy goes to the worker; one to link or clone may run on the main thread', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  // 17 MiB: two do not fit one batch, so each file is a heavy batch of its own.
+  const blob = store.putSync(Buffer.alloc(17 << 20, 7));
+  for (const method of ['copy', 'hardlink'] as const) {
+    const pool = new WorkerPool(1, { storeRoot: store.root }, { callerRuns: true });
+    try {
+      const steps = Array.from({ length: 3 }, (_, i) => ({ rel: `f${i}`, hash: blob.hash, size: blob.size, executable: false }));
+      const plan: Plan = { removes: [], steps, mkdirs: 0, writes: 3, conflicts: [], unchanged: 0 };
+      const root = join(dir, method);
+      fs.mkdirSync(root);
+      const r = await executePlan(plan, { store, pool, rootAbs: root, method, verify: false });
+      assert.equal(method === 'copy' ? r.copied : r.hardlinked, 3);
+      for (const s of steps) assert.equal(fs.statSync(join(root, s.rel)).size, 17 << 20);
+      // The first two go to the worker at once; the third finds it holding two.
+      assert.equal(pool.ranHere, method === 'copy' ? 0 : 1, method);
+    } finally {
+      await pool.close();
+    }
+  }
 });

@@ -68,8 +68,8 @@ const BATCH_OPS = 256;
 const BATCH_BYTES = 32 << 20;
 
 /**
- * A batch of at least this many bytes is heavy (worker-pool.ts): a worker runs it, never the
- * checkout's main thread, which meanwhile keeps handing out and running the others.
+ * A batch of at least this many bytes to copy (or re-hash) is heavy (worker-pool.ts): a worker
+ * runs it, never the checkout's main thread, which meanwhile keeps handing out and running the others.
  * Perf: the node_modules corpus's largest file (125 MiB, batch 11 of 115) took a copy checkout's
  * main thread ~100 ms whenever it took that batch, while the worker ran the two it held and then
  * sat idle ~70 ms with nothing handed out (--cpu-prof, 5 runs at load 7-8: worker idle 205 and
@@ -188,7 +188,8 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             return true;
           }
         : undefined,
-      heavy: isHeavy,
+      // A link or a clone takes as long whatever the size; copying and re-hashing do not.
+      heavy: o.method === 'copy' || o.verify ? isHeavy : undefined,
       payloadOf: (batch, here): ApplyBatch => ({ ...settings, writes: here ? batch : packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
