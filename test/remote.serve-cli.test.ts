@@ -133,6 +133,27 @@ describe('serve from the command line', () => {
     }
   });
 
+  test('a port in use is a file-system error naming the address, with a hint; so is an address not this machine\'s', async () => {
+    const busy = net.createServer();
+    busy.listen(0, '127.0.0.1');
+    await new Promise((resolve) => busy.once('listening', resolve));
+    const addr = `127.0.0.1:${(busy.address() as net.AddressInfo).port}`;
+    try {
+      const r = await runCli(['serve', '--listen', addr, '--store', join(dir, 'busy'), '--json']);
+      assert.equal(r.code, 7, r.stderr);
+      assert.match(r.stderr, new RegExp(`error\\[ERR_TREECAST_FS\\]: cannot listen on ${addr}: EADDRINUSE`), r.stderr);
+      assert.match(r.stderr, /hint: another process listens there/);
+      const j = JSON.parse(r.stdout) as { ok: boolean; error: { path: string } };
+      assert.equal(j.error.path, addr);
+    } finally {
+      busy.close();
+    }
+    // TEST-NET-1 (RFC 5737): never an address of this machine.
+    const r = await runCli(['serve', '--listen', '192.0.2.1:9', '--store', join(dir, 'busy')]);
+    assert.equal(r.code, 7, r.stderr);
+    assert.match(r.stderr, /cannot listen on 192\.0\.2\.1:9: EADDRNOTAVAIL/, r.stderr);
+  });
+
   test('a token file that cannot be read is a file-system error naming it, and nothing listens', async () => {
     const missing = join(dir, 'no-such-token');
     const r = await runCli(['serve', '--listen', '127.0.0.1:0', '--store', join(dir, 'x'), '--token-file', missing]);

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
-import { BlobNotFoundError, ExitCode, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
+import { BlobNotFoundError, ExitCode, FileSystemError, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
 import type { CheckoutOptions } from '../../materialize/checkout.js';
 import { resolveToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
@@ -255,7 +255,19 @@ export function registerRemote(program: Command): void {
         latencyMs: o.latency,
         log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
       });
-      const url = await server.listen();
+      let url: string;
+      try {
+        url = await server.listen();
+      } catch (e) {
+        // A raw listen error names no file: name the address (a port in use, a host not this machine's).
+        const code = (e as NodeJS.ErrnoException).code;
+        throw new FileSystemError(`cannot listen on ${o.listen}: ${code} (${(e as Error).message})`, {
+          path: o.listen,
+          cause: e,
+          syscallCode: code,
+          hint: code === 'EADDRINUSE' ? 'another process listens there: stop it, or choose another port (--listen 127.0.0.1:0 picks a free one)' : undefined,
+        });
+      }
       if (o.json) printJson({ ok: true, event: 'listening', url, store: store.root, batch: o.batch, readOnly: o.readOnly === true, acValidation: o.acValidation });
       else process.stderr.write(`treecast: serving ${store.root} at ${url}${token ? ' (token required)' : ''}${o.readOnly ? ' (read-only)' : ''}\n`);
       await new Promise<void>((resolve) => {
