@@ -133,6 +133,23 @@ describe('serve from the command line', () => {
     }
   });
 
+  test('a client without the token is told to pass one; a client with a wrong one is told it was refused', async () => {
+    const { child, url } = await serve(['--store', join(dir, 'tok'), '--token', 'right-token']);
+    try {
+      const none = await runCli(['refs', '--remote', url, 'main']);
+      assert.equal(none.code, 8, none.stderr);
+      assert.match(none.stderr, /HTTP 401\n {2}hint: pass a token with --token/, none.stderr);
+      const wrong = await runCli(['refs', '--remote', url, 'main', '--token', 'wrong-token']);
+      assert.equal(wrong.code, 8, wrong.stderr);
+      assert.match(wrong.stderr, /HTTP 401\n {2}hint: the server refused the token given/, wrong.stderr);
+      assert.ok(!wrong.stderr.includes('wrong-token') && !wrong.stderr.includes('right-token'), 'no token printed');
+      const good = await runCli(['refs', '--remote', url, 'main', '--token', 'right-token']);
+      assert.equal(good.code, 3, `the right token passes: ${good.stderr}`);
+    } finally {
+      await stop(child, 'SIGTERM');
+    }
+  });
+
   test('a port in use is a file-system error naming the address, with a hint; so is an address not this machine\'s', async () => {
     const busy = net.createServer();
     busy.listen(0, '127.0.0.1');

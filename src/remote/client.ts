@@ -591,7 +591,11 @@ export class RemoteClient {
 
   private statusError(what: string, status: number, d?: Digest, retryAfter?: string | string[], text = ''): RemoteError {
     const hint =
-      status === 401 ? 'pass a token with --token, --token-file or TREECAST_TOKEN' : status === 507 ? 'the server is out of disk space' : undefined;
+      status === 401
+        ? this.headers.authorization === undefined
+          ? 'pass a token with --token, --token-file or TREECAST_TOKEN'
+          : 'the server refused the token given (--token, --token-file or TREECAST_TOKEN): check it is the one the server was started with'
+        : status === 507 ? 'the server is out of disk space' : undefined;
     const detail = text.trim() ? `: ${text.trim().slice(0, 300)}` : '';
     const err = new RemoteError(`${what}${d ? ` ${formatDigest(d)}` : ''} from ${this.server}: HTTP ${status}${detail}`, {
       status,
