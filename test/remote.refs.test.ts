@@ -8,9 +8,10 @@ import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { encodeActionResult, encodeTree } from '../src/core/action-result.js';
-import { type Digest, digestOf, formatDigest } from '../src/core/digest.js';
+import { type Digest, digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
 import { encodeDirectory } from '../src/core/reapi.js';
-import { REF_NAMESPACE, refEntry, refKey } from '../src/remote/refs.js';
+import { REF_NAMESPACE, refEntry, refKey, resolveRemoteRef } from '../src/remote/refs.js';
+import { RemoteFetcher } from '../src/remote/fetch.js';
 import { LocalStore } from '../src/store/local.js';
 import { type Nginx, findNginx, startNginx } from './helpers/remote-nginx.js';
 import { type Proxy, startProxy } from './helpers/remote-proxy.js';
@@ -266,6 +267,31 @@ describe("remote refs against treecast's own server", () => {
     // The server answered the entry only because it holds every blob (AC validation, said in
     // /status): asking /missing again would check the same (the loose server below is asked).
     assert.ok(!paths.some((p) => p.includes('/treecast/v1/missing')), 'no second check of what the validated entry promised');
+  });
+
+  test('a name the validating server answered leaves the tree to the command: only the entry and /status are asked, then one /tree as for a digest', async () => {
+    const pushed = await pushRef(src, server.url, 'deps-later');
+    const root = parseDigest(pushed.root as string);
+    const store = LocalStore.open(freshStore());
+    server.log.length = 0;
+    const { hit, fetcher } = await resolveRemoteRef(['deps-later'], () => new RemoteFetcher(store, { url: server.url }));
+    try {
+      assert.equal(hit.digest, pushed.root);
+      assert.deepEqual(server.log.map((e) => `${e.method} ${e.path.replace(/[0-9a-f]{64}.*/, 'KEY')}`).sort(), ['GET /ac/KEY', 'GET /status']);
+      // The checkout's threads boot while the tree arrives (checkout.ts), as they do for a digest.
+      assert.equal(store.hasSync(root), false, 'no Directory message fetched before the command asks for the tree');
+      const summary = await fetcher.pull(root);
+      assert.equal(summary.files, new Set(lsHashes(src, 'file')).size);
+    } finally {
+      await fetcher.close();
+    }
+    const paths = server.log.map((e) => e.path);
+    assert.equal(paths.filter((p) => p.includes('/treecast/v1/tree/')).length, 1, 'the tree fetched once');
+    assert.ok(!paths.some((p) => p.includes('/treecast/v1/missing')), 'no second check of what the validated entry promised');
+    const out = freshDir();
+    const r = await runCli(['checkout', formatDigest(root), out, '--store', store.root]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(describeTree(out), describeTree(src));
   });
 
   test('checkout NAME --remote --direct writes each file once and stores no file blob; a remembered entry whose blob the server lost is a miss, nothing written', async () => {

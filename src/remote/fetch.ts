@@ -277,11 +277,12 @@ export class RemoteFetcher {
   }
 
   /**
-   * For a tree named on the remote (remote/refs.ts): leaves its Directory messages in the local
-   * store and makes sure the server holds every blob before anything is written, so a name whose
-   * entry outlived some of its blobs is a miss, never a partial checkout. A treecast server that
-   * validates its action cache said so in /status and answered the entry only whole; one that
-   * does not is asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
+   * For a tree named on the remote (remote/refs.ts): makes sure the server holds every blob before
+   * anything is written, so a name whose entry outlived some of its blobs is a miss, never a
+   * partial checkout. A treecast server that validates its action cache said so in /status and
+   * answered the entry only whole: its tree is left to the command's prepareTree (or pull). From
+   * any other server the Directory messages are left in the local store here, and one that does
+   * not validate is asked `/missing` (one request per 10,000 blobs); a plain Bazel cache can only be asked one
    * HEAD per blob, so the blobs are fetched instead and a checkout then writes from the store.
    * With `defer`, a plain cache's blobs are not fetched here: `unsecured` turns true and the caller
    * either calls `secureBlobs()` before writing or undoes what it wrote on a BlobNotFoundError.
@@ -296,6 +297,20 @@ export class RemoteFetcher {
     await this.init();
     try {
       if (root === undefined || (!this.batch && !this.store.hasSync(root))) root = await this.loadTreeMessage(tree, root);
+      // A treecast server validating its action cache answered the entry only while it held
+      // every blob the entry names (the Directory messages too): asking /missing again would check
+      // the same thing twice, and the command's own prepareTree fetches the tree, as it does for a
+      // tree named by digest. Perf: on the Linux tree (78k blobs) that second check was 8 requests
+      // and ~0.4 s before the first write of `checkout NAME --remote` (profiled; the server stats
+      // each blob again).
+      // Perf: prepared here, the tree came before the checkout started, so its writer threads
+      // booted after the tree instead of while it arrived (materialize/checkout.ts), and a pull
+      // again by name read and walked the whole tree before pull() found it complete
+      // (pulledAlready). That pull of the Linux tree, 5 interleaved pairs at load 10: CPU (user +
+      // sys) 0.27-0.30 s against 0.99-1.03 s, peak RSS 104-105 MB against 152-162 MB, wall
+      // median 0.74 s against 2.83 s. `checkout NAME --remote`'s CPU did not move beyond the
+      // noise (client 7.65-8.07 s against 7.54-7.87 s, 5 pairs at load 9-11; wall was noise).
+      if (this.batch && this.client.validatesEntries) return root;
       await this.prepareTree(root);
       if (!this.batch) {
         if (defer) {
@@ -306,11 +321,6 @@ export class RemoteFetcher {
         return root;
       }
       const absent = [...(this.absentFiles = this.findAbsentFiles())];
-      // A treecast server validating its action cache answered the entry only while it held
-      // every blob the entry names: asking /missing again would check the same thing twice.
-      // Perf: on the Linux tree (78k blobs) that second check was 8 requests and ~0.4 s before the
-      // first write of `checkout NAME --remote` (profiled; the server stats each blob again).
-      if (this.client.validatesEntries) return root;
       const chunks: Digest[][] = [];
       for (let i = 0; i < absent.length; i += MISSING_CHUNK) chunks.push(absent.slice(i, i + MISSING_CHUNK));
       let lacking: Digest | undefined;

@@ -115,8 +115,8 @@ export interface RefHit {
 
 /**
  * Tries `names` in order (the first, then each fallback) and returns the first whose entry exists
- * and whose every blob the server holds, with the fetcher that checked it (its Directory messages
- * are then in the local store). A name whose entry names blobs the server lacks is a miss, never a
+ * and whose every blob the server holds, with the fetcher that checked it, for the command to go
+ * on with (it fetches the Directory messages, unless `fetcher.secure` already did). A name whose entry names blobs the server lacks is a miss, never a
  * partial result: `fetcher.secure` finds that out before anything is written. A fetcher that saw a
  * miss is closed and a new one made for the next name. All missing: RemoteRefNotFoundError (exit 3).
  * With `defer`, a plain cache's blobs are left unchecked (`fetcher.unsecured`): the checkout
