@@ -79,8 +79,24 @@ function refused(shown: string, why: string): ArchiveError {
   return new ArchiveError(`archive entry '${shown}': ${why}`, { path: shown });
 }
 
+/**
+ * A whole name of SIMPLE_RE parts of 1 to 255 characters, with an optional '/' at the end. One with
+ * at most 2,047 characters, no drive letter and no part starting with '.' passes every check below.
+ */
+const SIMPLE_NAME_RE = /^(?:[\x20-\x2e\x30-\x5b\x5d-\x7e]{1,255}\/)*[\x20-\x2e\x30-\x5b\x5d-\x7e]{1,255}\/?$/;
+/** 2,047 characters hold at most 1,024 parts (MAX_DEPTH) and, in ASCII, 4,096 bytes (MAX_ENTRY_NAME_BYTES). */
+const SIMPLE_NAME_MAX = 2047;
+
 /** Checks one stored name and returns its relative path (no trailing slash) and whether it ended in '/'. */
 export function entryPath(name: string): { path: string; slash: boolean } {
+  // Perf: one regular expression over the whole name instead of a split and a test per part; on
+  // the Linux tree's zip (83,730 names) entryPath took 58-78 ms of CPU (median 67) in a fresh
+  // process, 24-37 ms (34) with this (5 interleaved runs, load 11). Any other name takes the
+  // full check, which alone decides what is refused and how.
+  if (name.length <= SIMPLE_NAME_MAX && name.charCodeAt(0) !== 0x2e && !name.includes('/.') && SIMPLE_NAME_RE.test(name) && !DRIVE_RE.test(name)) {
+    const slash = name.charCodeAt(name.length - 1) === 0x2f;
+    return { path: slash ? name.slice(0, -1) : name, slash };
+  }
   const shown = name.length > 200 ? `${name.slice(0, 200)}...` : name;
   if (Buffer.byteLength(name) > MAX_ENTRY_NAME_BYTES) throw unsafe(shown, `name is longer than ${MAX_ENTRY_NAME_BYTES} bytes`);
   if (name.includes('\0')) throw unsafe(shown, 'name contains a NUL byte');
