@@ -3,6 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as http from 'node:http';
+import * as crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
@@ -270,6 +272,53 @@ describe('remote server', () => {
       assert.equal(f.present, want !== undefined, `frame ${i} present`);
       if (want) assert.ok(Buffer.concat(f.data).equals(want), `frame ${i} data`);
     });
+  });
+
+  test('a batch read that the client drains slowly still sends every blob whole: a run buffer is filled again only once written', async () => {
+    // Random bytes, so a buffer refilled while the socket still held it would send another blob's
+    // bytes. Small blobs between ones near the small-read limit make runs of one small frame: a
+    // write under the socket's high-water mark returns at once, still queued behind the full
+    // socket, and the next run is read while it waits.
+    const blobs = Array.from({ length: 160 }, (_, i) => crypto.randomBytes(i % 2 === 0 ? 6_000 + i : (250 << 10) - i));
+    const srv = await startServer(join(dir, 'batch-slow'));
+    try {
+      for (const b of blobs) srv.store.putSync(b);
+      const wanted = blobs.map((b) => digestOf(b));
+      const got: Buffer[][] = [];
+      const dec = new FrameDecoder({
+        header: (_d, present) => {
+          assert.ok(present);
+          got.push([]);
+        },
+        data: (chunk) => got.at(-1)!.push(Buffer.from(chunk)),
+        end: () => {},
+      });
+      await new Promise<void>((resolve, reject) => {
+        const req = http.request(`${srv.url}treecast/v1/read`, { method: 'POST', agent: false }, (res) => {
+          assert.equal(res.statusCode, 200);
+          // Nothing read for a while: the server's writes fill the socket and wait for 'drain'
+          // with several run buffers queued, then the rest is read in small steps.
+          res.pause();
+          setTimeout(() => {
+            res.on('data', (c: Buffer) => {
+              dec.push(c);
+              res.pause();
+              setImmediate(() => res.resume());
+            });
+            res.resume();
+          }, 300);
+          res.on('end', resolve);
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end(encodeDigestList(wanted));
+      });
+      dec.finish();
+      assert.equal(got.length, blobs.length);
+      got.forEach((parts, i) => assert.ok(Buffer.concat(parts).equals(blobs[i]!), `blob ${i} whole`));
+    } finally {
+      await srv.close();
+    }
   });
 
   test('an upload above 64 KiB streams to a temp file while it arrives; a small one does too once the memory budget is spent', async () => {

@@ -125,9 +125,13 @@ export class Gather {
   }
 }
 
-async function writeWithBackpressure(res: http.ServerResponse, buf: Buffer): Promise<void> {
+/**
+ * Writes `buf`, waiting for 'drain' when the response is full. `onWritten` runs once the socket is
+ * done with `buf` (written, or the response gone), so the caller may fill it again.
+ */
+export async function writeWithBackpressure(res: http.ServerResponse, buf: Buffer, onWritten?: () => void): Promise<void> {
   if (res.destroyed) throw new HttpFailure(CLIENT_CLOSED, 'client went away');
-  if (res.write(buf)) return;
+  if (res.write(buf, onWritten)) return;
   await new Promise<void>((resolve, reject) => {
     const done = () => {
       res.off('drain', done);
