@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { digestOf } from '../src/core/digest.js';
+import { execFileSync } from 'node:child_process';
+import { LocalStore } from '../src/store/local.js';
 import { removeDir, runCli, startCli, tempDir, waitExit } from './helpers/remote.js';
+import { canMount, withTmpfs } from './helpers/mounts.js';
 
 type Child = ReturnType<typeof startCli>;
 
@@ -169,6 +172,34 @@ describe('serve from the command line', () => {
     const r = await runCli(['serve', '--listen', '192.0.2.1:9', '--store', join(dir, 'busy')]);
     assert.equal(r.code, 7, r.stderr);
     assert.match(r.stderr, /cannot listen on 192\.0\.2\.1:9: EADDRNOTAVAIL/, r.stderr);
+  });
+
+  test('a store the server cannot write is refused at start (exit 7, naming it), not answered 500 on every upload; --read-only serves it', async (t) => {
+    const why = canMount();
+    if (why) {
+      t.skip(why);
+      return;
+    }
+    await withTmpfs('1m', async (mnt) => {
+      const store = join(mnt, 'store');
+      LocalStore.open(store);
+      execFileSync('mount', ['-o', 'remount,ro', mnt]);
+      const refused = startCli(['serve', '--listen', '127.0.0.1:0', '--store', store]);
+      // A server that starts instead would run on: stopped, so the test fails rather than hangs.
+      const timer = setTimeout(() => refused.kill('SIGKILL'), 10_000);
+      const r = await waitExit(refused);
+      clearTimeout(timer);
+      assert.equal(r.code, 7, r.stderr);
+      assert.match(r.stderr, new RegExp(`cannot serve ${store} for uploads: cannot write ${store}: EROFS\n {2}hint: serve it with --read-only`), r.stderr);
+      const { child, url } = await serve(['--store', store, '--read-only']);
+      try {
+        const res = await fetch(`${url}cas/${digestOf(Buffer.from('x')).hash}`);
+        assert.equal(res.status, 404);
+        await res.arrayBuffer();
+      } finally {
+        await stop(child, 'SIGTERM');
+      }
+    });
   });
 
   test('a token file that cannot be read is a file-system error naming it, and nothing listens', async () => {

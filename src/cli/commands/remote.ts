@@ -3,6 +3,7 @@
  * fetcher wiring that `pull` and `checkout --remote` share.
  */
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
@@ -205,6 +206,29 @@ async function resolveSource(store: LocalStore, spec: string, signal: AbortSigna
   return { root: store.resolve(spec), snapshotted: false };
 }
 
+/**
+ * A server that cannot write its store would answer every upload 500: it refuses to start
+ * instead, naming the folder (the store another user made, a read-only mount).
+ */
+function refuseUnwritableStore(root: string): void {
+  const cas = join(root, 'cas');
+  const shards = fs.readdirSync(cas).map((n) => join(cas, n));
+  for (const dir of [root, cas, join(root, 'tmp'), join(root, 'ac'), ...shards]) {
+    try {
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      throw new FileSystemError(`cannot serve ${root} for uploads: cannot write ${dir}: ${code}`, {
+        path: dir,
+        cause: e,
+        syscallCode: code,
+        hint: 'serve it with --read-only, or as a user who can write the store',
+      });
+    }
+  }
+}
+
 function isRefName(spec: string): boolean {
   try {
     checkRefName(spec);
@@ -240,6 +264,7 @@ export function registerRemote(program: Command): void {
       const { host, port } = parseListen(o.listen);
       const token = resolveToken(o);
       const store = openStore(o);
+      if (!o.readOnly) refuseUnwritableStore(store.root);
       let logFd: number | undefined;
       if (o.accessLog) logFd = fs.openSync(o.accessLog, 'a');
       const server = new RemoteServer({
