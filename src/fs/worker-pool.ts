@@ -88,6 +88,11 @@ export class WorkerPool {
     }
   }
 
+  /** Each worker's young generation cap in MB: the one asked for (-1: none) until its thread is up, then the thread's own. */
+  youngGenerationLimits(): (number | undefined)[] {
+    return this.slots.map((s) => s.worker.resourceLimits?.maxYoungGenerationSizeMb);
+  }
+
   /**
    * Runs one batch on the least busy worker (or inline) and resolves with its result. `transfer`
    * lists buffers handed to the worker instead of copied (the caller must not use them after).
