@@ -14,10 +14,13 @@
  *
  * Perf: in the CLI the young generation has grown to 8 MB (4 MB semi-spaces) by the time the
  * fetcher learns the server is a plain cache, and is held there. Peak RSS, Linux tree from nginx
- * into tmpfs, runs interleaved with the build before at load average 7-12 (CPU is user + sys):
+ * into tmpfs, runs interleaved with the build before at load average 7-20 (CPU is user + sys):
  * `checkout DIGEST --remote` 277, 298, 293, 293, 301 MB before (CPU 9.2-12.5 s), 262, 268, 227,
- * 235 MB after (CPU 9.7-11.3 s); `checkout NAME --remote` 282, 283, 339, 281 MB before (CPU
- * 9.1-11.6 s), 263, 282, 270 MB after (CPU 9.2-11.0 s).
+ * 235, 242 MB after (CPU 9.7-11.3 s); `checkout NAME --remote` 282, 283, 339, 281 MB before (CPU
+ * 9.1-11.6 s), 263, 282, 270, 254, 259 MB after (CPU 9.2-11.0 s). With the writer threads' young
+ * generation capped too (materialize/checkout.ts), 3 more interleaved pairs against the build
+ * before, at load 13-16: DIGEST 236, 284, 252 MB against 278, 242, 274 MB (CPU 9.3-10.7 s against
+ * 9.3-10.4 s); NAME 238, 255, 245 MB against 296, 269, 298 MB (CPU 9.8-11.6 s against 9.5-11.9 s).
  *
  * Process-wide: the CLI asks for it (RemoteFetcher's `holdYoungGeneration` option); a library
  * caller's process is left alone unless it asks too.
