@@ -152,6 +152,35 @@ test('the listing runs while the archive is written: an archive written inside t
   }
 });
 
+test('an OUT replaced keeps its permissions (a private archive stays private); a new OUT gets 0644 less the umask; a symlink at OUT is replaced, never written through', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  fs.writeFileSync(join(src, 'a'), 'a');
+  const umask = process.umask(0o022);
+  try {
+    for (const name of ['out.tar', 'out.tar.zst', 'out.zip']) {
+      const out = join(dir, name);
+      fs.writeFileSync(out, 'an older archive', { mode: 0o600 });
+      fs.chmodSync(out, 0o600);
+      await pack({ dir: src }, out, { level: 'default', jobs: 1 });
+      assert.equal(fs.statSync(out).mode & 0o777, 0o600, `${name}: still private`);
+      assert.notEqual(fs.readFileSync(out, 'utf8'), 'an older archive', `${name}: replaced`);
+      fs.rmSync(out);
+      await pack({ dir: src }, out, { level: 'default', jobs: 1 });
+      assert.equal(fs.statSync(out).mode & 0o777, 0o644, `${name}: a new archive`);
+    }
+    const target = join(dir, 'target');
+    fs.writeFileSync(target, 'not an archive', { mode: 0o600 });
+    fs.symlinkSync(target, join(dir, 'link.tar'));
+    await pack({ dir: src }, join(dir, 'link.tar'), { level: 'default', jobs: 1 });
+    assert.equal(fs.readFileSync(target, 'utf8'), 'not an archive');
+    assert.ok(fs.lstatSync(join(dir, 'link.tar')).isFile());
+  } finally {
+    process.umask(umask);
+  }
+});
+
 test('a store inside the packed directory is left out, under any spelling of either, as snapshot leaves it out; packing the store itself packs it', async () => {
   const dir = scratchDir('tc-tar-pack');
   const src = join(dir, 'src');

@@ -380,7 +380,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
     throw new TargetError(`cannot write the archive to ${outPath}: it is a directory`, { path: outPath, hint: 'name the archive file to write, such as DIR/out.zip' });
   }
   // OUT is replaced by a renamed file: a device or FIFO there (/dev/null as root) would be replaced, not written to.
-  const special = toStdout ? undefined : specialKind(fs.lstatSync(outPath, { throwIfNoEntry: false }));
+  const existing = toStdout ? undefined : fs.lstatSync(outPath, { throwIfNoEntry: false });
+  const special = specialKind(existing);
   if (special) {
     throw new TargetError(`cannot write the archive to ${outPath}: it is a ${special}, which pack would replace with a file`, {
       path: outPath,
@@ -404,6 +405,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
   let tarOut: TarOutput | undefined;
   let writer: ZipWriter | TarWriter;
   try {
+    // An OUT replaced keeps its permissions (a private archive stays private), as `tar -cf` over it does.
+    if (existing?.isFile()) fs.fchmodSync(fd, existing.mode & 0o777);
     if (format === 'zip') writer = new ZipWriter(fd, outPath);
     else {
       const compression = format === 'tar.gz' ? 'gzip' : format === 'tar.zst' ? 'zstd' : 'none';
