@@ -170,6 +170,9 @@ test('every command reports every OS error as a coded error naming the path', { 
       { cmd: 'checkout', errno: 'ENOSPC', args: ['checkout', 'r', p('small', 'co'), ...S], path: p('small', 'co') },
       { cmd: 'unpack', errno: 'ENOSPC', args: ['unpack', p('a.zip'), p('small', 'un')], path: p('small', 'un') },
       { cmd: 'pack', errno: 'ENOSPC', args: ['pack', p('src'), p('small', 'o.zip'), ...S], path: p('small', 'o.zip') },
+      // Through a compressor: it meets the full disk, pack's next write only its closed pipe.
+      { cmd: 'pack', errno: 'ENOSPC', args: ['pack', p('src'), p('small', 'o.tar.zst'), ...S], path: p('small', 'o.tar.zst') },
+      { cmd: 'pack', errno: 'ENOSPC', args: ['pack', p('src'), p('small', 'o.tar.gz'), ...S], path: p('small', 'o.tar.gz') },
       { cmd: 'snapshot', errno: 'ENOSPC', args: ['snapshot', p('src'), '--store', p('small', 'st')], path: p('small', 'st') },
       { cmd: 'blob put', errno: 'ENOSPC', args: ['blob', 'put', p('src', 'big'), '--store', p('small', 'st')], path: p('small', 'st') },
       { cmd: 'import', errno: 'ENOSPC', args: ['import', p('a.zip'), '--store', p('small', 'st')], path: p('small', 'st') },
@@ -196,6 +199,7 @@ test('every command reports every OS error as a coded error naming the path', { 
         else if (/internal error|\n\s+at /.test(r.err)) failures.push(`internal error or stack trace: ${what}`);
         else if (!/^treecast: error\[ERR_TREECAST_[A-Z_]+\]: /m.test(r.err)) failures.push(`no coded error: ${what}`);
         else if (!r.err.includes(c.path)) failures.push(`message does not name ${c.path}: ${what}`);
+        else if (c.errno === 'ENOSPC' && !r.err.includes('ENOSPC')) failures.push(`a full disk is not said to be one: ${what}`);
         else if (c.blocker && !r.err.includes(`${c.blocker} is not a directory`)) failures.push(`message does not name the parent ${c.blocker}: ${what}`);
         else if (json) {
           const body = JSON.parse(r.out.trim().split('\n').pop()!) as { ok: boolean; error: { code: string; message: string } };

@@ -30,6 +30,8 @@ test('a write after the compressor died is its typed failure, never a write to a
     writeOnce();
     await sleep(5);
   }
+  // What that first failure stands for is the compressor's own cause, read once it has ended.
+  const first = (await out.explain(errors[0])) as NodeJS.ErrnoException;
   // Once its exit has been seen, as after any await in pack, writes go on failing the same typed way.
   await sleep(300);
   writeOnce();
@@ -37,7 +39,15 @@ test('a write after the compressor died is its typed failure, never a write to a
   out.abort();
   assert.ok(errors.length >= 3, 'the writes failed once the compressor was gone');
   for (const e of errors) assert.doesNotMatch(e.message, /EBADF/, 'never a write to a closed descriptor');
-  const last = errors.at(-1)!;
-  assert.equal(last.code, 'ERR_TREECAST_ARCHIVE', last.message);
-  assert.match(last.message, /zstd failed writing \/dev\/full/);
+  for (const e of [first, errors.at(-1)!]) {
+    assert.equal(e.code, 'ERR_TREECAST_NO_SPACE', e.message);
+    assert.match(e.message, /^cannot write \/dev\/full: ENOSPC \(no space left on device, said zstd\)$/);
+  }
+});
+
+test('a write failed for another reason is left as it is', async () => {
+  const out = new TarOutput(1, 'stdout', 'zstd', 1);
+  const other = Object.assign(new Error('cannot write stdout: EIO'), { syscallCode: 'EIO' });
+  assert.equal(await out.explain(other), other);
+  out.abort();
 });

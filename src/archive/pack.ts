@@ -585,7 +585,8 @@ export async function pack(source: { dir: string } | { store: LocalStore; root: 
         throw fsError(e, 'cannot replace', outPath);
       }
     } else bytesOut = writer.size;
-  } catch (e) {
+  } catch (err) {
+    const e = tarOut ? await tarOut.explain(err) : err;
     tarOut?.abort();
     try {
       if (!toStdout) fs.closeSync(fd);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ArchiveError, CaptureError, FileSystemError, fsError, type TreecastError } from '../errors.js';
 import { BLOCK, END_OF_ARCHIVE, T, encodeHeader, padding, writeUstarHeader, type HeaderFields } from './tar-format.js';
 import { openFile } from '../fs/open-file.js';
@@ -127,6 +128,12 @@ export class TarOutput {
     if (signal === 'SIGPIPE' || /EPIPE|broken pipe/i.test(this.stderr)) {
       return new FileSystemError(`cannot write ${this.label}: EPIPE (the reader of the ${this.prog} output went away)`, { path: this.label, syscallCode: 'EPIPE' });
     }
+    // Its output's disk is full: zstd says "No space left on device", gzip-process.ts the code.
+    const full = /ENOSPC|No space left on device/i.test(this.stderr) ? 'ENOSPC' : /EDQUOT|quota exceeded/i.test(this.stderr) ? 'EDQUOT' : undefined;
+    if (full) {
+      const what = full === 'ENOSPC' ? 'no space left on device' : 'disk quota exceeded';
+      return fsError(Object.assign(new Error(`${what}, said ${this.prog}`), { code: full }), 'cannot write', this.label);
+    }
     return new ArchiveError(`${this.prog} failed writing ${this.label}: ${this.stderr.trim() || (signal ?? `exit code ${code}`)}`, { path: this.label });
   }
 
@@ -135,6 +142,19 @@ export class TarOutput {
     const code = (this.spawnError as NodeJS.ErrnoException).code;
     const hint = prog === 'zstd' ? 'install the zstd program (Debian: apt-get install zstd)' : undefined;
     return new FileSystemError(`cannot run the ${prog} compressor: ${code ?? this.spawnError}`, { path: prog, syscallCode: code, hint });
+  }
+
+  /**
+   * What a failed write into the compressor stands for. A write meets EPIPE as soon as the
+   * compressor has exited, before its exit and its last words reach this thread, so the cause it
+   * gave (a full disk, a reader gone) is read once it has ended; any other error is returned as is,
+   * and so is this one if the compressor has not ended within 2 s.
+   */
+  async explain(e: unknown): Promise<unknown> {
+    if (!this.child || (e as FileSystemError)?.syscallCode !== 'EPIPE') return e;
+    // Its streams closed, not only its exit seen: the stderr that names the cause is read by then.
+    const waited = await Promise.race([this.exited!.then(() => true), sleep(2000, false, { ref: false })]);
+    return waited && this.ended ? this.endedError() : e;
   }
 
   /** Ends the stream and waits for the compressor to finish writing. */
