@@ -216,3 +216,27 @@ test('pack OUT that is a device or a FIFO is refused (exit 7) and left as it was
   }
   assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes('.treecast-')), []);
 });
+
+test('a ref name another ref is in the way of is refused before any work (exit 2), as git refuses it, and both refs stay', () => {
+  const { dir, store } = storeWithRef({ zip: true });
+  const snap = (args: string[]) => run(['snapshot', join(dir, 'src2'), '--store', store, ...args]);
+  fs.mkdirSync(join(dir, 'src2'));
+  fs.writeFileSync(join(dir, 'src2', 'new'), 'content no blob in the store has yet');
+  assert.equal(run(['snapshot', join(dir, 'src'), '--store', store, '--ref', 'a/b']).code, 0);
+  const blobs = () => fs.readdirSync(join(store, 'cas'), { recursive: true }).length;
+  const before = blobs();
+  const cases: [string[], string][] = [
+    [['--ref', 'a'], "cannot write ref 'a': refs named 'a/…' exist"],
+    [['--ref', 'r/x'], "cannot write ref 'r/x': ref 'r' exists"],
+    [['--ref', 'r/x/y'], "cannot write ref 'r/x/y': ref 'r' exists"],
+  ];
+  for (const [args, message] of cases) assertCodedError(snap(args), 2, 'ERR_TREECAST_INVALID_REF', message);
+  assertCodedError(run(['import', join(dir, 'r.zip'), '--store', store, '--ref', 'a']), 2, 'ERR_TREECAST_INVALID_REF', "refs named 'a/…' exist");
+  // Refused before the server is asked (nothing listens on port 9).
+  assertCodedError(run(['pull', 'r', 'http://127.0.0.1:9/', '--store', store, '--ref', 'r/x']), 2, 'ERR_TREECAST_INVALID_REF', "ref 'r' exists");
+  assert.equal(blobs(), before, 'no blob was stored by a refused command');
+  const refs = JSON.parse(run(['refs', '--store', store, '--json']).out) as { refs?: { name: string }[] } | { name: string }[];
+  const names = (Array.isArray(refs) ? refs : refs.refs ?? []).map((r) => r.name).sort();
+  assert.deepEqual(names, ['a/b', 'r']);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -38,6 +38,7 @@ export interface ImportSummary extends ArchiveSummary {
 
 export async function importArchive(archivePath: string, store: LocalStore, opts: ImportOptions): Promise<ImportSummary> {
   checkLimitsOptions(opts);
+  if (opts.ref !== undefined) store.checkRefWritable(opts.ref);
   // As snapshot: a blob found stored is kept, not written again, and named only when the tree and
   // ref are written at the end, so gc must not run meanwhile (target-guard.ts guardStoreWriter).
   const writer = guardStoreWriter(store.root, 'import');

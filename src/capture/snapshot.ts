@@ -9,7 +9,7 @@ import { type Digest, EMPTY_DIGEST } from '../core/digest.js';
 import { type Directory, directoryBlob, type DirectoryNode, type FileNode } from '../core/reapi.js';
 import { compareNames } from '../core/names.js';
 import { CaptureError, InterruptedError, TargetError } from '../errors.js';
-import { LocalStore, checkRefName } from '../store/local.js';
+import { LocalStore } from '../store/local.js';
 import { hasTreePack, readTreePack, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs, runBatches } from '../fs/worker-pool.js';
 import { guardStoreWriter, realPathOf } from '../fs/target-guard.js';
@@ -66,7 +66,7 @@ const BATCH_BYTES = 16 << 20;
 
 export async function snapshot(dir: string, opts: SnapshotOptions): Promise<SnapshotResult> {
   const elapsed = stopwatch();
-  if (opts.ref !== undefined) checkRefName(opts.ref);
+  if (opts.ref !== undefined) opts.store.checkRefWritable(opts.ref);
   const rootAbs = resolve(dir);
   const st = fs.statSync(rootAbs, { throwIfNoEntry: false });
   if (!st) throw new TargetError(`cannot snapshot ${rootAbs}: no such directory`, { path: rootAbs });

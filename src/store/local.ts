@@ -365,6 +365,32 @@ export class LocalStore implements BlobStore {
     return join(this.root, 'refs', name);
   }
 
+  /**
+   * Refuses a ref name another ref is in the way of (`a` while `a/b` exists, or `a/b` while `a`
+   * does), as git refuses it: asked before a command's work, so it is not lost at the last step.
+   */
+  checkRefWritable(name: string): void {
+    const p = this.refPath(name);
+    // An error other than a clash (an unreadable store) is left to the write to report.
+    const lstat = (q: string) => {
+      try {
+        return fs.lstatSync(q, { throwIfNoEntry: false });
+      } catch {
+        return undefined;
+      }
+    };
+    if (lstat(p)?.isDirectory()) {
+      throw new InvalidRefNameError(`cannot write ref '${name}': refs named '${name}/…' exist`, { hint: 'choose another name, or list refs with `treecast refs`' });
+    }
+    const parts = name.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const parent = parts.slice(0, i).join('/');
+      const st = lstat(join(this.root, 'refs', parent));
+      if (st === undefined) return;
+      if (!st.isDirectory()) throw new InvalidRefNameError(`cannot write ref '${name}': ref '${parent}' exists`, { hint: 'choose another name, or list refs with `treecast refs`' });
+    }
+  }
+
   writeRef(name: string, d: Digest): void {
     const p = this.refPath(name);
     const tmp = this.tmpPath('ref');
@@ -374,6 +400,7 @@ export class LocalStore implements BlobStore {
       fs.renameSync(tmp, p);
     } catch (e) {
       removeQuietly(tmp);
+      this.checkRefWritable(name); // another ref came in the way since the command began
       throw fsError(e, 'cannot write ref', p);
     }
   }

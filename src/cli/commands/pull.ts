@@ -9,7 +9,6 @@ import type { Command } from 'commander';
 import { type Digest, formatDigest } from '../../core/digest.js';
 import type { FetchSummary } from '../../remote/fetch.js';
 import type { RefHit } from '../../remote/refs.js';
-import { checkRefName } from '../../store/local.js';
 import { parseRemoteUrl } from '../../remote/url.js';
 import { pulledAlready } from '../../remote/pulled.js';
 import { addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
@@ -33,7 +32,7 @@ export function registerPull(program: Command): void {
     parseRemoteUrl(url);
     const copts = clientOptions(url, o);
     const store = openStore(o);
-    if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
+    if (o.ref !== undefined) store.checkRefWritable(o.ref); // before any transfer
     // Blobs already stored are kept, not fetched again: gc must not remove them before the ref is written.
     const writer = guardStoreWriter(store.root, 'pull');
     const t0 = performance.now();
