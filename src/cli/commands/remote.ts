@@ -212,7 +212,12 @@ async function resolveSource(store: LocalStore, spec: string, signal: AbortSigna
  */
 function refuseUnwritableStore(root: string): void {
   const cas = join(root, 'cas');
-  const shards = fs.readdirSync(cas).map((n) => join(cas, n));
+  let shards: string[] = [];
+  try {
+    shards = fs.readdirSync(cas).map((n) => join(cas, n));
+  } catch {
+    /* no cas folder yet, or none to read: the checks below name what is wrong */
+  }
   for (const dir of [root, cas, join(root, 'tmp'), join(root, 'ac'), ...shards]) {
     try {
       fs.accessSync(dir, fs.constants.W_OK);
