@@ -313,6 +313,13 @@ export class LocalStore implements BlobStore {
   /**
    * Path of a read-only executable twin of a blob, made on first use. Hardlink checkouts link
    * executables to it, so the mode of the shared inode is never changed.
+   *
+   * A twin, once there, is never replaced: the new one is linked in (EEXIST: another thread or
+   * process made it first, and that one stays), not renamed over it. Renamed over, the first
+   * twin's inode lost its only name while another thread that had just looked it up was linking
+   * it into a checkout, and link() of an inode with no name fails with ENOENT: a hardlink
+   * checkout of the node_modules corpus, whose many `.bin/semver` shims are one blob, failed so
+   * on a fresh store when both threads made that twin at once.
    */
   executablePathSync(d: Digest): string {
     const p = this.executableBlobPath(d.hash);
@@ -322,7 +329,14 @@ export class LocalStore implements BlobStore {
       fs.copyFileSync(this.blobPath(d.hash), tmp, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL);
       fs.chmodSync(tmp, 0o555);
       this.ensureShard(p);
-      fs.renameSync(tmp, p);
+      try {
+        fs.linkSync(tmp, p);
+        removeQuietly(tmp);
+      } catch (e) {
+        // A filesystem that refuses links (where a hardlink checkout then copies) gets the rename.
+        if ((e as NodeJS.ErrnoException).code === 'EEXIST') removeQuietly(tmp);
+        else fs.renameSync(tmp, p);
+      }
     } catch (e) {
       removeQuietly(tmp);
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !this.hasSync(d)) {
