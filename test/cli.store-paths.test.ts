@@ -238,5 +238,4 @@ test('a ref name another ref is in the way of is refused before any work (exit 2
   const refs = JSON.parse(run(['refs', '--store', store, '--json']).out) as { refs?: { name: string }[] } | { name: string }[];
   const names = (Array.isArray(refs) ? refs : refs.refs ?? []).map((r) => r.name).sort();
   assert.deepEqual(names, ['a/b', 'r']);
-  fs.rmSync(dir, { recursive: true, force: true });
 });

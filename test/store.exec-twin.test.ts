@@ -35,32 +35,28 @@ import(workerData.local).then(({ LocalStore }) => {
 
 test('two threads making the same executable twins at once link one inode each, and no link fails', async () => {
   const dir = tempDir();
-  try {
-    const root = join(dir, 'store');
-    const store = LocalStore.open(root);
-    const digests = Array.from({ length: 4000 }, (_, i) => store.putSync(Buffer.from(`#!/bin/sh\necho ${i}\n`)));
-    const out = join(dir, 'out');
-    fs.mkdirSync(out);
-    const gate = new SharedArrayBuffer(8);
-    const local = new URL('../src/store/local.js', import.meta.url).href;
-    const threads = ['a', 'b'].map((tag) => new Worker(THREAD, { eval: true, workerData: { local, root, digests, out, tag, gate } }));
-    const results = threads.map((w) => new Promise<string[]>((resolve, reject) => w.once('message', resolve).once('error', reject)));
-    const cell = new Int32Array(gate);
-    while (Atomics.load(cell, 1) < 2) await new Promise((r) => setTimeout(r, 1));
-    Atomics.store(cell, 0, 1);
-    Atomics.notify(cell, 0);
-    const failures = (await Promise.all(results)).flat();
-    assert.deepEqual(failures.slice(0, 5), [], `${failures.length} links failed`);
-    let apart = 0;
-    for (let i = 0; i < digests.length; i++) {
-      const [a, b] = ['a', 'b'].map((t) => fs.statSync(join(out, `${t}-${i}`)));
-      const twin = fs.statSync(store.executableBlobPath(digests[i]!.hash));
-      if (a.ino !== twin.ino || b.ino !== twin.ino) apart++;
-      assert.equal(a.mode & 0o777, 0o555);
-    }
-    assert.equal(apart, 0, `${apart} of ${digests.length} blobs: a thread linked a twin that another replaced`);
-    assert.deepEqual(fs.readdirSync(join(root, 'tmp')), [], 'no temporary twin left');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+  const root = join(dir, 'store');
+  const store = LocalStore.open(root);
+  const digests = Array.from({ length: 4000 }, (_, i) => store.putSync(Buffer.from(`#!/bin/sh\necho ${i}\n`)));
+  const out = join(dir, 'out');
+  fs.mkdirSync(out);
+  const gate = new SharedArrayBuffer(8);
+  const local = new URL('../src/store/local.js', import.meta.url).href;
+  const threads = ['a', 'b'].map((tag) => new Worker(THREAD, { eval: true, workerData: { local, root, digests, out, tag, gate } }));
+  const results = threads.map((w) => new Promise<string[]>((resolve, reject) => w.once('message', resolve).once('error', reject)));
+  const cell = new Int32Array(gate);
+  while (Atomics.load(cell, 1) < 2) await new Promise((r) => setTimeout(r, 1));
+  Atomics.store(cell, 0, 1);
+  Atomics.notify(cell, 0);
+  const failures = (await Promise.all(results)).flat();
+  assert.deepEqual(failures.slice(0, 5), [], `${failures.length} links failed`);
+  let apart = 0;
+  for (let i = 0; i < digests.length; i++) {
+    const [a, b] = ['a', 'b'].map((t) => fs.statSync(join(out, `${t}-${i}`)));
+    const twin = fs.statSync(store.executableBlobPath(digests[i]!.hash));
+    if (a.ino !== twin.ino || b.ino !== twin.ino) apart++;
+    assert.equal(a.mode & 0o777, 0o555);
   }
+  assert.equal(apart, 0, `${apart} of ${digests.length} blobs: a thread linked a twin that another replaced`);
+  assert.deepEqual(fs.readdirSync(join(root, 'tmp')), [], 'no temporary twin left');
 });

@@ -111,18 +111,11 @@ export class WorkerPool {
   }
 
   /**
-   * True when a `run` called now (with no await between) runs on the calling thread: inline, or
-   * callerRuns with every worker holding two batches. Its payload is then never posted, so it
-   * need not be packed for postMessage (runBatches' payloadOf).
-   */
-  get nextRunsHere(): boolean {
-    return this.runsHere(false);
-  }
-
-  /**
-   * nextRunsHere for a batch `heavy` or not. A heavy batch (`run`'s `heavy`) goes to a worker even
-   * when every worker holds two: the calling thread takes no batch that would keep it from handing
-   * out the next ones for much longer than a worker takes to run the two it holds.
+   * True when a `run` called now (with no await between) with this `heavy` runs on the calling
+   * thread: inline, or callerRuns with every worker holding two batches. Its payload is then never
+   * posted, so it need not be packed for postMessage (runBatches' payloadOf). A heavy batch goes
+   * to a worker even when every worker holds two: the calling thread takes no batch that would
+   * keep it from handing out the next ones for much longer than a worker takes to run the two it holds.
    */
   runsHere(heavy: boolean): boolean {
     return this.size === 0 || (!heavy && this.runsHereWith(this.leastBusy()));
@@ -174,7 +167,7 @@ export interface RunBatchesOptions<P> {
   before?: (payload: P) => Promise<void>;
   /**
    * What is posted to the worker for a batch, when not the whole batch (keep main-thread state
-   * home). `here`: the batch runs on the calling thread (pool.nextRunsHere), so it is not posted.
+   * home). `here`: the batch runs on the calling thread (pool.runsHere), so it is not posted.
    */
   payloadOf?: (batch: P, here: boolean) => unknown;
   /**

@@ -331,12 +331,11 @@ export class LocalStore implements BlobStore {
       this.ensureShard(p);
       try {
         fs.linkSync(tmp, p);
-        removeQuietly(tmp);
       } catch (e) {
         // A filesystem that refuses links (where a hardlink checkout then copies) gets the rename.
-        if ((e as NodeJS.ErrnoException).code === 'EEXIST') removeQuietly(tmp);
-        else fs.renameSync(tmp, p);
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fs.renameSync(tmp, p);
       }
+      removeQuietly(tmp);
     } catch (e) {
       removeQuietly(tmp);
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !this.hasSync(d)) {
@@ -360,7 +359,6 @@ export class LocalStore implements BlobStore {
     }
   }
 
-  /** Removes a blob and its executable twin. */
   /** Removes a blob (and its executable twin); a blob that cannot be removed is an error naming it. */
   removeBlobSync(hash: string): void {
     for (const p of [this.blobPath(hash), this.executableBlobPath(hash)]) {
@@ -393,15 +391,14 @@ export class LocalStore implements BlobStore {
         return undefined;
       }
     };
-    if (lstat(p)?.isDirectory()) {
-      throw new InvalidRefNameError(`cannot write ref '${name}': refs named '${name}/…' exist`, { hint: 'choose another name, or list refs with `treecast refs`' });
-    }
+    const clash = (why: string) => new InvalidRefNameError(`cannot write ref '${name}': ${why}`, { hint: 'choose another name, or list refs with `treecast refs`' });
+    if (lstat(p)?.isDirectory()) throw clash(`refs named '${name}/…' exist`);
     const parts = name.split('/');
     for (let i = 1; i < parts.length; i++) {
       const parent = parts.slice(0, i).join('/');
       const st = lstat(join(this.root, 'refs', parent));
       if (st === undefined) return;
-      if (!st.isDirectory()) throw new InvalidRefNameError(`cannot write ref '${name}': ref '${parent}' exists`, { hint: 'choose another name, or list refs with `treecast refs`' });
+      if (!st.isDirectory()) throw clash(`ref '${parent}' exists`);
     }
   }
 
