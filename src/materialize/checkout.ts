@@ -6,7 +6,7 @@
 import { stopwatch } from '../core/clock.js';
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
-import { type Digest, formatDigest } from '../core/digest.js';
+import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
@@ -18,7 +18,7 @@ import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFresh, planUpdate } from './plan.js';
-import { dropRecord, loadRecord, saveRecord } from './record.js';
+import { type LoadedRecord, dropRecord, loadRecord, saveRecord } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
 import { CreatedRecord } from './created.js';
 
@@ -124,13 +124,17 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
   try {
     if (o.prepareTree) await o.prepareTree(root);
     if (o.unsecured && !created) await o.unsecured.secure();
-    const { plan, provenBefore } = await makePlan(root, rootAbs, targetStat, incremental, o);
+    const { plan, provenBefore, trusted } = await makePlan(root, rootAbs, targetStat, incremental, o);
     planned = true;
     if (created) plan.steps = created.track(plan.steps);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
     const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
-    if (plan.removes.length + plan.mkdirs + plan.writes > 0) dropRecord(store, rootAbs);
+    if (plan.removes.length + plan.mkdirs + plan.writes > 0) {
+      // A run that stops half way leaves a record that only this same tree trusts (record.ts).
+      if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root);
+      else dropRecord(store, rootAbs);
+    }
     pool ??= plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? new WorkerPool(0, { storeRoot: store.root }) : writerPool(jobs, store, o);
     const result = await executePlan(plan, {
       store,
@@ -217,12 +221,19 @@ export const REMOTE_WRITER_YOUNG_MB = 2;
  * the last record must not pass for unchanged. Only a plan that checked every entry (force, or no
  * record) may move it, to when it started looking; a fresh checkout, to when it finished writing.
  */
-async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, incremental: boolean, o: CheckoutOptions): Promise<{ plan: Plan; provenBefore?: number }> {
+async function makePlan(
+  root: Digest,
+  rootAbs: string,
+  targetStat: fs.Stats,
+  incremental: boolean,
+  o: CheckoutOptions,
+): Promise<{ plan: Plan; provenBefore?: number; trusted?: LoadedRecord }> {
   const store = o.store;
   const reader = new TreeReader(store);
   const tree = (d: Digest) => reader.getSync(d);
   let plan: Plan;
   let provenBefore: number | undefined;
+  let trusted: LoadedRecord | undefined;
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
     const packed = reader.usePack(root);
@@ -231,7 +242,9 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
     reader.releaseBytes();
     plan = planFresh(root, tree);
   } else {
-    const record = loadRecord(store, rootAbs, targetStat);
+    const loaded = loadRecord(store, rootAbs, targetStat);
+    // The record of an update that did not finish speaks only for that update's own tree.
+    const record = loaded?.pending && !sameDigest(loaded.pending, root) ? undefined : loaded;
     let previous = record?.root;
     // An update reads only the directories that differ, but those can be thousands: packs save a
     // read per directory.
@@ -250,9 +263,12 @@ async function makePlan(root: Digest, rootAbs: string, targetStat: fs.Stats, inc
     plan = planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true });
     // A plan that checked every entry proves the disk as it was when it started looking.
     provenBefore = previous && record && o.force !== true ? record.finishedAtMs : planStart;
+    // Without force the plan touches only paths where the two trees differ, which a run again of
+    // the same tree looks at anyway; force also rewrites paths they agree on, which it would skip.
+    if (previous && record && o.force !== true) trusted = record;
   }
   if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
-  return { plan, provenBefore };
+  return { plan, provenBefore, trusted };
 }
 
 /**

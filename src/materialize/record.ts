@@ -3,6 +3,13 @@
  * checkouts stay exactly the tree). It names the tree and when the checkout finished; a file whose
  * ctime is older than that is provably as the checkout left it. The record is only ever a
  * shortcut: without it, checkout compares what is on disk.
+ *
+ * An update that starts keeps the record of the last finished checkout and adds the tree it brings
+ * in (`pending`) until it finishes. Only that same tree may then trust the record (running the same
+ * command again after a failure or a signal): every path the failed run touched is one where the two
+ * trees differ, and there the planner accepts either the old entry, proven by the record, or the
+ * target's, read back. Another tree compares with the disk, as the record no longer tells it which
+ * paths hold what.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -18,6 +25,14 @@ export interface CheckoutRecord {
   ino: number;
   root: string;
   finishedAtMs: number;
+  /** The tree of an update into the directory that started after `root` and has not finished. */
+  pending?: string;
+}
+
+export interface LoadedRecord {
+  root: Digest;
+  finishedAtMs: number;
+  pending?: Digest;
 }
 
 function recordPath(store: LocalStore, targetAbs: string): string {
@@ -25,7 +40,7 @@ function recordPath(store: LocalStore, targetAbs: string): string {
 }
 
 /** The record for `targetAbs` when it exists and still describes that same directory. */
-export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats): { root: Digest; finishedAtMs: number } | undefined {
+export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats): LoadedRecord | undefined {
   let r: CheckoutRecord;
   try {
     r = JSON.parse(fs.readFileSync(recordPath(store, targetAbs), 'utf8')) as CheckoutRecord;
@@ -34,12 +49,14 @@ export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.
   }
   if (r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino) return undefined;
   if (typeof r.root !== 'string' || !looksLikeDigest(r.root) || typeof r.finishedAtMs !== 'number') return undefined;
-  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs };
+  if (r.pending !== undefined && (typeof r.pending !== 'string' || !looksLikeDigest(r.pending))) return undefined;
+  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs, pending: r.pending === undefined ? undefined : parseDigest(r.pending) };
 }
 
-export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats, root: Digest, finishedAtMs: number): void {
+export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats, root: Digest, finishedAtMs: number, pending?: Digest): void {
   const p = recordPath(store, targetAbs);
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, root: formatDigest(root), finishedAtMs };
+  if (pending) body.pending = formatDigest(pending);
   const tmp = store.tmpPath('rec');
   fs.mkdirSync(join(p, '..'), { recursive: true });
   fs.writeFileSync(tmp, JSON.stringify(body));

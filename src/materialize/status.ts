@@ -45,6 +45,13 @@ export function status(dir: string, store: LocalStore): StatusResult {
       hint: 'status compares a directory with the tree last checked out into it; `treecast checkout` records one',
     });
   }
+  if (record.pending) {
+    throw new TargetError(`the last checkout into ${rootAbs} (of ${formatDigest(record.pending)}) did not finish`, {
+      path: rootAbs,
+      digest: formatDigest(record.pending),
+      hint: 'run that checkout again to finish it; status then compares with its tree',
+    });
+  }
   const reader = new TreeReader(store);
   reader.usePack(record.root);
   const plan = planUpdate({
