@@ -122,6 +122,23 @@ test('verify and gc of a store that does not exist fail naming it (exit 7) and c
   assert.equal(JSON.parse(json.out.trim()).error.path, join(dir, 'nosuch'));
 });
 
+test('status, ls, diff, refs and blob get read a store that does not exist as an error naming it (exit 7), and create nothing', () => {
+  const { dir, store } = storeWithRef();
+  const digest = run(['refs', '--store', store, '--json']).out;
+  const root = (JSON.parse(digest) as { digest: string }[])[0]!.digest;
+  execFileSync(process.execPath, [bin, 'checkout', 'r', join(dir, 'out'), '--store', store], { stdio: 'ignore' });
+  for (const cmd of [['status', join(dir, 'out')], ['ls', root], ['diff', root, root], ['refs'], ['blob', 'get', root]]) {
+    const missing = join(dir, 'nosuch', 'store');
+    assertCodedError(run([...cmd, '--store', missing]), 7, 'ERR_TREECAST_FS', missing);
+    assert.ok(!fs.existsSync(join(dir, 'nosuch')), `${cmd.join(' ')} created ${missing}`);
+    assertCodedError(run(cmd, { env: { TREECAST_STORE: missing } }), 7, 'ERR_TREECAST_FS', missing);
+    assert.ok(!fs.existsSync(join(dir, 'nosuch')), `${cmd.join(' ')} created ${missing}`);
+  }
+  // The same commands on the store itself still answer.
+  assert.equal(run(['status', join(dir, 'out'), '--store', store]).code, 0);
+  assert.equal(run(['diff', root, 'r', '--store', store]).code, 0);
+});
+
 test('a store whose locks folder the user cannot write: checkout locks in the private temp folder instead', { skip: process.getuid?.() !== 0 && 'needs root to run a command as another user' }, () => {
   const dir = tempDir('tc-locks');
   fs.chmodSync(dir, 0o755);

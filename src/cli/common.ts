@@ -18,7 +18,8 @@ export function openStore(opts: { store?: string }): LocalStore {
 }
 
 /**
- * The store of a command that only checks or prunes one (verify, gc): it must already be a store.
+ * The store of a command that only reads, checks or prunes one (status, ls, diff, refs, blob get,
+ * verify, gc): it must already be a store.
  * A mistyped --store fails naming the path and creates nothing, where openStore would make an
  * empty store there and report it clean.
  */

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { formatDigest, parseDigest } from '../../core/digest.js';
-import { addStoreOption, openStore } from '../common.js';
+import { addStoreOption, openExistingStore, openStore } from '../common.js';
 
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -28,7 +28,7 @@ export function registerBlob(program: Command): void {
     .argument('<digest>', 'blob digest <sha256>/<size>');
   addStoreOption(get);
   get.action(async (spec: string, o: { store?: string }) => {
-    const store = openStore(o);
+    const store = openExistingStore(o);
     // readSync verifies before a single byte is written, so a corrupt blob yields no output.
     const bytes = store.readSync(parseDigest(spec));
     await new Promise<void>((resolve, reject) => {

@@ -3,7 +3,7 @@ import { type Digest, formatDigest } from '../../core/digest.js';
 import { diffTrees } from '../../core/tree-diff.js';
 import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
 import { PathNotFoundError, UsageError } from '../../errors.js';
-import { addJsonOption, addStoreOption, openStore } from '../common.js';
+import { addJsonOption, addStoreOption, openExistingStore } from '../common.js';
 import { escapeControl, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
 
@@ -57,7 +57,7 @@ export function registerInspect(program: Command): void {
   addStoreOption(ls);
   addJsonOption(ls);
   ls.action(async (spec: string, sub: string | undefined, o: { store?: string; json?: boolean }) => {
-    const store = openStore(o);
+    const store = openExistingStore(o);
     const reader = new TreeReader(store);
     const tree = store.resolve(spec);
     const at = sub === undefined ? { dir: tree, prefix: '' } : await lookUp(reader, tree, spec, sub);
@@ -80,7 +80,7 @@ export function registerInspect(program: Command): void {
   addStoreOption(diff);
   addJsonOption(diff);
   diff.action(async (a: string, b: string, o: { store?: string; json?: boolean }) => {
-    const store = openStore(o);
+    const store = openExistingStore(o);
     const reader = new TreeReader(store);
     const changes = diffTrees(store.resolve(a), store.resolve(b), (d) => reader.getSync(d));
     if (o.json) {
@@ -105,7 +105,7 @@ export function registerInspect(program: Command): void {
       return;
     }
     if (names.length > 0) throw new UsageError('NAMEs are looked up on a remote: pass --remote URL');
-    const list = openStore(o).listRefs();
+    const list = openExistingStore(o).listRefs();
     if (o.json) printJson(list.map((r) => ({ name: r.name, digest: formatDigest(r.digest) })));
     else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${escapeControl(r.name)}\n`);
   });

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { status } from '../../materialize/status.js';
-import { addJsonOption, addStoreOption, openStore } from '../common.js';
+import { addJsonOption, addStoreOption, openExistingStore } from '../common.js';
 import { printJson } from '../output.js';
 import { escapeControl } from '../../core/display.js';
 
@@ -20,7 +20,7 @@ A whole untracked directory is one 'A dir/' line. Names that are not UTF-8 have 
 prove them unchanged. Nothing is written. Exit 0 whether or not anything changed.`,
   );
   cmd.action((dir: string, o: { store?: string; json?: boolean }) => {
-    const r = status(dir, openStore(o));
+    const r = status(dir, openExistingStore(o));
     if (o.json) {
       printJson({ ok: true, ...r });
       return;
