@@ -5,7 +5,7 @@
  *   STORE/cas-exec/ab/<sha256>   read-only executable twins (0555), made on demand for hardlink
  *                                checkouts so that a shared inode is never chmod-ed
  *   STORE/refs/<name>            "<digest>\n"
- *   STORE/tmp/                   writes in progress; a blob reaches its final name only by rename
+ *   STORE/tmp/                   writes in progress; a blob reaches its final name only by link (or rename)
  *   STORE/stat-cache/, checkouts/  per-directory records kept by snapshot and checkout
  *
  * Methods are synchronous so worker threads can batch them (see fs/worker-pool.ts); the async
@@ -28,6 +28,7 @@ import {
 } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { makeDirectories } from '../fs/make-dirs.js';
+import { linkRefused } from '../fs/link-refused.js';
 
 const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 /** Files up to this size are read whole into a reused buffer; larger ones are streamed. */
@@ -201,7 +202,7 @@ export class LocalStore implements BlobStore {
   /**
    * Stores bytes without asking first whether the store has them: for a caller that found the
    * store holding no blobs when it started (hasNoBlobsSync). A blob written twice (by this caller
-   * or a racing one) is renamed over itself with the same bytes, atomically.
+   * or a racing one) keeps the first copy (see commitTmp).
    */
   putNewSync(bytes: Uint8Array): Digest {
     const d = { hash: sha256Hex(bytes), size: bytes.byteLength };
@@ -226,12 +227,18 @@ export class LocalStore implements BlobStore {
     return d;
   }
 
-  /** Moves a complete, verified tmp file to its final name. Racing writers of one blob both succeed. */
+  /**
+   * Gives a complete, verified tmp file its final name, and removes the tmp name. Racing writers of
+   * one blob both succeed, and the blob, once there, is never replaced: the tmp file is linked in
+   * (EEXIST: another writer stored it first, verified too, and that one stays), not renamed over
+   * it. Renamed over, the first blob's inode lost its only name while a hardlink checkout that had
+   * just looked it up was linking it, and link() of an inode with no name fails with ENOENT (as
+   * executablePathSync met it for executable twins).
+   */
   commitTmp(tmp: string, hash: string): void {
-    // rename() replaces atomically; a racing writer of the same blob wrote the same bytes.
     const final = this.blobPath(hash);
     this.ensureShard(final);
-    fs.renameSync(tmp, final);
+    linkInOnce(tmp, final);
   }
 
   /**
@@ -329,13 +336,7 @@ export class LocalStore implements BlobStore {
       fs.copyFileSync(this.blobPath(d.hash), tmp, fs.constants.COPYFILE_FICLONE | fs.constants.COPYFILE_EXCL);
       fs.chmodSync(tmp, 0o555);
       this.ensureShard(p);
-      try {
-        fs.linkSync(tmp, p);
-      } catch (e) {
-        // A filesystem that refuses links (where a hardlink checkout then copies) gets the rename.
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') fs.renameSync(tmp, p);
-      }
-      removeQuietly(tmp);
+      linkInOnce(tmp, p);
     } catch (e) {
       removeQuietly(tmp);
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !this.hasSync(d)) {
@@ -494,6 +495,23 @@ export function safeReaddir(dir: string): string[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * Gives the file `tmp` the name `final` unless that name exists (the first one stays), and removes
+ * the name `tmp`: a store file, once named, is never replaced under a thread linking it.
+ */
+function linkInOnce(tmp: string, final: string): void {
+  try {
+    fs.linkSync(tmp, final);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+      if (!linkRefused(e)) throw e;
+      // A filesystem without hard links (where hardlink checkouts copy, so nothing races) gets the rename.
+      return fs.renameSync(tmp, final);
+    }
+  }
+  removeQuietly(tmp);
 }
 
 export function removeQuietly(p: string): void {
