@@ -17,13 +17,13 @@
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
-import { TargetError, TreecastError, UnsafePathError, UsageError, fsError } from '../errors.js';
+import { TargetError, TreecastError, UsageError, fsError } from '../errors.js';
 import { WorkerPool } from '../fs/worker-pool.js';
 import { foldName } from './entry-rules.js';
 import { tarJobs, type TarInput } from './tar-input.js';
 import { BATCH_BYTES, transferOf, walkTar, type TarDir, type TarFile, type TarReadOptions, type TarSymlink } from './tar-walk.js';
 import { META_FIELDS, type DataBatch, type DataBatchResult, type DirMetaBatch, type LinkBatch } from './tar-write-op.js';
-import { currentUmask, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
+import { currentUmask, directoryClash, prepareRoot, throwIfAborted, type ArchiveSummary, type UnpackOptions } from './unpack.js';
 
 export interface TarUnpackOptions extends UnpackOptions, TarReadOptions {
   /** Restore owners from the archive (root only). */
@@ -437,10 +437,7 @@ export function publish(staging: string, root: string, force: boolean): void {
       for (const n of fs.readdirSync(src)) plan(`${rel}/${n}`);
       return;
     }
-    if (srcIsDir) {
-      const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
-      throw new UnsafePathError(`archive directory '${rel}' is ${what} in the target; refusing to write through or replace it`, { path: dst });
-    }
+    if (srcIsDir) throw directoryClash(rel, dst, st);
     if (!force) clashes.push(rel);
     else replaces.push([src, dst]);
   };

@@ -242,6 +242,16 @@ export function prepareRoot(root: string, undo: { rootCreated: string | undefine
 }
 
 /**
+ * The error for an archive directory where the target has something else: a symlink is refused as
+ * unsafe (exit 6: never written through), a file is in the way (exit 7, as a file where the target
+ * has a directory is, for tar and zip alike).
+ */
+export function directoryClash(rel: string, dst: string, st: fs.Stats): TreecastError {
+  if (st.isSymbolicLink()) return new UnsafePathError(`archive directory '${rel}' is a symlink in the target; refusing to write through it`, { path: dst });
+  return new TargetError(`archive directory '${rel}' would replace an existing file`, { path: dst, hint: 'move the file away; --force replaces files, never with a directory' });
+}
+
+/**
  * Refuses, before writing, entries that would replace something in a non-empty target; with
  * `replacements` (--force), files and symlinks they clash with are marked to be replaced instead.
  */
@@ -249,10 +259,7 @@ function checkExisting(root: string, plan: ExtractPlan, replacements: Replacemen
   const clashes: string[] = [];
   for (const d of plan.dirs) {
     const st = fs.lstatSync(`${root}/${d.path}`, { throwIfNoEntry: false });
-    if (st && !st.isDirectory()) {
-      const what = st.isSymbolicLink() ? 'a symlink' : 'not a directory';
-      throw new UnsafePathError(`archive directory '${d.path}' is ${what} in the target; refusing to write through or replace it`, { path: `${root}/${d.path}` });
-    }
+    if (st && !st.isDirectory()) throw directoryClash(d.path, `${root}/${d.path}`, st);
   }
   const check = (e: ArchiveEntry) => {
     const st = fs.lstatSync(`${root}/${e.path}`, { throwIfNoEntry: false });
