@@ -93,6 +93,7 @@ interface Slab {
 }
 
 export interface TarWalkSummary {
+  /** Entries kept (written or stored): those --strip-components dropped or skipped are not counted. */
   entries: number;
   files: number;
   dirs: number;
@@ -326,12 +327,12 @@ export async function walkTar(input: TarInput, label: string, opts: TarReadOptio
   const parser = new TarParser(
     {
       entry: (h) => {
-        sum.entries++;
         const e = judge.judge(h);
         if (!e) {
           sum.skipped++;
           return false;
         }
+        sum.entries++;
         if (e.type === 'dir') {
           sum.dirs++;
           consumer.dir(e);
