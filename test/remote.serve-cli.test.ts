@@ -174,6 +174,44 @@ describe('serve from the command line', () => {
     assert.match(r.stderr, /cannot listen on 192\.0\.2\.1:9: EADDRNOTAVAIL/, r.stderr);
   });
 
+  test('a start that cannot listen leaves nothing it made behind: no empty store, no empty access log; what was there stays', async () => {
+    const busy = net.createServer();
+    busy.listen(0, '127.0.0.1');
+    await new Promise((resolve) => busy.once('listening', resolve));
+    const addr = `127.0.0.1:${(busy.address() as net.AddressInfo).port}`;
+    try {
+      // A store (and its parents) that did not exist, and an access log that did not.
+      const fresh = join(dir, 'fresh');
+      const r = await runCli(['serve', '--listen', addr, '--store', join(fresh, 'deep', 'store'), '--access-log', join(dir, 'fresh.log')]);
+      assert.equal(r.code, 7, r.stderr);
+      assert.equal(fs.existsSync(fresh), false, `no store folders left: ${fs.existsSync(fresh) ? fs.readdirSync(fresh, { recursive: true }).join(' ') : ''}`);
+      assert.equal(fs.existsSync(join(dir, 'fresh.log')), false, 'no empty access log left');
+      // An empty folder the user made as the store: kept, and left empty again.
+      const mine = join(dir, 'mine');
+      fs.mkdirSync(join(mine, 'notes'), { recursive: true });
+      assert.equal((await runCli(['serve', '--listen', addr, '--store', mine])).code, 7);
+      assert.deepEqual(fs.readdirSync(mine), ['notes']);
+      // A store in use, with a blob and a ref, and a log with lines in it: untouched.
+      const used = join(dir, 'used');
+      const store = LocalStore.open(used);
+      const d = store.putSync(Buffer.from('kept\n'));
+      store.writeRef('main', d);
+      const log = join(dir, 'used.log');
+      fs.writeFileSync(log, '{"old":true}\n');
+      const listing = fs.readdirSync(used, { recursive: true }).sort();
+      assert.equal((await runCli(['serve', '--listen', addr, '--store', used, '--access-log', log])).code, 7);
+      assert.deepEqual(fs.readdirSync(used, { recursive: true }).sort(), listing);
+      assert.equal(fs.readFileSync(log, 'utf8'), '{"old":true}\n');
+      // An access log that cannot be opened is named, and the store made for this start is gone too.
+      const bad = await runCli(['serve', '--listen', '127.0.0.1:0', '--store', join(dir, 'fresh2'), '--access-log', join(dir, 'no-such-dir', 'a.log')]);
+      assert.equal(bad.code, 7, bad.stderr);
+      assert.match(bad.stderr, /cannot open access log .*no-such-dir\/a\.log: ENOENT/, bad.stderr);
+      assert.equal(fs.existsSync(join(dir, 'fresh2')), false);
+    } finally {
+      busy.close();
+    }
+  });
+
   test('a store the server cannot write is refused at start (exit 7, naming it), not answered 500 on every upload; --read-only serves it', async (t) => {
     const why = canMount();
     if (why) {

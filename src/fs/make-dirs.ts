@@ -22,3 +22,25 @@ export function makeDirectories(path: string): string | undefined {
   fs.mkdirSync(path);
   return first ?? path;
 }
+
+/**
+ * Removes `path` and every directory under it that is (or, its empty subdirectories gone, becomes)
+ * empty, deepest first; anything else is left where it is. Only rmdir is used, which never removes
+ * a file and fails on a directory that is not empty, so nothing written meanwhile can be lost.
+ * Symlinks are not followed. Returns whether `path` itself was removed.
+ */
+export function removeEmptyDirectories(path: string): boolean {
+  let names: fs.Dirent[];
+  try {
+    names = fs.readdirSync(path, { withFileTypes: true });
+  } catch {
+    return false; // gone, not a directory, or unreadable: nothing to remove here
+  }
+  for (const d of names) if (d.isDirectory()) removeEmptyDirectories(`${path}/${d.name}`);
+  try {
+    fs.rmdirSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -16,7 +16,8 @@ import { RemoteFetcher } from '../../remote/fetch.js';
 import { push } from '../../remote/push.js';
 import { type PushedRef, type RefHit, lookupRef, pushRef, refKey, resolveRemoteRef } from '../../remote/refs.js';
 import { RemoteServer } from '../../remote/server.js';
-import { type LocalStore, checkRefName } from '../../store/local.js';
+import { type LocalStore, checkRefName, defaultStorePath } from '../../store/local.js';
+import { ServeSetup } from '../serve-setup.js';
 import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
@@ -234,6 +235,21 @@ function refuseUnwritableStore(root: string): void {
   }
 }
 
+/** Listens; a raw listen error names no file, so the address is named (a port in use, a host not this machine's). */
+async function listenOn(server: RemoteServer, listen: string): Promise<string> {
+  try {
+    return await server.listen();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new FileSystemError(`cannot listen on ${listen}: ${code} (${(e as Error).message})`, {
+      path: listen,
+      cause: e,
+      syscallCode: code,
+      hint: code === 'EADDRINUSE' ? 'another process listens there: stop it, or choose another port (--listen 127.0.0.1:0 picks a free one)' : undefined,
+    });
+  }
+}
+
 function isRefName(spec: string): boolean {
   try {
     checkRefName(spec);
@@ -268,35 +284,32 @@ export function registerRemote(program: Command): void {
     async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; acValidation: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
       const token = resolveToken(o);
-      const store = openStore(o);
-      if (!o.readOnly) refuseUnwritableStore(store.root);
+      const setup = new ServeSetup();
+      const store = setup.openStore(defaultStorePath(o.store));
       let logFd: number | undefined;
-      if (o.accessLog) logFd = fs.openSync(o.accessLog, 'a');
-      const server = new RemoteServer({
-        store,
-        host,
-        port,
-        token,
-        readOnly: o.readOnly,
-        batch: o.batch,
-        acValidation: o.acValidation,
-        maxBlobBytes: o.maxBlobSize,
-        maxConnections: o.maxConnections,
-        latencyMs: o.latency,
-        log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
-      });
+      let server: RemoteServer;
       let url: string;
       try {
-        url = await server.listen();
-      } catch (e) {
-        // A raw listen error names no file: name the address (a port in use, a host not this machine's).
-        const code = (e as NodeJS.ErrnoException).code;
-        throw new FileSystemError(`cannot listen on ${o.listen}: ${code} (${(e as Error).message})`, {
-          path: o.listen,
-          cause: e,
-          syscallCode: code,
-          hint: code === 'EADDRINUSE' ? 'another process listens there: stop it, or choose another port (--listen 127.0.0.1:0 picks a free one)' : undefined,
+        if (!o.readOnly) refuseUnwritableStore(store.root);
+        if (o.accessLog) logFd = setup.openLog(o.accessLog);
+        server = new RemoteServer({
+          store,
+          host,
+          port,
+          token,
+          readOnly: o.readOnly,
+          batch: o.batch,
+          acValidation: o.acValidation,
+          maxBlobBytes: o.maxBlobSize,
+          maxConnections: o.maxConnections,
+          latencyMs: o.latency,
+          log: logFd === undefined ? undefined : (e) => fs.writeSync(logFd!, `${JSON.stringify(e)}\n`),
         });
+        url = await listenOn(server, o.listen);
+      } catch (e) {
+        if (logFd !== undefined) fs.closeSync(logFd);
+        setup.abandon();
+        throw e;
       }
       if (o.json) printJson({ ok: true, event: 'listening', url, store: store.root, batch: o.batch, readOnly: o.readOnly === true, acValidation: o.acValidation });
       else process.stderr.write(`treecast: serving ${store.root} at ${url}${token ? ' (token required)' : ''}${o.readOnly ? ' (read-only)' : ''}\n`);
