@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { LocalStore, defaultStorePath } from '../src/store/local.js';
 import { EMPTY_DIGEST, digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
-import { BlobNotFoundError, CaptureError, DigestMismatchError, InvalidDigestError, InvalidRefNameError, RefNotFoundError } from '../src/errors.js';
+import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, RefNotFoundError } from '../src/errors.js';
 import { gcStore, verifyStore } from '../src/store/maintenance.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { tempDir, writeTree } from './helpers/tmp.js';
@@ -47,6 +47,29 @@ test('a corrupt blob is reported by digest on read, and found and removed by ver
   verifyStore(store, true);
   assert.equal(store.hasSync(d), false);
   assert.equal(store.hasSync(good), true);
+});
+
+test("a blob the store cannot read because its folder is a file (or its name a folder) names the blob and that cause, not a bare 'is not a directory'", () => {
+  const root = join(tempDir(), 's');
+  const store = LocalStore.open(root);
+  const d = store.putSync(Buffer.from('hello\n'));
+  const shard = join(root, 'cas', d.hash.slice(0, 2));
+  fs.chmodSync(shard, 0o755);
+  fs.rmSync(shard, { recursive: true });
+  fs.writeFileSync(shard, 'not a folder');
+  assert.throws(
+    () => store.readSync(d),
+    (e: FileSystemError) => {
+      assert.equal(e.message, `cannot read blob ${formatDigest(d)} in the store ${root}: ${shard} is a file where the store needs a folder (ENOTDIR)`);
+      assert.equal(e.path, shard);
+      assert.equal(e.digest, formatDigest(d));
+      assert.match(e.hint ?? '', /the store is damaged there: move .* away/);
+      return e instanceof FileSystemError && e.exitCode === 7;
+    },
+  );
+  fs.rmSync(shard);
+  fs.mkdirSync(store.blobPath(d.hash), { recursive: true });
+  assert.throws(() => store.readSync(d), (e: FileSystemError) => e.message === `cannot read blob ${formatDigest(d)} in the store ${root}: ${store.blobPath(d.hash)} is a directory, not the blob's file (EISDIR)`);
 });
 
 test('missing blobs, malformed digests and bad ref names are typed errors', () => {

@@ -21,8 +21,10 @@ import {
   BlobNotFoundError,
   CaptureError,
   DigestMismatchError,
+  FileSystemError,
   InvalidRefNameError,
   RefNotFoundError,
+  type TreecastError,
   fsError,
   notDirectoryParent,
 } from '../errors.js';
@@ -168,7 +170,7 @@ export class LocalStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
       }
-      throw fsError(e, 'cannot read blob', p);
+      throw this.blobReadError(e, d, p);
     }
     const actual = { hash: sha256Hex(bytes), size: bytes.length };
     if (!sameDigest(actual, d)) {
@@ -179,6 +181,26 @@ export class LocalStore implements BlobStore {
       });
     }
     return bytes;
+  }
+
+  /**
+   * The error for a blob that cannot be read, naming the digest and the store. A folder of the
+   * store that is a file (ENOTDIR), or a blob's name that is a folder (EISDIR), is named as the
+   * cause: the store is damaged there, and the blob path's own "not a directory" told neither.
+   */
+  private blobReadError(e: unknown, d: Digest, p: string): TreecastError {
+    const code = (e as NodeJS.ErrnoException).code;
+    const blob = `blob ${formatDigest(d)}`;
+    const inTheWay = code === 'EISDIR' ? p : notDirectoryParent(e, p);
+    if (inTheWay === undefined) return fsError(e, `cannot read ${blob} at`, p);
+    const why = code === 'EISDIR' ? `${p} is a directory, not the blob's file` : `${inTheWay} is a file where the store needs a folder`;
+    return new FileSystemError(`cannot read ${blob} in the store ${this.root}: ${why} (${code})`, {
+      path: inTheWay,
+      digest: formatDigest(d),
+      cause: e,
+      syscallCode: code,
+      hint: `the store is damaged there: move ${inTheWay} away, then snapshot or pull what needs the blob again`,
+    });
   }
 
   /** Stores bytes (checked against `expected` when given) and returns their digest. */
