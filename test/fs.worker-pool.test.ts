@@ -100,3 +100,60 @@ test('with callerRuns, a heavy batch always goes to a worker, and payloadOf is t
     await pool.close();
   }
 });
+
+test('with callerRuns, a heavy batch posted behind two others does not hold the calling thread: the next batch runs there at once', async () => {
+  const root = tempDir();
+  const pool = new WorkerPool(1, {}, { callerRuns: true });
+  try {
+    await pool.run('materialize.apply', linkBatch(root, -1, 1));
+    // Batches 0 and 1 fill the worker; 2 is heavy and goes to it as a third; 3.. are light.
+    const batches = Array.from({ length: 12 }, (_, b) => ({ b, heavy: b === 2, ops: Array.from({ length: 200 }, (_, i) => ({ rel: `a${b}-${i}`, target: `t${i}` })) }));
+    const events: string[] = [];
+    const settled: number[] = [];
+    const results: number[] = [];
+    await runBatches(pool, 'materialize.apply', batches, (_r, { b }) => (events.push(`r${b}`), results.push(b)), {
+      heavy: (batch) => batch.heavy,
+      settled: ({ b }) => settled.push(b),
+      payloadOf: ({ b, ops }, here): ApplyBatch => {
+        events.push(`p${b}${here ? 'h' : 'w'}`);
+        return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
+      },
+    });
+    assert.deepEqual(events.slice(0, 4), ['p0w', 'p1w', 'p2w', 'p3h'], `no batch settled before the one after the heavy batch was handed out: ${events.join(' ')}`);
+    for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
+    assert.deepEqual([...results].sort((x, y) => x - y), batches.map(({ b }) => b));
+    assert.deepEqual([...settled].sort((x, y) => x - y), batches.map(({ b }) => b));
+  } finally {
+    await pool.close();
+  }
+});
+
+test('with callerRuns, a heavy batch set aside that fails fails the run, once every batch started has settled', async () => {
+  const root = tempDir();
+  const pool = new WorkerPool(1, {}, { callerRuns: true });
+  try {
+    await pool.run('materialize.apply', linkBatch(root, -1, 1));
+    // The heavy batch is long and fails at its last name, after the light ones after it are done.
+    fs.writeFileSync(join(root, 'x2-2999'), 'mine');
+    const sizes = [100, 100, 3000, 20, 20, 20];
+    const batches = sizes.map((n, b) => ({ b, ops: Array.from({ length: n }, (_, i) => ({ rel: `x${b}-${i}`, target: `t${i}` })) }));
+    const started: number[] = [];
+    const settled: number[] = [];
+    await assert.rejects(
+      runBatches(pool, 'materialize.apply', batches, () => {}, {
+        heavy: ({ b }) => b === 2,
+        settled: ({ b }) => settled.push(b),
+        payloadOf: ({ b, ops }, here): ApplyBatch => {
+          started.push(b);
+          return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
+        },
+      }),
+      (e: unknown) => e instanceof TreecastError && /x2-2999/.test(e.message),
+    );
+    assert.equal(fs.readFileSync(join(root, 'x2-2999'), 'utf8'), 'mine');
+    assert.ok(started.includes(2));
+    assert.deepEqual([...settled].sort((x, y) => x - y), [...started].sort((x, y) => x - y));
+  } finally {
+    await pool.close();
+  }
+});
