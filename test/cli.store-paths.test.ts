@@ -167,6 +167,44 @@ test('a store whose locks folder the user cannot write: checkout locks in the pr
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
 });
 
+test('checkout from a store the user cannot write (root\'s): recorded in the private temp folder, so updates, status and the guard of local changes work', { skip: process.getuid?.() !== 0 && 'needs root to run a command as another user' }, () => {
+  const dir = tempDir('tc-ro-store');
+  fs.chmodSync(dir, 0o755);
+  const store = join(dir, 'store');
+  for (const [name, text] of [['v1', 'one'], ['v2', 'two']]) {
+    fs.mkdirSync(join(dir, name));
+    fs.writeFileSync(join(dir, name, 'f'), text);
+    fs.writeFileSync(join(dir, name, 'same'), 'same');
+    execFileSync(process.execPath, [bin, 'snapshot', join(dir, name), '--store', store, '--ref', name], { stdio: 'ignore' });
+  }
+  const tmp = join(dir, 'tmp');
+  fs.mkdirSync(tmp);
+  fs.chmodSync(tmp, 0o1777);
+  const out = join(dir, 'out');
+  fs.mkdirSync(out);
+  fs.chownSync(out, NOBODY.uid, NOBODY.gid);
+  const as = (args: string[]) => run([...args, '--store', store], { asNobody: true, env: { TMPDIR: tmp } });
+
+  let r = as(['checkout', 'v1', out]);
+  assert.equal(r.code, 0, r.err);
+  assert.ok(!fs.existsSync(join(store, 'checkouts')) || fs.readdirSync(join(store, 'checkouts')).length === 0, 'nothing written into the store');
+  assert.equal(fs.statSync(join(tmp, `treecast-checkouts-${NOBODY.uid}`)).mode & 0o777, 0o700);
+  r = as(['status', out]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out, '');
+  r = as(['checkout', 'v2', out]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(fs.readFileSync(join(out, 'f'), 'utf8'), 'two');
+  // A local change is still known as one: the update back stops (exit 4) and keeps it.
+  spawnSync(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(join(out, 'f'))}, 'mine')`], NOBODY);
+  r = as(['status', out]);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out, 'M f\n');
+  r = as(['checkout', 'v1', out]);
+  assert.equal(r.code, 4, r.err);
+  assert.equal(fs.readFileSync(join(out, 'f'), 'utf8'), 'mine');
+});
+
 test('a directory that cannot be made under one that exists (/proc) is an error naming it, not a hang', { skip: !fs.existsSync('/proc/self') && 'needs /proc' }, () => {
   const { dir, store } = storeWithRef();
   const target = `/proc/treecast-test-${process.pid}`;

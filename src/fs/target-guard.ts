@@ -165,18 +165,30 @@ function lockDirFor(storeRoot: string): string {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EROFS' && code !== 'EPERM') throw fsError(e, 'cannot create lock directory', dir);
   }
-  const fallback = join(tmpdir(), `treecast-locks-${process.getuid?.() ?? 'user'}`);
-  try {
-    fs.mkdirSync(fallback, { mode: 0o700 });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, 'cannot create lock directory', fallback);
+  return privateTempDir('treecast-locks', 'lock')!;
+}
+
+/**
+ * `TMPDIR/PREFIX-UID`, made private (0700) when absent: where a user keeps what a store it cannot
+ * write would hold (locks, checkout records). A shared temp dir: it is used only when it is this
+ * user's and private, never through a planted symlink. With `create` false, an absent one is
+ * undefined.
+ */
+export function privateTempDir(prefix: string, what: string, create = true): string | undefined {
+  const dir = join(tmpdir(), `${prefix}-${process.getuid?.() ?? 'user'}`);
+  if (create) {
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, `cannot create ${what} directory`, dir);
+    }
   }
-  // A shared temp dir: use it only when it is ours and private, never through a planted symlink.
-  const st = fs.lstatSync(fallback);
+  const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+  if (!st) return undefined;
   if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid()) || (st.mode & 0o077) !== 0) {
-    throw new TargetError(`cannot use lock directory ${fallback}: not a private directory of this user`, { path: fallback });
+    throw new TargetError(`cannot use ${what} directory ${dir}: not a private directory of this user`, { path: dir });
   }
-  return fallback;
+  return dir;
 }
 
 interface LockBody {

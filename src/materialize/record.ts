@@ -10,12 +10,18 @@
  * trees differ, and there the planner accepts either the old entry, proven by the record, or the
  * target's, read back. Another tree compares with the disk, as the record no longer tells it which
  * paths hold what.
+ *
+ * A store the user cannot write (another user's, a read-only mount) keeps no records: they go to a
+ * private folder of the user's in the temp dir instead (`treecast-checkouts-UID`), as locks do, so
+ * checkouts from a shared store still update and show status.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core/digest.js';
 import type { LocalStore } from '../store/local.js';
+import { fsError } from '../errors.js';
+import { privateTempDir } from '../fs/target-guard.js';
 
 export interface CheckoutRecord {
   version: 1;
@@ -39,14 +45,48 @@ function recordPath(store: LocalStore, targetAbs: string): string {
   return join(store.root, 'checkouts', `${createHash('sha256').update(targetAbs).digest('hex')}.json`);
 }
 
-/** The record for `targetAbs` when it exists and still describes that same directory. */
-export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats): LoadedRecord | undefined {
-  let r: CheckoutRecord;
+/**
+ * The record's place when the store cannot be written; undefined when the private folder is absent
+ * (and not to be made) or is not private: a record there decides what checkout may overwrite.
+ */
+function privateRecordPath(store: LocalStore, targetAbs: string, create = false): string | undefined {
+  let dir: string | undefined;
   try {
-    r = JSON.parse(fs.readFileSync(recordPath(store, targetAbs), 'utf8')) as CheckoutRecord;
+    dir = privateTempDir('treecast-checkouts', 'checkout record', create);
   } catch {
     return undefined;
   }
+  return dir && join(dir, `${createHash('sha256').update(`${store.root}\0${targetAbs}`).digest('hex')}.json`);
+}
+
+function readRecord(p: string | undefined): CheckoutRecord | undefined {
+  if (p === undefined) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(p, 'utf8')) as CheckoutRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeRecord(p: string, tmp: string, body: CheckoutRecord): void {
+  fs.mkdirSync(join(p, '..'), { recursive: true });
+  fs.writeFileSync(tmp, JSON.stringify(body));
+  fs.renameSync(tmp, p);
+}
+
+function unlinkQuietly(p: string | undefined): void {
+  if (p === undefined) return;
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    /* none */
+  }
+}
+
+/** The record for `targetAbs` when it exists and still describes that same directory. */
+export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats): LoadedRecord | undefined {
+  const r = readRecord(recordPath(store, targetAbs)) ?? readRecord(privateRecordPath(store, targetAbs));
+  if (!r) return undefined;
   if (r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino) return undefined;
   if (typeof r.root !== 'string' || !looksLikeDigest(r.root) || typeof r.finishedAtMs !== 'number') return undefined;
   if (r.pending !== undefined && (typeof r.pending !== 'string' || !looksLikeDigest(r.pending))) return undefined;
@@ -57,17 +97,24 @@ export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.
   const p = recordPath(store, targetAbs);
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, root: formatDigest(root), finishedAtMs };
   if (pending) body.pending = formatDigest(pending);
-  const tmp = store.tmpPath('rec');
-  fs.mkdirSync(join(p, '..'), { recursive: true });
-  fs.writeFileSync(tmp, JSON.stringify(body));
-  fs.renameSync(tmp, p);
+  try {
+    writeRecord(p, store.tmpPath('rec'), body);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const mine = code === 'EACCES' || code === 'EROFS' || code === 'EPERM' ? privateRecordPath(store, targetAbs, true) : undefined;
+    if (!mine) throw fsError(e, 'cannot record the checkout in the store at', store.root);
+    try {
+      writeRecord(mine, `${mine}.tmp-${process.pid}`, body);
+    } catch (e2) {
+      throw fsError(e2, 'cannot record the checkout in', mine);
+    }
+    return;
+  }
+  unlinkQuietly(privateRecordPath(store, targetAbs));
 }
 
 /** Forgets the record (before a checkout changes the directory, so a crash leaves no stale claim). */
 export function dropRecord(store: LocalStore, targetAbs: string): void {
-  try {
-    fs.unlinkSync(recordPath(store, targetAbs));
-  } catch {
-    /* none */
-  }
+  unlinkQuietly(recordPath(store, targetAbs));
+  unlinkQuietly(privateRecordPath(store, targetAbs));
 }
