@@ -8,6 +8,7 @@ import { EMPTY_DIGEST, digestOf, formatDigest, parseDigest } from '../src/core/d
 import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, RefNotFoundError } from '../src/errors.js';
 import { gcStore, verifyStore } from '../src/store/maintenance.js';
 import { snapshot } from '../src/capture/snapshot.js';
+import { checkout } from '../src/materialize/checkout.js';
 import { tempDir, writeTree } from './helpers/tmp.js';
 
 test('blobs are stored read-only under their hash and read back verified', () => {
@@ -49,10 +50,13 @@ test('a corrupt blob is reported by digest on read, and found and removed by ver
   assert.equal(store.hasSync(good), true);
 });
 
-test("a blob the store cannot read because its folder is a file (or its name a folder) names the blob and that cause, not a bare 'is not a directory'", () => {
-  const root = join(tempDir(), 's');
+test("a blob the store cannot read because its folder is a file (or its name a folder) names the blob and that cause, not a bare 'is not a directory'", async () => {
+  const dir = tempDir();
+  const root = join(dir, 's');
   const store = LocalStore.open(root);
-  const d = store.putSync(Buffer.from('hello\n'));
+  writeTree(join(dir, 'src'), { f: 'hello\n' });
+  const tree = (await snapshot(join(dir, 'src'), { store })).digest;
+  const d = digestOf(Buffer.from('hello\n'));
   const shard = join(root, 'cas', d.hash.slice(0, 2));
   fs.chmodSync(shard, 0o755);
   fs.rmSync(shard, { recursive: true });
@@ -67,6 +71,11 @@ test("a blob the store cannot read because its folder is a file (or its name a f
       return e instanceof FileSystemError && e.exitCode === 7;
     },
   );
+  // A checkout copying or linking the blob says the same, not 'cannot write' the target's file.
+  for (const method of ['copy', 'hardlink'] as const) {
+    const out = join(root, '..', `out-${method}`);
+    await assert.rejects(checkout(tree, out, { store, method, jobs: 1 }), (e: FileSystemError) => e.message.startsWith(`cannot read blob ${formatDigest(d)} in the store ${root}: ${shard} is a file`) && e.path === shard);
+  }
   fs.rmSync(shard);
   fs.mkdirSync(store.blobPath(d.hash), { recursive: true });
   assert.throws(() => store.readSync(d), (e: FileSystemError) => e.message === `cannot read blob ${formatDigest(d)} in the store ${root}: ${store.blobPath(d.hash)} is a directory, not the blob's file (EISDIR)`);

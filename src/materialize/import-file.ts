@@ -132,7 +132,12 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
  * can name the right hash with a wrong size). One stat, no re-hash: the store verified the bytes.
  */
 function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string): void {
-  const st = fs.statSync(src, { throwIfNoEntry: false });
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(src, { throwIfNoEntry: false });
+  } catch (e) {
+    throw importError(e, store, d, dst); // a store folder that is a file (ENOTDIR): named, not raw
+  }
   if (st === undefined) throw importError(Object.assign(new Error('no such blob'), { code: 'ENOENT' }), store, d, dst);
   if (st.size !== d.size) throw sizeMismatch(d, dst, st.size);
 }
@@ -195,5 +200,5 @@ function importError(e: unknown, store: LocalStore, d: Digest, dst: string): Err
       hint: 'fetch it with `treecast pull` or check out with --remote',
     });
   }
-  return fsError(e, 'cannot write', dst);
+  return store.damagedBlobError(e, d) ?? fsError(e, 'cannot write', dst);
 }

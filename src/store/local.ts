@@ -24,7 +24,6 @@ import {
   FileSystemError,
   InvalidRefNameError,
   RefNotFoundError,
-  type TreecastError,
   fsError,
   notDirectoryParent,
 } from '../errors.js';
@@ -170,7 +169,7 @@ export class LocalStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
       }
-      throw this.blobReadError(e, d, p);
+      throw this.damagedBlobError(e, d) ?? fsError(e, `cannot read blob ${formatDigest(d)} at`, p);
     }
     const actual = { hash: sha256Hex(bytes), size: bytes.length };
     if (!sameDigest(actual, d)) {
@@ -184,17 +183,18 @@ export class LocalStore implements BlobStore {
   }
 
   /**
-   * The error for a blob that cannot be read, naming the digest and the store. A folder of the
-   * store that is a file (ENOTDIR), or a blob's name that is a folder (EISDIR), is named as the
-   * cause: the store is damaged there, and the blob path's own "not a directory" told neither.
+   * For an error met reading blob `d` (here, or by a checkout copying or linking it): when one of
+   * the store's folders on the way is a file (ENOTDIR), or the blob's name a folder (EISDIR), the
+   * error naming the blob, the store and that cause; the path's own "not a directory" told neither.
+   * Undefined when the store's side is sound (the error is the caller's own path's).
    */
-  private blobReadError(e: unknown, d: Digest, p: string): TreecastError {
-    const code = (e as NodeJS.ErrnoException).code;
-    const blob = `blob ${formatDigest(d)}`;
-    const inTheWay = code === 'EISDIR' ? p : notDirectoryParent(e, p);
-    if (inTheWay === undefined) return fsError(e, `cannot read ${blob} at`, p);
+  damagedBlobError(e: unknown, d: Digest): FileSystemError | undefined {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    const p = this.blobPath(d.hash);
+    const inTheWay = code === 'EISDIR' ? (fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ? p : undefined) : notDirectoryParent(e, p);
+    if (inTheWay === undefined) return undefined;
     const why = code === 'EISDIR' ? `${p} is a directory, not the blob's file` : `${inTheWay} is a file where the store needs a folder`;
-    return new FileSystemError(`cannot read ${blob} in the store ${this.root}: ${why} (${code})`, {
+    return new FileSystemError(`cannot read blob ${formatDigest(d)} in the store ${this.root}: ${why} (${code})`, {
       path: inTheWay,
       digest: formatDigest(d),
       cause: e,

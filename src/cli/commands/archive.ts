@@ -126,7 +126,9 @@ setuid, setgid and sticky bits are stripped with a warning. Existing files in DI
 overwritten without --force, and a symlink already in DIR is never written through. With --force,
 the new version of an existing file is written beside it as .treecast-new-<run>-<n> and renamed over
 it only after every entry was extracted; a failure or SIGINT/SIGTERM before that removes those and
-leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left).
+leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* left). An archive file
+where DIR has a directory, or an archive directory where DIR has a file, is refused even with
+--force (exit 7).
 A DIR that contains the store (--store) or lies inside it is refused (exit 7). One checkout or
 unpack writes a DIR at a time: another one running there makes this one fail at once (exit 9);
 both must name the same store, whose locks/ folder holds the lock.
