@@ -75,24 +75,27 @@ test('runBatches tells payloadOf where each batch runs: packed only for a worker
   }
 });
 
-test('with callerRuns, a heavy batch always goes to a worker, and payloadOf is told so', async () => {
+test('with callerRuns, a heavy batch goes to a worker unless one is already set aside there, and payloadOf is told so', async () => {
   const root = tempDir();
   const pool = new WorkerPool(1, {}, { callerRuns: true });
   try {
     await pool.run('materialize.apply', linkBatch(root, -1, 1));
     const batches = Array.from({ length: 60 }, (_, b) => ({ b, heavy: b % 3 === 0, ops: Array.from({ length: 30 }, (_, i) => ({ rel: `h${b}-${i}`, target: `t${i}` })) }));
     let toldHere = 0;
-    const heavyToldHere: number[] = [];
-    await runBatches(pool, 'materialize.apply', batches, () => {}, {
+    const heavyPosted = new Set<number>();
+    const heavyHereAlone: number[] = [];
+    await runBatches(pool, 'materialize.apply', batches, (_r, { b }) => heavyPosted.delete(b), {
       heavy: (batch) => batch.heavy,
       payloadOf: ({ b, heavy, ops }, here): ApplyBatch => {
         if (here) toldHere++;
-        if (here && heavy) heavyToldHere.push(b);
+        if (heavy && !here) heavyPosted.add(b);
+        // A heavy batch runs here only while another is on the worker.
+        if (heavy && here && heavyPosted.size === 0) heavyHereAlone.push(b);
         return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
       },
     });
     for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
-    assert.deepEqual(heavyToldHere, []);
+    assert.deepEqual(heavyHereAlone, []);
     // What payloadOf was told is what the pool did: no heavy batch ran here unannounced.
     assert.equal(pool.ranHere, toldHere);
     assert.ok(pool.ranHere > 0, 'the calling thread ran none of the light batches');
@@ -123,6 +126,29 @@ test('with callerRuns, a heavy batch posted behind two others does not hold the 
     for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
     assert.deepEqual([...results].sort((x, y) => x - y), batches.map(({ b }) => b));
     assert.deepEqual([...settled].sort((x, y) => x - y), batches.map(({ b }) => b));
+  } finally {
+    await pool.close();
+  }
+});
+
+test('with callerRuns, two heavy batches are set aside behind a full worker, and a third then runs on the calling thread, not behind them', async () => {
+  const root = tempDir();
+  const pool = new WorkerPool(1, {}, { callerRuns: true });
+  try {
+    await pool.run('materialize.apply', linkBatch(root, -1, 1));
+    // 0 and 1 fill the worker; 2 and 3 are set aside there; 4 is heavy too.
+    const batches = Array.from({ length: 10 }, (_, b) => ({ b, heavy: b >= 2 && b <= 4, ops: Array.from({ length: 200 }, (_, i) => ({ rel: `c${b}-${i}`, target: `t${i}` })) }));
+    const events: string[] = [];
+    await runBatches(pool, 'materialize.apply', batches, (_r, { b }) => events.push(`r${b}`), {
+      heavy: (batch) => batch.heavy,
+      payloadOf: ({ b, ops }, here): ApplyBatch => {
+        events.push(`p${b}${here ? 'h' : 'w'}`);
+        return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: here ? ops : packWrites(ops) };
+      },
+    });
+    assert.deepEqual(events.slice(0, 5), ['p0w', 'p1w', 'p2w', 'p3w', 'p4h'], events.join(' '));
+    assert.equal(pool.ranHere, events.filter((e) => e.endsWith('h')).length);
+    for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
   } finally {
     await pool.close();
   }

@@ -60,6 +60,8 @@ export class WorkerPool {
   private readonly callerRuns: boolean;
   /** Batches the calling thread ran itself (callerRuns). */
   ranHere = 0;
+  /** Batches waiting to run or running on the calling thread: at most one (runsHereWith). */
+  private hereQueued = 0;
 
   /** `size` workers (0: run inline). `init` is handed to every worker's op context. */
   constructor(
@@ -121,8 +123,18 @@ export class WorkerPool {
     return this.size === 0 || (!heavy && this.runsHereWith(this.leastBusy()));
   }
 
+  /** True when every worker holds two batches (never with size 0 or without callerRuns). */
+  get full(): boolean {
+    return this.callerRuns && this.leastBusy().inFlight >= 2;
+  }
+
+  /**
+   * One batch at a time waits for or runs on the calling thread; another is posted even to a full
+   * worker. Two queued here ran back to back without letting the workers' finished batches through
+   * (each waits only for setImmediate), and the worker waited the while.
+   */
   private runsHereWith(slot: Slot): boolean {
-    return this.callerRuns && slot.inFlight >= 2;
+    return this.callerRuns && slot.inFlight >= 2 && this.hereQueued === 0;
   }
 
   private leastBusy(): Slot {
@@ -136,9 +148,14 @@ export class WorkerPool {
    * batches (their lanes hand them the next), as a synchronous batch holds up those messages.
    */
   private async runHere<T>(op: OpName, payload: unknown): Promise<T> {
-    await new Promise<void>((r) => setImmediate(r));
-    this.ranHere++;
-    return (await runOp(op, payload, this.init)) as T;
+    this.hereQueued++;
+    try {
+      await new Promise<void>((r) => setImmediate(r));
+      this.ranHere++;
+      return (await runOp(op, payload, this.init)) as T;
+    } finally {
+      this.hereQueued--;
+    }
   }
 
   /** Batches that can usefully be in flight at once: two per worker keeps each one busy. */
@@ -179,7 +196,11 @@ export interface RunBatchesOptions<P> {
   settled?: (payload: P) => void;
   /** Buffers of the posted payload (what payloadOf made) to move to the worker instead of copying. */
   transferOf?: (posted: unknown) => ArrayBuffer[];
-  /** A batch that takes much longer than most: posted to a worker, never run on the calling thread (WorkerPool.runsHere). */
+  /**
+   * A batch that takes much longer than most: posted to a worker (WorkerPool.runsHere), and when
+   * that worker already holds two, not awaited by its lane; while two are so set aside, the next
+   * heavy batch is treated as light (run here when the worker is full) instead of queued behind them.
+   */
   heavy?: (payload: P) => boolean;
 }
 
@@ -187,6 +208,9 @@ export interface RunBatchesOptions<P> {
  * Runs `batches` through `pool` with at most `pool.parallelism` in flight, calling `onResult` in
  * completion order. On the first error no new batch starts; running ones finish, then it throws.
  */
+/** Heavy batches a runBatches may have set aside at once (see its Perf note). */
+const MAX_ASIDE = 2;
+
 export async function runBatches<P, R>(
   pool: WorkerPool,
   op: OpName,
@@ -204,9 +228,9 @@ export async function runBatches<P, R>(
     waiters = [];
     for (const wake of w) wake();
   };
-  // A heavy batch posted to a worker that already holds two, set aside (at most one at a time):
-  // see the Perf note below.
-  let aside: Promise<void> | undefined;
+  // Heavy batches posted to a worker that already held two, not awaited by their lanes (at most
+  // MAX_ASIDE at a time): see the Perf note below.
+  const asides = new Set<Promise<void>>();
   const lane = async () => {
     for (;;) {
       if (firstError !== undefined || opts.shouldStop?.()) return;
@@ -219,28 +243,33 @@ export async function runBatches<P, R>(
       try {
         if (opts.before) await opts.before(next.value);
         // No await from here to pool.run, so the thread payloadOf was told of is the one that runs it.
-        const heavy = opts.heavy?.(next.value) === true;
-        const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.runsHere(heavy)) : next.value;
         // Perf: a heavy batch goes to a worker even when it holds two; awaited here, it left every
         // lane waiting on that worker and the calling thread idle until the worker finished one.
         // Copy checkout of the node_modules corpus (4 heavy batches): the main thread sat idle
-        // 19-39 ms after each (a per-batch trace at load 5-6). Set aside, the lane hands out and
-        // runs the next batch at once.
-        const behind = heavy && aside === undefined && pool.runsHere(false);
+        // 19-39 ms after each (a per-batch trace at load 5-6). So it is set aside, and its lane
+        // hands out and runs the next batch at once. With one set aside at most, the next heavy
+        // batch was awaited behind it (the calling thread idle 227 ms in one run, --cpu-prof at
+        // load ~11), and run here instead, it left the worker idle 78-136 ms. Past MAX_ASIDE, a
+        // heavy batch runs here when the worker is full, so a tree of large files uses both threads.
+        const full = pool.full;
+        const heavy = opts.heavy?.(next.value) === true && !(full && asides.size >= MAX_ASIDE);
+        const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.runsHere(heavy)) : next.value;
+        const behind = heavy && full;
         const result = pool.run<R>(op, posted, opts.transferOf?.(posted), heavy);
         if (behind) {
           setAside = true;
           const value = next.value;
-          aside = result
+          const aside: Promise<void> = result
             .then((r) => onResult(r, value))
             .catch((e: unknown) => {
               if (firstError === undefined) firstError = e;
             })
             .finally(() => {
-              aside = undefined;
+              asides.delete(aside);
               opts.settled?.(value);
               finished();
             });
+          asides.add(aside);
           continue;
         }
         onResult(await result, next.value);
@@ -257,6 +286,7 @@ export async function runBatches<P, R>(
   // With `before`, more lanes than workers so fetching overlaps writing.
   const lanes = opts.before ? pool.parallelism * 4 : pool.parallelism;
   await Promise.all(Array.from({ length: lanes }, lane));
-  await aside;
+  // No lane is left to set another aside.
+  await Promise.all(asides);
   if (firstError !== undefined) throw firstError;
 }
