@@ -183,3 +183,33 @@ test('with callerRuns, a heavy batch set aside that fails fails the run, once ev
     await pool.close();
   }
 });
+
+test('with callerRuns, one batch at a time is queued on the calling thread; with heavy batches set aside, others go even to a full worker', async () => {
+  const root = tempDir();
+  const pool = new WorkerPool(1, {}, { callerRuns: true });
+  try {
+    await pool.run('materialize.apply', linkBatch(root, -1, 1));
+    // Pairs of long heavy batches, so two are often set aside and lanes are free.
+    const batches = Array.from({ length: 60 }, (_, b) => {
+      const heavy = b % 10 === 2 || b % 10 === 3;
+      return { b, heavy, ops: Array.from({ length: heavy ? 1500 : 60 }, (_, i) => ({ rel: `q${b}-${i}`, target: `t${i}` })) };
+    });
+    const here = new Set<number>();
+    let mostHere = 0;
+    let postedToFull = 0;
+    await runBatches(pool, 'materialize.apply', batches, (_r, { b }) => here.delete(b), {
+      heavy: (batch) => batch.heavy,
+      payloadOf: ({ b, heavy, ops }, runsHere): ApplyBatch => {
+        if (runsHere) here.add(b);
+        else if (!heavy && pool.full) postedToFull++;
+        mostHere = Math.max(mostHere, here.size);
+        return { root, method: 'copy', fileMode: 0o644, execMode: 0o755, verify: false, writes: runsHere ? ops : packWrites(ops) };
+      },
+    });
+    for (const { b, ops } of batches) for (const [i, op] of ops.entries()) assert.equal(fs.readlinkSync(join(root, op.rel)), `t${i}`, `batch ${b}`);
+    assert.equal(mostHere, 1, 'two batches were queued on the calling thread at once');
+    assert.ok(postedToFull > 0, 'no light batch went to a full worker while one was queued here');
+  } finally {
+    await pool.close();
+  }
+});
