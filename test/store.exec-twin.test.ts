@@ -8,9 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { LocalStore } from '../src/store/local.js';
 import { tempDir } from './helpers/tmp.js';
+import { runTogether } from './helpers/threads.js';
 
 /** Each thread waits for the start signal, then makes every twin in order and links it to `out/TAG-i`. */
 const THREAD = `
@@ -40,15 +40,8 @@ test('two threads making the same executable twins at once link one inode each, 
   const digests = Array.from({ length: 4000 }, (_, i) => store.putSync(Buffer.from(`#!/bin/sh\necho ${i}\n`)));
   const out = join(dir, 'out');
   fs.mkdirSync(out);
-  const gate = new SharedArrayBuffer(8);
   const local = new URL('../src/store/local.js', import.meta.url).href;
-  const threads = ['a', 'b'].map((tag) => new Worker(THREAD, { eval: true, workerData: { local, root, digests, out, tag, gate } }));
-  const results = threads.map((w) => new Promise<string[]>((resolve, reject) => w.once('message', resolve).once('error', reject)));
-  const cell = new Int32Array(gate);
-  while (Atomics.load(cell, 1) < 2) await new Promise((r) => setTimeout(r, 1));
-  Atomics.store(cell, 0, 1);
-  Atomics.notify(cell, 0);
-  const failures = (await Promise.all(results)).flat();
+  const failures = (await runTogether<string[]>(THREAD, ['a', 'b'], { local, root, digests, out })).flat();
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} links failed`);
   let apart = 0;
   for (let i = 0; i < digests.length; i++) {
