@@ -13,6 +13,7 @@ import { snapshot } from '../src/capture/snapshot.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { DIRECT_MAX_BYTES } from '../src/materialize/execute.js';
+import { BATCH_BLOBS, DIRECT_BATCH_BLOBS } from '../src/remote/fetch.js';
 import { describeTree, duplicateSends, json, leftoverTmp, makeTree, removeDir, runCli, startCli, startServer, tempDir, waitExit, type TestServer } from './helpers/remote.js';
 import { startProxy } from './helpers/remote-proxy.js';
 import { canMount, withTmpfs } from './helpers/mounts.js';
@@ -138,6 +139,49 @@ describe('checkout --remote --direct', () => {
       assert.deepEqual(describeTree(out), describeTree(src()));
       assert.deepEqual(duplicateSends(slow.log), []);
       assert.equal(storedVerified(), files.size);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  // Both plain methods read a batch of the checkout in one large request (--direct's 256 blobs /
+  // 4 MiB), not in 64-blob pieces.
+  for (const method of ['copy', 'hardlink'] as const) {
+    test(`plain checkout --remote --method ${method} reads its blobs in batches of up to ${DIRECT_BATCH_BLOBS}, not ${BATCH_BLOBS}`, async () => {
+      const from = server.log.length;
+      const out = join(dir, `out-batches-${method}`);
+      const r = await runCli(['checkout', root, out, '--remote', server.url, '--store', join(dir, `store-batches-${method}`), '--method', method]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      const reads = server.log.slice(from).filter((e) => e.path.endsWith('/read')).map((e) => e.sent?.length ?? 0);
+      assert.ok(Math.max(...reads) > BATCH_BLOBS && Math.max(...reads) <= DIRECT_BATCH_BLOBS, `blobs per batch read: ${reads.join(', ')}`);
+      assert.ok(reads.length < files.size / BATCH_BLOBS, `${reads.length} batch reads for ${files.size} blobs`);
+    });
+  }
+
+  // A plain copy checkout (the default) holds up to 4 x 256 blobs in flight: a SIGTERM must still
+  // stop it part way, with every file it wrote whole, only verified blobs stored and nothing part-
+  // written, and a state the same command completes without fetching a blob twice.
+  test('SIGTERM mid checkout --remote (copy): exit 130, each written file whole, the store holds only verified blobs; the same command completes the tree', async () => {
+    const slow = await startServer(join(dir, 'server'), { latencyMs: 150 });
+    const out = join(dir, 'out-term-copy');
+    const storeDir = join(dir, 'store-term-copy');
+    try {
+      const args = ['checkout', root, out, '--remote', slow.url, '--store', storeDir, '--concurrency', '4'];
+      await cutMidway(args, slow);
+      const store = LocalStore.open(storeDir);
+      const stored = [...store.listHashes()].filter((h) => files.has(h));
+      for (const h of stored) store.readSync({ hash: h, size: files.get(h)! }); // whole, and verifies
+      assert.ok(stored.length > 0, 'the batches in flight stored their blobs');
+      assert.deepEqual(leftoverTmp(storeDir), []);
+      const wanted = new Set(describeTree(src()));
+      const written = describeTree(out).filter((l) => l.startsWith('F '));
+      assert.ok(written.length > 0 && written.length < files.size, `cut after some files were written (${written.length})`);
+      for (const l of written) assert.ok(wanted.has(l), `written whole: ${l}`);
+      const second = await runCli(args);
+      assert.equal(second.code, 0, second.stderr);
+      assert.deepEqual(describeTree(out), describeTree(src()));
+      assert.deepEqual(duplicateSends(slow.log), []);
     } finally {
       await slow.close();
     }

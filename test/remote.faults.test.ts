@@ -112,28 +112,8 @@ describe('remote faults', () => {
     });
   }
 
-  test('SIGTERM mid checkout --remote, then the same checkout: no blob fetched twice, the tree matches', async () => {
-    const s = await startServer(serverStore, { latencyMs: 150 });
-    const storeDir = join(dir, 'co-term');
-    const out = join(dir, 'co-term-out');
-    try {
-      const args = ['checkout', root, out, '--remote', s.url, '--store', storeDir, '--concurrency', '4'];
-      const child = startCli(args);
-      const sentCount = () => s.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
-      const until = Date.now() + 20_000;
-      while (sentCount() < 100 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
-      child.kill('SIGTERM');
-      const first = await waitExit(child);
-      assert.equal(first.code, 130, first.stderr);
-      assert.ok(sentCount() < fileHashes.length, 'cut in the middle');
-      const second = await runCli(args);
-      assert.equal(second.code, 0, second.stderr);
-      assert.deepEqual(duplicateSends(s.log), []);
-      assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
-    } finally {
-      await s.close();
-    }
-  });
+  // SIGTERM mid `checkout --remote`: remote.direct, whose tree is large enough to cut part way
+  // through a plain checkout's 256-blob batch reads.
 
   test('a server that dies mid-pull: the pull fails, and the rerun fetches only what is missing', async () => {
     let s: TestServer = await startServer(serverStore, { batch: false, latencyMs: 10 });

@@ -38,9 +38,8 @@ export const SINGLE_ABOVE = 1 << 20;
  * files and about 4 MiB, materialize/execute.ts) is then mostly one request. Perf: the Linux tree's
  * `--direct` went from 1,645 requests to 522; client CPU (user + sys) 5.19-5.56 s (median 5.34)
  * against 5.54-6.15 s (median 5.81) with 64 blobs / 1 MiB, server CPU 2.17-2.91 s against
- * 2.28-2.73 s, 3 interleaved runs at load 8-10. A plain hardlink checkout's too (cli/commands/
- * remote.ts). Not the plain checkout's copy, whose SIGTERM would then drain up to 4 x 256 blobs in
- * flight instead of stopping part way on the small tree of the remote.faults test.
+ * 2.28-2.73 s, 3 interleaved runs at load 8-10. A plain checkout's too, copy or link
+ * (cli/commands/remote.ts).
  */
 export const DIRECT_BATCH_BLOBS = 256;
 export const DIRECT_BATCH_BYTES = 4 << 20;

@@ -62,16 +62,22 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
         : {}),
       // Each batch fetches the blobs the store lacks into memory; the workers verify and store each
       // one, then copy it from memory, or link or clone the stored blob. --direct stores none.
-      // A hardlink checkout reads with --direct's larger batches (256 blobs / 4 MiB: about one
+      // Every plain checkout reads with --direct's larger batches (256 blobs / 4 MiB: about one
       // request per batch of the checkout); a SIGTERM still ends after the batches in flight
-      // (remote.direct test). Perf: the Linux tree's `--method hardlink`, 7 interleaved pairs at
+      // (remote.direct tests). Perf: the Linux tree's `--method hardlink`, 7 interleaved pairs at
       // load average 6.5-11.5: client CPU (user + sys) 5.19-7.35 s (median 5.72) against
       // 5.10-8.65 s (median 6.64) with 64 blobs / 1 MiB, server CPU 1.54-1.89 s (median 1.64)
       // against 1.56-2.54 s (median 1.87), peak RSS 263-286 MB against 258-280 MB; wall times
       // were noise at that load. A later set of 3 pairs at load 11.6-13.9 kept the server's gain
       // (1.48-1.74 s, median 1.65, against 1.63-1.94 s, median 1.84) but not the client's
       // (5.31-5.85 s, median 5.74, against 5.66-5.86 s, median 5.72).
-      fetchFor: (method: string) => ({ fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, method === 'hardlink'), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true }),
+      // Perf (copy, the default): the Linux tree from `treecast serve` into tmpfs, by digest and
+      // by name, 3 interleaved rounds against 64 blobs / 1 MiB at load average 9-12: client CPU
+      // (user + sys) by digest 7.23-7.96 s (median 7.76) against 9.12-9.25 s (median 9.16), by
+      // name 7.14-8.43 s (median 7.63) against 7.98-8.40 s (median 8.07); server CPU 1.55-1.70 s
+      // (median 1.60) against 1.64-1.83 s (median 1.71); peak RSS 248-262 MB against 256-269 MB.
+      // `rsync -a` from a daemon in the same rounds: 4.01-4.53 s client and 2.76-3.07 s daemon CPU.
+      fetchFor: () => ({ fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, true), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true }),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {
