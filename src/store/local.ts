@@ -191,7 +191,7 @@ export class LocalStore implements BlobStore {
   damagedBlobError(e: unknown, d: Digest): FileSystemError | undefined {
     const code = (e as NodeJS.ErrnoException)?.code;
     const p = this.blobPath(d.hash);
-    const inTheWay = code === 'EISDIR' ? (fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() ? p : undefined) : notDirectoryParent(e, p);
+    const inTheWay = code === 'EISDIR' ? (isDirectory(p) ? p : undefined) : notDirectoryParent(e, p);
     if (inTheWay === undefined) return undefined;
     const why = code === 'EISDIR' ? `${p} is a directory, not the blob's file` : `${inTheWay} is a file where the store needs a folder`;
     return new FileSystemError(`cannot read blob ${formatDigest(d)} in the store ${this.root}: ${why} (${code})`, {
@@ -259,12 +259,13 @@ export class LocalStore implements BlobStore {
    *
    * Perf: link + unlink costs ~2 µs more per blob than one rename (50,000 4 KiB blobs on tmpfs:
    * 440-456 ms of CPU in the commit against 339-354 ms, 3 runs each), ~0.17 s over the Linux tree's
-   * 78,549 blobs; ext4 showed no difference (851-901 ms both). In interleaved runs on the Linux tree
-   * (5 pairs, shared machine) snapshot into an empty store took 6.04-8.16 s of CPU (median 6.93)
-   * against 6.16-7.26 (6.72), checkout --remote 7.53-10.49 (8.52) against 7.33-10.27 (8.02): within
-   * the spread. No cheaper shape is race-free: a rename "when the blob is new" still replaces a
-   * racing writer's copy (both saw it absent), and Node has neither renameat2(RENAME_NOREPLACE) nor
-   * linkat(AT_EMPTY_PATH) to make the final name in one call.
+   * 78,549 blobs; ext4 showed no difference (851-901 ms both). Interleaved runs on the Linux tree
+   * (two sets, 5 and 4 pairs, a shared machine at load 5-17), CPU medians against rename: snapshot
+   * into an empty store 6.93 s against 6.72 and 7.71 against 7.15, checkout --remote 8.52 against
+   * 8.02 and 8.41 against 8.00, each inside the other's spread (6.04-9.03 s, 7.33-10.49 s). No
+   * cheaper shape is race-free: a rename "when the blob is new" still replaces a racing writer's
+   * copy (both saw it absent), writing at the final name shows a half-written blob, and Node has
+   * neither renameat2(RENAME_NOREPLACE) nor linkat(AT_EMPTY_PATH) to name the file in one call.
    */
   commitTmp(tmp: string, hash: string): void {
     const final = this.blobPath(hash);
@@ -543,6 +544,14 @@ function linkInOnce(tmp: string, final: string): void {
     }
   }
   removeQuietly(tmp);
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+  } catch {
+    return false;
+  }
 }
 
 export function removeQuietly(p: string): void {
