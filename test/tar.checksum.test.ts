@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseHeader } from '../src/archive/tar-format.js';
+import { newWordView, parseHeader } from '../src/archive/tar-format.js';
 import { tarHeader } from './helpers/tar-craft.js';
 
 function withChecksum(h: Buffer, sum: number): Buffer {
@@ -46,4 +46,32 @@ test('a header checksum is accepted as the unsigned or the signed sum of its byt
   const inChunk = Buffer.concat([Buffer.alloc(1024, 0xff), withChecksum(plain, signed), Buffer.alloc(512, 0xff)]);
   assert.ok(parseHeader(inChunk, 1024).ok);
   assert.equal(parseHeader(inChunk, 512).ok, false);
+});
+
+test('a header is summed alike wherever it lies: at every offset of a plain or a shared buffer, one reader going from buffer to buffer', () => {
+  const view = newWordView();
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let round = 0; round < 40; round++) {
+    const h = tarHeader({ name: Buffer.from('x'), type: '0', size: 3, mode: 0o644, mtime: 1_600_000_000, linkname: Buffer.alloc(0), uid: 0, gid: 0 });
+    // Random name and tail bytes, many above 127 (where unsigned and signed sums part).
+    for (const i of [...Array(100).keys(), ...Array.from({ length: 12 }, (_, k) => 500 + k)]) h[i] = Math.floor(rand() * 256);
+    const { unsigned, signed } = sums(h);
+    for (const shared of [false, true]) {
+      for (let at = 0; at < 8; at++) {
+        const b = shared ? Buffer.from(new SharedArrayBuffer(at + 1024)) : Buffer.alloc(at + 1024);
+        b.fill(0xff);
+        for (const [sum, ok] of [[unsigned, true], [signed, true], [unsigned + 1, false], [unsigned - 255, false]] as const) {
+          withChecksum(h, sum).copy(b, at);
+          assert.equal(parseHeader(b, at, view).ok, ok, `round ${round}, ${shared ? 'shared' : 'plain'} buffer, offset ${at}, sum ${sum}`);
+        }
+        // One byte changed anywhere outside the checksum field is refused.
+        withChecksum(h, unsigned).copy(b, at);
+        const i = Math.floor(rand() * 512);
+        if (i >= 148 && i < 156) continue;
+        b[at + i] = (b[at + i]! + 1 + Math.floor(rand() * 254)) & 0xff;
+        assert.equal(parseHeader(b, at, view).ok, false, `round ${round}, byte ${i} changed at offset ${at}`);
+      }
+    }
+  }
 });

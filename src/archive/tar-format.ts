@@ -84,15 +84,56 @@ export function isZeroBlock(b: Buffer, off: number): boolean {
 }
 
 /**
+ * A 32-bit view of the buffer whose headers were summed last, kept by a reader across headers (a
+ * walk reads them from a few batch buffers, one after another), and dropped with it.
+ */
+export interface WordView {
+  of: ArrayBufferLike | undefined;
+  words: Uint32Array<ArrayBufferLike>;
+}
+
+export const newWordView = (): WordView => ({ of: undefined, words: new Uint32Array(0) });
+
+/**
+ * The sum of the 512 bytes at `off`, as unsigned bytes. Where they start on a 4-byte boundary of
+ * their ArrayBuffer (every header a walk reads in place: the stream is read into the batch buffers
+ * from offset 0, and a cut file is carried to the start of the next, so headers stay 512-aligned)
+ * they are summed four at a time, two 16-bit lanes per word (128 words of at most 2 x 255 per lane
+ * cannot carry out of a lane).
+ * Perf: one pass over the Linux tree's 83,734 header blocks (as one unpack makes, JIT warm-up
+ * included, in a fresh process) took 32.5-40.0 ms of CPU byte by byte, 17.3-28.2 ms so (medians
+ * 35.4 and 18.7 ms, 7 interleaved runs each, load about 10 on 2 cores); perf put the byte loop at
+ * 56 ms of the main thread's 636 ms in an unpack of that .tar.
+ */
+function byteSum(b: Buffer, off: number, view: WordView): number {
+  const at = b.byteOffset + off;
+  if ((at & 3) === 0) {
+    if (b.buffer !== view.of) {
+      view.of = b.buffer;
+      view.words = new Uint32Array(b.buffer, 0, b.buffer.byteLength >>> 2);
+    }
+    const words = view.words;
+    let lanes = 0;
+    for (let i = at >>> 2, end = i + BLOCK / 4; i < end; i++) {
+      const w = words[i]!;
+      lanes = (lanes + (w & 0x00ff00ff) + ((w >>> 8) & 0x00ff00ff)) | 0;
+    }
+    return (lanes & 0xffff) + (lanes >>> 16);
+  }
+  let u = 0;
+  for (let i = off, end = off + BLOCK; i < end; i++) u += b[i]!;
+  return u;
+}
+
+/**
  * Whether `stored` is one of the sums tar implementations have written: bytes as unsigned or as
  * signed, the checksum field counted as spaces. (Perf: no object per header.)
  */
-function checksumMatches(b: Buffer, off: number, stored: number): boolean {
+function checksumMatches(b: Buffer, off: number, stored: number, view: WordView): boolean {
   // Perf: one plain sum over the block, the field's bytes swapped for spaces after, and the signed
   // sum only when the unsigned one does not match: the per-byte branches were 60 ms of the Linux
   // tree's 0.7 s walk (--cpu-prof, 6 runs).
-  let u = 8 * 0x20;
-  for (let i = off, end = off + BLOCK; i < end; i++) u += b[i]!;
+  let u = 8 * 0x20 + byteSum(b, off, view);
   for (let i = off + 148; i < off + 156; i++) u -= b[i]!;
   if (stored === u) return true;
   let high = 0;
@@ -105,14 +146,15 @@ export function looksLikeTar(b: Buffer, off = 0): boolean {
   if (b.length - off < BLOCK) return false;
   const stored = parseNumber(b, off + 148, 8);
   if (!Number.isFinite(stored) || isZeroBlock(b, off)) return false;
-  return checksumMatches(b, off, stored);
+  return checksumMatches(b, off, stored, newWordView());
 }
 
 const USTAR = Buffer.from('ustar\0');
 
-export function parseHeader(b: Buffer, off: number): HeaderResult {
+/** The header at `off`; `view` (kept by a reader across headers) saves a view per header. */
+export function parseHeader(b: Buffer, off: number, view: WordView = newWordView()): HeaderResult {
   const stored = parseNumber(b, off + 148, 8);
-  if (!checksumMatches(b, off, stored)) return { ok: false, why: 'header checksum mismatch (the archive is corrupt or not a tar archive)' };
+  if (!checksumMatches(b, off, stored, view)) return { ok: false, why: 'header checksum mismatch (the archive is corrupt or not a tar archive)' };
   const typeflag = b[off + 156]!;
   const mode = parseNumber(b, off + 100, 8);
   const uid = parseNumber(b, off + 108, 8);

@@ -6,7 +6,7 @@
  */
 import { ArchiveError, UnsafePathError } from '../errors.js';
 import { MAX_ENTRY_NAME_BYTES } from './entry-rules.js';
-import { BLOCK, T, isZeroBlock, padding, paxInteger, parseHeader, parsePax, paxTime, type RawHeader } from './tar-format.js';
+import { BLOCK, T, isZeroBlock, newWordView, padding, paxInteger, parseHeader, parsePax, paxTime, type RawHeader } from './tar-format.js';
 
 /** An entry as the archive describes it, names decoded, before any judgement. */
 export interface TarHeader extends Omit<RawHeader, 'name' | 'linkname'> {
@@ -53,6 +53,7 @@ export class TarParser {
   private longName: Buffer | undefined;
   private longLink: Buffer | undefined;
   private current: TarHeader | undefined;
+  private readonly words = newWordView();
 
   constructor(
     private readonly sink: TarSink,
@@ -138,7 +139,7 @@ export class TarParser {
       this.state = { kind: 'end' };
       return;
     }
-    const r = parseHeader(b, off);
+    const r = parseHeader(b, off, this.words);
     if (!r.ok) throw new ArchiveError(`${this.label}: header at offset ${at}: ${r.why}`, { path: this.label });
     const h = r.header;
     if (h.typeflag === T.PAX || h.typeflag === T.PAX_GLOBAL || h.typeflag === T.GNU_LONGNAME || h.typeflag === T.GNU_LONGLINK) {
