@@ -47,13 +47,31 @@ function cpuFloor(c: Case[], gnu: string, decoder: string | undefined, gnuMedian
   return `CPU seconds (user + system, one more run each): treecast ${tc.toFixed(2)}, ${gnu} ${peer.toFixed(2)}${dec}. On ${cores} cores treecast needs at least ${(tc / cores).toFixed(3)} s of wall time (CPU / cores), ${(tc / cores / gnuMedian).toFixed(2)}x ${gnu}'s median.${decWall}`;
 }
 
-/** The unpack cases for one archive: treecast, GNU tar, bsdtar, node-tar (fed by zstd for .tar.zst). */
+/**
+ * Run as root, GNU tar and bsdtar restore every entry's owner (an fchown per file, and an fchmod
+ * beside it in GNU tar); treecast does that only with --same-owner. So that both sides do the same
+ * work, the peers are then told --no-same-owner. Measured: `tar -xf` of the Linux tree's .tar took
+ * 1.73 s of CPU without it, 1.58 s with it (medians of 3 interleaved runs, load about 8 on 2
+ * cores); strace -c of `tar --zstd -xf` on the node_modules corpus counts 22,618 fchown and
+ * 22,618 fchmod for 26,242 files. (node-tar, far behind either way, keeps its defaults.)
+ */
+const peerOwner = process.getuid?.() === 0 ? ' --no-same-owner' : '';
+
+/**
+ * The unpack cases for one archive: treecast, GNU tar, bsdtar, node-tar (fed by zstd for .tar.zst).
+ * Each side starts from the same state: the previous run's tree removed (and the directory made
+ * for the peers, which need it to exist) outside the timed part. Removing a 1.3 GB tree on tmpfs
+ * frees its pages before rm returns; what the kernel defers (inode and dentry frees) showed no
+ * trace in the next command: treecast 2.58 s and GNU tar 1.79 s of CPU (user + system) right
+ * after the removal, 2.67 s and 1.77 s after `sync; sleep 3` (medians of 4 interleaved runs each,
+ * load 5-9 on 2 cores), so no pause is added.
+ */
 function unpackCases(tc: string, nodeTar: string, archive: string, out: string, gnuFlags: string, zstd: boolean): Case[] {
   const clear = `rm -rf ${q(out)} && mkdir ${q(out)}`;
   return [
     { label: 'treecast unpack', cmd: `${tc} unpack ${q(archive)} ${q(out)}`, setup: `rm -rf ${q(out)}` },
-    { label: gnuFlags, cmd: `${gnuFlags} ${q(archive)} -C ${q(out)}`, setup: clear },
-    { label: 'bsdtar -xf', cmd: `bsdtar -xf ${q(archive)} -C ${q(out)}`, setup: clear },
+    { label: gnuFlags, cmd: `${gnuFlags} ${q(archive)}${peerOwner} -C ${q(out)}`, setup: clear },
+    { label: 'bsdtar -xf', cmd: `bsdtar -xf ${q(archive)}${peerOwner} -C ${q(out)}`, setup: clear },
     {
       label: zstd ? 'zstd -dc \\| node-tar x' : 'node-tar x',
       cmd: zstd ? `zstd -dc --long=31 ${q(archive)} | ${nodeTar} x - ${q(out)}` : `${nodeTar} x ${q(archive)} ${q(out)}`,
@@ -77,7 +95,7 @@ export async function run(ctx: BenchContext): Promise<string> {
   const parts: string[] = [
     '## tar archives',
     '',
-    `Linux tree copied to tmpfs; archives made by GNU tar (and zstd -T0 -3 for .tar.zst, as actions/cache does); ${runs} timed run(s) per command after a warm-up, interleaved; medians. Each unpack goes into an empty directory.`,
+    `Linux tree copied to tmpfs; archives made by GNU tar (and zstd -T0 -3 for .tar.zst, as actions/cache does); ${runs} timed run(s) per command after a warm-up, interleaved; medians. Each unpack goes into an empty directory.${peerOwner ? ' Run as root, GNU tar and bsdtar unpack with --no-same-owner, as treecast restores owners only when asked (--same-owner).' : ''} treecast uses both cores and the tars one: where other work holds a core, treecast's wall time moves towards its CPU time, so the CPU line under each table says more than the wall ratio on a busy machine.`,
     '',
   ];
   sh(`rm -rf ${q(w)} && mkdir -p ${q(w)} && cp -a ${q(ctx.corpus)} ${q(src)}`);
