@@ -75,3 +75,15 @@ test('a header is summed alike wherever it lies: at every offset of a plain or a
     }
   }
 });
+
+test('a header cut short by the end of its buffer is refused, even where the bytes present sum to its checksum', () => {
+  const h = tarHeader({ name: Buffer.from('short'), type: '0', size: 3, mode: 0o644, mtime: 1_600_000_000, linkname: Buffer.alloc(0), uid: 0, gid: 0 });
+  h.fill(0, 400); // the bytes cut off are zeros, so the sum of what is left is the whole block's
+  const whole = withChecksum(h, sums(h).unsigned);
+  assert.ok(parseHeader(whole, 0).ok);
+  for (const at of [0, 4, 1]) {
+    const b = Buffer.alloc(at + 400);
+    whole.copy(b, at, 0, 400);
+    assert.equal(parseHeader(b, at).ok, false, `offset ${at}`);
+  }
+});
