@@ -60,8 +60,6 @@ export class WorkerPool {
   private readonly callerRuns: boolean;
   /** Batches the calling thread ran itself (callerRuns). */
   ranHere = 0;
-  /** Batches waiting to run or running on the calling thread: at most one (runsHereWith). */
-  private hereQueued = 0;
 
   /** `size` workers (0: run inline). `init` is handed to every worker's op context. */
   constructor(
@@ -123,20 +121,8 @@ export class WorkerPool {
     return this.size === 0 || (!heavy && this.runsHereWith(this.leastBusy()));
   }
 
-  /** True when every worker holds two batches (never with size 0 or without callerRuns). */
-  get full(): boolean {
-    return this.callerRuns && this.leastBusy().inFlight >= 2;
-  }
-
-  /**
-   * One batch at a time waits for or runs on the calling thread; another is posted even to a full
-   * worker. Two queued here ran back to back without letting the workers' finished batches through
-   * (each waits only for setImmediate), and the worker waited the while. Perf: with two heavy
-   * batches set aside and every lane free to run here, one copy checkout of the node_modules
-   * corpus left its worker idle 2-16 ms some 25 times (--cpu-prof, load ~12).
-   */
   private runsHereWith(slot: Slot): boolean {
-    return this.callerRuns && slot.inFlight >= 2 && this.hereQueued === 0;
+    return this.callerRuns && slot.inFlight >= 2;
   }
 
   private leastBusy(): Slot {
@@ -150,14 +136,9 @@ export class WorkerPool {
    * batches (their lanes hand them the next), as a synchronous batch holds up those messages.
    */
   private async runHere<T>(op: OpName, payload: unknown): Promise<T> {
-    this.hereQueued++;
-    try {
-      await new Promise<void>((r) => setImmediate(r));
-      this.ranHere++;
-      return (await runOp(op, payload, this.init)) as T;
-    } finally {
-      this.hereQueued--;
-    }
+    await new Promise<void>((r) => setImmediate(r));
+    this.ranHere++;
+    return (await runOp(op, payload, this.init)) as T;
   }
 
   /** Batches that can usefully be in flight at once: two per worker keeps each one busy. */
@@ -198,11 +179,7 @@ export interface RunBatchesOptions<P> {
   settled?: (payload: P) => void;
   /** Buffers of the posted payload (what payloadOf made) to move to the worker instead of copying. */
   transferOf?: (posted: unknown) => ArrayBuffer[];
-  /**
-   * A batch that takes much longer than most: posted to a worker (WorkerPool.runsHere), and when
-   * that worker already holds two, not awaited by its lane; while two are so set aside, the next
-   * heavy batch is treated as light (run here when the worker is full) instead of queued behind them.
-   */
+  /** A batch that takes much longer than most: posted to a worker, never run on the calling thread (WorkerPool.runsHere). */
   heavy?: (payload: P) => boolean;
 }
 
@@ -210,9 +187,6 @@ export interface RunBatchesOptions<P> {
  * Runs `batches` through `pool` with at most `pool.parallelism` in flight, calling `onResult` in
  * completion order. On the first error no new batch starts; running ones finish, then it throws.
  */
-/** Heavy batches a runBatches may have set aside at once (see its Perf note). */
-const MAX_ASIDE = 2;
-
 export async function runBatches<P, R>(
   pool: WorkerPool,
   op: OpName,
@@ -230,9 +204,6 @@ export async function runBatches<P, R>(
     waiters = [];
     for (const wake of w) wake();
   };
-  // Heavy batches posted to a worker that already held two, not awaited by their lanes (at most
-  // MAX_ASIDE at a time): see the Perf note below.
-  const asides = new Set<Promise<void>>();
   const lane = async () => {
     for (;;) {
       if (firstError !== undefined || opts.shouldStop?.()) return;
@@ -241,54 +212,22 @@ export async function runBatches<P, R>(
       while (opts.admit && inFlight > 0 && firstError === undefined && !opts.admit(next.value)) await new Promise<void>((r) => waiters.push(r));
       if (firstError !== undefined) return;
       inFlight++;
-      let setAside = false;
       try {
         if (opts.before) await opts.before(next.value);
         // No await from here to pool.run, so the thread payloadOf was told of is the one that runs it.
-        // Perf: a heavy batch goes to a worker even when it holds two; awaited here, it left every
-        // lane waiting on that worker and the calling thread idle until the worker finished one.
-        // Copy checkout of the node_modules corpus (4 heavy batches): the main thread sat idle
-        // 19-39 ms after each (a per-batch trace at load 5-6). So it is set aside, and its lane
-        // hands out and runs the next batch at once. With one set aside at most, the next heavy
-        // batch was awaited behind it (the calling thread idle 227 ms in one run, --cpu-prof at
-        // load ~11), and run here instead, it left the worker idle 78-136 ms. Past MAX_ASIDE, a
-        // heavy batch runs here when the worker is full, so a tree of large files uses both threads.
-        const full = pool.full;
-        const heavy = opts.heavy?.(next.value) === true && !(full && asides.size >= MAX_ASIDE);
+        const heavy = opts.heavy?.(next.value) === true;
         const posted = opts.payloadOf ? opts.payloadOf(next.value, pool.runsHere(heavy)) : next.value;
-        const behind = heavy && full;
-        const result = pool.run<R>(op, posted, opts.transferOf?.(posted), heavy);
-        if (behind) {
-          setAside = true;
-          const value = next.value;
-          const aside: Promise<void> = result
-            .then((r) => onResult(r, value))
-            .catch((e: unknown) => {
-              if (firstError === undefined) firstError = e;
-            })
-            .finally(() => {
-              asides.delete(aside);
-              opts.settled?.(value);
-              finished();
-            });
-          asides.add(aside);
-          continue;
-        }
-        onResult(await result, next.value);
+        onResult(await pool.run<R>(op, posted, opts.transferOf?.(posted), heavy), next.value);
       } catch (e) {
         if (firstError === undefined) firstError = e;
       } finally {
-        if (!setAside) {
-          opts.settled?.(next.value);
-          finished();
-        }
+        opts.settled?.(next.value);
+        finished();
       }
     }
   };
   // With `before`, more lanes than workers so fetching overlaps writing.
   const lanes = opts.before ? pool.parallelism * 4 : pool.parallelism;
   await Promise.all(Array.from({ length: lanes }, lane));
-  // No lane is left to set another aside.
-  await Promise.all(asides);
   if (firstError !== undefined) throw firstError;
 }
