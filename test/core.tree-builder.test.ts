@@ -2,12 +2,13 @@
  * TreeBuilder: the root digest depends only on the set of entries, not the order they come in, and
  * equals an encoding made directory by directory; unsafe names, duplicates and entries under a
  * file or symlink are refused however the entries are grouped (an entry in the same directory as
- * the one before it takes a shorter path through `add`).
+ * the one before it takes a shorter path through `add`). With files added pending and their digests
+ * handed in later in any order, each directory is handed out once complete, with the same root.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
-import { type Directory, directoryBlob, sortDirectory } from '../src/core/reapi.js';
+import { type EncodedDirectory, type PendingFile, TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
+import { type Directory, decodeDirectory, directoryBlob, sortDirectory } from '../src/core/reapi.js';
 import { type Digest, digestOf } from '../src/core/digest.js';
 import { UnsafePathError } from '../src/errors.js';
 
@@ -144,4 +145,88 @@ test('an unsafe part in the directory path is refused, also after entries of a s
   tb.add(file(`${deep}x`));
   tb.add(file(`${deep}y`));
   assert.throws(() => tb.add(file(`${deep}y/z`)), /nests deeper than 1024 levels/);
+});
+
+/**
+ * Adds `entries` with every file pending, seals after `sealAfter` digests, and hands the digests in
+ * shuffled (so directories complete in any order). Returns the root and the messages in the order
+ * they were handed out.
+ */
+function buildPending(entries: TreeEntry[], r: () => number, sealAfter: number): { root: Digest; order: EncodedDirectory[] } {
+  const tb = new TreeBuilder();
+  const waiting: { p: PendingFile; digest: Digest }[] = [];
+  for (const e of entries) {
+    if (e.type === 'file') waiting.push({ p: tb.addPending(e.path, e.executable), digest: e.digest });
+    else tb.add(e);
+  }
+  for (let i = waiting.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [waiting[i], waiting[j]] = [waiting[j]!, waiting[i]!];
+  }
+  const order: EncodedDirectory[] = [];
+  const cut = Math.min(sealAfter, waiting.length);
+  for (const w of waiting.slice(0, cut)) tb.setDigest(w.p, w.digest);
+  tb.seal((m) => order.push(m));
+  for (const w of waiting.slice(cut)) tb.setDigest(w.p, w.digest);
+  const built = tb.build();
+  assert.equal(built.messages.size, 0, 'every message went to the seal callback');
+  return { root: built.root, order };
+}
+
+test('pending files handed in out of order: same root and messages, each once, children before parents', () => {
+  for (let seed = 1; seed <= 60; seed++) {
+    const { entries, ref } = randomTree(seed);
+    const want = refRoot(ref);
+    const all = new TreeBuilder();
+    for (const e of entries) all.add(e);
+    const whole = all.build();
+    const r = rng(seed * 104729);
+    for (const sealAfter of [0, Math.floor(entries.length / 2), entries.length]) {
+      const { root, order } = buildPending(entries, r, sealAfter);
+      const why = `seed ${seed}, sealed after ${sealAfter} digests`;
+      assert.deepEqual(root, want, why);
+      assert.deepEqual(order.map((m) => m.digest.hash).sort(), [...whole.messages.keys()].sort(), why);
+      const handed = new Set<string>();
+      for (const m of order) {
+        assert.ok(!handed.has(m.digest.hash), `${why}: ${m.digest.hash} handed out twice`);
+        for (const d of decodeDirectory(m.bytes).directories) assert.ok(handed.has(d.digest.hash), `${why}: a parent came before its child`);
+        handed.add(m.digest.hash);
+      }
+      assert.equal(order[order.length - 1]!.digest.hash, want.hash, why);
+    }
+  }
+});
+
+test('a directory is handed out as soon as its last file is in, not before', () => {
+  const tb = new TreeBuilder();
+  const a1 = tb.addPending('a/1', false);
+  const b1 = tb.addPending('a/b/1', false);
+  const c1 = tb.addPending('c/1', true);
+  tb.add({ type: 'dir', path: 'e' });
+  tb.add({ type: 'dir', path: 'f' });
+  const out: string[] = [];
+  tb.seal((m) => out.push(m.digest.hash));
+  // The empty directories 'e' and 'f' are complete at once, and are one message, handed out once.
+  assert.equal(out.length, 1);
+  tb.setDigest(a1, digestOf(Buffer.from('a1')));
+  assert.equal(out.length, 1, "'a' waits for 'a/b'");
+  tb.setDigest(b1, digestOf(Buffer.from('b1')));
+  assert.equal(out.length, 3, "'a/b', then 'a'");
+  tb.setDigest(c1, digestOf(Buffer.from('c1')));
+  assert.equal(out.length, 5, "'c', then the root");
+  assert.throws(() => tb.setDigest(c1, digestOf(Buffer.from('c1'))), /has its digest already/);
+  assert.throws(() => tb.add(file('x')), /after seal/);
+  const plain = new TreeBuilder();
+  for (const e of [file('a/1', 'a1'), file('a/b/1', 'b1'), { ...file('c/1', 'c1'), executable: true } as TreeEntry, { type: 'dir', path: 'e' } as TreeEntry, { type: 'dir', path: 'f' } as TreeEntry]) plain.add(e);
+  assert.deepEqual(tb.build().root, plain.build().root);
+});
+
+test('build refuses while a pending file has no digest, and pending names are checked as added ones', () => {
+  const tb = new TreeBuilder();
+  tb.addPending('d/a', false);
+  assert.throws(() => tb.build(), /pending file has no digest/);
+  const tb2 = new TreeBuilder();
+  tb2.add(file('d/a'));
+  assert.throws(() => tb2.addPending('d/a', false), (e: unknown) => e instanceof UnsafePathError && /duplicate entry 'd\/a'/.test(e.message));
+  assert.throws(() => tb2.addPending('d/..', false), (e: unknown) => e instanceof UnsafePathError && /reserved/.test(e.message));
 });

@@ -121,7 +121,8 @@ export class StagedAhead {
    * Hands each accepted entry, with its hash and temporary file ('' when empty), to `commit` in
    * archive order as the workers finish them; a file `commit` returned from is no longer removed by
    * `discard`. Throws the first error a worker met in an accepted batch (the same check would have
-   * failed without the head start).
+   * failed without the head start). Lets the event loop turn after each batch, so the caller's
+   * other batches go on being handed out meanwhile.
    */
   async commit(commit: (entry: Staged, hash: string, tmp: string) => void): Promise<void> {
     for (const b of this.batches) {
@@ -132,6 +133,7 @@ export class StagedAhead {
         commit(b.files[i]!, r.hashes[i]!, r.tmps[i]!);
         r.tmps[i] = '';
       }
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 

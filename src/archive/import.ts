@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { type Digest, EMPTY_DIGEST } from '../core/digest.js';
-import { type BuiltTree, TreeBuilder } from '../core/tree-builder.js';
+import { type EncodedDirectory, type PendingFile, TreeBuilder } from '../core/tree-builder.js';
 import { LocalStore, removeQuietly } from '../store/local.js';
 import { fsError } from '../errors.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
@@ -78,11 +78,14 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
     const staged = ahead?.accept(ar.judged.entries, (e) => isLargeEntry(e, limits.large)) ?? new Set<number>();
     const batches = staged.size === 0 ? plan.batches : plan.batches.map((b) => b.filter((e) => !staged.has(e.index))).filter((b) => b.length > 0);
     // Perf: the tree is built while workers store file data (this thread is otherwise idle then):
-    // directories and symlinks first, each file as its batch returns. Any order is fine for
-    // TreeBuilder once entry-rules has accepted the archive. On the Linux tree TreeBuilder.add
-    // took 0.38 s of this thread (profiled), which now overlaps the workers.
-    // Dropped once built, so its 83,730 entries are not alive while the messages are stored.
+    // directories and symlinks first, then the files, each batch's pending before it is posted
+    // (its digests come with its result), and each directory is encoded and stored as soon as its
+    // last file is in (TreeBuilder.seal). Any order is fine for TreeBuilder once entry-rules has
+    // accepted the archive. On the Linux tree TreeBuilder.add took 0.38 s of this thread
+    // (profiled), which overlaps the workers.
+    // Dropped once built, so its 83,730 entries are not alive to the end.
     let tb: TreeBuilder | undefined = new TreeBuilder();
+    const pending: PendingFile[] = new Array(ar.judged.entries.length);
     const executable = (e: ArchiveEntry) => e.perm !== undefined && (e.perm & 0o100) !== 0;
     for (const e of ar.judged.entries) {
       if (e.type === 'dir') tb!.add({ type: 'dir', path: e.path });
@@ -92,28 +95,40 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
     let done = 0;
     let bytes = 0;
     pool ??= new WorkerPool(ar.judged.entries.length > 512 ? opts.jobs : 0, { storeRoot: store.root }, { youngGenerationMb: ARCHIVE_YOUNG_MB });
-    let built: BuiltTree;
+    const directories = new DirectoryWriter(pool, storeWasEmpty);
+    let root: Digest;
     try {
       // Payloads are made as batches are sent (Perf: made up front, 78,579 entry copies stayed
       // alive for the whole import of the Linux tree).
-      const payloadOf = (n: number): IngestBatch => ({
-        archive: ar.path,
-        storeWasEmpty,
-        files: batches[n]!.map((e) => ({ path: e.path, rawName: e.rawName, method: e.method, crc: e.crc, compressedSize: e.compressedSize, size: e.size, localOffset: e.localOffset, limit: e.limit })),
-      });
+      const payloadOf = (n: number): IngestBatch => {
+        addPendingUpTo(n + 1);
+        return {
+          archive: ar.path,
+          storeWasEmpty,
+          files: batches[n]!.map((e) => ({ path: e.path, rawName: e.rawName, method: e.method, crc: e.crc, compressedSize: e.compressedSize, size: e.size, localOffset: e.localOffset, limit: e.limit })),
+        };
+      };
+      let added = 0; // batches whose files are pending in tb
+      const addPendingUpTo = (end: number) => {
+        for (; added < end; added++) for (const e of batches[added]!) pending[e.index] = tb!.addPending(e.path, executable(e));
+      };
       let stop = false;
       const running = runBatches<number, IngestResult>(pool, 'archive.ingest', batches.keys(), (hashes, n) => {
         const batch = batches[n]!;
         for (let i = 0; i < batch.length; i++) {
           const e = batch[i]!;
-          tb!.add({ type: 'file', path: e.path, digest: e.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: e.size }, executable: executable(e) });
+          tb!.setDigest(pending[e.index]!, e.size === 0 ? EMPTY_DIGEST : { hash: hashes[i]!, size: e.size });
           bytes += e.size;
         }
         done += batch.length;
         opts.onProgress?.({ done, total, bytes });
       }, { shouldStop: () => stop || opts.signal?.aborted === true, payloadOf });
       running.catch(() => {}); // handled where it is awaited below; this keeps an early failure from counting as unhandled
-      // The first batches are posted; meanwhile this thread commits what was staged.
+      // The first batches are posted; meanwhile this thread commits what was staged and adds the
+      // other files. Perf: it lets the workers' results in between (a staged batch, or a few
+      // batches' files, at a time), so the lanes post the next batches: done in one go, the
+      // renames and adds (about 0.3 s of this thread on the Linux tree) left both workers idle
+      // for 0.1-0.25 s once the two batches each held were done (profiled, load 10).
       try {
         await ahead?.commit((e, hash, tmp) => {
           if (tmp !== '') {
@@ -126,6 +141,12 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
           done++;
         });
         if (staged.size > 0) opts.onProgress?.({ done, total, bytes });
+        while (added < batches.length) {
+          addPendingUpTo(Math.min(added + PENDING_BATCHES_AT_ONCE, batches.length));
+          await nextTurn();
+        }
+        for (const e of plan.large) pending[e.index] = tb!.addPending(e.path, executable(e));
+        tb!.seal((m) => directories.add(m));
       } catch (e) {
         stop = true;
         await running.catch(() => {});
@@ -134,23 +155,24 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
       await running;
       for (const e of plan.large) {
         throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
-        tb!.add({ type: 'file', path: e.path, digest: await ingestLarge(ar.path, ar.fd, e, store), executable: executable(e) });
+        tb!.setDigest(pending[e.index]!, await ingestLarge(ar.path, ar.fd, e, store));
         done++;
         bytes += e.size;
         opts.onProgress?.({ done, total, bytes });
       }
       throwIfAborted(opts.signal, 'interrupted; blobs stored so far stay in the store, no tree was recorded');
-      built = tb!.build();
+      root = tb!.build().root; // every message went to `directories` (sealed)
       tb = undefined;
-      await storeMessages(pool, built.messages, storeWasEmpty);
+      await directories.finish();
     } finally {
+      await directories.settled();
       await ahead?.discard();
       await pool.close();
       pool = undefined;
     }
-    if (opts.ref) store.writeRef(opts.ref, built.root);
+    if (opts.ref) store.writeRef(opts.ref, root);
     return {
-      root: built.root,
+      root,
       entries: ar.judged.entries.length,
       files: plan.fileCount,
       dirs: plan.dirs.length,
@@ -167,47 +189,67 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
   }
 }
 
+/** Batches whose files are added to the tree between two turns of the event loop. */
+const PENDING_BATCHES_AT_ONCE = 8;
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** Most bytes of Directory messages posted to a worker at once. */
 const MESSAGE_SHARE_BYTES = 1 << 20;
 
 /**
- * Stores the tree's Directory messages through the workers, in shares of about a MiB made as they
- * are posted and moved (not copied) to the worker; each message leaves `messages` once packed.
- * Perf: written by this thread after the last batch, the Linux tree's 5,096 messages (four system
- * calls each) were the serial tail of the import while both workers sat idle (profiled: about
- * 0.3 s from the workers' last batch to the end, at load 8); written by the workers, the import
- * ended 15 ms after them (one profile, load 11). The messages themselves (about 14 MB of
- * ArrayBuffers on the Linux tree, sampled) are made at once by TreeBuilder.build; packed all at
- * once into four shares and cloned into the workers they were held three times at the end.
+ * Stores the tree's Directory messages through the workers as TreeBuilder encodes them, in shares
+ * of about a MiB moved (not copied) to a worker, beside the file batches.
+ * Perf: written by the main thread after the last batch, the Linux tree's 5,096 messages (four
+ * system calls each) were the serial tail of the import while both workers sat idle (profiled:
+ * about 0.3 s, load 8). Encoded all at once by TreeBuilder.build and then written by the workers,
+ * the import still ended 538 ms after the workers' last inflate (cpu-prof, load 7); encoded as
+ * each directory completes (TreeBuilder.seal) and written beside the file batches, 33-58 ms
+ * after it (3 profiles, load 10-12).
  */
-async function storeMessages(pool: WorkerPool, messages: Map<string, { bytes: Buffer }>, storeWasEmpty: boolean): Promise<void> {
-  function* shares(): Generator<StoreDataBatch> {
-    let part: Buffer[] = [];
-    let size = 0;
-    const pack = (): StoreDataBatch => {
-      const data = new Uint8Array(size); // its own ArrayBuffer, so it can be transferred
-      const files: StoreDataBatch['files'] = [];
-      let at = 0;
-      for (const m of part) {
-        data.set(m, at);
-        files.push({ at, size: m.length });
-        at += m.length;
-      }
-      part = [];
-      size = 0;
-      return { files, data, storeWasEmpty };
-    };
-    for (const [key, m] of messages) {
-      messages.delete(key);
-      part.push(m.bytes);
-      size += m.bytes.length;
-      if (size >= MESSAGE_SHARE_BYTES) yield pack();
-    }
-    if (part.length > 0) yield pack();
+class DirectoryWriter {
+  private part: Buffer[] = [];
+  private size = 0;
+  private readonly posted: Promise<unknown>[] = [];
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly storeWasEmpty: boolean,
+  ) {}
+
+  add(m: EncodedDirectory): void {
+    this.part.push(m.bytes);
+    this.size += m.bytes.length;
+    if (this.size >= MESSAGE_SHARE_BYTES) this.post();
   }
-  await runBatches<StoreDataBatch, StoreDataResult>(pool, 'archive.store', shares(), () => {}, {
-    transferOf: (b) => (pool.size > 0 ? [(b as StoreDataBatch).data.buffer as ArrayBuffer] : []),
-  });
+
+  /** Posts what is left and waits until every message is stored (throws a worker's error). */
+  async finish(): Promise<void> {
+    if (this.part.length > 0) this.post();
+    await Promise.all(this.posted);
+  }
+
+  /** Waits for every share posted, whatever its outcome (before the workers are stopped). */
+  async settled(): Promise<void> {
+    await Promise.allSettled(this.posted);
+  }
+
+  private post(): void {
+    const data = new Uint8Array(this.size); // its own ArrayBuffer, so it can be transferred
+    const files: StoreDataBatch['files'] = [];
+    let at = 0;
+    for (const m of this.part) {
+      data.set(m, at);
+      files.push({ at, size: m.length });
+      at += m.length;
+    }
+    this.part = [];
+    this.size = 0;
+    const batch: StoreDataBatch = { files, data, storeWasEmpty: this.storeWasEmpty };
+    const stored = this.pool.run<StoreDataResult>('archive.store', batch, this.pool.size > 0 ? [data.buffer as ArrayBuffer] : []);
+    stored.catch(() => {}); // awaited in finish or settled; this keeps an early failure from counting as unhandled
+    this.posted.push(stored);
+  }
 }
 
 async function ingestLarge(archive: string, fd: number, e: ArchiveEntry, store: LocalStore): Promise<Digest> {
