@@ -149,7 +149,7 @@ test('gc while a snapshot runs is refused (exit 9, naming it) and removes nothin
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), [], 'no lock is left');
 });
 
-test('a snapshot, import or pull while gc runs refuses to start (exit 9) and records nothing; gc clears a lock a killed snapshot left', () => {
+test('a snapshot, import, pull or push while gc runs refuses to start (exit 9) and records nothing; gc clears a lock a killed snapshot left', () => {
   const dir = tempDir();
   const store = join(dir, 's');
   writeTree(join(dir, 'src'), { 'f': 'content' });
@@ -162,7 +162,8 @@ test('a snapshot, import or pull while gc runs refuses to start (exit 9) and rec
     assert.ok(!fs.existsSync(join(store, 'refs', 'r2')));
     // import and pull keep stored blobs the same way, and are refused the same way (pull before any request).
     assert.equal(tc(['pack', 'r', join(dir, 'a.zip')], store).code, 0);
-    for (const args of [['import', join(dir, 'a.zip'), '--ref', 'r3'], ['pull', 'r', 'http://127.0.0.1:9', '--ref', 'r3']]) {
+    // push reads blobs no ref may reach (a digest, a directory it snapshots) while they upload.
+    for (const args of [['import', join(dir, 'a.zip'), '--ref', 'r3'], ['pull', 'r', 'http://127.0.0.1:9', '--ref', 'r3'], ['push', 'r', 'http://127.0.0.1:9'], ['push', join(dir, 'src'), 'http://127.0.0.1:9']]) {
       const r = tc(args, store);
       assert.equal(r.code, 9, `${args[0]}: ${r.err}`);
       assert.match(r.err, /being collected by treecast gc/);
@@ -175,6 +176,7 @@ test('a snapshot, import or pull while gc runs refuses to start (exit 9) and rec
   fs.writeFileSync(join(dir, 'not.zip'), 'not an archive');
   assert.equal(tc(['import', join(dir, 'not.zip')], store).code, 6);
   assert.equal(tc(['pull', '0'.repeat(64) + '/5', 'http://127.0.0.1:9', '--retries', '0'], store).code, 8);
+  assert.equal(tc(['push', 'r', 'http://127.0.0.1:9', '--retries', '0'], store).code, 8);
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
   // A snapshot killed with its lock held: the pid is gone, so gc runs and removes the lock.
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;

@@ -25,7 +25,7 @@ export function registerMaintenance(program: Command): void {
 
   const gc = program
     .command('gc')
-    .description('remove blobs not reachable from any ref, live checkout, checkout still running or action cache entry (a checkout, snapshot, import or pull started while gc runs is refused with exit 9, and gc is while a snapshot, import or pull runs)')
+    .description('remove blobs not reachable from any ref, live checkout, checkout still running or action cache entry (a checkout, snapshot, import or pull started while gc runs is refused with exit 9, and gc is refused while a snapshot, import, pull or push runs)')
     .option('--dry-run', 'list what would be removed, remove nothing')
     .option('--grace <seconds>', 'keep unreachable blobs younger than this, as a snapshot may still be writing them', intInRange('--grace', 0, 10 ** 9), 3600)
     .option(

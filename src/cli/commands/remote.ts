@@ -19,6 +19,7 @@ import { RemoteServer } from '../../remote/server.js';
 import { type LocalStore, checkRefName, defaultStorePath } from '../../store/local.js';
 import { ServeSetup } from '../serve-setup.js';
 import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { guardStoreWriter } from '../../fs/target-guard.js';
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
 
@@ -344,34 +345,45 @@ export function registerRemote(program: Command): void {
     const copts = clientOptions(url, o);
     if (o.ref !== undefined) checkRefName(o.ref); // before any transfer
     const store = openStore(o);
-    const t0 = performance.now();
-    const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
-    const r = await withSignals(async (signal) => {
-      const { root, snapshotted } = await resolveSource(store, spec, signal);
-      const client = new RemoteClient(copts);
-      signal.addEventListener('abort', () => client.stop(), { once: true });
-      try {
-        const s = await push(store, client, root, {
-          shouldStop: () => signal.aborted,
-          onProgress: (done, total, bytes) => bar.update({ done, total, bytes, label: 'push' }),
-        });
-        // The name is written only once the whole tree is on the server.
-        const ref: PushedRef | null = o.ref === undefined ? null : await pushRef(store, client, root, o.ref);
-        return { ...s, requests: client.stats.requests, snapshotted, ref };
-      } finally {
-        await client.close();
-      }
-    });
-    bar.finish();
-    const seconds = (performance.now() - t0) / 1000;
-    if (o.json) {
-      printJson({ ok: true, ...r, seconds });
-      return;
+    // The tree's blobs are read as they upload, and may be reachable from no ref: gc must not remove
+    // them meanwhile (it is refused while this lock is held, as for pull).
+    const writer = guardStoreWriter(store.root, 'push');
+    try {
+      await pushAction(store, spec, copts, o);
+    } finally {
+      writer.release();
     }
-    process.stderr.write(
-      `pushed ${r.root}: ${r.uploaded} blob(s) sent (${formatBytes(r.uploadedBytes)}), ${r.present} already there, ${r.retried} retried; ${seconds.toFixed(2)} s\n`,
-    );
-    if (r.ref) process.stderr.write(`  named '${r.ref.name}' on the remote (ac/${r.ref.key})\n`);
-    process.stdout.write(`${r.root}\n`);
   });
+}
+
+async function pushAction(store: LocalStore, spec: string, copts: ReturnType<typeof clientOptions>, o: { ref?: string; json?: boolean }): Promise<void> {
+  const t0 = performance.now();
+  const bar = new ProgressBar(!o.json && process.stderr.isTTY === true);
+  const r = await withSignals(async (signal) => {
+    const { root, snapshotted } = await resolveSource(store, spec, signal);
+    const client = new RemoteClient(copts);
+    signal.addEventListener('abort', () => client.stop(), { once: true });
+    try {
+      const s = await push(store, client, root, {
+        shouldStop: () => signal.aborted,
+        onProgress: (done, total, bytes) => bar.update({ done, total, bytes, label: 'push' }),
+      });
+      // The name is written only once the whole tree is on the server.
+      const ref: PushedRef | null = o.ref === undefined ? null : await pushRef(store, client, root, o.ref);
+      return { ...s, requests: client.stats.requests, snapshotted, ref };
+    } finally {
+      await client.close();
+    }
+  });
+  bar.finish();
+  const seconds = (performance.now() - t0) / 1000;
+  if (o.json) {
+    printJson({ ok: true, ...r, seconds });
+    return;
+  }
+  process.stderr.write(
+    `pushed ${r.root}: ${r.uploaded} blob(s) sent (${formatBytes(r.uploadedBytes)}), ${r.present} already there, ${r.retried} retried; ${seconds.toFixed(2)} s\n`,
+  );
+  if (r.ref) process.stderr.write(`  named '${r.ref.name}' on the remote (ac/${r.ref.key})\n`);
+  process.stdout.write(`${r.root}\n`);
 }
