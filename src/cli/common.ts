@@ -9,8 +9,9 @@ export function addStoreOption(cmd: Command): Command {
   return cmd.option('--store <path>', 'store location (default: $TREECAST_STORE, else $XDG_CACHE_HOME/treecast or ~/.cache/treecast)');
 }
 
-export function addJsonOption(cmd: Command): Command {
-  return cmd.option('--json', 'print one JSON object on stdout instead of human-readable lines');
+/** `--json`; `what` says what it prints where that is not one object (the listings print an array). */
+export function addJsonOption(cmd: Command, what = 'one JSON object'): Command {
+  return cmd.option('--json', `print ${what} on stdout instead of human-readable lines`);
 }
 
 export function openStore(opts: { store?: string }): LocalStore {

@@ -55,7 +55,7 @@ export function registerInspect(program: Command): void {
     .argument('<digest>', 'tree digest or ref name')
     .argument('[path]', 'list only this path inside the tree: what is below it, or the one file or symlink it names (exit 3 when the tree has no such path)');
   addStoreOption(ls);
-  addJsonOption(ls);
+  addJsonOption(ls, 'one JSON array, an object per entry,');
   ls.action(async (spec: string, sub: string | undefined, o: { store?: string; json?: boolean }) => {
     const store = openExistingStore(o);
     const reader = new TreeReader(store);
@@ -78,7 +78,7 @@ export function registerInspect(program: Command): void {
     .argument('<a>', 'tree digest or ref name')
     .argument('<b>', 'tree digest or ref name');
   addStoreOption(diff);
-  addJsonOption(diff);
+  addJsonOption(diff, 'one JSON array, an object per changed path,');
   diff.action(async (a: string, b: string, o: { store?: string; json?: boolean }) => {
     const store = openExistingStore(o);
     const reader = new TreeReader(store);
@@ -98,7 +98,7 @@ export function registerInspect(program: Command): void {
     .option('--remote <url>', 'look NAMEs up on this remote cache (exit 3 when any is absent)');
   addRemoteClientOptions(refs, false);
   addStoreOption(refs);
-  addJsonOption(refs);
+  addJsonOption(refs, 'one JSON array, an object per ref (with --remote: one object),');
   refs.action(async (names: string[], o: RemoteCliOptions & { remote?: string; store?: string; json?: boolean }) => {
     if (o.remote) {
       await (await import('./remote.js')).listRemoteRefs(o.remote, names, o);
