@@ -15,6 +15,17 @@ const bin = new URL('../../bin/treecast', import.meta.url).pathname;
 /** The uid and gid of `nobody` on Debian. */
 const NOBODY = { uid: 65534, gid: 65534 };
 
+/** In `dir`: a shared temp folder (1777, for TMPDIR) and an empty target folder `nobody` owns. */
+function nobodysTempAndTarget(dir: string): { tmp: string; out: string } {
+  const tmp = join(dir, 'tmp');
+  fs.mkdirSync(tmp);
+  fs.chmodSync(tmp, 0o1777);
+  const out = join(dir, 'out');
+  fs.mkdirSync(out);
+  fs.chownSync(out, NOBODY.uid, NOBODY.gid);
+  return { tmp, out };
+}
+
 function run(args: string[], opts: { asNobody?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}) {
   const r = spawnSync(process.execPath, [opts.asNobody ? publicBin() : bin, ...args], {
     encoding: 'utf8',
@@ -150,12 +161,7 @@ test('a store whose locks folder the user cannot write: checkout locks in the pr
   // The user's store, but a locks folder of root's that the user may only read (the snapshot made it).
   fs.chmodSync(join(store, 'locks'), 0o755);
   fs.chownSync(join(store, 'locks'), 0, 0);
-  const tmp = join(dir, 'tmp');
-  fs.mkdirSync(tmp);
-  fs.chmodSync(tmp, 0o1777);
-  const out = join(dir, 'out');
-  fs.mkdirSync(out);
-  fs.chownSync(out, NOBODY.uid, NOBODY.gid);
+  const { tmp, out } = nobodysTempAndTarget(dir);
 
   const r = run(['checkout', 'r', out, '--store', store], { asNobody: true, env: { TMPDIR: tmp } });
   assert.equal(r.code, 0, r.err);
@@ -177,12 +183,7 @@ test('checkout from a store the user cannot write (root\'s): recorded in the pri
     fs.writeFileSync(join(dir, name, 'same'), 'same');
     execFileSync(process.execPath, [bin, 'snapshot', join(dir, name), '--store', store, '--ref', name], { stdio: 'ignore' });
   }
-  const tmp = join(dir, 'tmp');
-  fs.mkdirSync(tmp);
-  fs.chmodSync(tmp, 0o1777);
-  const out = join(dir, 'out');
-  fs.mkdirSync(out);
-  fs.chownSync(out, NOBODY.uid, NOBODY.gid);
+  const { tmp, out } = nobodysTempAndTarget(dir);
   const as = (args: string[]) => run([...args, '--store', store], { asNobody: true, env: { TMPDIR: tmp } });
 
   let r = as(['checkout', 'v1', out]);

@@ -34,6 +34,14 @@ async function stop(child: Child, signal: NodeJS.Signals) {
   return waitExit(child);
 }
 
+/** A loopback port held by a listener of the test's own: `serve` meets it in use. */
+async function holdPort(): Promise<{ busy: net.Server; addr: string }> {
+  const busy = net.createServer();
+  busy.listen(0, '127.0.0.1');
+  await new Promise((resolve) => busy.once('listening', resolve));
+  return { busy, addr: `127.0.0.1:${(busy.address() as net.AddressInfo).port}` };
+}
+
 describe('serve from the command line', () => {
   let dir: string;
   before(() => {
@@ -154,10 +162,7 @@ describe('serve from the command line', () => {
   });
 
   test('a port in use is a file-system error naming the address, with a hint; so is an address not this machine\'s', async () => {
-    const busy = net.createServer();
-    busy.listen(0, '127.0.0.1');
-    await new Promise((resolve) => busy.once('listening', resolve));
-    const addr = `127.0.0.1:${(busy.address() as net.AddressInfo).port}`;
+    const { busy, addr } = await holdPort();
     try {
       const r = await runCli(['serve', '--listen', addr, '--store', join(dir, 'busy'), '--json']);
       assert.equal(r.code, 7, r.stderr);
@@ -175,10 +180,7 @@ describe('serve from the command line', () => {
   });
 
   test('a start that cannot listen leaves nothing it made behind: no empty store, no empty access log; what was there stays', async () => {
-    const busy = net.createServer();
-    busy.listen(0, '127.0.0.1');
-    await new Promise((resolve) => busy.once('listening', resolve));
-    const addr = `127.0.0.1:${(busy.address() as net.AddressInfo).port}`;
+    const { busy, addr } = await holdPort();
     try {
       // A store (and its parents) that did not exist, and an access log that did not.
       const fresh = join(dir, 'fresh');

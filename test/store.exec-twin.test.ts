@@ -10,28 +10,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { LocalStore } from '../src/store/local.js';
 import { tempDir } from './helpers/tmp.js';
-import { runTogether } from './helpers/threads.js';
-
-/** Each thread waits for the start signal, then makes every twin in order and links it to `out/TAG-i`. */
-const THREAD = `
-const { workerData, parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-import(workerData.local).then(({ LocalStore }) => {
-  const store = new LocalStore(workerData.root);
-  const gate = new Int32Array(workerData.gate);
-  Atomics.add(gate, 1, 1);
-  Atomics.wait(gate, 0, 0);
-  const failures = [];
-  workerData.digests.forEach((d, i) => {
-    try {
-      fs.linkSync(store.executablePathSync(d), workerData.out + '/' + workerData.tag + '-' + i);
-    } catch (e) {
-      failures.push(e.code + ' ' + e.message);
-    }
-  });
-  parentPort.postMessage(failures);
-});
-`;
+import { linkRace } from './helpers/threads.js';
 
 test('two threads making the same executable twins at once link one inode each, and no link fails', async () => {
   const dir = tempDir();
@@ -40,8 +19,7 @@ test('two threads making the same executable twins at once link one inode each, 
   const digests = Array.from({ length: 4000 }, (_, i) => store.putSync(Buffer.from(`#!/bin/sh\necho ${i}\n`)));
   const out = join(dir, 'out');
   fs.mkdirSync(out);
-  const local = new URL('../src/store/local.js', import.meta.url).href;
-  const failures = (await runTogether<string[]>(THREAD, ['a', 'b'], { local, root, digests, out })).flat();
+  const failures = await linkRace('(store, i, w) => store.executablePathSync(w.digests[i])', { root, count: digests.length, digests, out });
   assert.deepEqual(failures.slice(0, 5), [], `${failures.length} links failed`);
   let apart = 0;
   for (let i = 0; i < digests.length; i++) {

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { fsError } from '../errors.js';
 import { makeDirectories, removeEmptyDirectories } from '../fs/make-dirs.js';
-import { LocalStore } from '../store/local.js';
+import { LocalStore, safeReaddir } from '../store/local.js';
 
 export class ServeSetup {
   /** The first folder made for the store's root (the root or a parent), when it did not exist. */
@@ -49,15 +49,7 @@ export class ServeSetup {
     if (this.root === undefined) return;
     if (this.madeRoot !== undefined) removeEmptyDirectories(this.madeRoot);
     else if (this.before !== undefined) {
-      for (const name of safeNames(this.root)) if (!this.before.has(name)) removeEmptyDirectories(join(this.root, name));
+      for (const name of safeReaddir(this.root)) if (!this.before.has(name)) removeEmptyDirectories(join(this.root, name));
     }
-  }
-}
-
-function safeNames(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir);
-  } catch {
-    return [];
   }
 }
