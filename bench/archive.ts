@@ -77,15 +77,18 @@ export async function run(ctx: BenchContext): Promise<string> {
 
   // ---------------------------------------------------------------- import
   ctx.log('archive: import');
+  // At least 3 rounds: its target's margin is a few percent, inside one run's noise, and the two
+  // commands take ~12 s a round, a small part of this section's time.
+  const importRuns = Math.max(runs, 3);
   const imp = timeCases(
     [
       { label: 'treecast import', cmd: `${tc} import ${q(zipDeflate)} --store ${q(store)}`, setup: clearOut },
       { label: 'treecast unpack + snapshot', cmd: `${tc} unpack ${q(zipDeflate)} ${q(out)} && ${tc} snapshot ${q(out)} --store ${q(store)}`, setup: clearOut },
     ],
-    runs,
+    importRuns,
     ctx.log,
   );
-  parts.push('### import (into an empty store)', '', table(imp, 'treecast unpack + snapshot'), '');
+  parts.push(`### import (into an empty store; ${importRuns} timed runs each)`, '', table(imp, 'treecast unpack + snapshot'), '');
 
   // ---------------------------------------------------------------- memory at every level
   // One timed run each (after the warm-up): these are here for their peak RSS, which the memory
