@@ -19,6 +19,17 @@ import { startProxy } from './helpers/remote-proxy.js';
 import { canMount, withTmpfs } from './helpers/mounts.js';
 
 /** The hashes of the tree's non-empty file blobs, by size. */
+/** Whether a regular file is anywhere under DIR (an absent DIR holds none). */
+function holdsAFile(dir: string): boolean {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return false;
+  }
+  return entries.some((e) => e.isFile() || (e.isDirectory() && holdsAFile(join(dir, e.name))));
+}
+
 async function fileBlobs(store: LocalStore, root: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for await (const e of new TreeReader(store).walk(store.resolve(root))) if (e.type === 'file' && e.digest.size > 0) out.set(e.digest.hash, e.digest.size);
@@ -52,11 +63,13 @@ describe('checkout --remote --direct', () => {
   });
 
   /** Runs `args`, sends SIGTERM once `server` sent 300 blobs, and checks it stopped with exit 130 before the last. */
-  async function cutMidway(args: string[], server: TestServer): Promise<void> {
+  // The cut comes once the server has sent 300 blobs and a file is in OUT: on a loaded machine the
+  // server's count alone ran ahead of the client, whose SIGTERM then came before it wrote anything.
+  async function cutMidway(args: string[], server: TestServer, out: string): Promise<void> {
     const child = startCli(args);
     const sent = () => server.log.reduce((n, e) => n + (e.sent?.length ?? 0), 0);
     const until = Date.now() + 20_000;
-    while (sent() < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    while ((sent() < 300 || !holdsAFile(out)) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     child.kill('SIGTERM');
     const first = await waitExit(child);
     assert.equal(first.code, 130, first.stderr);
@@ -88,7 +101,7 @@ describe('checkout --remote --direct', () => {
     const store = join(dir, 'store-term');
     try {
       const args = ['checkout', root, out, '--remote', slow.url, '--store', store, '--direct', '--concurrency', '4'];
-      await cutMidway(args, slow);
+      await cutMidway(args, slow, out);
       // What is there is whole: each file matches the source byte for byte, and no temporary name
       // (fetch-file.ts) or other stray entry was left behind.
       const written = describeTree(out).filter((l) => !l.startsWith('D '));
@@ -115,7 +128,7 @@ describe('checkout --remote --direct', () => {
     const storeDir = join(dir, 'store-term-hardlink');
     try {
       const args = ['checkout', root, out, '--remote', slow.url, '--store', storeDir, '--method', 'hardlink', '--concurrency', '4'];
-      await cutMidway(args, slow);
+      await cutMidway(args, slow, out);
       const store = LocalStore.open(storeDir);
       const storedVerified = () => {
         const stored = [...store.listHashes()].filter((h) => files.has(h));
@@ -168,7 +181,7 @@ describe('checkout --remote --direct', () => {
     const storeDir = join(dir, 'store-term-copy');
     try {
       const args = ['checkout', root, out, '--remote', slow.url, '--store', storeDir, '--concurrency', '4'];
-      await cutMidway(args, slow);
+      await cutMidway(args, slow, out);
       const store = LocalStore.open(storeDir);
       const stored = [...store.listHashes()].filter((h) => files.has(h));
       for (const h of stored) store.readSync({ hash: h, size: files.get(h)! }); // whole, and verifies
