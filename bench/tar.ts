@@ -44,7 +44,10 @@ function cpuFloor(c: Case[], gnu: string, decoder: string | undefined, gnuMedian
   const dec = d ? `, the decompressor alone into a pipe (\`${decoder!.replace(/'[^']*'/g, 'ARCHIVE')}\`) ${d.cpu.toFixed(2)} s` : '';
   // A zstd frame decodes on one thread (treecast runs the same program), so its wall time bounds any unpack it feeds.
   const decWall = d && decoder!.startsWith('zstd') ? ` The decompressor alone took ${d.wall.toFixed(2)} s of wall time, ${(d.wall / gnuMedian).toFixed(2)}x ${gnu}'s median: no unpack it feeds ends sooner.` : '';
-  return `CPU seconds (user + system, one more run each): treecast ${tc.toFixed(2)}, ${gnu} ${peer.toFixed(2)}${dec}. On ${cores} cores treecast needs at least ${(tc / cores).toFixed(3)} s of wall time (CPU / cores), ${(tc / cores / gnuMedian).toFixed(2)}x ${gnu}'s median.${decWall}`;
+  // The same floor for a treecast that spent exactly the peer's CPU: the least ratio any unpack as
+  // efficient as the peer can reach on these cores, to set a target beside.
+  const peerFloor = ` Were treecast to spend exactly ${gnu}'s CPU, the floor would be ${(peer / cores).toFixed(3)} s, ${(peer / cores / gnuMedian).toFixed(2)}x.`;
+  return `CPU seconds (user + system, one more run each): treecast ${tc.toFixed(2)}, ${gnu} ${peer.toFixed(2)}${dec}. On ${cores} cores treecast needs at least ${(tc / cores).toFixed(3)} s of wall time (CPU / cores), ${(tc / cores / gnuMedian).toFixed(2)}x ${gnu}'s median.${peerFloor}${decWall}`;
 }
 
 /**
