@@ -98,7 +98,10 @@ export function parseNumber(b: Buffer, off: number, len: number): number {
 }
 
 export function isZeroBlock(b: Buffer, off: number): boolean {
-  for (let i = off; i < off + BLOCK; i += 8) if (b.readBigUInt64LE(i) !== 0n) return false;
+  // Perf: byte by byte (a header's first byte is not zero, so one read decides), not
+  // readBigUInt64LE, which made a BigInt per call (perf, one unpack of the Linux tree's .tar:
+  // 2.5 ms of BigInt shifts and allocations under the header parse).
+  for (let i = off, end = off + BLOCK; i < end; i++) if (b[i] !== 0) return false;
   return true;
 }
 
