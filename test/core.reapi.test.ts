@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { decodeDirectory, directoryBlob, encodeDirectory, subdirectoryDigests } from '../src/core/reapi.js';
+import { compareRawNames, decodeDirectory, directoryBlob, encodeDirectory, sameRawEntry, splitDirectory, subdirectoryDigests } from '../src/core/reapi.js';
 import { digestOf, formatDigest } from '../src/core/digest.js';
 import { compareNames } from '../src/core/names.js';
 import { InvalidTreeError } from '../src/errors.js';
@@ -124,4 +124,22 @@ test('subdirectoryDigests reads only the subdirectories of a message, in order, 
     assert.deepEqual(parsed, decodeDirectory(part).directories.map((x) => x.digest), `cut at ${cut}`);
   }
   assert.throws(() => subdirectoryDigests(Buffer.from([0x22, 0x00])), InvalidTreeError, 'an unknown field');
+});
+
+test('raw entries compare as bytes: names in UTF-8 byte order (a prefix first), entries the same only when every byte is', () => {
+  const digest = { hash: 'ab'.repeat(32), size: 3 };
+  const file = (name: string) => ({ name, digest, executable: false });
+  const x = splitDirectory(encodeDirectory({ files: ['a', 'ab', 'z', 'é'].map(file), directories: [{ name: 'd', digest }], symlinks: [{ name: 'l', target: 'x1' }] }));
+  const y = splitDirectory(encodeDirectory({ files: [], directories: [], symlinks: [{ name: 'l', target: 'x2' }] }));
+  assert.ok(compareRawNames(x, 0, x, 1) < 0, "'a' before 'ab'");
+  assert.ok(compareRawNames(x, 1, x, 0) > 0, "'ab' after 'a'");
+  assert.ok(compareRawNames(x, 2, x, 3) < 0, "'z' (0x7a) before 'é' (0xc3)");
+  assert.equal(compareRawNames(x, 5, y, 0), 0);
+  assert.equal(sameRawEntry(x, 5, x, 5), true);
+  assert.equal(sameRawEntry(x, 5, y, 0), false, 'targets that differ in their last byte only');
+  assert.equal(sameRawEntry(x, 0, x, 1), false);
+  // A group out of order, or a duplicate within it, is refused on bytes.
+  for (const names of [['ab', 'a'], ['é', 'z'], ['a', 'a']]) {
+    assert.throws(() => splitDirectory(encodeDirectory({ files: names.map(file), directories: [], symlinks: [] })), InvalidTreeError, names.join(','));
+  }
 });

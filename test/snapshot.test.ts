@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { snapshot } from '../src/capture/snapshot.js';
-import { STAT_INO, STAT_MTIME, fillRun, placeStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
+import { StatBatches, snapshot } from '../src/capture/snapshot.js';
+import { STAT_TAKEN, STAT_UNCLAIMED, statBatch } from '../src/capture/ingest-op.js';
+import { WorkerPool } from '../src/fs/worker-pool.js';
+import { STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE, fillRun, placeStats, statPaths, statRequest, walk } from '../src/capture/walk.js';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { formatDigest } from '../src/core/digest.js';
@@ -150,6 +152,51 @@ test('files are statted from runs of names per directory, a batch starting and e
     const st = fs.lstatSync(f.abs);
     assert.deepEqual([f.stats[f.at + STAT_INO], f.size, f.stats[f.at + STAT_MTIME]], [st.ino, st.size, st.mtimeMs], f.abs);
   }
+});
+
+test('stat batches posted to a worker are taken back by the calling thread from the last one: each file is statted exactly once', async () => {
+  const dir = tempDir();
+  const spec: Record<string, string> = {};
+  // 3,500 files in 7 directories: 4 batches of up to 1,024 names, some starting mid-directory.
+  for (let i = 0; i < 3500; i++) spec[`d${i % 7}/f${i}`] = 'x'.repeat(i % 13);
+  writeTree(join(dir, 'src'), spec);
+  const { runs } = walk(join(dir, 'src'));
+  // A worker still starting (it loads the stat op on first use) when the last batch is posted: the
+  // calling thread claims that one at least.
+  const pool = new WorkerPool(1, { storeRoot: join(dir, 's') });
+  try {
+    const stats = new StatBatches(undefined, false);
+    await stats.finish(runs, pool);
+    assert.ok(stats.stolen >= 1, `stolen ${stats.stolen}`);
+    for (const run of runs) {
+      const got = run.stats.map((s) => [s.start, s.end]).sort((a, b) => a[0]! - b[0]!);
+      let next = 0;
+      for (const [start, end] of got) {
+        assert.equal(start, next, `${run.dirAbs}: names statted twice or not at all`);
+        next = end!;
+      }
+      assert.equal(next, run.names.length, `${run.dirAbs}: names not statted`);
+      fillRun(run);
+      for (const f of run.files!) assert.equal(f.size, fs.lstatSync(f.abs).size, f.abs);
+    }
+  } finally {
+    await pool.close();
+  }
+});
+
+test('the stat op runs a claimed batch only where its claim is won', () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'a/1': '1', 'a/2': '22' });
+  const { runs } = walk(join(dir, 'src'));
+  const { req } = statRequest(runs, { run: 0, pos: 0 }, 10);
+  const claims = new Int32Array(new SharedArrayBuffer(8));
+  claims[1] = STAT_TAKEN;
+  assert.equal(statBatch({ files: req, follow: false, claims, slot: 1 }).length, 0, 'a batch taken by the other thread is skipped');
+  const out = statBatch({ files: req, follow: false, claims, slot: 0 });
+  assert.equal(out.length, 2 * STAT_FIELDS);
+  assert.equal(claims[0], STAT_TAKEN);
+  assert.notEqual(claims[0], STAT_UNCLAIMED);
+  assert.equal(out[STAT_FIELDS + STAT_SIZE], 2);
 });
 
 test('a store inside DIR is left out of its snapshot (the tree does not grow with the store); DIR that is the store is refused', async () => {

@@ -144,9 +144,18 @@ function entryType(e: RawEntry, slash: boolean, shown: string): { type: EntryTyp
  * archive (shared by the zip and tar readers).
  */
 export class PathKinds {
-  /** 'implied' is a directory nobody named. */
-  private readonly kinds = new Map<string, EntryType | 'implied'>();
-  private lastParent = '';
+  /**
+   * Directory ('' for the root) -> the kind of each name in it; 'implied' is a directory nobody named.
+   * Perf: one small map per directory, not one map of every path: entries come grouped by
+   * directory, so the lookups stay in the current directory's map (hot in the cache) instead of
+   * probing a map of all 83,730 paths of the Linux tree twice per entry, where perf (one unpack
+   * of its .tar) put 74 ms of the main thread. The walk alone of that .tar (main thread CPU, a
+   * fresh process each, 8 interleaved runs, load 10-14 on 2 cores) took 330-530 ms (median 465)
+   * before, 310-470 ms (median 390) so.
+   */
+  private readonly dirs = new Map<string, Map<string, EntryType | 'implied'>>();
+  private lastParent: string | undefined;
+  private lastNames: Map<string, EntryType | 'implied'> | undefined;
   /** Directories implied by the paths under them and never named themselves. */
   implied = 0;
 
@@ -156,38 +165,56 @@ export class PathKinds {
    */
   constructor(private readonly fold?: (path: string) => string) {}
 
-  get(path: string): EntryType | 'implied' | undefined {
-    return this.kinds.get(this.fold ? this.fold(path) : path);
+  get(rawPath: string): EntryType | 'implied' | undefined {
+    const path = this.fold ? this.fold(rawPath) : rawPath;
+    const cut = path.lastIndexOf('/');
+    return this.dirs.get(cut < 0 ? '' : path.slice(0, cut))?.get(cut < 0 ? path : path.slice(cut + 1));
   }
 
   /** Records `path` as `type`, or throws naming `shown` when that clashes with what came before. */
   add(rawPath: string, type: EntryType, shown: string): void {
     const path = this.fold ? this.fold(rawPath) : rawPath;
+    const lastCut = path.lastIndexOf('/');
+    const parentPath = lastCut < 0 ? '' : path.slice(0, lastCut);
+    let names = this.lastNames;
     // Parents must be directories (explicit or implied); a path may be named once.
     // Perf: entries come grouped by directory; when the parent is the previous entry's parent,
     // every prefix of it is already known to be a directory (a later clash is caught as a duplicate).
-    const lastCut = path.lastIndexOf('/');
-    const parentPath = lastCut < 0 ? '' : path.slice(0, lastCut);
-    let cut = parentPath === this.lastParent ? -1 : path.indexOf('/');
-    this.lastParent = parentPath;
-    while (cut >= 0) {
-      const parent = path.slice(0, cut);
-      const k = this.kinds.get(parent);
-      if (k === undefined) {
-        this.kinds.set(parent, 'implied');
-        this.implied++;
+    if (names === undefined || parentPath !== this.lastParent) {
+      let from = 0;
+      let inDir = this.namesOf('');
+      for (let cut = path.indexOf('/'); cut >= 0; cut = path.indexOf('/', from)) {
+        const name = path.slice(from, cut);
+        const k = inDir.get(name);
+        if (k === undefined) {
+          inDir.set(name, 'implied');
+          this.implied++;
+        } else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${path.slice(0, cut)}', which is a ${k} in this archive`);
+        inDir = this.namesOf(path.slice(0, cut));
+        from = cut + 1;
       }
-      else if (k !== 'dir' && k !== 'implied') throw unsafe(shown, `lies under '${parent}', which is a ${k} in this archive`);
-      cut = path.indexOf('/', cut + 1);
+      names = inDir;
+      this.lastParent = parentPath;
+      this.lastNames = names;
     }
-    const prev = this.kinds.get(path);
+    const name = lastCut < 0 ? path : path.slice(lastCut + 1);
+    const prev = names.get(name);
     if (prev === 'implied') {
       if (type !== 'dir') throw unsafe(shown, `is a ${type}, but earlier entries lie under it as a directory`);
       this.implied--;
     } else if (prev !== undefined) {
       throw unsafe(shown, `duplicate entry (${prev} and ${type})`);
     }
-    this.kinds.set(path, type);
+    names.set(name, type);
+  }
+
+  private namesOf(dir: string): Map<string, EntryType | 'implied'> {
+    let m = this.dirs.get(dir);
+    if (m === undefined) {
+      m = new Map();
+      this.dirs.set(dir, m);
+    }
+    return m;
   }
 }
 

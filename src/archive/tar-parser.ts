@@ -172,7 +172,8 @@ export class TarParser {
     else this.longLink = Buffer.from(name);
   }
 
-  private decode(bytes: Buffer, what: string): string {
+  private decode(bytes: Buffer | string, what: string): string {
+    if (typeof bytes === 'string') return bytes; // ASCII, read as such by parseHeader
     try {
       return utf8.decode(bytes);
     } catch {
@@ -185,8 +186,8 @@ export class TarParser {
 
   private entry(h: RawHeader, at: number): void {
     const pax = this.pax;
-    let nameBytes = this.longName ?? h.name;
-    let linkBytes = this.longLink ?? h.linkname;
+    let nameBytes: Buffer | string = this.longName ?? h.name;
+    let linkBytes: Buffer | string = this.longLink ?? h.linkname;
     let size = h.size;
     let mtime = h.mtime;
     let uid = h.uid;

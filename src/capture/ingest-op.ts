@@ -23,7 +23,23 @@ export function ingestBatch(items: IngestItem[], ctx: OpContext): string[] {
   return out;
 }
 
-/** Worker op: lstat a batch of files for the walker (see walk.ts statPaths). */
-export function statBatch(batch: { files: StatRequest; follow: boolean }): Float64Array {
+/** A stat batch's claim slot: free, or taken by the thread that runs it (snapshot.ts StatBatches). */
+export const STAT_UNCLAIMED = 0;
+export const STAT_TAKEN = 1;
+
+export interface StatBatchPayload {
+  files: StatRequest;
+  follow: boolean;
+  /** With `slot`: the batch runs only where its slot is claimed first; the other thread skips it. */
+  claims?: Int32Array<ArrayBufferLike>;
+  slot?: number;
+}
+
+/**
+ * Worker op: lstat a batch of files for the walker (see walk.ts statPaths). A batch the posting
+ * thread claimed first (it ran the batch itself) is skipped: an empty result.
+ */
+export function statBatch(batch: StatBatchPayload): Float64Array {
+  if (batch.claims !== undefined && Atomics.compareExchange(batch.claims, batch.slot!, STAT_UNCLAIMED, STAT_TAKEN) !== STAT_UNCLAIMED) return new Float64Array(0);
   return statPaths(batch.files, batch.follow);
 }

@@ -343,9 +343,12 @@ export interface StatRequest {
  * Takes the next names of `runs` (from run `cursor.run`, name `cursor.pos` on) up to `limit` names,
  * advancing the cursor; returns the request and where each piece's stats will land.
  */
-export function statRequest(runs: readonly FileRun[], cursor: { run: number; pos: number }, limit: number): { req: StatRequest; pieces: { run: FileRun; start: number; end: number }[] } {
+/** Where each part of a stat request's names comes from: names [start, end) of `run`. */
+export type StatPieces = { run: FileRun; start: number; end: number }[];
+
+export function statRequest(runs: readonly FileRun[], cursor: { run: number; pos: number }, limit: number): { req: StatRequest; pieces: StatPieces } {
   const req: StatRequest = { dirs: [], counts: [], names: [] };
-  const pieces: { run: FileRun; start: number; end: number }[] = [];
+  const pieces: StatPieces = [];
   while (req.names.length < limit && cursor.run < runs.length) {
     const run = runs[cursor.run]!;
     const start = cursor.pos;
@@ -363,7 +366,7 @@ export function statRequest(runs: readonly FileRun[], cursor: { run: number; pos
 }
 
 /** Records where each piece's stats are in `packed`, the result of the request the pieces made. */
-export function placeStats(pieces: readonly { run: FileRun; start: number; end: number }[], packed: Float64Array): void {
+export function placeStats(pieces: StatPieces, packed: Float64Array): void {
   let at = 0;
   for (const p of pieces) {
     p.run.stats.push({ packed, at, start: p.start, end: p.end });

@@ -388,7 +388,7 @@ export function splitDirectory(bytes: Uint8Array, where = 'message'): RawDirecto
     if (c.varint() !== TAG_NAME) c.fail('an entry does not start with its name');
     const nameEnd = c.end(end);
     const n = kinds.length;
-    if (tag === lastTag && n > 0 && buf.compare(buf, nameStarts[n - 1], nameEnds[n - 1], c.pos, nameEnd) <= 0) {
+    if (tag === lastTag && n > 0 && compareBytes(buf, nameStarts[n - 1]!, nameEnds[n - 1]!, buf, c.pos, nameEnd) >= 0) {
       c.fail(`entries not sorted or duplicated (at '${buf.toString('utf8', c.pos, nameEnd)}')`);
     }
     lastTag = tag;
@@ -414,12 +414,41 @@ export function splitDirectory(bytes: Uint8Array, where = 'message'): RawDirecto
 
 /** Byte order of the names of entry `i` of `a` and entry `j` of `b` (UTF-8 byte order is REAPI's). */
 export function compareRawNames(a: RawDirectory, i: number, b: RawDirectory, j: number): number {
-  return b.bytes.compare(a.bytes, a.nameStarts[i], a.nameEnds[i], b.nameStarts[j], b.nameEnds[j]) * -1;
+  return compareBytes(a.bytes, a.nameStarts[i]!, a.nameEnds[i]!, b.bytes, b.nameStarts[j]!, b.nameEnds[j]!);
 }
 
 /** True when entry `i` of `a` and entry `j` of `b` have identical bytes (same kind, name, content). */
 export function sameRawEntry(a: RawDirectory, i: number, b: RawDirectory, j: number): boolean {
-  return a.kinds[i] === b.kinds[j] && b.bytes.compare(a.bytes, a.starts[i], a.ends[i], b.starts[j], b.ends[j]) === 0;
+  const as = a.starts[i]!;
+  const bs = b.starts[j]!;
+  const len = a.ends[i]! - as;
+  if (a.kinds[i] !== b.kinds[j] || b.ends[j]! - bs !== len) return false;
+  const x = a.bytes;
+  const y = b.bytes;
+  for (let k = 0; k < len; k++) if (x[as + k] !== y[bs + k]) return false;
+  return true;
+}
+
+/**
+ * memcmp order of x[xs, xe) and y[ys, ye), a shorter prefix first: negative, zero or positive.
+ *
+ * Perf: names and entries are tens of bytes; Buffer#compare spends more on its call into C++ and
+ * the checks of its five offsets than on the bytes (its offset checks and compareOffset were the
+ * top of a profile of the Linux tree's 1% update, which splits and compares ~47,000 entries in
+ * both versions of each changed directory). Planning that update in one process, warm: 43 ms of
+ * CPU against 55 ms (medians of 4 runs of 15 plans each, interleaved, load 11 on 2 cores); the
+ * whole `checkout` update, 0.37 s of user+sys CPU against 0.39 s (medians of 16 interleaved
+ * runs, load 10-15; the two sets of 8: 0.34 s against 0.37 s, 0.39 s against 0.40 s).
+ */
+function compareBytes(x: Uint8Array, xs: number, xe: number, y: Uint8Array, ys: number, ye: number): number {
+  const xl = xe - xs;
+  const yl = ye - ys;
+  const n = xl < yl ? xl : yl;
+  for (let k = 0; k < n; k++) {
+    const d = x[xs + k]! - y[ys + k]!;
+    if (d !== 0) return d;
+  }
+  return xl - yl;
 }
 
 /** Decodes and fully validates entry `i`. */
