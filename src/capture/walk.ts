@@ -339,13 +339,13 @@ export interface StatRequest {
   names: string[];
 }
 
+/** Where each part of a stat request's names comes from: names [start, end) of `run`. */
+export type StatPieces = { run: FileRun; start: number; end: number }[];
+
 /**
  * Takes the next names of `runs` (from run `cursor.run`, name `cursor.pos` on) up to `limit` names,
  * advancing the cursor; returns the request and where each piece's stats will land.
  */
-/** Where each part of a stat request's names comes from: names [start, end) of `run`. */
-export type StatPieces = { run: FileRun; start: number; end: number }[];
-
 export function statRequest(runs: readonly FileRun[], cursor: { run: number; pos: number }, limit: number): { req: StatRequest; pieces: StatPieces } {
   const req: StatRequest = { dirs: [], counts: [], names: [] };
   const pieces: StatPieces = [];
