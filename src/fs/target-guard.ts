@@ -60,18 +60,28 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
  * The lock on a target directory itself, the same whichever store a command uses: by real path,
  * and when the directory exists also by device and inode (two mounts of one directory have two
  * real paths). The path lock comes first and is what keeps apart two commands making a target
- * that does not exist yet (it has no inode until one of them makes it).
+ * that does not exist yet (it has no inode until one of them makes it). So a target the first
+ * command finds missing is held by its path alone: a second one reaching it through another mount
+ * while the first runs is not kept out.
  */
 function lockTargetDir(realTarget: string, command: string): TargetGuard {
   const dir = lockDirForTarget(realTarget);
   const byPath = lockTarget(realTarget, join(dir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`), command);
-  const st = fs.statSync(realTarget, { throwIfNoEntry: false });
-  if (!st?.isDirectory()) return byPath;
   try {
+    const st = statOrUndefined(realTarget);
+    if (!st?.isDirectory()) return byPath;
     return both(byPath, lockTarget(realTarget, join(dir, `dev-${st.dev}-ino-${st.ino}.lock`), command));
   } catch (e) {
     byPath.release();
     throw e;
+  }
+}
+
+function statOrUndefined(path: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(path, { throwIfNoEntry: false });
+  } catch (e) {
+    throw fsError(e, 'cannot stat', path);
   }
 }
 
@@ -104,7 +114,7 @@ function lockDirForTarget(realTarget: string): string {
 /** The owner of `realPath`, or of the nearest folder above it that exists. */
 function ownerOf(realPath: string): { uid: number; gid: number } | undefined {
   for (let cur = realPath; ; cur = dirname(cur)) {
-    const st = fs.statSync(cur, { throwIfNoEntry: false });
+    const st = statOrUndefined(cur);
     if (st) return { uid: st.uid, gid: st.gid };
     if (dirname(cur) === cur) return undefined;
   }
