@@ -115,7 +115,8 @@ async function signalledWhileWriting(signal: NodeJS.Signals): Promise<{ code: nu
   fs.rmSync(src, { recursive: true });
   const mine = userTarget(dir, ['a', 'big']);
   const target = join(dir, 'target');
-  const child = spawn(process.execPath, [bin, 'unpack', zip, target, '--force', '--jobs', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // TMPDIR: the target lock a killed unpack leaves behind stays in this test's folder.
+  const child = spawn(process.execPath, [bin, 'unpack', zip, target, '--force', '--jobs', '1'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: dir } });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d));
   const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) => child.on('exit', (c, s) => res([c, s])));

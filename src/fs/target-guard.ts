@@ -4,16 +4,22 @@
  * 1. Refuse a target that contains the store or lies inside it, before any I/O that changes
  *    anything. Paths are compared as real paths (symlinks of the existing prefix resolved), so
  *    `..` or a symlinked spelling cannot dodge the check.
- * 2. Take a lock per target, so two processes never write one directory at once. The second fails
- *    at once (TargetBusyError) naming the holder's pid. The lock is a file in the store's `locks/`
- *    directory keyed by the target's real path, never a file in the user's tree. A lock whose
- *    process is gone (pid not alive, or alive but started at another time: a reused pid) is stale
- *    and taken over.
- * 3. Keep `gc` from removing what a checkout reads: a checkout's lock names the tree it checks out
- *    (`root`), and `gc` holds `gc.lock` in the same folder while it works, treating every live
- *    lock's tree as reachable. Each side writes its own lock before it looks for the other's, so
- *    one of them always sees the other: gc keeps the tree, or the checkout refuses to start. A
- *    snapshot (import, pull) holds a lock of its own the same way, and gc refuses to run while one is live.
+ * 2. Take a lock per target, so two processes never write one directory at once, whichever store
+ *    each uses. The second fails at once (TargetBusyError) naming the holder's pid. The lock is a
+ *    file in a private folder of the user's in the temp dir (`treecast-locks-UID`, lockDirForTarget),
+ *    never in the user's tree and never in a store: two commands into one directory from two
+ *    stores see each other. It is keyed by the target's real path (so `..` and symlinked spellings
+ *    meet, and a target that does not exist yet is locked before it is made), and, when the target
+ *    exists, by its device and inode as well (so a directory reached through two mounts meets too).
+ *    root writing into a directory another user owns locks in that user's folder, where the owner's
+ *    own commands lock. A lock whose process is gone (pid not alive, or alive but started at
+ *    another time: a reused pid) is stale and taken over.
+ * 3. Keep `gc` from removing what a checkout reads: a checkout also writes a pin into the store's
+ *    `locks/` folder naming the tree it checks out (`checkout-*.lock`), and `gc` holds `gc.lock`
+ *    in the same folder while it works, treating every live pin's tree as reachable. Each side
+ *    writes its own lock before it looks for the other's, so one of them always sees the other: gc
+ *    keeps the tree, or the checkout refuses to start. A snapshot (import, pull) holds a lock of
+ *    its own the same way, and gc refuses to run while one is live.
  */
 import * as fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
@@ -31,20 +37,94 @@ export interface TargetGuard {
 
 /**
  * Checks `targetAbs` against the store and locks it. `storeRoot` is the store the command uses
- * (for unpack, which has none, the configured default store).
+ * (for unpack, which has none, the configured default store); the lock does not depend on it. With
+ * `root` (a checkout), the tree is pinned in that store against gc.
  */
 export function guardTarget(targetAbs: string, storeRoot: string, command: string, root?: string): TargetGuard {
   const realTarget = realPathOf(targetAbs);
   refuseStoreOverlap(targetAbs, realTarget, storeRoot);
-  const lockDir = lockDirFor(storeRoot);
-  const guard = lockTarget(realTarget, lockPathFor(lockDir, realTarget), command, root);
-  if (root !== undefined) refuseDuringGc(lockDir, storeRoot, guard, realTarget, `${realTarget} was left unchanged`);
-  return guard;
+  const guard = lockTargetDir(realTarget, command);
+  if (root === undefined) return guard;
+  try {
+    const lockDir = lockDirFor(storeRoot);
+    const pin = lockTarget(realTarget, join(lockDir, `${PIN_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}.lock`), command, root);
+    refuseDuringGc(lockDir, storeRoot, pin, realTarget, `${realTarget} was left unchanged`);
+    return both(guard, pin);
+  } catch (e) {
+    guard.release();
+    throw e;
+  }
+}
+
+/**
+ * The lock on a target directory itself, the same whichever store a command uses: by real path,
+ * and when the directory exists also by device and inode (two mounts of one directory have two
+ * real paths). The path lock comes first and is what keeps apart two commands making a target
+ * that does not exist yet (it has no inode until one of them makes it). So a target the first
+ * command finds missing is held by its path alone: a second one reaching it through another mount
+ * while the first runs is not kept out.
+ */
+function lockTargetDir(realTarget: string, command: string): TargetGuard {
+  const dir = lockDirForTarget(realTarget);
+  const byPath = lockTarget(realTarget, join(dir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`), command);
+  try {
+    const st = statOrUndefined(realTarget);
+    if (!st?.isDirectory()) return byPath;
+    return both(byPath, lockTarget(realTarget, join(dir, `dev-${st.dev}-ino-${st.ino}.lock`), command));
+  } catch (e) {
+    byPath.release();
+    throw e;
+  }
+}
+
+function statOrUndefined(path: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(path, { throwIfNoEntry: false });
+  } catch (e) {
+    throw fsError(e, 'cannot stat', path);
+  }
+}
+
+function both(a: TargetGuard, b: TargetGuard): TargetGuard {
+  return {
+    realTarget: a.realTarget,
+    release() {
+      b.release();
+      a.release();
+    },
+  };
+}
+
+/**
+ * The folder of a target's locks: the user's private `TMPDIR/treecast-locks-UID`. Run as root on
+ * a directory another user owns (the target, or the nearest existing folder above it when it does
+ * not exist yet), that user's folder (made for them, theirs and private, when absent): the owner's
+ * own commands lock there, so root and the owner never write one directory at once. Two users
+ * neither of whom is root nor the owner lock apart (each can only write their own folder).
+ */
+function lockDirForTarget(realTarget: string): string {
+  const uid = process.getuid?.();
+  if (uid === 0) {
+    const owner = ownerOf(realTarget);
+    if (owner && owner.uid !== 0) return privateDirOf('treecast-locks', 'lock', owner.uid, owner.gid)!;
+  }
+  return privateTempDir('treecast-locks', 'lock')!;
+}
+
+/** The owner of `realPath`, or of the nearest folder above it that exists. */
+function ownerOf(realPath: string): { uid: number; gid: number } | undefined {
+  for (let cur = realPath; ; cur = dirname(cur)) {
+    const st = statOrUndefined(cur);
+    if (st) return { uid: st.uid, gid: st.gid };
+    if (dirname(cur) === cur) return undefined;
+  }
 }
 
 const GC_LOCK = 'gc.lock';
 /** Locks of commands adding blobs to the store (snapshot, import, pull): gc refuses to run while one is live. */
 const WRITER_PREFIX = 'writer-';
+/** A checkout's pin of the tree it reads: gc keeps that tree while the checkout is live. */
+const PIN_PREFIX = 'checkout-';
 
 /**
  * A snapshot's hold on its store against gc. A snapshot keeps a blob it finds already stored
@@ -98,6 +178,9 @@ export function lockStoreForGc(storeRoot: string): GcGuard {
           path: resolve(storeRoot),
           hint: `wait for process ${b.pid} to finish, then run gc again`,
         });
+      } else if (name.startsWith(PIN_PREFIX) && (b === undefined || !holderAlive(b))) {
+        // The pin of a checkout that was killed: nothing reads its tree any more.
+        fs.rmSync(join(lockDir, name), { force: true });
       } else if (b?.root !== undefined && holderAlive(b)) pinned.push(b.root);
     }
   } catch (e) {
@@ -175,18 +258,28 @@ function lockDirFor(storeRoot: string): string {
  * undefined.
  */
 export function privateTempDir(prefix: string, what: string, create = true): string | undefined {
-  const dir = join(tmpdir(), `${prefix}-${process.getuid?.() ?? 'user'}`);
+  const uid = process.getuid?.();
+  return privateDirOf(prefix, what, uid, uid === undefined ? undefined : process.getgid!(), create);
+}
+
+/**
+ * `TMPDIR/PREFIX-UID` of user `uid` (this process's own, or, run as root, another user's: made for
+ * them when absent, so it is theirs and private as if they had made it).
+ */
+function privateDirOf(prefix: string, what: string, uid: number | undefined, gid: number | undefined, create = true): string | undefined {
+  const dir = join(tmpdir(), `${prefix}-${uid ?? 'user'}`);
   if (create) {
     try {
       fs.mkdirSync(dir, { mode: 0o700 });
+      if (uid !== undefined && uid !== process.getuid?.()) fs.lchownSync(dir, uid, gid!);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, `cannot create ${what} directory`, dir);
     }
   }
   const st = fs.lstatSync(dir, { throwIfNoEntry: false });
   if (!st) return undefined;
-  if (!st.isDirectory() || (process.getuid && st.uid !== process.getuid()) || (st.mode & 0o077) !== 0) {
-    throw new TargetError(`cannot use ${what} directory ${dir}: not a private directory of this user`, { path: dir });
+  if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o077) !== 0) {
+    throw new TargetError(`cannot use ${what} directory ${dir}: not a private directory of ${uid === process.getuid?.() ? 'this user' : `user ${uid}`}`, { path: dir });
   }
   return dir;
 }
@@ -235,10 +328,6 @@ function readBody(path: string): LockBody | undefined {
   } catch {
     return undefined;
   }
-}
-
-function lockPathFor(lockDir: string, realTarget: string): string {
-  return join(lockDir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`);
 }
 
 function lockTarget(realTarget: string, lockPath: string, command: string, root?: string): TargetGuard {

@@ -111,7 +111,7 @@ From the store, a tree packs to the same bytes every time (owner 0, fixed modes,
     .option('--safe-links', 'refuse symlinks whose targets are absolute or lead out of DIR (for untrusted archives); by default any target is kept, and no link is ever followed or written through while extracting')
     .option('--json', 'print one JSON object on stdout instead of human-readable lines');
   addJobsOption(unpackCmd, 'extraction threads');
-  // The store is not written; its path is the one a DIR must not hold or lie in, and where the DIR's lock lives.
+  // The store is not written; its path is the one a DIR must not hold or lie in.
   addStoreOption(unpackCmd);
   unpackCmd.addHelpText(
     'after',
@@ -130,8 +130,8 @@ leaves DIR's files as they were (after a SIGKILL, remove any .treecast-new-* lef
 where DIR has a directory, or an archive directory where DIR has a file, is refused even with
 --force (exit 7).
 A DIR that contains the store (--store) or lies inside it is refused (exit 7). One checkout or
-unpack writes a DIR at a time: another one running there makes this one fail at once (exit 9);
-both must name the same store, whose locks/ folder holds the lock.
+unpack writes a DIR at a time, whichever store each uses: another one running there makes this one
+fail at once (exit 9). The lock lives in the temp dir (TMPDIR/treecast-locks-UID).
 
 tar archives (ustar, pax, GNU; plain, gzip or zstd, told by their first bytes) are read as one
 stream: every entry is judged by the same rules as it arrives (hardlinks must name an earlier
