@@ -143,6 +143,13 @@ test('a second checkout into a directory being checked out fails at once naming 
       assert.match(second.err, /ERR_TREECAST_TARGET_BUSY/);
       assert.ok(second.err.includes(`pid ${first.pid}`), second.err);
     }
+    // Another temp dir (a service with a private /tmp) misses the first's target lock; the same
+    // store's pin of the target still keeps it out.
+    const otherTmp = join(dir, 'other-tmp');
+    fs.mkdirSync(otherTmp, { mode: 0o700 });
+    const elsewhere = tc(['checkout', 'small', out, '--force'], store, { TMPDIR: otherTmp });
+    assert.equal(elsewhere.code, 9, `checkout from the same store with another TMPDIR: ${elsewhere.err}`);
+    assert.ok(elsewhere.err.includes(`pid ${first.pid}`), elsewhere.err);
     fs.rmSync(pause);
     assert.equal(await firstExit, 0, firstErr);
   } finally {

@@ -15,7 +15,8 @@
  *    own commands lock. A lock whose process is gone (pid not alive, or alive but started at
  *    another time: a reused pid) is stale and taken over.
  * 3. Keep `gc` from removing what a checkout reads: a checkout also writes a pin into the store's
- *    `locks/` folder naming the tree it checks out (`checkout-*.lock`), and `gc` holds `gc.lock`
+ *    `locks/` folder naming the tree it checks out (`checkout-<target key>.lock`, so two checkouts
+ *    from one store meet there too, whatever temp dir each sees), and `gc` holds `gc.lock`
  *    in the same folder while it works, treating every live pin's tree as reachable. Each side
  *    writes its own lock before it looks for the other's, so one of them always sees the other: gc
  *    keeps the tree, or the checkout refuses to start. A snapshot (import, pull) holds a lock of
@@ -47,7 +48,9 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
   if (root === undefined) return guard;
   try {
     const lockDir = lockDirFor(storeRoot);
-    const pin = lockTarget(realTarget, join(lockDir, `${PIN_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}.lock`), command, root);
+    // Keyed by the target too: two checkouts from one store meet here even when they see
+    // different temp dirs (a service with a private /tmp, say), as they did before the lock moved.
+    const pin = lockTarget(realTarget, join(lockDir, `${PIN_PREFIX}${targetKey(realTarget)}.lock`), command, root);
     refuseDuringGc(lockDir, storeRoot, pin, realTarget, `${realTarget} was left unchanged`);
     return both(guard, pin);
   } catch (e) {
@@ -66,7 +69,7 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
  */
 function lockTargetDir(realTarget: string, command: string): TargetGuard {
   const dir = lockDirForTarget(realTarget);
-  const byPath = lockTarget(realTarget, join(dir, `${createHash('sha256').update(realTarget).digest('hex')}.lock`), command);
+  const byPath = lockTarget(realTarget, join(dir, `${targetKey(realTarget)}.lock`), command);
   try {
     const st = statOrUndefined(realTarget);
     if (!st?.isDirectory()) return byPath;
@@ -75,6 +78,10 @@ function lockTargetDir(realTarget: string, command: string): TargetGuard {
     byPath.release();
     throw e;
   }
+}
+
+function targetKey(realTarget: string): string {
+  return createHash('sha256').update(realTarget).digest('hex');
 }
 
 function statOrUndefined(path: string): fs.Stats | undefined {
@@ -123,7 +130,7 @@ function ownerOf(realPath: string): { uid: number; gid: number } | undefined {
 const GC_LOCK = 'gc.lock';
 /** Locks of commands adding blobs to the store (snapshot, import, pull): gc refuses to run while one is live. */
 const WRITER_PREFIX = 'writer-';
-/** A checkout's pin of the tree it reads: gc keeps that tree while the checkout is live. */
+/** A checkout's pin of the tree it reads, per target: gc keeps that tree while the checkout is live. */
 const PIN_PREFIX = 'checkout-';
 
 /**
