@@ -13,6 +13,7 @@ import { unpack } from '../src/archive/unpack.js';
 import { pack } from '../src/archive/pack.js';
 import { InterruptedError } from '../src/errors.js';
 import { craftZip, listTree, scratchDir } from './helpers/zip-craft.js';
+import { craftTar } from './helpers/tar-craft.js';
 
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'treecast');
 
@@ -147,4 +148,74 @@ test('SIGKILL while extracting leaves every existing file as it was, and only cl
   assertUserFilesIntact(r.target, r.mine);
   const extra = listTree(r.target).filter((p) => !['a', 'big', 'untouched'].includes(p));
   assert.ok(extra.length > 0 && extra.every((p) => /^\.treecast-new-\d+-[0-9a-f]{8}-\d+$/.test(p)), extra.join(', '));
+});
+
+// ------------------------------------------------------------ tar: publish sets files aside
+
+test('tar unpack --force of an archive whose top level holds a `.replaced` entry replaces the clashing file and writes that entry', () => {
+  const dir = scratchDir('tc-replace');
+  const tar = join(dir, 'a.tar');
+  fs.writeFileSync(tar, craftTar([{ name: '.replaced/x', data: 'archive x' }, { name: 'a', data: 'archive a' }]));
+  const mine = userTarget(dir, ['a']);
+  const target = join(dir, 'target');
+  const r = spawnSync(process.execPath, [bin, 'unpack', tar, target, '--force'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.readFileSync(join(target, 'a'), 'utf8'), 'archive a');
+  assert.equal(fs.readFileSync(join(target, '.replaced', 'x'), 'utf8'), 'archive x');
+  assert.equal(fs.readFileSync(join(target, 'untouched'), 'utf8'), mine.get('untouched'));
+  assert.deepEqual(listTree(target), ['.replaced/', '.replaced/x', 'a', 'untouched'], 'nothing set aside is left');
+});
+
+/** Every file's contents below `root`, wherever it lies. */
+function contentsBelow(root: string): string[] {
+  return listTree(root).filter((p) => !p.endsWith('/') && !p.endsWith('@')).map((p) => fs.readFileSync(join(root, p), 'utf8'));
+}
+
+test('a file tar unpack --force set aside and could not put back is kept where the error says, and a later unpack leaves it there', () => {
+  const dir = scratchDir('tc-replace');
+  const tar = join(dir, 'a.tar');
+  fs.writeFileSync(tar, craftTar([{ name: 'a', data: 'archive a' }, { name: 'b', data: 'archive b' }]));
+  const mine = userTarget(dir, ['a', 'b']);
+  const target = join(dir, 'target');
+  // The second file set aside fails, and so does putting the first one back (as on a failing disk):
+  // the user's first file is then only in the folder it was set aside in.
+  const inject = join(dir, 'inject.cjs');
+  fs.writeFileSync(inject, `
+const fs = require('node:fs');
+const real = fs.renameSync;
+const target = ${JSON.stringify(target)};
+let setAside = 0;
+fs.renameSync = (from, to) => {
+  const f = String(from), t = String(to);
+  const eio = () => Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+  if (f.startsWith(target + '/') && !f.includes('.treecast-') && t.includes('replaced') && ++setAside === 2) throw eio();
+  if (f.includes('replaced') && t.startsWith(target + '/') && !t.includes('.treecast-')) throw eio();
+  return real(from, to);
+};
+`);
+  const r = spawnSync(process.execPath, ['--require', inject, bin, 'unpack', tar, target, '--force'], { encoding: 'utf8' });
+  assert.equal(r.status, 7, r.stderr);
+  const kept = /are kept in (\S+)/.exec(r.stderr)?.[1];
+  assert.ok(kept !== undefined, r.stderr);
+  assert.ok(contentsBelow(kept).some((c) => c === 'mine: a' || c === 'mine: b'), `${kept} holds a file of the user's`);
+  // The next unpack into DIR (its process gone, the first run's leftovers are stale) keeps it.
+  const other = join(dir, 'other.tar');
+  fs.writeFileSync(other, craftTar([{ name: 'c', data: 'archive c' }]));
+  const again = spawnSync(process.execPath, [bin, 'unpack', other, target], { encoding: 'utf8' });
+  assert.equal(again.status, 0, again.stderr);
+  const left = contentsBelow(target);
+  for (const n of ['a', 'b']) assert.ok(left.includes(mine.get(n)!), `the user's ${n} is still in ${target}: ${listTree(target).join(', ')}`);
+});
+
+test('a folder of the user\'s named like a staging directory of a dead unpack is not removed by the next unpack', () => {
+  const dir = scratchDir('tc-replace');
+  const tar = join(dir, 'a.tar');
+  fs.writeFileSync(tar, craftTar([{ name: 'a', data: 'archive a' }]));
+  const target = join(dir, 'target');
+  const theirs = join(target, '.treecast-unpack-999999999-thesis');
+  fs.mkdirSync(theirs, { recursive: true, mode: 0o755 });
+  fs.writeFileSync(join(theirs, 'thesis.txt'), 'mine');
+  const r = spawnSync(process.execPath, [bin, 'unpack', tar, target], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(fs.readFileSync(join(theirs, 'thesis.txt'), 'utf8'), 'mine');
 });

@@ -190,3 +190,22 @@ test('a snapshot, import, pull or push while gc runs refuses to start (exit 9) a
   assert.deepEqual(fs.readdirSync(join(store, 'locks')), []);
   assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r2'], store).code, 0);
 });
+
+test('a ref file that holds no digest is named (ref and file) by refs, gc and a command resolving it, and gc removes nothing', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { a: 'alpha content' });
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'good'], store).code, 0);
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'team/bad'], store).code, 0);
+  const file = join(store, 'refs', 'team', 'bad');
+  fs.writeFileSync(file, 'garbage\n');
+  const blobs = () => fs.readdirSync(join(store, 'cas'), { recursive: true }).length;
+  const before = blobs();
+  for (const args of [['refs'], ['gc', '--grace', '0'], ['ls', 'team/bad']]) {
+    const r = tc(args, store);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, /ERR_TREECAST_INVALID_DIGEST/);
+    assert.ok(r.err.includes(`ref 'team/bad' (${file}) holds no digest`), `${args.join(' ')} names the ref and its file: ${r.err}`);
+  }
+  assert.equal(blobs(), before, 'gc removed nothing');
+});

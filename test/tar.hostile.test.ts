@@ -218,7 +218,8 @@ test('SIGINT while reading a stalled stream exits 130, leaves DIR as it was, and
 
 test('a staging directory left by a killed unpack is removed by the next one', async () => {
   const s = setup(craftTar([file('a', 'fresh')]));
-  const stale = join(s.target, '.treecast-unpack-999999999-abc');
+  // Named and made as an unpack makes one (mkdtemp: six random characters, mode 0700), its pid gone.
+  const stale = fs.mkdtempSync(join(s.target, '.treecast-unpack-999999999-'));
   fs.mkdirSync(join(stale, 'half'), { recursive: true });
   fs.writeFileSync(join(stale, 'half', 'written'), 'x');
   await unpack(s.archive, s.target, { jobs: 0 });

@@ -275,3 +275,28 @@ test('a store tree whose directory message is missing, found after the first bat
     assert.deepEqual(fs.readdirSync(outDir), [], `${name}: no archive, no temporary file`);
   }
 });
+
+test("a store tree whose file's blob is gone packs to nothing: exit 3 naming the blob (as checkout), for every format; an OUT already there is kept", async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(join(src, 'd'), { recursive: true });
+  fs.writeFileSync(join(src, 'a'), 'kept blob');
+  fs.writeFileSync(join(src, 'd', 'gone'), 'removed blob');
+  const store = LocalStore.open(join(dir, 'store'));
+  const { digest } = await snapshot(src, { store, jobs: 0 });
+  const gone = new TreeReader(store).getSync(new TreeReader(store).getSync(digest).directories[0]!.digest).files[0]!.digest;
+  fs.chmodSync(join(store.blobPath(gone.hash), '..'), 0o755);
+  fs.rmSync(store.blobPath(gone.hash));
+  for (const name of ['out.zip', 'out.tar', 'out.tar.gz', 'out.tar.zst']) {
+    const out = join(dir, name);
+    fs.writeFileSync(out, 'the archive from before');
+    await assert.rejects(pack({ store, root: digest }, out, { level: 'default', jobs: 1 }), (e) => {
+      assert.ok(e instanceof BlobNotFoundError, `${name}: ${String(e)}`);
+      assert.equal(e.exitCode, 3);
+      assert.equal(e.digest, `${gone.hash}/${gone.size}`);
+      assert.match(e.message, new RegExp(`blob ${gone.hash}/${gone.size} is not in the store`));
+      return true;
+    });
+    assert.equal(fs.readFileSync(out, 'utf8'), 'the archive from before', `${name} kept`);
+  }
+});

@@ -120,6 +120,12 @@ test('pack writes to stdout with --format, and refuses stdout without one', asyn
   assert.equal(formatOf('x.tgz'), 'tar.gz');
   assert.equal(formatOf('x.tzst'), 'tar.zst');
   assert.equal(formatOf('x.tar.zst', 'zip'), 'zip');
+  // A name promising a format pack does not write is refused, not given a zip; --format decides.
+  for (const name of ['x.tar.xz', 'x.TAR.BZ2', 'x.txz', 'x.tbz2', 'x.gz', 'x.zst', 'x.7z', 'x.tar.lz4']) {
+    assert.throws(() => formatOf(name), (e: Error) => e instanceof UsageError && e.message.includes('pack writes zip, tar, tar.gz or tar.zst'), name);
+  }
+  assert.equal(formatOf('x.tar.xz', 'tar'), 'tar');
+  for (const name of ['x.zip', 'x', 'x.jar', 'backup.2024', 'x.tar.gz.zip']) assert.equal(formatOf(name), 'zip', name);
 });
 
 test('sizes over 8 GiB and times past the octal fields are written as pax records GNU tar reads', () => {

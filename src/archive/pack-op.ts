@@ -10,7 +10,8 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
-import { CaptureError, DigestMismatchError, fsError } from '../errors.js';
+import { dirname } from 'node:path';
+import { BlobNotFoundError, CaptureError, DigestMismatchError, fsError } from '../errors.js';
 import { METHOD_DEFLATE, METHOD_STORE } from './zip-format.js';
 import { sha256Hex } from '../core/digest.js';
 
@@ -125,6 +126,16 @@ export function compressBatch(b: CompressBatch): CompressResult {
     try {
       fd = fs.openSync(f.src, OPEN_FLAGS);
     } catch (e) {
+      // A tree from the store whose blob is gone (gc, verify --repair, a partial pull) is a missing
+      // blob (exit 3, as checkout reports it), not a file that could not be captured.
+      if (f.hash !== undefined && (e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new BlobNotFoundError(`blob ${f.hash}/${f.size} is not in the store ${dirname(dirname(dirname(f.src)))}`, {
+          digest: `${f.hash}/${f.size}`,
+          path: f.src,
+          hint: 'fetch it with `treecast pull`, or pack the directory instead',
+          cause: e,
+        });
+      }
       throw new CaptureError(`cannot read ${f.src}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: f.src, cause: e });
     }
     try {

@@ -42,6 +42,14 @@ export function formatOf(out: string, format?: ArchiveFormat): ArchiveFormat {
   if (/\.tar$/i.test(out)) return 'tar';
   if (/\.(tar\.gz|tgz)$/i.test(out)) return 'tar.gz';
   if (/\.(tar\.zst|tzst)$/i.test(out)) return 'tar.zst';
+  // A name that promises another format (out.tar.xz) would get a zip under it, found out only when
+  // something tries to read it as what its name says.
+  const other = /(\.tar\.[^./]+|\.(?:txz|tbz2?|tlz|taz|gz|zst|xz|bz2|lz|lz4|lzma|7z|rar))$/i.exec(out);
+  if (other) {
+    throw new UsageError(`cannot tell the format of OUT '${out}': pack writes zip, tar, tar.gz or tar.zst, and '${other[1]}' is none of them`, {
+      hint: 'name OUT .zip, .tar, .tar.gz (.tgz) or .tar.zst (.tzst), or pass --format',
+    });
+  }
   return 'zip';
 }
 

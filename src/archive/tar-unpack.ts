@@ -13,7 +13,11 @@
  *
  * A refusal, an error or SIGINT/SIGTERM removes the staging directory: DIR is left as it was.
  * A staging directory left by a killed process is recognised by its name (and dead pid) and
- * removed by the next unpack into the same DIR.
+ * removed by the next unpack into the same DIR. The existing files --force replaces are set aside
+ * in a folder of their own beside it (`.treecast-replaced-*`), never inside staging: that
+ * clean-up never removes one, so a file that could not be put back (or that a kill left there) is
+ * never lost, and staging's top level holds only the archive's own names (any name, `.replaced`
+ * too).
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
@@ -31,8 +35,11 @@ export interface TarUnpackOptions extends UnpackOptions, TarReadOptions {
 }
 
 export const STAGING_PREFIX = '.treecast-unpack-';
-const KEEP_STAGING = 'move the files back by hand; treecast leaves that directory in place';
-const STAGING_RE = /^\.treecast-unpack-(\d+)-/;
+/** Where publish sets aside the files --force replaces (see publish). */
+export const ASIDE_PREFIX = '.treecast-replaced-';
+const KEEP_ASIDE = 'move the files back by hand; treecast leaves that directory in place';
+/** The name mkdtemp gives a staging directory: the prefix, the pid, six random characters. */
+const STAGING_RE = /^\.treecast-unpack-(\d+)-[A-Za-z0-9]{6}$/;
 
 const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
@@ -166,14 +173,15 @@ export async function unpackTar(input: TarInput, label: string, dir: string, opt
       seconds: Number(process.hrtime.bigint() - t0) / 1e9,
     };
   } catch (err) {
-    if (err instanceof TreecastError && err.hint === KEEP_STAGING) keep = true;
+    // A root this run made holds the files set aside that could not be put back: kept.
+    if (err instanceof TreecastError && err.hint === KEEP_ASIDE) keep = true;
     else if (created.rootCreated) fs.rmSync(created.rootCreated, { recursive: true, force: true });
     throw err;
   } finally {
     await large?.abandon();
     await Promise.allSettled(finishing);
     await pool.close();
-    if (!keep) fs.rmSync(staging, { recursive: true, force: true });
+    fs.rmSync(staging, { recursive: true, force: true });
   }
 }
 
@@ -393,6 +401,10 @@ function removeStaleStaging(root: string): void {
   for (const n of names) {
     const m = STAGING_RE.exec(n);
     if (!m || alive(Number(m[1]))) continue;
+    // Only a directory as mkdtemp made it (0700): a folder of the user's that merely has the name
+    // (mkdir gives 0755 under the usual umask) is theirs, and stays.
+    const st = fs.lstatSync(`${root}/${n}`, { throwIfNoEntry: false });
+    if (!st?.isDirectory() || (st.mode & 0o777) !== 0o700) continue;
     fs.rmSync(`${root}/${n}`, { recursive: true, force: true });
   }
 }
@@ -411,8 +423,11 @@ function alive(pid: number): boolean {
  * Moves what staging holds into root. Paths absent from root are renamed in whole (a directory
  * with everything under it in one rename); directories present in both are merged. Existing files
  * and symlinks are clashes (refused, listed) unless `force`; then each is first set aside inside
- * staging, and put back if any later rename fails, so a failed publish loses nothing that was in
- * root. Existing directories are never replaced and existing symlinks never written through.
+ * a folder of their own in root (`.treecast-replaced-<pid>-*`, not inside staging, whose top level
+ * is the archive's and is removed by a later unpack once this process is gone), and put back if any
+ * later rename fails, so a failed publish loses nothing that was in root; one that cannot be put
+ * back stays in that folder, which the error names. Existing directories are never replaced and
+ * existing symlinks never written through.
  */
 export function publish(staging: string, root: string, force: boolean): void {
   const moves: [string, string][] = [];
@@ -449,10 +464,10 @@ export function publish(staging: string, root: string, force: boolean): void {
       hint: 'pass --force to replace them, or unpack into an empty directory',
     });
   }
-  const aside = `${staging}/.replaced`;
+  let aside: string | undefined;
   const undo: [string, string][] = [];
   try {
-    if (replaces.length > 0) fs.mkdirSync(aside);
+    if (replaces.length > 0) aside = fs.mkdtempSync(`${root}/${ASIDE_PREFIX}${process.pid}-`);
     replaces.forEach(([src, dst], i) => {
       const old = `${aside}/${i}`;
       fs.renameSync(dst, old);
@@ -475,10 +490,20 @@ export function publish(staging: string, root: string, force: boolean): void {
       }
     }
     const err = e instanceof TreecastError ? e : fsError(e, 'cannot move into place', root);
-    // A replaced file that could not be put back must not be removed with the staging directory.
-    if (stuck && replaces.length > 0) {
-      throw new TargetError(`${err.message}; some replaced files could not be put back and are kept in ${aside}`, { path: aside, cause: err, hint: KEEP_STAGING });
+    // A replaced file that could not be put back stays where it was set aside.
+    if (stuck && aside !== undefined) {
+      throw new TargetError(`${err.message}; some replaced files could not be put back and are kept in ${aside}`, { path: aside, cause: err, hint: KEEP_ASIDE });
+    }
+    // Empty now: every file went back (rmdir, so nothing of the user's could ever go with it).
+    if (aside !== undefined) {
+      try {
+        fs.rmdirSync(aside);
+      } catch {
+        /* the error being reported is the first one */
+      }
     }
     throw err;
   }
+  // Every rename succeeded: what was set aside is what the archive replaced.
+  if (aside !== undefined) fs.rmSync(aside, { recursive: true, force: true });
 }

@@ -22,6 +22,7 @@ import {
   CaptureError,
   DigestMismatchError,
   FileSystemError,
+  InvalidDigestError,
   InvalidRefNameError,
   RefNotFoundError,
   fsError,
@@ -458,7 +459,18 @@ export class LocalStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
       throw fsError(e, 'cannot read ref', p);
     }
-    return parseDigest(text.trim());
+    try {
+      return parseDigest(text.trim());
+    } catch (e) {
+      // A damaged ref file (edited by hand, cut short) names itself: every command listing refs
+      // (refs, gc) reads it, and the digest's own error named neither the ref nor the file.
+      throw new InvalidDigestError(`ref '${name}' (${p}) holds no digest: ${(e as Error).message}`, {
+        path: p,
+        digest: text.trim(),
+        hint: `write it again (\`treecast snapshot DIR --ref ${name}\`) or remove ${p}`,
+        cause: e,
+      });
+    }
   }
 
   listRefs(): { name: string; digest: Digest }[] {

@@ -50,7 +50,7 @@ export function registerArchive(program: Command): void {
     .argument('<source>', 'a directory, or a tree digest or ref name in the store')
     .argument('<out>', "the archive to write (replaced when complete; a device or FIFO is refused); '-' writes to stdout (needs --format)")
     .option('--level <level>', 'compression: store (none), fast, default or best; an entry deflate makes larger is stored', level, 'default' as Level)
-    .option('--format <format>', 'zip, tar, tar.gz or tar.zst (default: told by the name of OUT: .tar, .tar.gz or .tgz, .tar.zst or .tzst, else zip)', archiveFormat)
+    .option('--format <format>', 'zip, tar, tar.gz or tar.zst (default: told by the name of OUT: .tar, .tar.gz or .tgz, .tar.zst or .tzst, else zip; a suffix of another format, such as .tar.xz, is refused)', archiveFormat)
 
   addJobsOption(packCmd, 'compression threads');
   addStoreOption(packCmd);
