@@ -293,14 +293,7 @@ export class RemoteFetcher {
     if (this.walkListing === undefined && this.files.length >= LISTING_MIN_FILES) this.walkListing = this.listStoreIfCheaper() ?? null;
     const listed = this.walkListing ?? undefined;
     const absent = this.walkAbsent;
-    for (const d of found) {
-      if (listed ? listed.has(d.hash) : this.store.hasSync(d)) {
-        this.skipped++;
-        this.known.add(d);
-      } else {
-        absent.push(d);
-      }
-    }
+    for (const d of found) if (!this.alreadyStored(d, listed)) absent.push(d);
     const n = last ? absent.length : absent.length - (absent.length % BATCH_BLOBS);
     if (n === 0) return;
     const ready = n === absent.length ? absent : absent.slice(0, n);
@@ -330,15 +323,19 @@ export class RemoteFetcher {
   private findAbsentFiles(): PackedDigests {
     const absent = new PackedDigests();
     const listed = this.listStoreIfCheaper();
-    for (const d of this.files) {
-      if (listed ? listed.has(d.hash) : this.store.hasSync(d)) {
-        this.skipped++;
-        this.known.add(d);
-      } else {
-        absent.add(d);
-      }
-    }
+    for (const d of this.files) if (!this.alreadyStored(d, listed)) absent.add(d);
     return absent;
+  }
+
+  /**
+   * Whether the store holds file blob `d` (looked up in `listed`, a listing of the store, when one
+   * was taken); one it holds is counted as skipped and remembered as known.
+   */
+  private alreadyStored(d: Digest, listed: Set<string> | undefined): boolean {
+    if (!(listed ? listed.has(d.hash) : this.store.hasSync(d))) return false;
+    this.skipped++;
+    this.known.add(d);
+    return true;
   }
 
   /**
