@@ -11,6 +11,9 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { importArchive } from '../src/archive/import.js';
+import { readCentralDirectory } from '../src/archive/central-directory.js';
+import { aheadEntries } from '../src/archive/import-ahead.js';
+import { DEFAULT_BATCH_LIMITS } from '../src/archive/extract-plan.js';
 import { LocalStore } from '../src/store/local.js';
 import { ArchiveError, UnsafePathError } from '../src/errors.js';
 import { craftZip, scratchDir, type CraftEntry } from './helpers/zip-craft.js';
@@ -45,6 +48,16 @@ function moveCentralRecord(zip: Buffer, from: number, to: number): Buffer {
   const [r] = records.splice(from, 1);
   records.splice(to, 0, r!);
   return Buffer.concat([zip.subarray(0, cdOffset), ...records, zip.subarray(eocd)]);
+}
+
+/** Overwrites the signature of central directory record `n`, so the reader refuses the archive there. */
+function damageCentralRecord(zip: Buffer, n: number): Buffer {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  let p = zip.readUInt32LE(eocd + 16);
+  for (let i = 0; i < n; i++) p += 46 + zip.readUInt16LE(p + 28) + zip.readUInt16LE(p + 30) + zip.readUInt16LE(p + 32);
+  const out = Buffer.from(zip);
+  out.writeUInt32LE(0x0badf00d, p);
+  return out;
 }
 
 async function reference(dir: string, zip: string): Promise<{ root: string; blobs: string[] }> {
@@ -118,4 +131,53 @@ test('a staged entry the judge bounds by a later central record is stored again,
   assert.equal(r.root.hash, ref.root);
   assert.deepEqual([...store.listHashes()].sort(), ref.blobs);
   assert.deepEqual([...store.listTmpFiles()], []);
+});
+
+test('the central directory hands over its first headers before it reads the rest, also when it is refused later', () => {
+  const dir = scratchDir();
+  const entries: CraftEntry[] = Array.from({ length: 50 }, (_, i) => ({ name: `f${i}`, data: `${i}\n` }));
+  const zip = join(dir, 'cd.zip');
+  fs.writeFileSync(zip, damageCentralRecord(craftZip(entries), 30));
+  const fd = fs.openSync(zip, 'r');
+  try {
+    const seen: string[][] = [];
+    assert.throws(
+      () => readCentralDirectory(fd, zip, { entries: 10, use: (cd) => seen.push(cd.entries.map((e) => e.name!)) }),
+      (e: unknown) => e instanceof ArchiveError && /central header 30 is missing or damaged/.test(e.message),
+    );
+    assert.deepEqual(seen, [entries.slice(0, 10).map((e) => e.name)], 'the first 10 headers, once, before the refusal');
+  } finally {
+    fs.closeSync(fd);
+  }
+  // A prefix as long as the archive, or longer, is the whole directory, handed over once.
+  fs.writeFileSync(zip, craftZip(entries));
+  const fd2 = fs.openSync(zip, 'r');
+  try {
+    for (const n of [50, 80]) {
+      const seen: number[] = [];
+      const cd = readCentralDirectory(fd2, zip, { entries: n, use: (c) => seen.push(c.entries.length) });
+      assert.deepEqual(seen, [50]);
+      assert.equal(cd.entries.length, 50);
+    }
+  } finally {
+    fs.closeSync(fd2);
+  }
+});
+
+test('an archive whose central directory is refused after the head start began leaves no staged file in the store', async () => {
+  const dir = scratchDir();
+  // More files than the head start's prefix of headers, then directories (never staged) up to
+  // the most entries a zip without Zip64 holds, with long names, and the damaged header: the
+  // workers stage files from the prefix while the reader goes on.
+  const prefix = aheadEntries(2, DEFAULT_BATCH_LIMITS.entries);
+  const entries = plainEntries(Math.ceil(prefix / 12));
+  const long = 'x'.repeat(240);
+  while (entries.length < 0xffff) entries.push({ name: `e${entries.length}${long}/` });
+  const zip = join(dir, 'late.zip');
+  fs.writeFileSync(zip, damageCentralRecord(craftZip(entries), entries.length - 1));
+  const root = join(dir, 'store');
+  const store = LocalStore.open(root);
+  const before = storeFiles(root);
+  await assert.rejects(importArchive(zip, store, { jobs: 2, ref: 'r' }), (e: unknown) => e instanceof ArchiveError && /central header \d+ is missing or damaged/.test(e.message));
+  assert.deepEqual(storeFiles(root), before, 'no blob, temporary file or ref added');
 });

@@ -68,7 +68,17 @@ function bad(path: string, why: string): ArchiveError {
   return new ArchiveError(`${path}: ${why}`, { path, hint: 'the archive is damaged, truncated or not a zip file' });
 }
 
-export function readCentralDirectory(fd: number, path: string): CentralDirectory {
+/**
+ * Asks readCentralDirectory for its first `entries` headers as soon as they are decoded, before the
+ * rest are: `use` gets a CentralDirectory whose `entries` is that prefix (the whole list when the
+ * archive has no more). The directory may still be refused after `use` ran.
+ */
+export interface CentralPrefix {
+  entries: number;
+  use: (cd: CentralDirectory) => void;
+}
+
+export function readCentralDirectory(fd: number, path: string, prefix?: CentralPrefix): CentralDirectory {
   let fileSize: number;
   try {
     fileSize = fs.fstatSync(fd).size;
@@ -191,9 +201,12 @@ export function readCentralDirectory(fd: number, path: string): CentralDirectory
       mtime,
     };
     p = end;
+    if (prefix !== undefined && i + 1 === prefix.entries && i + 1 < count) prefix.use({ entries: entries.slice(0, i + 1), cdOffset, fileSize });
   }
   if (p !== cdSize) throw bad(path, `central directory has ${cdSize - p} bytes after its ${count} entries`);
-  return { entries, cdOffset, fileSize };
+  const whole = { entries, cdOffset, fileSize };
+  if (prefix !== undefined && !(prefix.entries < count)) prefix.use(whole);
+  return whole;
 }
 
 function readU64(buf: Buffer, off: number, path: string): number {

@@ -16,7 +16,7 @@ import { guardStoreWriter } from '../fs/target-guard.js';
 import { checkLimitsOptions, earlyPool, refuseTarOnlyOptions, openArchive, throwIfAborted, type ArchiveReadOptions, type ArchiveSummary } from './unpack.js';
 import { DEFAULT_BATCH_LIMITS, isLargeEntry, planExtraction } from './extract-plan.js';
 import { streamEntry } from './large-entry.js';
-import { StagedAhead } from './import-ahead.js';
+import { StagedAhead, aheadEntries } from './import-ahead.js';
 import type { CentralDirectory } from './central-directory.js';
 import { DEFAULT_MAX_RATIO } from './entry-rules.js';
 import type { IngestBatch, IngestResult, StoreDataBatch, StoreDataResult } from './ingest-op.js';
@@ -65,7 +65,7 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
   };
   let ar;
   try {
-    ar = openArchive(archivePath, opts, pool ? startAhead : undefined);
+    ar = openArchive(archivePath, opts, pool ? { entries: aheadEntries(pool.size, limits.entries), use: startAhead } : undefined);
   } catch (e) {
     await ahead?.discard();
     await pool?.close();

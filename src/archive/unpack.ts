@@ -14,7 +14,7 @@ import { ArchiveError, InterruptedError, TargetError, TreecastError, UnsafePathE
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { defaultStorePath } from '../store/local.js';
-import { readCentralDirectory, type CentralDirectory } from './central-directory.js';
+import { readCentralDirectory, type CentralPrefix } from './central-directory.js';
 import { DEFAULT_MAX_RATIO, judgeEntries, symlinkTargetRule, type ArchiveEntry, type Judged } from './entry-rules.js';
 import { DEFAULT_BATCH_LIMITS, planExtraction, type ExtractPlan } from './extract-plan.js';
 import { readEntry } from './local-data.js';
@@ -74,11 +74,10 @@ export interface OpenedArchive {
  * `onRead`, when given, sees the central directory as read, before any entry is judged (import
  * starts work early there).
  */
-export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }, onRead?: (cd: CentralDirectory) => void): OpenedArchive {
+export function openArchive(path: string, limits: { maxRatio?: number; maxSize?: number; safeLinks?: boolean }, onPrefix?: CentralPrefix): OpenedArchive {
   const fd = openFile(path, 'r', 'cannot open archive');
   try {
-    const cd = readCentralDirectory(fd, path);
-    onRead?.(cd);
+    const cd = readCentralDirectory(fd, path, onPrefix);
     const judged = judgeEntries(cd.entries, cd.cdOffset, {
       maxRatio: limits.maxRatio ?? DEFAULT_MAX_RATIO,
       maxSize: limits.maxSize ?? Number.MAX_SAFE_INTEGER,
