@@ -18,8 +18,8 @@
  * stopped after reading the pack: node_modules 1,741-1,751 M (3 runs) -> 1,415-1,517 M (3 runs),
  * 820 M for the pack alone, so ~0.92 G -> ~0.65 G for loading and planning; the Linux tree
  * (78,579 files, 5,095 directories) 2,427-2,627 M -> 1,906-1,914 M (2 runs each), 944 M for the
- * pack alone. Peak RSS of `checkout` (8 and 6 interleaved runs): node_modules copy 102 MB
- * (96-104) -> 85 MB (84-88), Linux hardlink 131 MB (127-132) -> 101 MB (98-103).
+ * pack alone. Peak RSS of `checkout` (18 and 12 interleaved runs): node_modules copy 103 MB
+ * (96-104) -> 85 MB (84-89), Linux hardlink 131 MB (127-132) -> 102 MB (98-103).
  */
 import { Cursor, decodeDirectory } from './reapi.js';
 import { MAX_NAME_BYTES, MAX_TARGET_BYTES } from './names.js';

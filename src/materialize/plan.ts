@@ -158,10 +158,11 @@ function* createSteps(dir: Directory, rel: string, tree: TreeLookup, depth: numb
  * Perf: walking every step of the node_modules corpus's fresh plan took 31-60 ms of CPU (median
  * 41) in a fresh process against 42-75 ms (median 47) from decoded Directories (6 runs each, load
  * ~5). The whole copy
- * checkout of that corpus, tmpfs to tmpfs, 8 interleaved pairs at load ~5: user CPU 0.415 s
- * (0.40-0.55) against 0.45 s (0.40-0.54), user+sys 0.965 s (0.95-1.15) against 1.015 s
- * (0.98-1.19); the Linux tree's hardlink checkout, 6 pairs at load ~9: user 0.705 s (0.65-0.79)
- * against 0.685 s (0.63-0.81), no difference within that noise.
+ * checkout of that corpus, tmpfs to tmpfs, 18 interleaved pairs at load 5-8: user CPU 0.435 s
+ * (0.40-0.55) against 0.475 s (0.40-0.61), lower in 11 pairs (median pair difference -15 ms),
+ * user+sys 1.030 s against 1.085 s, peak RSS 85 MB against 103 MB; the Linux tree's hardlink
+ * checkout, 12 pairs at load 6-9: user 0.695 s (0.52-0.81) against 0.685 s (0.56-0.85), lower in
+ * 7 (median pair difference -45 ms), no difference within that noise; peak RSS 102 MB against 131 MB.
  */
 export function planFreshPacked(tree: PackedTree): Plan {
   const plan = emptyPlan();
