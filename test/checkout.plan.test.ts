@@ -4,7 +4,11 @@ import assert from 'node:assert/strict';
 import { TreeBuilder, type TreeEntry } from '../src/core/tree-builder.js';
 import { decodeDirectory, splitDirectory } from '../src/core/reapi.js';
 import { type Digest, digestOf } from '../src/core/digest.js';
-import { type DiskType, type DiskView, type Plan, planFresh, planUpdate } from '../src/materialize/plan.js';
+import { type DiskType, type DiskView, type Plan, planFresh, planFreshPacked, planUpdate } from '../src/materialize/plan.js';
+import { join } from 'node:path';
+import { LocalStore } from '../src/store/local.js';
+import { TreeReader } from '../src/store/tree-reader.js';
+import { tempDir } from './helpers/tmp.js';
 
 function tree(entries: TreeEntry[]) {
   const b = new TreeBuilder();
@@ -84,6 +88,34 @@ test('a fresh plan makes every directory before anything inside it', () => {
   assert.deepEqual(summary(plan).steps, ['file z', 'mkdir a', 'link a/l', 'mkdir a/b', 'file a/b/c', 'mkdir empty']);
   assert.equal(plan.mkdirs, 3);
   assert.equal(plan.writes, 3);
+});
+
+test('a fresh plan from the packed tree has the same steps, counts and sample as from decoded Directories', () => {
+  // Shared subtrees (one message named by several entries, at different depths), symlinks,
+  // executables, empty files and directories, UTF-8 names.
+  const shared = (at: string): TreeEntry[] => [f(`${at}/index.js`, 'same'), f(`${at}/bin/run`, 'run', true), { type: 'symlink', path: `${at}/link`, target: '../x' }];
+  const t = tree([
+    f('empty', ''),
+    f('z', 'z'),
+    f('é', 'e'),
+    ...shared('a'),
+    ...shared('b'),
+    ...shared('c/d/e'),
+    ...shared('c/d/e/a'),
+    { type: 'dir', path: 'hollow' },
+    { type: 'symlink', path: 'top', target: 'z' },
+    f('c/0', ''),
+  ]);
+  const store = LocalStore.open(join(tempDir('tc-packed-plan'), 'store'));
+  for (const m of t.messages.values()) store.putSync(m.bytes);
+  const decoded = planFresh(t.root, lookupIn(t).tree);
+  const packed = planFreshPacked(new TreeReader(store).loadPackedSync(t.root));
+  assert.deepEqual([...packed.steps], [...decoded.steps]);
+  assert.ok([...packed.steps].length > 20);
+  assert.deepEqual(
+    { mkdirs: packed.mkdirs, writes: packed.writes, sample: packed.sample },
+    { mkdirs: decoded.mkdirs, writes: decoded.writes, sample: decoded.sample },
+  );
 });
 
 test('an update skips unchanged subtrees without listing them, and replaces only what changed', () => {

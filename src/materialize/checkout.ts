@@ -17,7 +17,7 @@ import { RealDiskView } from './disk-view.js';
 import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
-import { type Plan, planFresh, planUpdate } from './plan.js';
+import { type Plan, planFreshPacked, planUpdate } from './plan.js';
 import { type LoadedRecord, dropRecord, loadRecord, saveRecord } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
 import { CreatedRecord } from './created.js';
@@ -237,10 +237,10 @@ async function makePlan(
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
     const packed = reader.usePack(root);
-    reader.loadAllSync(root);
+    const loaded = reader.loadPackedSync(root);
     if (!packed) writeTreePack(store, root, reader.raw);
     reader.releaseBytes();
-    plan = planFresh(root, tree);
+    plan = planFreshPacked(loaded);
   } else {
     const loaded = loadRecord(store, rootAbs, targetStat);
     // The record of an update that did not finish speaks only for that update's own tree.

@@ -20,6 +20,7 @@ import { type Directory, type RawDirectory, RAW_DIR, RAW_FILE, compareRawNames, 
 import { MAX_DEPTH, compareNames } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { TreeLookup } from '../core/tree-diff.js';
+import { P_EXEC, type PackedTree } from '../core/packed-tree.js';
 
 export type { TreeLookup };
 
@@ -147,6 +148,83 @@ function* createSteps(dir: Directory, rel: string, tree: TreeLookup, depth: numb
     yield { mkdir: sub };
     stack.push(top);
     top = { dir: tree(d.digest), rel: sub, depth: top.depth + 1, next: -1 };
+  }
+}
+
+/**
+ * planFresh over a PackedTree (TreeReader.loadPackedSync; directory 0 is the root, every message
+ * already validated): the same steps in the same order, each name, hash and target made a string
+ * only when its step is handed out.
+ * Perf: walking every step of the node_modules corpus's fresh plan took 31-60 ms of CPU (median
+ * 41) in a fresh process against 42-75 ms (median 47) from decoded Directories (6 runs each, load
+ * ~5). The whole copy
+ * checkout of that corpus, tmpfs to tmpfs, 18 interleaved pairs at load 5-8: user CPU 0.435 s
+ * (0.40-0.55) against 0.475 s (0.40-0.61), lower in 11 pairs (median pair difference -15 ms),
+ * user+sys 1.030 s against 1.085 s, peak RSS 85 MB against 103 MB; the Linux tree's hardlink
+ * checkout, 12 pairs at load 6-9: user 0.695 s (0.52-0.81) against 0.685 s (0.56-0.85), lower in
+ * 7 (median pair difference -45 ms), no difference within that noise; peak RSS 102 MB against 131 MB.
+ */
+export function planFreshPacked(tree: PackedTree): Plan {
+  const plan = emptyPlan();
+  const n = tree.directories;
+  const mkdirs = new Float64Array(n).fill(-1);
+  const writes = new Float64Array(n);
+  const count = (d: number): void => {
+    let m = tree.dirEnd[d]! - tree.fileEnd[d]!;
+    let w = tree.fileEnd[d]! - tree.first[d]! + (tree.first[d + 1]! - tree.dirEnd[d]!);
+    for (let e = tree.fileEnd[d]!; e < tree.dirEnd[d]!; e++) {
+      const sub = tree.children[e]!;
+      if (mkdirs[sub]! < 0) count(sub);
+      m += mkdirs[sub]!;
+      w += writes[sub]!;
+    }
+    mkdirs[d] = m;
+    writes[d] = w;
+  };
+  count(0);
+  plan.mkdirs = mkdirs[0]!;
+  plan.writes = writes[0]!;
+  plan.sample = firstPackedBlob(tree, 0, new Uint8Array(n));
+  plan.steps = { [Symbol.iterator]: () => createPackedSteps(tree) };
+  return plan;
+}
+
+function firstPackedBlob(tree: PackedTree, d: number, seen: Uint8Array): { hash: string; size: number } | undefined {
+  if (seen[d]) return undefined;
+  seen[d] = 1;
+  for (let e = tree.first[d]!; e < tree.fileEnd[d]!; e++) if (tree.values[e]! > 0) return { hash: tree.hash(d, e), size: tree.values[e]! };
+  for (let e = tree.fileEnd[d]!; e < tree.dirEnd[d]!; e++) {
+    const found = firstPackedBlob(tree, tree.children[e]!, seen);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/** createSteps over a PackedTree. */
+function* createPackedSteps(tree: PackedTree): Generator<Step> {
+  const stack: { dir: number; rel: string; depth: number; next: number }[] = [];
+  let top: (typeof stack)[number] | undefined = { dir: 0, rel: '', depth: 0, next: -1 };
+  const kinds = tree.kinds;
+  while (top) {
+    const d = top.dir;
+    if (top.next < 0) {
+      if (top.depth > MAX_DEPTH) throw new InvalidTreeError(`tree nests deeper than ${MAX_DEPTH} levels at '${top.rel}'`);
+      for (let e = tree.first[d]!, end = tree.fileEnd[d]!; e < end; e++) {
+        const k = kinds[e]!;
+        yield { rel: join(top.rel, tree.name(d, e)), hash: tree.hash(d, e), size: tree.values[e]!, executable: k === P_EXEC };
+      }
+      for (let e = tree.dirEnd[d]!, end = tree.first[d + 1]!; e < end; e++) yield { rel: join(top.rel, tree.name(d, e)), target: tree.target(d, e) };
+      top.next = tree.fileEnd[d]!;
+    }
+    const e = top.next++;
+    if (e >= tree.dirEnd[d]!) {
+      top = stack.pop();
+      continue;
+    }
+    const sub = join(top.rel, tree.name(d, e));
+    yield { mkdir: sub };
+    stack.push(top);
+    top = { dir: tree.children[e]!, rel: sub, depth: top.depth + 1, next: -1 };
   }
 }
 
