@@ -170,8 +170,10 @@ function reachableFrom(store: LocalStore, actions: { key: string; path: string }
   const recDir = join(store.root, 'checkouts');
   for (const name of fs.existsSync(recDir) ? fs.readdirSync(recDir) : []) {
     try {
-      const rec = JSON.parse(fs.readFileSync(join(recDir, name), 'utf8')) as { target: string; root: string };
-      if (fs.existsSync(rec.target)) roots.push({ hash: rec.root.split('/')[0]!, size: Number(rec.root.split('/')[1]) });
+      const rec = JSON.parse(fs.readFileSync(join(recDir, name), 'utf8')) as { target: string; root?: string; pending?: string };
+      if (!fs.existsSync(rec.target)) continue;
+      // The tree of a checkout that did not finish is pinned too: running it again finishes it.
+      for (const d of [rec.root, rec.pending]) if (typeof d === 'string') roots.push({ hash: d.split('/')[0]!, size: Number(d.split('/')[1]) });
     } catch {
       /* unreadable record: it pins nothing */
     }

@@ -80,6 +80,7 @@ or --force that needs a blob again fetches it with --remote, or fails naming the
           onProgress: (p) => bar.update({ ...p, label: 'checkout' }),
           ...remote?.hooks,
           unsecured,
+          source: { spec, remote: o.remote },
         }).finally(async () => {
           if (remote) fetched = await remote.done();
         });
