@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
 import { FrameDecoder, encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
-import { leftoverTmp, removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { leftoverTmp, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 const TOKEN = 'test-token-123';
 
@@ -420,4 +420,31 @@ describe('remote server', () => {
       spawnSync('umount', [mnt]);
     }
   });
+});
+
+test('a write to a --read-only server is a 405 saying so (body and header), and push names the URL and the server being read-only', async () => {
+  const dir = tempDir('server-ro');
+  const servers: TestServer[] = [];
+  try {
+    for (const batch of [true, false]) servers.push(await startServer(join(dir, `ro-${batch}`), { readOnly: true, batch }));
+    const body = Buffer.from('refused bytes');
+    const r = await fetch(`${servers[0]!.url}cas/${digestOf(body).hash}`, { method: 'PUT', body });
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD');
+    assert.equal(r.headers.get('x-treecast-read-only'), '1');
+    assert.match(await r.text(), /read-only \(started with --read-only\)/);
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src', 'a'), 'push me');
+    for (const srv of servers) {
+      const p = await runCli(['push', join(dir, 'src'), srv.url], { TREECAST_STORE: join(dir, 'local') });
+      assert.equal(p.code, 8, p.stderr);
+      assert.match(p.stderr, /ERR_TREECAST_REMOTE/);
+      assert.ok(p.stderr.includes(`to ${srv.url.replace(/\/$/, '')}`) || p.stderr.includes(`to ${srv.url}`), p.stderr);
+      assert.match(p.stderr, /refused: the server is read-only \(HTTP 405\)/);
+      assert.match(p.stderr, /hint: the server was started with --read-only/);
+    }
+  } finally {
+    for (const s of servers) await s.close();
+    removeDir(dir);
+  }
 });

@@ -9,7 +9,7 @@ import { readTreePack, treePackBytes } from '../store/tree-pack.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, Gather, HttpFailure, SMALL_READ, WRITE_GATHER, contentLength, finished, methodNotAllowed, readBody, readSmallBody, sendJson, streamFile, writeWithBackpressure } from './server-http.js';
+import { type Ctx, Gather, HttpFailure, SMALL_READ, WRITE_GATHER, contentLength, finished, methodNotAllowed, readBody, readSmallBody, sendJson, streamFile, writeWithBackpressure, readOnlyRefusal } from './server-http.js';
 import { FRAME_HEADER_BYTES, FRAME_MISSING, FRAME_PRESENT, FrameDecoder, RECORD_BYTES, WireError, decodeDigestList, encodeDigestList, encodeFrameHeader, writeRecord } from './wire.js';
 
 export async function serveBatch(core: ServerCore, op: 'missing' | 'read' | 'write', ctx: Ctx): Promise<void> {
@@ -168,7 +168,7 @@ async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: s
 async function batchWrite(core: ServerCore, ctx: Ctx): Promise<void> {
   const { req, res } = ctx;
   const { maxBatchBytes, maxBlobBytes } = core.opts;
-  if (core.opts.readOnly) throw methodNotAllowed(ctx, 'GET, HEAD');
+  if (core.opts.readOnly) throw readOnlyRefusal(ctx);
   const len = contentLength(req);
   if (len !== undefined && len > maxBatchBytes) {
     throw new HttpFailure(413, `batch of ${len} bytes is larger than the limit of ${maxBatchBytes}`, true);

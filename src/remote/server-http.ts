@@ -5,6 +5,7 @@
  */
 import * as http from 'node:http';
 import * as fs from 'node:fs';
+import { READ_ONLY_HEADER } from './wire.js';
 
 export interface AccessLogEntry {
   method: string;
@@ -211,6 +212,16 @@ export function sendJson(res: http.ServerResponse, status: number, value: unknow
 export function methodNotAllowed(ctx: Ctx, allow: string): HttpFailure {
   ctx.res.setHeader('allow', allow);
   return new HttpFailure(405, `method ${ctx.req.method} not allowed here`, hasBody(ctx.req));
+}
+
+/**
+ * A write (blob, batch or action cache upload) to a server started with --read-only: 405 with
+ * `allow`, READ_ONLY_HEADER and a body saying so (a bare 405 gave the user no hint).
+ */
+export function readOnlyRefusal(ctx: Ctx): HttpFailure {
+  ctx.res.setHeader('allow', 'GET, HEAD');
+  ctx.res.setHeader(READ_ONLY_HEADER, '1');
+  return new HttpFailure(405, `this server is read-only (started with --read-only): ${ctx.req.method} refused, uploads are not accepted`, hasBody(ctx.req));
 }
 
 export function hasBody(req: http.IncomingMessage): boolean {
