@@ -448,3 +448,37 @@ test('a write to a --read-only server is a 405 saying so (body and header), and 
     removeDir(dir);
   }
 });
+
+test('a symlink planted in the served store is never followed: GET is 404, a batch read sends it as missing, /missing lists it', async () => {
+  const dir = tempDir('server-link');
+  const srv = await startServer(join(dir, 'store'));
+  try {
+    const small = Buffer.from('secret small bytes');
+    const large = crypto.randomBytes(300 << 10); // streamed, not read whole
+    for (const bytes of [small, large]) {
+      const d = digestOf(bytes);
+      // The target outside the store holds the very bytes: reading through the link would verify.
+      const outside = join(dir, `outside-${d.size}`);
+      fs.writeFileSync(outside, bytes);
+      fs.mkdirSync(join(dir, 'store', 'cas', d.hash.slice(0, 2)), { recursive: true });
+      fs.symlinkSync(outside, srv.store.blobPath(d.hash));
+      const g = await fetch(`${srv.url}cas/${d.hash}`);
+      assert.equal(g.status, 404, `GET of ${d.size} bytes`);
+      await g.arrayBuffer();
+      const r = await fetch(`${srv.url}treecast/v1/read`, { method: 'POST', body: encodeDigestList([d]) });
+      assert.equal(r.status, 200);
+      const frames: boolean[] = [];
+      const dec = new FrameDecoder({ header: (_d, present) => frames.push(present), data: () => {}, end: () => {} });
+      dec.push(Buffer.from(await r.arrayBuffer()));
+      dec.finish();
+      assert.deepEqual(frames, [false], `batch read of ${d.size} bytes sends a missing frame`);
+      const m = await fetch(`${srv.url}treecast/v1/missing`, { method: 'POST', body: encodeDigestList([d]) });
+      assert.equal(m.status, 200);
+      assert.equal(decodeDigestList(Buffer.from(await m.arrayBuffer())).length, 1, 'listed as missing');
+      assert.ok(fs.readFileSync(outside).equals(bytes), 'the target is untouched');
+    }
+  } finally {
+    await srv.close();
+    removeDir(dir);
+  }
+});

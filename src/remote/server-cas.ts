@@ -24,8 +24,15 @@ async function getBlob(core: ServerCore, hash: string, ctx: Ctx, head: boolean):
     return;
   }
   const p = core.store.blobPath(hash);
-  const st = fs.statSync(p, { throwIfNoEntry: false });
-  if (!st) throw new HttpFailure(404, `blob ${hash} not found`);
+  // lstat, a regular file in a real shard folder only: a symlink planted in the store is not served.
+  let st: fs.Stats | undefined;
+  try {
+    core.store.checkShard(p);
+    st = fs.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    st = undefined;
+  }
+  if (!st?.isFile()) throw new HttpFailure(404, `blob ${hash} not found`);
   await sendFile(res, p, st.size, head);
   if (head || !res.writableFinished) return;
   ctx.entry.sent = [hash];
