@@ -280,3 +280,36 @@ test('a shard folder replaced by a symlink: verify reports it, gc removes nothin
   assert.equal(tc(['verify'], store).code, 0);
   assert.equal(tc(['checkout', 'r', join(dir, 'out')], store).code, 0);
 });
+
+test("gc removes nothing through a symlink planted as the store's tmp/, trees/ or cas-exec/ folder", () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { a: 'kept content', x: { text: '#!/bin/sh\n', exec: true } });
+  assert.equal(tc(['snapshot', join(dir, 'src')], store).code, 0); // no ref: gc may remove every blob
+  assert.equal(tc(['checkout', tc(['snapshot', join(dir, 'src')], store).out.trim().split('\n').pop()!, join(dir, 'co'), '--method', 'hardlink'], store).code, 0);
+  fs.rmSync(join(dir, 'co'), { recursive: true, force: true });
+  const victims: string[] = [];
+  for (const sub of ['tmp', 'trees', 'cas-exec']) {
+    const victim = join(dir, `victim-${sub}`);
+    fs.mkdirSync(victim);
+    // Old enough for the grace period, named like what gc removes there (any name in tmp/ and trees/).
+    const name = sub === 'cas-exec' ? '' : 'user-file';
+    if (name) fs.writeFileSync(join(victim, name), 'user data');
+    if (sub === 'cas-exec') {
+      // The user's folder mirrors the twin layout (a shard and a file named as the executable's blob).
+      for (const s of fs.readdirSync(join(store, 'cas-exec'))) {
+        fs.mkdirSync(join(victim, s));
+        for (const f of fs.readdirSync(join(store, 'cas-exec', s))) fs.writeFileSync(join(victim, s, f), 'user data');
+      }
+    }
+    for (const f of fs.readdirSync(victim, { recursive: true }) as string[]) fs.utimesSync(join(victim, f), new Date(0), new Date(0));
+    fs.rmSync(join(store, sub), { recursive: true, force: true });
+    fs.symlinkSync(victim, join(store, sub));
+    victims.push(victim);
+  }
+  const before = victims.map((v) => fs.readdirSync(v, { recursive: true }).sort());
+  assert.ok(before[2]!.length > 0, 'the executable twin was made (hardlink checkout)');
+  const gc = tc(['gc', '--grace', '0'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.deepEqual(victims.map((v) => fs.readdirSync(v, { recursive: true }).sort()), before, 'nothing removed through the links');
+});

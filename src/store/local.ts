@@ -443,13 +443,16 @@ export class LocalStore implements BlobStore {
   *listHashes(): Generator<string> {
     // Only shards that are real folders: one planted as a symlink is never listed (nor its blobs
     // removed by gc through it); verify reports it. One readdir of cas/ gives the types.
+    if (!isRealFolder(this.casDir)) return;
     for (const s of realFolders(this.casDir)) if (SHARD_NAMES.has(s)) for (const n of safeReaddir(join(this.casDir, s))) if (isHash(n)) yield n;
   }
 
   /** Paths of writes in progress (or abandoned by a process that died): the tmp folder and the shards' .tmp-* files. */
   *listTmpFiles(): Generator<string> {
-    for (const name of safeReaddir(this.tmpDir)) yield join(this.tmpDir, name);
-    // Real shard folders only: nothing is listed (and so removed) through a planted symlink.
+    // Real folders only: nothing is listed (and so removed) through a planted symlink, whether it
+    // stands for tmp/, cas/ or a shard.
+    if (isRealFolder(this.tmpDir)) for (const name of safeReaddir(this.tmpDir)) yield join(this.tmpDir, name);
+    if (!isRealFolder(this.casDir)) return;
     for (const s of realFolders(this.casDir)) {
       if (!SHARD_NAMES.has(s)) continue;
       for (const name of safeReaddir(join(this.casDir, s))) if (name.startsWith('.tmp-')) yield join(this.casDir, s, name);
@@ -459,9 +462,10 @@ export class LocalStore implements BlobStore {
   /** Removes a blob (and its executable twin); a blob that cannot be removed is an error naming it. */
   removeBlobSync(hash: string): void {
     for (const p of [this.blobPath(hash), this.executableBlobPath(hash)]) {
-      // Never through a shard folder that is not a real folder (verify reports it): the unlink
-      // would remove a file wherever a planted symlink points.
-      if (fs.lstatSync(p.slice(0, p.lastIndexOf('/')), { throwIfNoEntry: false })?.isDirectory() !== true) continue;
+      // Never through a shard folder (or cas/, cas-exec/) that is not a real folder (verify reports
+      // it): the unlink would remove a file wherever a planted symlink points.
+      const shard = p.slice(0, p.lastIndexOf('/'));
+      if (!isRealFolder(shard) || !isRealFolder(shard.slice(0, shard.lastIndexOf('/')))) continue;
       try {
         fs.unlinkSync(p);
       } catch (e) {
@@ -634,6 +638,15 @@ export function realFolders(dir: string): string[] {
       .sort();
   } catch {
     return [];
+  }
+}
+
+/** Whether `p` is a folder itself, not a symlink to one (nor absent). */
+export function isRealFolder(p: string): boolean {
+  try {
+    return fs.lstatSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
+  } catch {
+    return false;
   }
 }
 

@@ -12,7 +12,7 @@ import { decodeDirectory } from '../core/reapi.js';
 import { decodeActionResult } from '../core/action-result.js';
 import { ActionCache, actionResultReferences } from './action-cache.js';
 import { lockStoreForGc } from '../fs/target-guard.js';
-import { type LocalStore, SHARDS, entryKind, safeReaddir } from './local.js';
+import { type LocalStore, SHARDS, entryKind, isRealFolder, safeReaddir } from './local.js';
 
 export interface VerifyResult {
   checked: number;
@@ -235,7 +235,8 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
   }
   // Tree packs of trees no longer reachable go too (they are only a cache of reachable trees).
   const packs = join(store.root, 'trees');
-  if (!opts.dryRun) for (const name of fs.existsSync(packs) ? fs.readdirSync(packs) : []) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
+  // Never through a symlink planted as trees/ (it would remove every file where it points).
+  if (!opts.dryRun && isRealFolder(packs)) for (const name of fs.readdirSync(packs)) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
   if (!opts.dryRun) for (const p of store.listTmpFiles()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
     // Temp files older than the grace period were left by a process that died mid-write.
