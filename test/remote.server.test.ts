@@ -482,3 +482,29 @@ test('a symlink planted in the served store is never followed: GET is 404, a bat
     removeDir(dir);
   }
 });
+
+test('push never uploads through a symlink planted at a large blob in the local store (exit 5 naming it)', async () => {
+  const dir = tempDir('push-link');
+  const srv = await startServer(join(dir, 'remote'));
+  try {
+    const big = crypto.randomBytes((1 << 20) + 4096); // over 1 MiB: streamed from its file
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src', 'big'), big);
+    const env = { TREECAST_STORE: join(dir, 'local') };
+    const snap = await runCli(['snapshot', join(dir, 'src')], env);
+    assert.equal(snap.code, 0, snap.stderr);
+    const tree = snap.stdout.trim().split('\n').pop()!;
+    const d = digestOf(big);
+    const blob = join(dir, 'local', 'cas', d.hash.slice(0, 2), d.hash);
+    // The target outside the store holds the very bytes: the server's own check would accept them.
+    fs.renameSync(blob, join(dir, 'outside'));
+    fs.symlinkSync(join(dir, 'outside'), blob);
+    const p = await runCli(['push', tree, srv.url], env);
+    assert.equal(p.code, 5, p.stderr);
+    assert.ok(p.stderr.includes(`${blob} is a symbolic link`), p.stderr);
+    assert.equal(fs.existsSync(srv.store.blobPath(d.hash)), false, 'not uploaded');
+  } finally {
+    await srv.close();
+    removeDir(dir);
+  }
+});
