@@ -229,3 +229,9 @@ test('the CLI exits 6 with the error code and entry name', () => {
   assert.equal(JSON.parse(j.stdout).error.code, 'ERR_TREECAST_UNSAFE_PATH');
   assert.equal(fs.existsSync(s.target), false);
 });
+
+test("a zip entry named like unpack's staging folder is refused, so a later unpack's clean-up can never take the user's data for leftovers", async () => {
+  for (const name of ['.treecast-unpack-999999999-abcdef/precious', 'a/.treecast-replaced-999999999-abcdef/x']) {
+    await refused([{ name, data: 'user data' }], UnsafePathError, /has the name of unpack's own work folders/);
+  }
+});

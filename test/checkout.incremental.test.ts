@@ -6,8 +6,10 @@ import { execFileSync } from 'node:child_process';
 import { snapshot } from '../src/capture/snapshot.js';
 import { checkout } from '../src/materialize/checkout.js';
 import { LocalStore } from '../src/store/local.js';
-import { FileSystemError, LocalChangesError } from '../src/errors.js';
+import { BlobNotFoundError, FileSystemError, LocalChangesError, TargetError } from '../src/errors.js';
+import { digestOf, formatDigest } from '../src/core/digest.js';
 import { status } from '../src/materialize/status.js';
+import { gcStore } from '../src/store/maintenance.js';
 import { canMount } from './helpers/mounts.js';
 import { describeTree, settle, tempDir, writeTree } from './helpers/tmp.js';
 import { makeRandomTree, mutateTree } from './helpers/random-tree.js';
@@ -169,4 +171,36 @@ test('an update that failed half way is finished by running it again, and is no 
   await assert.rejects(checkout(b, out, { store }), LocalChangesError);
   await checkout(b, out, { store, force: true });
   assert.deepEqual(describeTree(out), describeTree(join(dir, 'v2')));
+});
+
+test('a first checkout that did not finish is named by status (tree, name, remote, the command to finish it), and running it again finishes it', async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 's'));
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 40; i++) files[`d/f${i}`] = `content ${i}`;
+  writeTree(join(dir, 'src'), files);
+  const root = (await snapshot(join(dir, 'src'), { store })).digest;
+  const out = join(dir, 'out');
+  // Stopped after planning, before every file is written: as a kill leaves it (nothing cleans up).
+  const missing = digestOf(Buffer.from('content 30'));
+  fs.renameSync(store.blobPath(missing.hash), join(dir, 'kept-blob'));
+  await assert.rejects(checkout(root, out, { store, jobs: 1, source: { spec: 'web', remote: 'http://cache.example:8080' } }), BlobNotFoundError);
+  assert.ok(fs.readdirSync(join(out, 'd')).length > 0, 'the checkout wrote part of the tree');
+  assert.throws(
+    () => status(out, store),
+    (e: unknown) => {
+      assert.ok(e instanceof TargetError, String(e));
+      assert.match(e.message, new RegExp(`the checkout of ${formatDigest(root)} \\('web'\\) from http://cache\\.example:8080 into ${out} did not finish`));
+      assert.equal(e.digest, formatDigest(root));
+      assert.ok(e.hint?.includes(`treecast checkout web ${out} --remote http://cache.example:8080`), e.hint);
+      return true;
+    },
+  );
+  fs.renameSync(join(dir, 'kept-blob'), store.blobPath(missing.hash));
+  // No ref names the tree: only the unfinished checkout's record keeps gc from removing its blobs.
+  const gc = gcStore(store, { dryRun: false, graceSeconds: 0 });
+  assert.deepEqual(gc.removed, []);
+  await checkout(root, out, { store });
+  assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
+  assert.deepEqual(status(out, store), { target: out, digest: formatDigest(root), modified: [], added: [], removed: [] });
 });

@@ -217,3 +217,19 @@ test('every command\'s --help fits in 100 columns, option defaults shown only wh
     assert.doesNotMatch(out, /\(default: \[\]\)/, `${args.join(' ')} --help`);
   }
 });
+
+test('ls, diff and checkout of a digest that names a file blob say it is not a tree, naming the digest', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { 'a.txt': 'alpha bytes', 'd/b': 'beta' });
+  const tree = tc(['snapshot', join(dir, 'src'), '--ref', 'v1'], { store }).out.trim().split('\n').pop()!;
+  const file = tc(['blob', 'put', '-'], { store, input: Buffer.from('file 3\n') }).out.trim();
+  assert.match(file, /^[0-9a-f]{64}\/7$/);
+  for (const args of [['ls', file], ['ls', file, 'x'], ['diff', file, 'v1'], ['diff', tree, file], ['checkout', file, join(dir, 'out')]]) {
+    const r = tc(args, { store });
+    assert.equal(r.code, 6, `${args[0]}: ${r.err}`);
+    assert.ok(r.err.includes(`error[ERR_TREECAST_INVALID_TREE]: ${file} names a blob that is not a Directory (a tree)`), `${args.join(' ')}: ${r.err}`);
+    assert.ok(r.err.includes(`hint: ${args[0]} takes the digest of a tree`), r.err);
+  }
+  assert.equal(fs.existsSync(join(dir, 'out')), false, 'checkout wrote nothing');
+});

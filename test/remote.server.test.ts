@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { EMPTY_HASH, digestOf } from '../src/core/digest.js';
 import { FrameDecoder, encodeDigestList, encodeFrame, decodeDigestList } from '../src/remote/wire.js';
-import { leftoverTmp, removeDir, startServer, tempDir, type TestServer } from './helpers/remote.js';
+import { leftoverTmp, removeDir, runCli, startServer, tempDir, type TestServer } from './helpers/remote.js';
 
 const TOKEN = 'test-token-123';
 
@@ -420,4 +420,91 @@ describe('remote server', () => {
       spawnSync('umount', [mnt]);
     }
   });
+});
+
+test('a write to a --read-only server is a 405 saying so (body and header), and push names the URL and the server being read-only', async () => {
+  const dir = tempDir('server-ro');
+  const servers: TestServer[] = [];
+  try {
+    for (const batch of [true, false]) servers.push(await startServer(join(dir, `ro-${batch}`), { readOnly: true, batch }));
+    const body = Buffer.from('refused bytes');
+    const r = await fetch(`${servers[0]!.url}cas/${digestOf(body).hash}`, { method: 'PUT', body });
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD');
+    assert.equal(r.headers.get('x-treecast-read-only'), '1');
+    assert.match(await r.text(), /read-only \(started with --read-only\)/);
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src', 'a'), 'push me');
+    for (const srv of servers) {
+      const p = await runCli(['push', join(dir, 'src'), srv.url], { TREECAST_STORE: join(dir, 'local') });
+      assert.equal(p.code, 8, p.stderr);
+      assert.match(p.stderr, /ERR_TREECAST_REMOTE/);
+      assert.ok(p.stderr.includes(`to ${srv.url.replace(/\/$/, '')}`) || p.stderr.includes(`to ${srv.url}`), p.stderr);
+      assert.match(p.stderr, /refused: the server is read-only \(HTTP 405\)/);
+      assert.match(p.stderr, /hint: the server was started with --read-only/);
+    }
+  } finally {
+    for (const s of servers) await s.close();
+    removeDir(dir);
+  }
+});
+
+test('a symlink planted in the served store is never followed: GET is 404, a batch read sends it as missing, /missing lists it', async () => {
+  const dir = tempDir('server-link');
+  const srv = await startServer(join(dir, 'store'));
+  try {
+    const small = Buffer.from('secret small bytes');
+    const large = crypto.randomBytes(300 << 10); // streamed, not read whole
+    for (const bytes of [small, large]) {
+      const d = digestOf(bytes);
+      // The target outside the store holds the very bytes: reading through the link would verify.
+      const outside = join(dir, `outside-${d.size}`);
+      fs.writeFileSync(outside, bytes);
+      fs.mkdirSync(join(dir, 'store', 'cas', d.hash.slice(0, 2)), { recursive: true });
+      fs.symlinkSync(outside, srv.store.blobPath(d.hash));
+      const g = await fetch(`${srv.url}cas/${d.hash}`);
+      assert.equal(g.status, 404, `GET of ${d.size} bytes`);
+      await g.arrayBuffer();
+      const r = await fetch(`${srv.url}treecast/v1/read`, { method: 'POST', body: encodeDigestList([d]) });
+      assert.equal(r.status, 200);
+      const frames: boolean[] = [];
+      const dec = new FrameDecoder({ header: (_d, present) => frames.push(present), data: () => {}, end: () => {} });
+      dec.push(Buffer.from(await r.arrayBuffer()));
+      dec.finish();
+      assert.deepEqual(frames, [false], `batch read of ${d.size} bytes sends a missing frame`);
+      const m = await fetch(`${srv.url}treecast/v1/missing`, { method: 'POST', body: encodeDigestList([d]) });
+      assert.equal(m.status, 200);
+      assert.equal(decodeDigestList(Buffer.from(await m.arrayBuffer())).length, 1, 'listed as missing');
+      assert.ok(fs.readFileSync(outside).equals(bytes), 'the target is untouched');
+    }
+  } finally {
+    await srv.close();
+    removeDir(dir);
+  }
+});
+
+test('push never uploads through a symlink planted at a large blob in the local store (exit 5 naming it)', async () => {
+  const dir = tempDir('push-link');
+  const srv = await startServer(join(dir, 'remote'));
+  try {
+    const big = crypto.randomBytes((1 << 20) + 4096); // over 1 MiB: streamed from its file
+    fs.mkdirSync(join(dir, 'src'));
+    fs.writeFileSync(join(dir, 'src', 'big'), big);
+    const env = { TREECAST_STORE: join(dir, 'local') };
+    const snap = await runCli(['snapshot', join(dir, 'src')], env);
+    assert.equal(snap.code, 0, snap.stderr);
+    const tree = snap.stdout.trim().split('\n').pop()!;
+    const d = digestOf(big);
+    const blob = join(dir, 'local', 'cas', d.hash.slice(0, 2), d.hash);
+    // The target outside the store holds the very bytes: the server's own check would accept them.
+    fs.renameSync(blob, join(dir, 'outside'));
+    fs.symlinkSync(join(dir, 'outside'), blob);
+    const p = await runCli(['push', tree, srv.url], env);
+    assert.equal(p.code, 5, p.stderr);
+    assert.ok(p.stderr.includes(`${blob} is a symbolic link`), p.stderr);
+    assert.equal(fs.existsSync(srv.store.blobPath(d.hash)), false, 'not uploaded');
+  } finally {
+    await srv.close();
+    removeDir(dir);
+  }
 });

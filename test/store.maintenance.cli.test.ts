@@ -209,3 +209,107 @@ test('a ref file that holds no digest is named (ref and file) by refs, gc and a 
   }
   assert.equal(blobs(), before, 'gc removed nothing');
 });
+
+test('a symlink planted at a blob name is reported by verify, never followed; --repair removes only the link; checkout and gc do not follow it', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  const text = 'planted blob bytes';
+  writeTree(join(dir, 'src'), { a: text, b: 'other bytes' });
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store).code, 0);
+  const d = digestOf(Buffer.from(text));
+  const local = new LocalStore(store);
+  // The target outside the store holds the very bytes (so a re-hash through the link would pass).
+  const outside = join(dir, 'outside-file');
+  fs.writeFileSync(outside, text);
+  fs.rmSync(local.blobPath(d.hash));
+  fs.symlinkSync(outside, local.blobPath(d.hash));
+
+  const found = tc(['verify'], store);
+  assert.equal(found.code, 5, found.err);
+  assert.ok(found.out.includes(`damaged ${local.blobPath(d.hash)} (a symbolic link (not followed))`), found.out);
+
+  for (const method of ['copy', 'hardlink', 'clone']) {
+    const out = join(dir, `out-${method}`);
+    const r = tc(['checkout', 'r', out, '--method', method], store);
+    assert.equal(r.code, 5, `${method}: ${r.err}`);
+    assert.match(r.err, /ERR_TREECAST_DIGEST_MISMATCH/);
+    assert.ok(r.err.includes(local.blobPath(d.hash)), r.err);
+    assert.equal(fs.lstatSync(join(out, 'a'), { throwIfNoEntry: false })?.isSymbolicLink() ?? false, false, `${method}: no link in the checkout`);
+  }
+
+  const repaired = tc(['verify', '--repair', '--json'], store);
+  assert.equal(repaired.code, 0, repaired.err);
+  assert.deepEqual(JSON.parse(repaired.out).corrupt.map((c: { path: string }) => c.path), [local.blobPath(d.hash)]);
+  assert.equal(fs.lstatSync(local.blobPath(d.hash), { throwIfNoEntry: false }), undefined, 'the planted link is gone');
+  assert.equal(fs.readFileSync(outside, 'utf8'), text, 'its target is untouched');
+  assert.equal(tc(['verify'], store).code, 0);
+});
+
+test('a shard folder replaced by a symlink: verify reports it, gc removes nothing through it, --repair removes only the link', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { a: 'kept content' });
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store).code, 0);
+  const local = new LocalStore(store);
+  // A folder outside the store holding files named like blobs, and old enough for gc's grace.
+  const victim = join(dir, 'victim');
+  const name = 'ff'.padEnd(64, '0');
+  writeTree(victim, { [name]: 'user data', [`.tmp-1-0-1`]: 'user data too' });
+  for (const f of fs.readdirSync(victim)) fs.utimesSync(join(victim, f), new Date(0), new Date(0));
+  fs.rmSync(join(store, 'cas', 'ff'), { recursive: true, force: true });
+  fs.symlinkSync(victim, join(store, 'cas', 'ff'));
+  fs.mkdirSync(join(store, 'cas-exec'), { recursive: true });
+  fs.rmSync(join(store, 'cas-exec', 'ff'), { recursive: true, force: true });
+  fs.symlinkSync(victim, join(store, 'cas-exec', 'ff'));
+
+  const gc = tc(['gc', '--grace', '0'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.deepEqual(fs.readdirSync(victim).sort(), [`.tmp-1-0-1`, name].sort(), 'gc removed nothing through the link');
+  const blob = tc(['blob', 'get', `${name}/9`], store);
+  assert.equal(blob.code, 5, blob.err);
+  assert.ok(blob.err.includes(join(store, 'cas', 'ff')), blob.err);
+
+  const found = tc(['verify'], store);
+  assert.equal(found.code, 5, found.err);
+  assert.ok(found.out.includes(`damaged ${join(store, 'cas', 'ff')} (a symbolic link (not followed))`), found.out);
+  const repaired = tc(['verify', '--repair'], store);
+  assert.equal(repaired.code, 0, repaired.err);
+  assert.equal(fs.lstatSync(join(store, 'cas', 'ff'), { throwIfNoEntry: false }), undefined);
+  assert.equal(fs.lstatSync(join(store, 'cas-exec', 'ff'), { throwIfNoEntry: false }), undefined);
+  assert.deepEqual(fs.readdirSync(victim).sort(), [`.tmp-1-0-1`, name].sort(), 'verify --repair removed nothing through the link');
+  assert.equal(tc(['verify'], store).code, 0);
+  assert.equal(tc(['checkout', 'r', join(dir, 'out')], store).code, 0);
+});
+
+test("gc removes nothing through a symlink planted as the store's tmp/, trees/ or cas-exec/ folder", () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { a: 'kept content', x: { text: '#!/bin/sh\n', exec: true } });
+  assert.equal(tc(['snapshot', join(dir, 'src')], store).code, 0); // no ref: gc may remove every blob
+  assert.equal(tc(['checkout', tc(['snapshot', join(dir, 'src')], store).out.trim().split('\n').pop()!, join(dir, 'co'), '--method', 'hardlink'], store).code, 0);
+  fs.rmSync(join(dir, 'co'), { recursive: true, force: true });
+  const victims: string[] = [];
+  for (const sub of ['tmp', 'trees', 'cas-exec']) {
+    const victim = join(dir, `victim-${sub}`);
+    fs.mkdirSync(victim);
+    // Old enough for the grace period, named like what gc removes there (any name in tmp/ and trees/).
+    const name = sub === 'cas-exec' ? '' : 'user-file';
+    if (name) fs.writeFileSync(join(victim, name), 'user data');
+    if (sub === 'cas-exec') {
+      // The user's folder mirrors the twin layout (a shard and a file named as the executable's blob).
+      for (const s of fs.readdirSync(join(store, 'cas-exec'))) {
+        fs.mkdirSync(join(victim, s));
+        for (const f of fs.readdirSync(join(store, 'cas-exec', s))) fs.writeFileSync(join(victim, s, f), 'user data');
+      }
+    }
+    for (const f of fs.readdirSync(victim, { recursive: true }) as string[]) fs.utimesSync(join(victim, f), new Date(0), new Date(0));
+    fs.rmSync(join(store, sub), { recursive: true, force: true });
+    fs.symlinkSync(victim, join(store, sub));
+    victims.push(victim);
+  }
+  const before = victims.map((v) => fs.readdirSync(v, { recursive: true }).sort());
+  assert.ok(before[2]!.length > 0, 'the executable twin was made (hardlink checkout)');
+  const gc = tc(['gc', '--grace', '0'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.deepEqual(victims.map((v) => fs.readdirSync(v, { recursive: true }).sort()), before, 'nothing removed through the links');
+});

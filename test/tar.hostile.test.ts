@@ -225,3 +225,18 @@ test('a staging directory left by a killed unpack is removed by the next one', a
   await unpack(s.archive, s.target, { jobs: 0 });
   assert.deepEqual(listTree(s.target), ['a', ...s.before].sort());
 });
+
+test("an archive entry named like unpack's staging or set-aside folders is refused (at any depth), so no later unpack removes it as a killed unpack's leftovers", async () => {
+  for (const name of ['.treecast-unpack-999999999-abcdef/', 'sub/.treecast-unpack-999999999-abcdef/', '.treecast-replaced-999999999-abcdef/', '.treecast-new-1-2-3']) {
+    const dirName = name.endsWith('/') ? name : `${name}/`;
+    const entries: TarCraftEntry[] = name.endsWith('/')
+      ? [{ name: dirName, type: '5', mode: 0o700 }, file(`${dirName}precious`, 'user data')]
+      : [file(name, 'user data')];
+    await refused(entries, /has the name of unpack's own work folders/);
+  }
+  // The same archive's own names otherwise unpack, and a later unpack leaves what the first made.
+  const s = setup(craftTar([{ name: 'data/', type: '5', mode: 0o700 }, file('data/precious', 'user data')]));
+  await unpack(s.archive, s.target, { jobs: 0 });
+  await unpack(s.archive, join(s.target, 'data', 'more'), { jobs: 0 });
+  assert.equal(fs.readFileSync(join(s.target, 'data', 'precious'), 'utf8'), 'user data');
+});

@@ -87,6 +87,18 @@ const SIMPLE_NAME_RE = /^(?:[\x20-\x2e\x30-\x5b\x5d-\x7e]{1,255}\/)*[\x20-\x2e\x
 /** 2,047 characters hold at most 1,024 parts (MAX_DEPTH) and, in ASCII, 4,096 bytes (MAX_ENTRY_NAME_BYTES). */
 const SIMPLE_NAME_MAX = 2047;
 
+/**
+ * The names unpack gives its own work folders and files: staging (`.treecast-unpack-<pid>-*`, see
+ * tar-unpack.ts), files set aside by --force (`.treecast-replaced-<pid>-*`) and replacements in
+ * progress (`.treecast-new-<pid>-*`, replacements.ts). An entry with such a part, at any depth, is
+ * refused: the clean-up of a killed unpack's staging knows it by this name, and no marker inside
+ * a folder can tell it from an archive's (an archive can hold any file, mode and mtime, a pid
+ * file included), so the guarantee is that unpack itself never makes one from an archive. A part
+ * named so is refused wherever it lies, as a later unpack may target that subfolder.
+ */
+const WORK_NAME_RE = /^\.treecast-(?:unpack|replaced|new)-/;
+const WORK_NAME_SHOWN = "'.treecast-unpack-*', '.treecast-replaced-*', '.treecast-new-*'";
+
 /** Checks one stored name and returns its relative path (no trailing slash) and whether it ended in '/'. */
 export function entryPath(name: string): { path: string; slash: boolean } {
   // Perf: one regular expression over the whole name instead of a split and a test per part; on
@@ -109,6 +121,10 @@ export function entryPath(name: string): { path: string; slash: boolean } {
   if (parts.length > MAX_DEPTH) throw unsafe(shown, `nests deeper than ${MAX_DEPTH} levels`);
   for (const part of parts) {
     if (part === '..') throw unsafe(shown, "path climbs out with '..'");
+    // Only names with a part starting with '.' come here (the fast path above takes no such name).
+    if (part.charCodeAt(0) === 0x2e && WORK_NAME_RE.test(part)) {
+      throw unsafe(shown, `'${part}' has the name of unpack's own work folders (${WORK_NAME_SHOWN}), which a later unpack into that folder would take for a killed unpack's leftovers and remove`);
+    }
     // Perf: the full check (Unicode, byte length) only for parts that need it; most are short ASCII.
     if (part.length > 0 && part !== '.' && part.length <= 255 && SIMPLE_RE.test(part)) continue;
     const why = nameProblem(part);

@@ -398,13 +398,17 @@ function removeStaleStaging(root: string): void {
   } catch (e) {
     throw fsError(e, 'cannot read target', root);
   }
+  const uid = process.getuid?.();
   for (const n of names) {
     const m = STAGING_RE.exec(n);
     if (!m || alive(Number(m[1]))) continue;
-    // Only a directory as mkdtemp made it (0700): a folder of the user's that merely has the name
-    // (mkdir gives 0755 under the usual umask) is theirs, and stays.
+    // Only a directory as mkdtemp made it (0700, owned by this user): a folder of the user's that
+    // merely has the name (mkdir gives 0755 under the usual umask) is theirs, and stays. A 0700
+    // folder of that name cannot come from an archive unpack extracted: entryPath refuses every
+    // entry with a part named like unpack's work folders (entry-rules.ts says why no marker inside
+    // the folder could tell the two apart instead).
     const st = fs.lstatSync(`${root}/${n}`, { throwIfNoEntry: false });
-    if (!st?.isDirectory() || (st.mode & 0o777) !== 0o700) continue;
+    if (!st?.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) continue;
     fs.rmSync(`${root}/${n}`, { recursive: true, force: true });
   }
 }

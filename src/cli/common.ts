@@ -2,7 +2,8 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { FileSystemError, fsError } from '../errors.js';
+import { FileSystemError, InvalidTreeError, fsError } from '../errors.js';
+import { type Digest, formatDigest } from '../core/digest.js';
 import { LocalStore, defaultStorePath } from '../store/local.js';
 
 export function addStoreOption(cmd: Command): Command {
@@ -84,4 +85,23 @@ export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): P
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * For an error met reading the tree a command was given: when it is the root itself that does not
+ * decode as a Directory message, the digest (or ref) names a blob that is not a tree, most often a
+ * file's contents, and the decoder's own words (an unsupported field tag) told the user nothing of
+ * that. Any other error is returned as it was.
+ */
+export function explainNotATree(e: unknown, roots: readonly (Digest | undefined)[], command: string): unknown {
+  if (!(e instanceof InvalidTreeError) || e.digest === undefined) return e;
+  const root = roots.find((d) => d !== undefined && formatDigest(d) === e.digest);
+  if (root === undefined) return e;
+  const d = formatDigest(root);
+  const why = e.message.replace(/^invalid Directory message in \S+: /, '');
+  return new InvalidTreeError(`${d} names a blob that is not a Directory (a tree): its bytes do not decode as one (${why})`, {
+    digest: d,
+    cause: e,
+    hint: `${command} takes the digest of a tree, as \`treecast snapshot\` prints it or a ref names it; a file's blob is read with \`treecast blob get ${d}\``,
+  });
 }

@@ -18,7 +18,7 @@ import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFreshPacked, planUpdate } from './plan.js';
-import { type LoadedRecord, dropRecord, loadRecord, saveRecord } from './record.js';
+import { type CheckoutSource, type LoadedRecord, loadRecord, saveRecord, saveStarted } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
 import { CreatedRecord } from './created.js';
 
@@ -72,6 +72,8 @@ export interface CheckoutOptions {
    * first, which fetches every blob before a file is touched.
    */
   unsecured?: { secure(): Promise<void>; isMiss(e: unknown): boolean };
+  /** How the tree was named and the remote it comes from, kept while the checkout runs (status names them if it does not finish). */
+  source?: CheckoutSource;
 }
 
 export interface CheckoutResult extends ExecuteResult {
@@ -132,8 +134,10 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
     const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) {
       // A run that stops half way leaves a record that only this same tree trusts (record.ts).
-      if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root);
-      else dropRecord(store, rootAbs);
+      // Trusting none, a started record (no finished tree): `status` can then name the checkout a
+      // kill left unfinished, and a checkout reads it as no record.
+      if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root, o.source);
+      else saveStarted(store, rootAbs, targetStat, root, !incremental, o.source);
     }
     pool ??= plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? new WorkerPool(0, { storeRoot: store.root }) : writerPool(jobs, store, o);
     const result = await executePlan(plan, {

@@ -89,8 +89,11 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
   }
   let input: number;
   try {
-    input = fs.openSync(src, 'r');
+    store.checkShard(src);
+    input = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (e) {
+    if (e instanceof DigestMismatchError) throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw store.notBlobFileError(d, src, 'a symbolic link');
     throw importError(e, store, d, dst);
   }
   try {
@@ -134,8 +137,11 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
 function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string): void {
   let st: fs.Stats | undefined;
   try {
-    st = fs.statSync(src, { throwIfNoEntry: false });
+    // lstat, refusing anything but a regular file in a real shard folder: a symlink planted in the
+    // store is never linked into a checkout nor copied through (same one call as the stat was).
+    st = store.blobFileStat(d);
   } catch (e) {
+    if (e instanceof DigestMismatchError) throw e;
     throw importError(e, store, d, dst); // a store folder that is a file (ENOTDIR): named, not raw
   }
   if (st === undefined) throw importError(Object.assign(new Error('no such blob'), { code: 'ENOENT' }), store, d, dst);

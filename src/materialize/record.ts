@@ -29,16 +29,40 @@ export interface CheckoutRecord {
   /** Identity of the target directory: a directory removed and made again is not the same one. */
   dev: number;
   ino: number;
-  root: string;
-  finishedAtMs: number;
+  /**
+   * The tree of the last finished checkout. Absent in a started record (saveStarted): a checkout
+   * that trusts no earlier one (the first into a directory, say) and has not finished yet.
+   */
+  root?: string;
+  finishedAtMs?: number;
   /** The tree of an update into the directory that started after `root` and has not finished. */
   pending?: string;
+  /** How the unfinished checkout named its tree (a ref or remote name), and the remote it came from. */
+  spec?: string;
+  remote?: string;
+  /** A started record of a checkout into an empty directory (every entry there came from it). */
+  fresh?: boolean;
+}
+
+/** Where an unfinished checkout came from, kept so that `status` can say how to finish it. */
+export interface CheckoutSource {
+  spec?: string;
+  remote?: string;
+}
+
+/** A checkout into the directory that started, trusting no finished one, and did not finish. */
+export interface StartedRecord extends CheckoutSource {
+  pending: Digest;
+  /** The checkout began in an empty directory. */
+  fresh: boolean;
 }
 
 export interface LoadedRecord {
   root: Digest;
   finishedAtMs: number;
   pending?: Digest;
+  /** With `pending`: where that update's tree came from. */
+  source?: CheckoutSource;
 }
 
 function recordPath(store: LocalStore, targetAbs: string): string {
@@ -90,13 +114,52 @@ export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.
   if (r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino) return undefined;
   if (typeof r.root !== 'string' || !looksLikeDigest(r.root) || typeof r.finishedAtMs !== 'number') return undefined;
   if (r.pending !== undefined && (typeof r.pending !== 'string' || !looksLikeDigest(r.pending))) return undefined;
-  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs, pending: r.pending === undefined ? undefined : parseDigest(r.pending) };
+  if (r.pending === undefined) return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs };
+  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs, pending: parseDigest(r.pending), source: sourceOf(r) };
 }
 
-export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats, root: Digest, finishedAtMs: number, pending?: Digest): void {
-  const p = recordPath(store, targetAbs);
+function sourceOf(r: CheckoutRecord): CheckoutSource {
+  const text = (v: unknown) => (typeof v === 'string' && v.length > 0 && v.length <= 4096 ? v : undefined);
+  return { spec: text(r.spec), remote: text(r.remote) };
+}
+
+/**
+ * A started record for `targetAbs`, when its last checkout trusted no finished one (the first into
+ * the directory, say) and did not finish (killed, interrupted, failed): what it was checking out,
+ * and from where. loadRecord never returns one, so a checkout treats it as no record.
+ */
+export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats): StartedRecord | undefined {
+  const r = readRecord(recordPath(store, targetAbs)) ?? readRecord(privateRecordPath(store, targetAbs));
+  if (!r || r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino || r.root !== undefined) return undefined;
+  if (typeof r.pending !== 'string' || !looksLikeDigest(r.pending)) return undefined;
+  return { pending: parseDigest(r.pending), fresh: r.fresh === true, ...sourceOf(r) };
+}
+
+/**
+ * Records a checkout of `pending` that trusts no finished checkout as started (replacing any
+ * record): a checkout killed before it finishes then leaves a record saying so, which `status`
+ * reports, where dropping the record left none ("no checkout is recorded").
+ */
+export function saveStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats, pending: Digest, fresh: boolean, source: CheckoutSource = {}): void {
+  const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, pending: formatDigest(pending) };
+  if (fresh) body.fresh = true;
+  if (source.spec !== undefined) body.spec = source.spec;
+  if (source.remote !== undefined) body.remote = source.remote;
+  save(store, targetAbs, body);
+}
+
+export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats, root: Digest, finishedAtMs: number, pending?: Digest, source: CheckoutSource = {}): void {
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, root: formatDigest(root), finishedAtMs };
-  if (pending) body.pending = formatDigest(pending);
+  if (pending) {
+    body.pending = formatDigest(pending);
+    if (source.spec !== undefined) body.spec = source.spec;
+    if (source.remote !== undefined) body.remote = source.remote;
+  }
+  save(store, targetAbs, body);
+}
+
+function save(store: LocalStore, targetAbs: string, body: CheckoutRecord): void {
+  const p = recordPath(store, targetAbs);
   try {
     writeRecord(p, store.tmpPath('rec'), body);
   } catch (e) {
@@ -110,11 +173,5 @@ export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.
     }
     return;
   }
-  unlinkQuietly(privateRecordPath(store, targetAbs));
-}
-
-/** Forgets the record (before a checkout changes the directory, so a crash leaves no stale claim). */
-export function dropRecord(store: LocalStore, targetAbs: string): void {
-  unlinkQuietly(recordPath(store, targetAbs));
   unlinkQuietly(privateRecordPath(store, targetAbs));
 }

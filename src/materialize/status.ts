@@ -6,14 +6,14 @@
  */
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
-import { formatDigest } from '../core/digest.js';
+import { type Digest, formatDigest } from '../core/digest.js';
 import { TargetError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { displayPath } from '../fs/byte-names.js';
 import { RealDiskView } from './disk-view.js';
 import { planUpdate } from './plan.js';
-import { loadRecord } from './record.js';
+import { type CheckoutSource, loadRecord, loadStarted } from './record.js';
 
 export interface StatusResult {
   target: string;
@@ -40,18 +40,19 @@ export function status(dir: string, store: LocalStore): StatusResult {
   }
   const record = loadRecord(store, rootAbs, st);
   if (!record) {
+    const started = loadStarted(store, rootAbs, st);
+    if (started) {
+      // Into an empty directory every entry came from that checkout: a file it was writing when
+      // killed shows as a local change, which --force replaces (untracked files are kept).
+      const partial = started.fresh ? '; if it reports a local change in a file it was writing when stopped, add --force (files the tree does not have are kept)' : '';
+      throw unfinished(rootAbs, started.pending, started, 'no checkout into it has finished', partial);
+    }
     throw new TargetError(`no checkout into ${rootAbs} is recorded in the store ${store.root}`, {
       path: rootAbs,
       hint: 'status compares a directory with the tree last checked out into it; `treecast checkout` records one',
     });
   }
-  if (record.pending) {
-    throw new TargetError(`the last checkout into ${rootAbs} (of ${formatDigest(record.pending)}) did not finish`, {
-      path: rootAbs,
-      digest: formatDigest(record.pending),
-      hint: 'run that checkout again to finish it; status then compares with its tree',
-    });
-  }
+  if (record.pending) throw unfinished(rootAbs, record.pending, record.source ?? {}, `the last finished one was of ${formatDigest(record.root)}`);
   const reader = new TreeReader(store);
   reader.usePack(record.root);
   const plan = planUpdate({
@@ -91,4 +92,25 @@ export function status(dir: string, store: LocalStore): StatusResult {
   // A missing directory is reported through the files it held; one that held nothing, by itself.
   for (const d of emptyDirs) removed.push(`${d}/`);
   return { target: rootAbs, digest: formatDigest(record.root), modified: modified.sort(), added: added.sort(), removed: removed.sort() };
+}
+
+/**
+ * A checkout into `rootAbs` started and did not finish (killed, interrupted or failed): which tree,
+ * how it was named, from which remote, and the command that finishes it.
+ */
+function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, before: string, more = ''): TargetError {
+  const tree = formatDigest(pending);
+  const named = source.spec !== undefined && source.spec !== tree ? ` ('${source.spec}')` : '';
+  const from = source.remote !== undefined ? ` from ${source.remote}` : '';
+  const again = `treecast checkout ${shellWord(source.remote !== undefined && source.spec !== undefined ? source.spec : tree)} ${shellWord(rootAbs)}${source.remote !== undefined ? ` --remote ${shellWord(source.remote)}` : ''}`;
+  return new TargetError(`the checkout of ${tree}${named}${from} into ${rootAbs} did not finish: it was interrupted or failed (${before})`, {
+    path: rootAbs,
+    digest: tree,
+    hint: `run the checkout again to finish it (\`${again}\`, with the options it had)${more}; status then compares with its tree`,
+  });
+}
+
+/** `s` quoted for a shell when it holds anything but plain path characters. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
 }

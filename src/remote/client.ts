@@ -11,7 +11,7 @@
  * one is a DigestMismatchError naming the digest and the server, and is never stored or retried.
  */
 import { Pool } from 'undici';
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream, openSync } from 'node:fs';
 import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
@@ -22,7 +22,7 @@ import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
 import { parseRemoteUrl } from './url.js';
-import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
+import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, READ_ONLY_HEADER, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
 
 export interface ClientOptions {
   /** Base URL of the cache, e.g. http://127.0.0.1:9090/ or http://host/instance/. */
@@ -188,10 +188,13 @@ export class RemoteClient {
   async uploadOne(d: Digest, store: LocalStore): Promise<void> {
     if (d.size === 0) return;
     await this.attempt('PUT', d, async () => {
-      const body = d.size <= 1 << 20 ? store.readSync(d) : createReadStream(store.blobPath(d.hash));
+      // A large blob is streamed from its file: only a regular file in a real shard folder (lstat),
+      // opened with O_NOFOLLOW, so a symlink planted in the store is never uploaded through.
+      if (d.size > 1 << 20) store.blobFileStat(d);
+      const body = d.size <= 1 << 20 ? store.readSync(d) : createReadStream(store.blobPath(d.hash), { fd: openSync(store.blobPath(d.hash), constants.O_RDONLY | constants.O_NOFOLLOW) });
       const r = await this.request('PUT', `cas/${d.hash}`, body, { 'content-type': 'application/octet-stream', 'content-length': String(d.size) });
       await r.body.dump();
-      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after']);
+      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after'], '', r.headers[READ_ONLY_HEADER]);
       this.stats.uploaded++;
       this.stats.uploadedBytes += d.size;
     });
@@ -220,7 +223,7 @@ export class RemoteClient {
         'content-type': 'application/octet-stream',
       });
       await r.body.dump();
-      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after']);
+      if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after'], '', r.headers[READ_ONLY_HEADER]);
       this.stats.uploaded++;
       this.stats.uploadedBytes += d.size;
     });
@@ -273,7 +276,7 @@ export class RemoteClient {
         return;
       }
       const text = await r.body.text().catch(() => '');
-      throw this.statusError(`PUT ac/${key}`, r.statusCode, undefined, r.headers['retry-after'], text);
+      throw this.statusError(`PUT ac/${key}`, r.statusCode, undefined, r.headers['retry-after'], text, r.headers[READ_ONLY_HEADER]);
     });
   }
 
@@ -480,7 +483,7 @@ export class RemoteClient {
       const r = await this.request('POST', `${BATCH_PREFIX}write`, body, { 'content-type': 'application/octet-stream' });
       const text = r.statusCode === 200 ? '' : await r.body.text().catch(() => '');
       if (r.statusCode === 200) await r.body.dump();
-      else throw this.statusError('POST write', r.statusCode, undefined, r.headers['retry-after'], text);
+      else throw this.statusError('POST write', r.statusCode, undefined, r.headers['retry-after'], text, r.headers[READ_ONLY_HEADER]);
     });
     this.stats.uploaded += digests.length;
     for (const d of digests) this.stats.uploadedBytes += d.size;
@@ -589,7 +592,19 @@ export class RemoteClient {
     });
   }
 
-  private statusError(what: string, status: number, d?: Digest, retryAfter?: string | string[], text = ''): RemoteError {
+  private statusError(what: string, status: number, d?: Digest, retryAfter?: string | string[], text = '', readOnly?: string | string[]): RemoteError {
+    // A write refused with 405: a treecast server says it is read-only (READ_ONLY_HEADER); another
+    // cache (nginx without WebDAV PUT, say) refuses the method the same way, so the hint says both.
+    if (status === 405 && what !== 'GET' && what !== 'HEAD') {
+      const isReadOnly = readOnly !== undefined;
+      return new RemoteError(`${what}${d ? ` ${formatDigest(d)}` : ''} to ${this.server} refused: ${isReadOnly ? 'the server is read-only' : 'the server does not accept writes there'} (HTTP 405)`, {
+        status,
+        digest: d ? formatDigest(d) : undefined,
+        hint: isReadOnly
+          ? 'the server was started with --read-only: push to a server started without it, or restart this one without --read-only'
+          : 'a treecast server started with --read-only answers so, as does a cache that takes no uploads: push to one that accepts them',
+      });
+    }
     const hint =
       status === 401
         ? this.headers.authorization === undefined

@@ -20,7 +20,7 @@ import { fsError } from '../errors.js';
 import { actionResultReferences } from '../store/action-cache.js';
 import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
+import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile, readOnlyRefusal } from './server-http.js';
 import { openFile } from '../fs/open-file.js';
 
 export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
@@ -72,7 +72,7 @@ function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string;
 
 async function putEntry(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
   const { req, res } = ctx;
-  if (core.opts.readOnly) throw methodNotAllowed(ctx, 'GET, HEAD');
+  if (core.opts.readOnly) throw readOnlyRefusal(ctx);
   const limit = core.opts.acValidation ? Math.min(MAX_ACTION_RESULT_BYTES, core.opts.maxBlobBytes) : core.opts.maxBlobBytes;
   const len = contentLength(req);
   if (len !== undefined && len > limit) throw new HttpFailure(413, `action cache entry of ${len} bytes is larger than the limit of ${limit}`, true);

@@ -9,7 +9,7 @@ import { readTreePack, treePackBytes } from '../store/tree-pack.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, Gather, HttpFailure, SMALL_READ, WRITE_GATHER, contentLength, finished, methodNotAllowed, readBody, readSmallBody, sendJson, streamFile, writeWithBackpressure } from './server-http.js';
+import { type Ctx, Gather, HttpFailure, SMALL_READ, openBlobNoFollow, WRITE_GATHER, contentLength, finished, methodNotAllowed, readBody, readSmallBody, sendJson, streamFile, writeWithBackpressure, readOnlyRefusal } from './server-http.js';
 import { FRAME_HEADER_BYTES, FRAME_MISSING, FRAME_PRESENT, FrameDecoder, RECORD_BYTES, WireError, decodeDigestList, encodeDigestList, encodeFrameHeader, writeRecord } from './wire.js';
 
 export async function serveBatch(core: ServerCore, op: 'missing' | 'read' | 'write', ctx: Ctx): Promise<void> {
@@ -117,12 +117,8 @@ function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sen
     sent.push(d.hash);
     return header(FRAME_PRESENT);
   }
-  let fd: number;
-  try {
-    fd = fs.openSync(core.store.blobPath(d.hash), 'r');
-  } catch {
-    return header(FRAME_MISSING);
-  }
+  const fd = openBlobNoFollow(core.store, d.hash);
+  if (fd === undefined) return header(FRAME_MISSING);
   let got = 0;
   try {
     // One byte more than the size: a regular file's read is short only at its end, so getting
@@ -147,12 +143,7 @@ function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sen
 
 /** A frame of a blob above SMALL_READ: the header, then the file streamed (or a "missing" frame). */
 async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: string[]): Promise<void> {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(core.store.blobPath(d.hash), 'r');
-  } catch {
-    /* not held: a missing frame */
-  }
+  const fd = openBlobNoFollow(core.store, d.hash); // undefined when not held: a missing frame
   try {
     const held = fd !== undefined && fs.fstatSync(fd).size === d.size;
     await out.add(encodeFrameHeader(d, held ? FRAME_PRESENT : FRAME_MISSING));
@@ -168,7 +159,7 @@ async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: s
 async function batchWrite(core: ServerCore, ctx: Ctx): Promise<void> {
   const { req, res } = ctx;
   const { maxBatchBytes, maxBlobBytes } = core.opts;
-  if (core.opts.readOnly) throw methodNotAllowed(ctx, 'GET, HEAD');
+  if (core.opts.readOnly) throw readOnlyRefusal(ctx);
   const len = contentLength(req);
   if (len !== undefined && len > maxBatchBytes) {
     throw new HttpFailure(413, `batch of ${len} bytes is larger than the limit of ${maxBatchBytes}`, true);

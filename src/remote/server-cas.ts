@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { EMPTY_HASH } from '../core/digest.js';
 import { BlobReceiver } from './receiver.js';
 import type { ServerCore } from './server.js';
-import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile } from './server-http.js';
+import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile, readOnlyRefusal } from './server-http.js';
 
 export async function serveCas(core: ServerCore, hash: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -24,8 +24,15 @@ async function getBlob(core: ServerCore, hash: string, ctx: Ctx, head: boolean):
     return;
   }
   const p = core.store.blobPath(hash);
-  const st = fs.statSync(p, { throwIfNoEntry: false });
-  if (!st) throw new HttpFailure(404, `blob ${hash} not found`);
+  // lstat, a regular file in a real shard folder only: a symlink planted in the store is not served.
+  let st: fs.Stats | undefined;
+  try {
+    core.store.checkShard(p);
+    st = fs.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    st = undefined;
+  }
+  if (!st?.isFile()) throw new HttpFailure(404, `blob ${hash} not found`);
   await sendFile(res, p, st.size, head);
   if (head || !res.writableFinished) return;
   ctx.entry.sent = [hash];
@@ -34,7 +41,7 @@ async function getBlob(core: ServerCore, hash: string, ctx: Ctx, head: boolean):
 async function putBlob(core: ServerCore, hash: string, ctx: Ctx): Promise<void> {
   const { req, res } = ctx;
   const { maxBlobBytes } = core.opts;
-  if (core.opts.readOnly) throw methodNotAllowed(ctx, 'GET, HEAD');
+  if (core.opts.readOnly) throw readOnlyRefusal(ctx);
   const len = contentLength(req);
   if (len !== undefined && len > maxBlobBytes) {
     throw new HttpFailure(413, `blob of ${len} bytes is larger than the limit of ${maxBlobBytes}`, true);

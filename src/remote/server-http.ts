@@ -5,6 +5,8 @@
  */
 import * as http from 'node:http';
 import * as fs from 'node:fs';
+import { READ_ONLY_HEADER } from './wire.js';
+import type { LocalStore } from '../store/local.js';
 
 export interface AccessLogEntry {
   method: string;
@@ -171,10 +173,17 @@ export async function sendFile(res: http.ServerResponse, path: string, size: num
     res.end();
     return;
   }
+  // O_NOFOLLOW: a symlink planted in the store is never served (the caller's lstat saw a file; this
+  // holds if one is swapped in since).
   if (size <= SMALL_READ) {
-    res.end(fs.readFileSync(path));
+    const fd = fs.openSync(path, NO_FOLLOW);
+    try {
+      res.end(fs.readFileSync(fd));
+    } finally {
+      fs.closeSync(fd);
+    }
   } else {
-    const fd = fs.openSync(path, 'r');
+    const fd = fs.openSync(path, NO_FOLLOW);
     try {
       await streamFile(fd, size, res);
     } finally {
@@ -183,6 +192,23 @@ export async function sendFile(res: http.ServerResponse, path: string, size: num
     res.end();
   }
   await finished(res);
+}
+
+const NO_FOLLOW = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW;
+
+/**
+ * An open descriptor of blob `hash` in `store`, or undefined when the store does not hold it as a
+ * regular file in a real shard folder: a symlink planted at its name or as its shard is never
+ * followed (served as missing; `treecast verify` reports it).
+ */
+export function openBlobNoFollow(store: LocalStore, hash: string): number | undefined {
+  const p = store.blobPath(hash);
+  try {
+    store.checkShard(p);
+    return fs.openSync(p, NO_FOLLOW);
+  } catch {
+    return undefined;
+  }
 }
 
 export function readFully(fd: number, buf: Buffer, off: number, len: number, position = 0): void {
@@ -211,6 +237,16 @@ export function sendJson(res: http.ServerResponse, status: number, value: unknow
 export function methodNotAllowed(ctx: Ctx, allow: string): HttpFailure {
   ctx.res.setHeader('allow', allow);
   return new HttpFailure(405, `method ${ctx.req.method} not allowed here`, hasBody(ctx.req));
+}
+
+/**
+ * A write (blob, batch or action cache upload) to a server started with --read-only: 405 with
+ * `allow`, READ_ONLY_HEADER and a body saying so (a bare 405 gave the user no hint).
+ */
+export function readOnlyRefusal(ctx: Ctx): HttpFailure {
+  ctx.res.setHeader('allow', 'GET, HEAD');
+  ctx.res.setHeader(READ_ONLY_HEADER, '1');
+  return new HttpFailure(405, `this server is read-only (started with --read-only): ${ctx.req.method} refused, uploads are not accepted`, hasBody(ctx.req));
 }
 
 export function hasBody(req: http.IncomingMessage): boolean {

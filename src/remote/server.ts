@@ -253,8 +253,8 @@ export class RemoteServer implements ServerCore {
 
   private countStore(): void {
     for (const h of this.store.listHashes()) {
-      const st = fs.statSync(this.store.blobPath(h), { throwIfNoEntry: false });
-      if (!st) continue;
+      const st = fs.lstatSync(this.store.blobPath(h), { throwIfNoEntry: false });
+      if (!st?.isFile()) continue;
       this.blobs++;
       this.bytes += st.size;
     }
@@ -322,8 +322,9 @@ export class RemoteServer implements ServerCore {
 
   hasExact(d: Digest): boolean {
     if (d.size === 0) return d.hash === EMPTY_HASH;
-    const st = fs.statSync(this.store.blobPath(d.hash), { throwIfNoEntry: false });
-    return st !== undefined && st.size === d.size;
+    // lstat: a symlink planted at the blob's name is not held (it is never served either).
+    const st = fs.lstatSync(this.store.blobPath(d.hash), { throwIfNoEntry: false });
+    return st !== undefined && st.isFile() && st.size === d.size;
   }
 
   private fail(ctx: Ctx, e: unknown): void {

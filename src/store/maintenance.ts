@@ -6,23 +6,30 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type Digest, formatDigest, parseDigest } from '../core/digest.js';
+import { type Digest, formatDigest, isHash, parseDigest } from '../core/digest.js';
+import { fsError } from '../errors.js';
 import { decodeDirectory } from '../core/reapi.js';
 import { decodeActionResult } from '../core/action-result.js';
 import { ActionCache, actionResultReferences } from './action-cache.js';
 import { lockStoreForGc } from '../fs/target-guard.js';
-import type { LocalStore } from './local.js';
+import { type LocalStore, SHARDS, entryKind, isRealFolder, safeReaddir } from './local.js';
 
 export interface VerifyResult {
   checked: number;
   bytes: number;
+  /**
+   * Blobs whose bytes disagree with their name (`actual`: what they hash to), and store entries
+   * that are not what the store made (`actual`: "a symbolic link", ...; `hash` empty for a shard
+   * folder): those are never read, followed or descended into.
+   */
   corrupt: { hash: string; path: string; actual: string }[];
   repaired: boolean;
 }
 
 function hashFile(path: string): { hash: string; size: number } {
   const h = createHash('sha256');
-  const fd = fs.openSync(path, 'r');
+  // O_NOFOLLOW: a symlink swapped in after the lstat is still not read through (ELOOP).
+  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   const buf = Buffer.allocUnsafe(1 << 20);
   let size = 0;
   try {
@@ -37,21 +44,77 @@ function hashFile(path: string): { hash: string; size: number } {
   return { hash: h.digest('hex'), size };
 }
 
+/**
+ * Removes the store entry `path` itself (a corrupt blob, or a symlink or file planted where the store
+ * keeps a blob or a shard folder): unlink never follows a symlink, so its target is left alone. A
+ * planted directory is not emptied: it may hold anything, and is reported for the user to move.
+ */
+function removeEntry(path: string): void {
+  try {
+    fs.unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(e, 'cannot remove', path);
+  }
+}
+
 export function verifyStore(store: LocalStore, repair: boolean, onProgress?: (n: number) => void): VerifyResult {
   const res: VerifyResult = { checked: 0, bytes: 0, corrupt: [], repaired: repair };
-  for (const hash of store.listHashes()) {
-    for (const path of [store.blobPath(hash), store.executableBlobPath(hash)]) {
-      if (!fs.existsSync(path)) continue;
-      const actual = hashFile(path);
-      res.checked++;
-      res.bytes += actual.size;
-      if (actual.hash !== hash) {
-        res.corrupt.push({ hash, path, actual: formatDigest(actual) });
-        if (repair) store.removeBlobSync(hash);
+  let unrepaired = false;
+  const damaged = (hash: string, path: string, st: fs.Stats) => {
+    const kind = entryKind(st);
+    res.corrupt.push({ hash, path, actual: st.isDirectory() ? kind : `${kind} (not followed)` });
+    if (!repair) return;
+    if (st.isDirectory()) unrepaired = true;
+    else removeEntry(path);
+  };
+  for (const top of ['cas', 'cas-exec']) {
+    const base = join(store.root, top);
+    const baseSt = fs.lstatSync(base, { throwIfNoEntry: false });
+    if (baseSt === undefined) continue;
+    if (!baseSt.isDirectory()) {
+      damaged('', base, baseSt);
+      continue;
+    }
+    for (const shard of SHARDS) {
+      const dir = join(base, shard);
+      const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+      if (st === undefined) continue;
+      if (!st.isDirectory()) {
+        damaged('', dir, st);
+        continue;
+      }
+      for (const hash of safeReaddir(dir)) {
+        if (!isHash(hash)) continue;
+        const path = join(dir, hash);
+        const entry = fs.lstatSync(path, { throwIfNoEntry: false });
+        if (entry === undefined) continue;
+        if (!entry.isFile()) {
+          damaged(hash, path, entry);
+          continue;
+        }
+        let actual;
+        try {
+          actual = hashFile(path);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed meanwhile (gc)
+          if ((e as NodeJS.ErrnoException).code === 'ELOOP') {
+            damaged(hash, path, fs.lstatSync(path));
+            continue;
+          }
+          throw fsError(e, 'cannot read blob', path);
+        }
+        res.checked++;
+        res.bytes += actual.size;
+        if (actual.hash !== hash) {
+          res.corrupt.push({ hash, path, actual: formatDigest(actual) });
+          // The plain blob goes with its executable twin (made from it); a twin alone, by itself.
+          if (repair) top === 'cas' ? store.removeBlobSync(hash) : removeEntry(path);
+        }
+        onProgress?.(res.checked);
       }
     }
-    onProgress?.(res.checked);
   }
+  if (unrepaired) res.repaired = false;
   return res;
 }
 
@@ -107,8 +170,10 @@ function reachableFrom(store: LocalStore, actions: { key: string; path: string }
   const recDir = join(store.root, 'checkouts');
   for (const name of fs.existsSync(recDir) ? fs.readdirSync(recDir) : []) {
     try {
-      const rec = JSON.parse(fs.readFileSync(join(recDir, name), 'utf8')) as { target: string; root: string };
-      if (fs.existsSync(rec.target)) roots.push({ hash: rec.root.split('/')[0]!, size: Number(rec.root.split('/')[1]) });
+      const rec = JSON.parse(fs.readFileSync(join(recDir, name), 'utf8')) as { target: string; root?: string; pending?: string };
+      if (!fs.existsSync(rec.target)) continue;
+      // The tree of a checkout that did not finish is pinned too: running it again finishes it.
+      for (const d of [rec.root, rec.pending]) if (typeof d === 'string') roots.push({ hash: d.split('/')[0]!, size: Number(d.split('/')[1]) });
     } catch {
       /* unreadable record: it pins nothing */
     }
@@ -160,7 +225,8 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
   const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, actions: kept.length, removedActions, dryRun: opts.dryRun };
   for (const hash of store.listHashes()) {
     if (live.has(hash)) continue;
-    const st = fs.statSync(store.blobPath(hash), { throwIfNoEntry: false });
+    // lstat: a symlink planted at a blob's name is judged (and removed) itself, never its target.
+    const st = fs.lstatSync(store.blobPath(hash), { throwIfNoEntry: false });
     // A blob younger than the grace period may belong to a snapshot still being written.
     if (!st || st.mtimeMs > cutoff) continue;
     res.removed.push(hash);
@@ -169,7 +235,8 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
   }
   // Tree packs of trees no longer reachable go too (they are only a cache of reachable trees).
   const packs = join(store.root, 'trees');
-  if (!opts.dryRun) for (const name of fs.existsSync(packs) ? fs.readdirSync(packs) : []) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
+  // Never through a symlink planted as trees/ (it would remove every file where it points).
+  if (!opts.dryRun && isRealFolder(packs)) for (const name of fs.readdirSync(packs)) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
   if (!opts.dryRun) for (const p of store.listTmpFiles()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
     // Temp files older than the grace period were left by a process that died mid-write.

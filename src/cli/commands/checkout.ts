@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import type { Digest } from '../../core/digest.js';
 import { UsageError } from '../../errors.js';
 import { CHECKOUT_METHODS, type CheckoutMethod, type CheckoutOptions, checkout } from '../../materialize/checkout.js';
-import { addJobsOption, addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
+import { addJobsOption, addJsonOption, addStoreOption, explainNotATree, openStore, withSignals } from '../common.js';
 import { formatBytes, printJson } from '../output.js';
 import { escapeControl } from '../../core/display.js';
 import { ProgressBar } from '../progress.js';
@@ -80,6 +80,7 @@ or --force that needs a blob again fetches it with --remote, or fails naming the
           onProgress: (p) => bar.update({ ...p, label: 'checkout' }),
           ...remote?.hooks,
           unsecured,
+          source: { spec, remote: o.remote },
         }).finally(async () => {
           if (remote) fetched = await remote.done();
         });
@@ -92,6 +93,8 @@ or --force that needs a blob again fetches it with --remote, or fails naming the
         remote = remoteCli.remoteCheckoutHooks(store, o.remote!, o, signal, !o.json && process.stderr.isTTY === true, resolved.fetcher, o.direct === true);
         return run(unsecured);
       });
+    }).catch((e: unknown) => {
+      throw explainNotATree(e, [root], 'checkout');
     });
     bar.finish();
     if (o.json) {

@@ -3,7 +3,7 @@ import { type Digest, formatDigest } from '../../core/digest.js';
 import { diffTrees } from '../../core/tree-diff.js';
 import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
 import { PathNotFoundError, UsageError } from '../../errors.js';
-import { addJsonOption, addStoreOption, openExistingStore } from '../common.js';
+import { addJsonOption, addStoreOption, explainNotATree, openExistingStore } from '../common.js';
 import { escapeControl, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
 
@@ -60,12 +60,16 @@ export function registerInspect(program: Command): void {
     const store = openExistingStore(o);
     const reader = new TreeReader(store);
     const tree = store.resolve(spec);
-    const at = sub === undefined ? { dir: tree, prefix: '' } : await lookUp(reader, tree, spec, sub);
     const rows: WalkedEntry[] = [];
-    const entries = 'entry' in at ? [at.entry] : reader.walk(at.dir, at.prefix);
-    for await (const e of entries) {
-      if (o.json) rows.push(e);
-      else process.stdout.write(`${lsLine(e)}\n`);
+    try {
+      const at = sub === undefined ? { dir: tree, prefix: '' } : await lookUp(reader, tree, spec, sub);
+      const entries = 'entry' in at ? [at.entry] : reader.walk(at.dir, at.prefix);
+      for await (const e of entries) {
+        if (o.json) rows.push(e);
+        else process.stdout.write(`${lsLine(e)}\n`);
+      }
+    } catch (e) {
+      throw explainNotATree(e, [tree], 'ls');
     }
     if (o.json) {
       printJson(rows.map((e) => ('digest' in e ? { ...e, digest: formatDigest(e.digest) } : e)));
@@ -82,7 +86,13 @@ export function registerInspect(program: Command): void {
   diff.action(async (a: string, b: string, o: { store?: string; json?: boolean }) => {
     const store = openExistingStore(o);
     const reader = new TreeReader(store);
-    const changes = diffTrees(store.resolve(a), store.resolve(b), (d) => reader.getSync(d));
+    const [ta, tb] = [store.resolve(a), store.resolve(b)];
+    let changes;
+    try {
+      changes = diffTrees(ta, tb, (d) => reader.getSync(d));
+    } catch (e) {
+      throw explainNotATree(e, [ta, tb], 'diff');
+    }
     if (o.json) {
       printJson(changes);
       return;

@@ -7,15 +7,23 @@ import { escapeControl, formatBytes, printJson } from '../output.js';
 export function registerMaintenance(program: Command): void {
   const verify = program
     .command('verify')
-    .description('re-hash every blob in the store and report corrupt ones (exit 5 when any is found and not repaired)')
-    .option('--repair', 'remove corrupt blobs so they can be fetched or captured again');
+    .description(
+      're-hash every blob in the store and report corrupt ones, and entries that are not blob files (a symlink is reported, never followed) (exit 5 when any is found and not repaired)',
+    )
+    .option('--repair', 'remove corrupt blobs and planted symlinks or files (never what a symlink points to) so they can be fetched or captured again');
   addStoreOption(verify);
   addJsonOption(verify);
   verify.action(async (o: { repair?: boolean; store?: string; json?: boolean }) => {
     const r = verifyStore(openExistingStore(o), o.repair === true);
     if (o.json) printJson({ ok: r.corrupt.length === 0 || r.repaired, ...r });
     else {
-      for (const c of r.corrupt) process.stdout.write(`corrupt ${c.hash} (${escapeControl(c.path)} hashes to ${c.actual})${r.repaired ? ': removed' : ''}\n`);
+      for (const c of r.corrupt) {
+        // A store entry that is not a blob file (a planted symlink, say) is named by its path: it was never read or followed.
+        if (c.actual.startsWith('a ')) {
+          const done = o.repair ? (c.actual === 'a directory' ? ': not removed, move it out of the store' : ': removed (its target untouched)') : '';
+          process.stdout.write(`damaged ${escapeControl(c.path)} (${c.actual})${done}\n`);
+        } else process.stdout.write(`corrupt ${c.hash} (${escapeControl(c.path)} hashes to ${c.actual})${o.repair ? ': removed' : ''}\n`);
+      }
       process.stderr.write(`verify: ${r.checked} blobs, ${formatBytes(r.bytes)}, ${r.corrupt.length} corrupt\n`);
     }
     if (r.corrupt.length > 0 && !r.repaired) {

@@ -274,7 +274,7 @@ export function registerRemote(program: Command): void {
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:9090')
     .option('--token <token>', 'require this bearer token on every request (or --token-file, or TREECAST_TOKEN)')
     .option('--token-file <file>', 'read the required token from the first line of FILE')
-    .option('--read-only', 'refuse uploads (405)')
+    .option('--read-only', 'refuse uploads (405, saying the server is read-only)')
     .option('--no-batch', 'offer only the plain Bazel HTTP cache protocol')
     .option('--no-ac-validation', 'store any bytes in the action cache (/ac/), as ccache needs; by default entries must be REAPI ActionResults')
     .option('--max-blob-size <size>', 'largest blob accepted (e.g. 512M, 64G)', parseSize('--max-blob-size'))
