@@ -21,7 +21,7 @@
  * pack alone. Peak RSS of `checkout` (18 and 12 interleaved runs): node_modules copy 103 MB
  * (96-104) -> 85 MB (84-89), Linux hardlink 131 MB (127-132) -> 102 MB (98-103).
  */
-import { Cursor, decodeDirectory } from './reapi.js';
+import { Cursor, compareBytes, decodeDirectory } from './reapi.js';
 import { MAX_NAME_BYTES, MAX_TARGET_BYTES } from './names.js';
 
 /** Entry kinds in `PackedTree.kinds`. */
@@ -174,7 +174,7 @@ export class PackedTree {
     let nonAscii = nameProblem(buf, nameStart, nameEnd);
     c.pos = nameEnd;
     // Each group strictly increasing in UTF-8 byte order (so no duplicate within it).
-    if (notFirst && sameGroup(this.kinds[e - 1]!, tag) && compareBytes(buf, this.nameStarts[e - 1]!, this.nameEnds[e - 1]!, nameStart, nameEnd) >= 0) {
+    if (notFirst && sameGroup(this.kinds[e - 1]!, tag) && compareBytes(buf, this.nameStarts[e - 1]!, this.nameEnds[e - 1]!, buf, nameStart, nameEnd) >= 0) {
       throw REFUSED;
     }
     this.nameStarts[e] = nameStart;
@@ -273,18 +273,6 @@ function sameGroup(k: number, tag: number): boolean {
   return tag === TAG_FILE ? k <= P_EXEC : k === kindOf(tag);
 }
 
-/** memcmp order of two names in one buffer, a shorter prefix first. */
-function compareBytes(b: Buffer, xs: number, xe: number, ys: number, ye: number): number {
-  const xl = xe - xs;
-  const yl = ye - ys;
-  const n = xl < yl ? xl : yl;
-  for (let k = 0; k < n; k++) {
-    const d = b[xs + k]! - b[ys + k]!;
-    if (d !== 0) return d;
-  }
-  return xl - yl;
-}
-
 /** No name in two groups: a three-way merge of the sorted groups [a, b), [b, c), [c, d). */
 function checkDisjoint(t: PackedTree, buf: Buffer, a: number, b: number, c: number, d: number): void {
   const ns = t.nameStarts;
@@ -300,7 +288,7 @@ function checkDisjoint(t: PackedTree, buf: Buffer, a: number, b: number, c: numb
         min = x;
         continue;
       }
-      const o = compareBytes(buf, ns[x]!, ne[x]!, ns[min]!, ne[min]!);
+      const o = compareBytes(buf, ns[x]!, ne[x]!, buf, ns[min]!, ne[min]!);
       if (o === 0) throw REFUSED;
       if (o < 0) min = x;
     }
