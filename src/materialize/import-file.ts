@@ -89,11 +89,9 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
   }
   let input: number;
   try {
-    store.checkShard(src);
-    input = fs.openSync(src, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    input = store.openBlobFile(d, src);
   } catch (e) {
     if (e instanceof DigestMismatchError) throw e;
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw store.notBlobFileError(d, src, 'a symbolic link');
     throw importError(e, store, d, dst);
   }
   try {

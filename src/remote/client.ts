@@ -11,7 +11,7 @@
  * one is a DigestMismatchError naming the digest and the server, and is never stored or retried.
  */
 import { Pool } from 'undici';
-import { constants, createReadStream, openSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { type Digest, digestOf, formatDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
@@ -191,7 +191,7 @@ export class RemoteClient {
       // A large blob is streamed from its file: only a regular file in a real shard folder (lstat),
       // opened with O_NOFOLLOW, so a symlink planted in the store is never uploaded through.
       if (d.size > 1 << 20) store.blobFileStat(d);
-      const body = d.size <= 1 << 20 ? store.readSync(d) : createReadStream(store.blobPath(d.hash), { fd: openSync(store.blobPath(d.hash), constants.O_RDONLY | constants.O_NOFOLLOW) });
+      const body = d.size <= 1 << 20 ? store.readSync(d) : createReadStream(store.blobPath(d.hash), { fd: store.openBlobFile(d) });
       const r = await this.request('PUT', `cas/${d.hash}`, body, { 'content-type': 'application/octet-stream', 'content-length': String(d.size) });
       await r.body.dump();
       if (r.statusCode < 200 || r.statusCode > 299) throw this.statusError('PUT', r.statusCode, d, r.headers['retry-after'], '', r.headers[READ_ONLY_HEADER]);

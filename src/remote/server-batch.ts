@@ -117,7 +117,7 @@ function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sen
     sent.push(d.hash);
     return header(FRAME_PRESENT);
   }
-  const fd = openBlobNoFollow(core.store, d.hash);
+  const fd = openBlobNoFollow(core.store, d);
   if (fd === undefined) return header(FRAME_MISSING);
   let got = 0;
   try {
@@ -143,7 +143,7 @@ function readFrameInto(core: ServerCore, d: Digest, buf: Buffer, at: number, sen
 
 /** A frame of a blob above SMALL_READ: the header, then the file streamed (or a "missing" frame). */
 async function writeLargeFrame(core: ServerCore, d: Digest, out: Gather, sent: string[]): Promise<void> {
-  const fd = openBlobNoFollow(core.store, d.hash); // undefined when not held: a missing frame
+  const fd = openBlobNoFollow(core.store, d); // undefined when not held: a missing frame
   try {
     const held = fd !== undefined && fs.fstatSync(fd).size === d.size;
     await out.add(encodeFrameHeader(d, held ? FRAME_PRESENT : FRAME_MISSING));

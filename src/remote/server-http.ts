@@ -6,6 +6,7 @@
 import * as http from 'node:http';
 import * as fs from 'node:fs';
 import { READ_ONLY_HEADER } from './wire.js';
+import type { Digest } from '../core/digest.js';
 import type { LocalStore } from '../store/local.js';
 
 export interface AccessLogEntry {
@@ -197,15 +198,13 @@ export async function sendFile(res: http.ServerResponse, path: string, size: num
 const NO_FOLLOW = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW;
 
 /**
- * An open descriptor of blob `hash` in `store`, or undefined when the store does not hold it as a
- * regular file in a real shard folder: a symlink planted at its name or as its shard is never
- * followed (served as missing; `treecast verify` reports it).
+ * An open descriptor of blob `d` in `store` (LocalStore.openBlobFile), or undefined when the store
+ * cannot open it as its file: absent, or a symlink planted at its name or as its shard, which is
+ * never followed (served as missing; `treecast verify` reports it).
  */
-export function openBlobNoFollow(store: LocalStore, hash: string): number | undefined {
-  const p = store.blobPath(hash);
+export function openBlobNoFollow(store: LocalStore, d: Digest): number | undefined {
   try {
-    store.checkShard(p);
-    return fs.openSync(p, NO_FOLLOW);
+    return store.openBlobFile(d);
   } catch {
     return undefined;
   }

@@ -75,8 +75,8 @@ export class LocalStore implements BlobStore {
   private readonly execDir: string;
   private readonly tmpDir: string;
   private readonly shards = new Set<string>();
-  /** Shard folders this process found to be real folders (checkShard). */
-  private readonly soundShards = new Set<string>();
+  /** Store folders (shards, cas/, cas-exec/) this process found to be real folders (checkShard, isSoundFolder). */
+  private readonly soundFolders = new Set<string>();
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -168,12 +168,10 @@ export class LocalStore implements BlobStore {
     const p = this.blobPath(d.hash);
     let bytes: Buffer;
     try {
-      this.checkShard(p);
-      // Never through a symlink planted at the blob's name (O_NOFOLLOW: ELOOP, reported as damage).
       // Perf: the same system calls as readFileSync(path) (open, statx, read, close): strace -c of
       // 62,000 reads of 200 B-4 KiB files on tmpfs counted 248,176 calls before, 248,177 after (the
       // one lstat of the shard); CPU 402-578 ms against 417-584 ms (8 interleaved runs each, load noisy).
-      const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      const fd = this.openBlobFile(d, p);
       try {
         bytes = fs.readFileSync(fd);
       } finally {
@@ -184,7 +182,6 @@ export class LocalStore implements BlobStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
       }
-      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw this.notBlobFileError(d, p, 'a symbolic link');
       throw this.damagedBlobError(e, d) ?? fsError(e, `cannot read blob ${formatDigest(d)} at`, p);
     }
     const actual = { hash: sha256Hex(bytes), size: bytes.length };
@@ -205,7 +202,7 @@ export class LocalStore implements BlobStore {
    */
   checkShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
-    if (this.soundShards.has(dir)) return;
+    if (this.soundFolders.has(dir)) return;
     const st = fs.lstatSync(dir, { throwIfNoEntry: false });
     // No folder there, or a file in its way: the caller's own call fails (ENOENT, ENOTDIR) and says so.
     if (st === undefined || st.isFile()) return;
@@ -215,7 +212,31 @@ export class LocalStore implements BlobStore {
         hint: 'run `treecast verify --repair` to remove it (only the entry in the store goes), then fetch or snapshot what needs its blobs again',
       });
     }
-    this.soundShards.add(dir);
+    this.soundFolders.add(dir);
+  }
+
+  /** isRealFolder, remembered when true (soundFolders): gc removing thousands of blobs checks each folder once. */
+  private isSoundFolder(dir: string): boolean {
+    if (this.soundFolders.has(dir)) return true;
+    if (!isRealFolder(dir)) return false;
+    this.soundFolders.add(dir);
+    return true;
+  }
+
+  /**
+   * A read-only descriptor of blob `d`'s file at `p` (the blob or its executable twin), never through
+   * a symlink: one planted at the name (O_NOFOLLOW: ELOOP) or as its shard folder (checkShard) is a
+   * DigestMismatchError naming it; any other error (ENOENT, ...) is thrown as it came, for the
+   * caller to name in its own terms.
+   */
+  openBlobFile(d: Digest, p = this.blobPath(d.hash)): number {
+    this.checkShard(p);
+    try {
+      return fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw this.notBlobFileError(d, p, 'a symbolic link');
+      throw e;
+    }
   }
 
   /**
@@ -465,7 +486,7 @@ export class LocalStore implements BlobStore {
       // Never through a shard folder (or cas/, cas-exec/) that is not a real folder (verify reports
       // it): the unlink would remove a file wherever a planted symlink points.
       const shard = p.slice(0, p.lastIndexOf('/'));
-      if (!isRealFolder(shard) || !isRealFolder(shard.slice(0, shard.lastIndexOf('/')))) continue;
+      if (!this.isSoundFolder(shard) || !this.isSoundFolder(shard.slice(0, shard.lastIndexOf('/')))) continue;
       try {
         fs.unlinkSync(p);
       } catch (e) {
