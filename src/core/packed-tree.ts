@@ -21,7 +21,7 @@
  * pack alone. Peak RSS of `checkout` (18 and 12 interleaved runs): node_modules copy 103 MB
  * (96-104) -> 85 MB (84-89), Linux hardlink 131 MB (127-132) -> 102 MB (98-103).
  */
-import { Cursor, compareBytes, decodeDirectory } from './reapi.js';
+import { Cursor, TAG_DIGEST, TAG_DIR, TAG_EXEC, TAG_FILE, TAG_HASH, TAG_LINK, TAG_NAME, TAG_SIZE, TAG_TARGET, compareBytes, decodeDirectory, sharedNameAt } from './reapi.js';
 import { MAX_NAME_BYTES, MAX_TARGET_BYTES } from './names.js';
 
 /** Entry kinds in `PackedTree.kinds`. */
@@ -29,16 +29,6 @@ export const P_FILE = 0;
 export const P_EXEC = 1;
 export const P_DIR = 2;
 export const P_LINK = 3;
-
-const TAG_FILE = 0x0a;
-const TAG_DIR = 0x12;
-const TAG_LINK = 0x1a;
-const TAG_NAME = 0x0a;
-const TAG_DIGEST = 0x12;
-const TAG_TARGET = 0x12;
-const TAG_EXEC = 0x20;
-const TAG_HASH = 0x0a;
-const TAG_SIZE = 0x10;
 
 /** Thrown inside the byte checks; the caller then asks decodeDirectory for the real error. */
 const REFUSED = new Error('refused');
@@ -158,7 +148,8 @@ export class PackedTree {
       else if (tag === TAG_DIR) dirEnd = e + 1;
       this.entries++;
     }
-    checkDisjoint(this, buf, first, fileEnd, dirEnd, this.entries);
+    // No name in two groups.
+    if (sharedNameAt(buf, this.nameStarts, this.nameEnds, first, fileEnd, dirEnd, this.entries) >= 0) throw REFUSED;
     this.fileEnd.push(fileEnd);
     this.dirEnd.push(dirEnd);
     return nonAscii;
@@ -271,29 +262,4 @@ function kindOf(tag: number): number {
 /** Whether an entry of kind `k` is in the same group (files, dirs, links) as a field `tag`. */
 function sameGroup(k: number, tag: number): boolean {
   return tag === TAG_FILE ? k <= P_EXEC : k === kindOf(tag);
-}
-
-/** No name in two groups: a three-way merge of the sorted groups [a, b), [b, c), [c, d). */
-function checkDisjoint(t: PackedTree, buf: Buffer, a: number, b: number, c: number, d: number): void {
-  const ns = t.nameStarts;
-  const ne = t.nameEnds;
-  let i = a;
-  let j = b;
-  let k = c;
-  while ((i < b ? 1 : 0) + (j < c ? 1 : 0) + (k < d ? 1 : 0) >= 2) {
-    let min = -1;
-    for (const x of [i < b ? i : -1, j < c ? j : -1, k < d ? k : -1]) {
-      if (x < 0) continue;
-      if (min < 0) {
-        min = x;
-        continue;
-      }
-      const o = compareBytes(buf, ns[x]!, ne[x]!, buf, ns[min]!, ne[min]!);
-      if (o === 0) throw REFUSED;
-      if (o < 0) min = x;
-    }
-    if (min === i) i++;
-    else if (min === j) j++;
-    else k++;
-  }
 }

@@ -226,15 +226,15 @@ export class Cursor {
 }
 
 // Field tags, (field number << 3) | wire type, as literals so entry kinds narrow by type.
-const TAG_FILE = 0x0a; // files = 1, length-delimited
-const TAG_DIR = 0x12; // directories = 2
-const TAG_LINK = 0x1a; // symlinks = 3
-const TAG_NAME = (1 << 3) | 2;
-const TAG_DIGEST = (2 << 3) | 2;
-const TAG_TARGET = (2 << 3) | 2;
-const TAG_EXEC = (4 << 3) | 0;
-const TAG_HASH = (1 << 3) | 2;
-const TAG_SIZE = (2 << 3) | 0;
+export const TAG_FILE = 0x0a; // files = 1, length-delimited
+export const TAG_DIR = 0x12; // directories = 2
+export const TAG_LINK = 0x1a; // symlinks = 3
+export const TAG_NAME = (1 << 3) | 2;
+export const TAG_DIGEST = (2 << 3) | 2;
+export const TAG_TARGET = (2 << 3) | 2;
+export const TAG_EXEC = (4 << 3) | 0;
+export const TAG_HASH = (1 << 3) | 2;
+export const TAG_SIZE = (2 << 3) | 0;
 
 /** A canonical Digest: the hash field, then the size field only when non-zero. */
 export function readDigest(c: Cursor, limit: number): Digest {
@@ -462,31 +462,42 @@ export function rawEntry(raw: RawDirectory, i: number): Node {
 }
 
 function checkGroupsDisjoint(raw: RawDirectory, c: Cursor): void {
-  // Each group is sorted; a name in two groups shows as equal heads in a merge of the groups.
-  const heads: number[] = [];
-  const limits: number[] = [];
-  for (let i = 0; i < raw.kinds.length; i++) {
-    if (i === 0 || raw.kinds[i] !== raw.kinds[i - 1]) {
-      heads.push(i);
-      if (heads.length > 1) limits.push(i);
+  // The groups are contiguous, in tag order (splitDirectory refuses any other order).
+  const n = raw.kinds.length;
+  let dirs = 0;
+  while (dirs < n && raw.kinds[dirs] === TAG_FILE) dirs++;
+  let links = dirs;
+  while (links < n && raw.kinds[links] === TAG_DIR) links++;
+  const dup = sharedNameAt(raw.bytes, raw.nameStarts, raw.nameEnds, 0, dirs, links, n);
+  if (dup >= 0) c.fail(`duplicate entry '${raw.bytes.toString('utf8', raw.nameStarts[dup], raw.nameEnds[dup])}'`);
+}
+
+/**
+ * An entry whose name (bytes [nameStarts, nameEnds) of `buf`) is also in another of the groups
+ * [a, b), [b, c), [c, d), each sorted by compareBytes; -1 when no name is in two. A three-way merge:
+ * a name in two groups shows as equal heads. Perf: no Set of every name, no allocation.
+ */
+export function sharedNameAt(buf: Uint8Array, ns: Uint32Array, ne: Uint32Array, a: number, b: number, c: number, d: number): number {
+  let i = a;
+  let j = b;
+  let k = c;
+  while ((i < b ? 1 : 0) + (j < c ? 1 : 0) + (k < d ? 1 : 0) >= 2) {
+    let min = i < b ? i : -1;
+    if (j < c) {
+      const o = min < 0 ? -1 : compareBytes(buf, ns[j]!, ne[j]!, buf, ns[min]!, ne[min]!);
+      if (o === 0) return j;
+      if (o < 0) min = j;
     }
-  }
-  limits.push(raw.kinds.length);
-  for (;;) {
-    let min = -1;
-    for (let g = 0; g < heads.length; g++) {
-      if (heads[g]! >= limits[g]!) continue;
-      if (min < 0) {
-        min = g;
-        continue;
-      }
-      const order = compareRawNames(raw, heads[g]!, raw, heads[min]!);
-      if (order === 0) c.fail(`duplicate entry '${raw.bytes.toString('utf8', raw.nameStarts[heads[g]!], raw.nameEnds[heads[g]!])}'`);
-      if (order < 0) min = g;
+    if (k < d) {
+      const o = min < 0 ? -1 : compareBytes(buf, ns[k]!, ne[k]!, buf, ns[min]!, ne[min]!);
+      if (o === 0) return k;
+      if (o < 0) min = k;
     }
-    if (min < 0) return;
-    heads[min]!++;
+    if (min === i) i++;
+    else if (min === j) j++;
+    else k++;
   }
+  return -1;
 }
 
 /**
