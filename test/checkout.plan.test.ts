@@ -22,7 +22,7 @@ const f = (path: string, text: string, executable = false): TreeEntry => ({ type
 class FakeDisk implements DiskView {
   reads: string[] = [];
   constructor(
-    private readonly files: Map<string, { type: DiskType; digest?: Digest; target?: string }>,
+    readonly files: Map<string, { type: DiskType; digest?: Digest; target?: string; partOf?: string }>,
     private readonly touched = new Set<string>(),
   ) {}
   list(rel: string): Map<string, DiskType> | undefined {
@@ -48,6 +48,12 @@ class FakeDisk implements DiskView {
   }
   readlink(rel: string): string | undefined {
     return this.files.get(rel)?.target;
+  }
+  /** `partOf`: the hash of the blob the file's bytes are a prefix of (a write stopped half way). */
+  partialOf(rel: string, expected: { digest: Digest }): boolean {
+    this.reads.push(`prefix ${rel}`);
+    const e = this.files.get(rel);
+    return e?.type === 'file' && e.partOf === expected.digest.hash;
   }
 }
 
@@ -224,4 +230,48 @@ test('a directory replaced by a symlink on disk is a conflict; with force the li
   assert.deepEqual(plan.conflicts, ['d']);
   const forced = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: true });
   assert.deepEqual(summary(forced), { removes: ['d'], steps: ['mkdir d', 'file d/x'], conflicts: [] });
+});
+
+/** A file a stopped checkout was writing: its bytes are the first part of `text`'s blob. */
+const partial = (path: string, text: string) => ({ path, entry: { type: 'file' as DiskType, digest: digestOf(Buffer.from(text.slice(0, 3))), partOf: digestOf(Buffer.from(text)).hash } });
+
+function withPartials(entries: TreeEntry[], partials: ReturnType<typeof partial>[]) {
+  const m = diskOf(entries);
+  for (const p of partials) m.set(p.path, p.entry);
+  return m;
+}
+
+test('resuming the same checkout, a file that is a prefix of its blob is replaced; without resume, or not a prefix, it is a conflict', () => {
+  const t = tree([f('d/big', 'the whole content'), f('d/done', 'done'), f('d/mine', 'their content'), f('todo', 't')]);
+  // 'd/big' stopped half way; 'd/done' finished; 'd/mine' holds other bytes; 'todo' not reached.
+  const disk = () => new FakeDisk(withPartials([f('d/done', 'done'), f('d/mine', 'other bytes')], [partial('d/big', 'the whole content')]));
+  const resumed = disk();
+  const plan = planUpdate({ target: t.root, ...lookupIn(t), disk: resumed, force: false, resume: true });
+  assert.deepEqual(plan.conflicts, ['d/mine']);
+  const clean = disk();
+  clean.files.delete('d/mine');
+  const ok = planUpdate({ target: t.root, ...lookupIn(t), disk: clean, force: false, resume: true });
+  assert.deepEqual(summary(ok), { removes: ['d/big'], steps: ['file d/big', 'file d/mine', 'file todo'], conflicts: [] });
+  assert.equal(ok.unchanged, 1);
+  assert.ok(!clean.reads.includes('prefix d/done'), 'a file equal to the target is never compared as a prefix');
+  const fresh = planUpdate({ target: t.root, ...lookupIn(t), disk: disk(), force: false });
+  assert.deepEqual(fresh.conflicts.sort(), ['d/big', 'd/mine'], 'another checkout than the stopped one finds the prefix a local change');
+});
+
+test('resuming an update of the same tree replaces the prefix it left where the trees differ', () => {
+  const v1 = tree([f('a', 'old a'), f('b', 'b')]);
+  const v2 = tree([f('a', 'the new a, longer'), f('b', 'b')]);
+  const disk = new FakeDisk(withPartials([f('b', 'b')], [partial('a', 'the new a, longer')]), new Set(['a']));
+  const plan = planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false, resume: true });
+  assert.deepEqual(summary(plan), { removes: ['a'], steps: ['file a'], conflicts: [] });
+  assert.deepEqual(planUpdate({ target: v2.root, previous: v1.root, ...lookupIn(v1, v2), disk, force: false }).conflicts, ['a']);
+});
+
+test('resuming, only a file in place of a file can be an unfinished write: a directory or symlink there is a conflict', () => {
+  const t = tree([f('x', 'content'), f('y', 'content')]);
+  const m = diskOf([{ type: 'dir', path: 'x' }, { type: 'symlink', path: 'y', target: 'x' }]);
+  const disk = new FakeDisk(m);
+  const plan = planUpdate({ target: t.root, ...lookupIn(t), disk, force: false, resume: true });
+  assert.deepEqual(plan.conflicts.sort(), ['x', 'y']);
+  assert.ok(!disk.reads.some((r) => r.startsWith('prefix')), disk.reads.join(', '));
 });

@@ -5,9 +5,10 @@
  */
 import { stopwatch } from '../core/clock.js';
 import * as fs from 'node:fs';
+import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
-import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
+import { DigestMismatchError, InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
@@ -18,7 +19,7 @@ import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFreshPacked, planUpdate } from './plan.js';
-import { type CheckoutSource, type LoadedRecord, loadRecord, saveRecord, saveStarted } from './record.js';
+import { type CheckoutSource, type LoadedRecord, loadRecord, loadStarted, saveRecord, saveStarted } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
 import { CreatedRecord } from './created.js';
 
@@ -262,9 +263,22 @@ async function makePlan(
         previous = undefined;
       }
     }
+    // The same checkout again after it stopped (killed, failed): a file it was writing is finished
+    // (plan.ts, resume). Any other checkout finds such a file a local change.
+    const resume = loaded ? loaded.pending !== undefined && sameDigest(loaded.pending, root) : sameStarted(store, rootAbs, targetStat, root);
     const planStart = Date.now();
-    const disk = new RealDiskView(rootAbs, store, previous && record ? record.finishedAtMs : 0);
-    plan = planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true });
+    const finishedAtMs = previous && record ? record.finishedAtMs : 0;
+    const planWith = (disk: RealDiskView) =>
+      planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true, resume });
+    const disk = new RealDiskView(rootAbs, store, finishedAtMs);
+    plan = planWith(disk);
+    if (resume && plan.conflicts.length > 0 && disk.unavailable.length > 0) {
+      // A remote checkout writes some files straight from fetched bytes (--direct; a hardlink's
+      // write-linked.ts), so the blob a stopped write was a prefix of may be missing here: fetched
+      // now, verified, and the plan made again. Only on this path: a conflict while resuming.
+      const fetched = await fetchForResume(disk.unavailable, o);
+      if (fetched) plan = planWith(new RealDiskView(rootAbs, store, finishedAtMs, fetched));
+    }
     // A plan that checked every entry proves the disk as it was when it started looking.
     provenBefore = previous && record && o.force !== true ? record.finishedAtMs : planStart;
     // Without force the plan touches only paths where the two trees differ, which a run again of
@@ -273,6 +287,53 @@ async function makePlan(
   }
   if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
   return { plan, provenBefore, trusted };
+}
+
+/** The target's record is a started one (a first checkout that did not finish) of this tree. */
+function sameStarted(store: LocalStore, rootAbs: string, targetStat: fs.Stats, root: Digest): boolean {
+  const started = loadStarted(store, rootAbs, targetStat);
+  return started !== undefined && sameDigest(started.pending, root);
+}
+
+/** At most this many bytes of blobs are held in memory for a resumed --direct checkout's prefix checks. */
+const RESUME_FETCH_BYTES = 64 << 20;
+
+/**
+ * Blobs a resumed remote checkout needs to tell whether a file is its stopped write's prefix
+ * (RealDiskView.unavailable): into the store as the checkout would store them (ensureBlobs), or,
+ * for --direct, which keeps file blobs out of the store, into memory (up to RESUME_FETCH_BYTES;
+ * a file whose blob is not fetched stays a local change). Each one verified: a file is replaced
+ * only for bytes that truly are its blob's. Undefined when there is no remote to fetch from.
+ */
+async function fetchForResume(wanted: readonly Digest[], o: CheckoutOptions): Promise<ReadonlyMap<string, Uint8Array> | undefined> {
+  const distinct = new Map<string, Digest>();
+  for (const d of wanted) distinct.set(d.hash, d);
+  if (o.fetchBytes) {
+    const take: Digest[] = [];
+    let total = 0;
+    for (const d of distinct.values()) {
+      if (total + d.size > RESUME_FETCH_BYTES) continue;
+      take.push(d);
+      total += d.size;
+    }
+    if (take.length === 0) return undefined;
+    const data = new Uint8Array(total);
+    const { source } = await o.fetchBytes(take, data);
+    const held = new Map<string, Uint8Array>();
+    let at = 0;
+    for (const d of take) {
+      const bytes = data.subarray(at, (at += d.size));
+      const actual = createHash('sha256').update(bytes).digest('hex');
+      if (actual !== d.hash) {
+        throw new DigestMismatchError(`blob ${formatDigest(d)} from ${source} refused: its bytes hash to ${actual}/${bytes.length}`, { digest: formatDigest(d) });
+      }
+      held.set(d.hash, bytes);
+    }
+    return held;
+  }
+  if (!o.ensureBlobs) return undefined;
+  await o.ensureBlobs([...distinct.values()]);
+  return new Map();
 }
 
 /**

@@ -9,13 +9,24 @@ import { diskPath, nameKey } from '../fs/byte-names.js';
 /** Kernel timestamps come from a coarse clock; a change this close to the record's time is not trusted. */
 const RACY_MARGIN_MS = 50;
 
+/** partialOf compares a file with its blob this many bytes at a time. */
+const PREFIX_CHUNK = 1 << 20;
+
 export class RealDiskView implements DiskView {
   constructor(
     private readonly rootAbs: string,
     private readonly store: LocalStore,
     /** When the last checkout finished (0 when there is no record). */
     private readonly finishedAtMs: number,
+    /** Verified bytes of blobs the store lacks (a remote checkout's), for partialOf. */
+    private readonly fetched?: ReadonlyMap<string, Uint8Array>,
   ) {}
+
+  /**
+   * Blobs partialOf needed and found neither in the store nor in `fetched` (a remote checkout that
+   * wrote straight from fetched bytes): the checkout may fetch them and plan again.
+   */
+  readonly unavailable: Digest[] = [];
 
   private abs(rel: string): string {
     return rel === '' ? this.rootAbs : `${this.rootAbs}/${rel}`;
@@ -65,6 +76,39 @@ export class RealDiskView implements DiskView {
     return createHash('sha256').update(fs.readFileSync(p)).digest('hex') === expected.digest.hash;
   }
 
+  partialOf(rel: string, expected: { digest: Digest }): boolean {
+    const d = expected.digest;
+    let fd: number;
+    try {
+      // Never through a symlink (ELOOP): only a regular file can be an unfinished write.
+      fd = fs.openSync(this.abs(rel), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch {
+      return false;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile() || st.size > d.size) return false;
+      if (st.size === 0) return true;
+      const held = this.fetched?.get(d.hash);
+      if (held) return prefixOfBytes(fd, st.size, held);
+      let blob: number;
+      try {
+        blob = this.store.openBlobFile(d);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+        this.unavailable.push(d);
+        return false;
+      }
+      try {
+        return prefixOfFile(fd, st.size, blob);
+      } finally {
+        fs.closeSync(blob);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   readlink(rel: string): string | undefined {
     try {
       return fs.readlinkSync(this.abs(rel));
@@ -79,4 +123,41 @@ export class RealDiskView implements DiskView {
     const blob = fs.statSync(executable ? this.store.executableBlobPath(d.hash) : this.store.blobPath(d.hash), { throwIfNoEntry: false });
     return blob !== undefined && blob.ino === st.ino && blob.dev === st.dev;
   }
+}
+
+let chunks: [Buffer, Buffer] | undefined;
+
+/** Reads up to `n` bytes at `pos` into `buf`; fewer only at the file's end. */
+function readAt(fd: number, buf: Buffer, n: number, pos: number): number {
+  let got = 0;
+  while (got < n) {
+    const r = fs.readSync(fd, buf, got, n - got, pos + got);
+    if (r === 0) break;
+    got += r;
+  }
+  return got;
+}
+
+/** The first `size` bytes of the file `fd` equal those of the file `blob` (which has at least as many). */
+function prefixOfFile(fd: number, size: number, blob: number): boolean {
+  const [a, b] = (chunks ??= [Buffer.allocUnsafe(PREFIX_CHUNK), Buffer.allocUnsafe(PREFIX_CHUNK)]);
+  for (let pos = 0; pos < size; pos += PREFIX_CHUNK) {
+    const n = Math.min(PREFIX_CHUNK, size - pos);
+    // A file that shrank or a blob shorter than its digest says: not a proven prefix.
+    if (readAt(fd, a, n, pos) !== n || readAt(blob, b, n, pos) !== n) return false;
+    if (!a.subarray(0, n).equals(b.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+/** The first `size` bytes of the file `fd` equal the first `size` of `bytes`. */
+function prefixOfBytes(fd: number, size: number, bytes: Uint8Array): boolean {
+  if (size > bytes.length) return false;
+  const a = (chunks ??= [Buffer.allocUnsafe(PREFIX_CHUNK), Buffer.allocUnsafe(PREFIX_CHUNK)])[0];
+  for (let pos = 0; pos < size; pos += PREFIX_CHUNK) {
+    const n = Math.min(PREFIX_CHUNK, size - pos);
+    if (readAt(fd, a, n, pos) !== n) return false;
+    if (a.compare(bytes, pos, pos + n, 0, n) !== 0) return false;
+  }
+  return true;
 }

@@ -14,6 +14,11 @@
  * - With force, every entry of the target is checked on disk (one lstat, and a read only when the
  *   stat cannot prove it), so the directory ends up holding exactly the tree's entries even where
  *   the two trees do not differ.
+ * - Resuming the same checkout after it stopped (`resume`: a started record, or an update's
+ *   `pending`, of this very tree), a file the target writes that is on disk but differs is the
+ *   stopped run's own unfinished write when its bytes are a prefix of the target's blob (possibly
+ *   empty): it is replaced, and loses nothing, since every byte of it is in that blob. Anything else
+ *   (longer, other bytes, another kind) is still a local change.
  */
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
 import { type Directory, type RawDirectory, RAW_DIR, RAW_FILE, compareRawNames, rawEntry, sameRawEntry } from '../core/reapi.js';
@@ -37,6 +42,13 @@ export interface DiskView {
   /** True when the file at `rel` holds exactly these bytes and execute bit (reads the file). */
   fileEquals(rel: string, expected: { digest: Digest; executable: boolean }): boolean;
   readlink(rel: string): string | undefined;
+  /**
+   * True when the entry at `rel` is a regular file whose bytes are a prefix (possibly empty, or all)
+   * of the blob `expected` (its mode is not looked at: a write that was stopped may not have set it
+   * yet). Reads only as far as the file's size and stops at the first differing byte. Asked only
+   * when resuming (ReconcileInput.resume), for a file that is neither the target nor provably old.
+   */
+  partialOf(rel: string, expected: { digest: Digest }): boolean;
 }
 
 
@@ -294,6 +306,12 @@ export interface ReconcileInput {
   force: boolean;
   /** Remove entries neither tree has. */
   clean?: boolean;
+  /**
+   * This is the same checkout again after it stopped (its started record, or an update's pending
+   * tree, names `target`): a file that is a prefix of the blob the target puts there is the stopped
+   * run's unfinished write, and is replaced (DiskView.partialOf).
+   */
+  resume?: boolean;
 }
 
 /** Plans a checkout into a directory that already has content. */
@@ -479,7 +497,7 @@ function changeEntry(input: ReconcileInput, plan: Plan, path: string, o: Entry |
     plan.unchanged++;
     return;
   }
-  if (!replaceable && !(known && o && provenOld(input, path, o, d, depth, false)) && !input.force) {
+  if (!replaceable && !(known && o && provenOld(input, path, o, d, depth, false)) && !input.force && !unfinishedWrite(input, path, n, d)) {
     plan.conflicts.push(path);
     return;
   }
@@ -494,6 +512,18 @@ function createEntry(input: ReconcileInput, plan: Plan, path: string, n: Entry, 
     addMkdir(plan, path);
     planCreate(input.tree(n.digest), path, input.tree, plan, depth + 1);
   }
+}
+
+/**
+ * Resuming a stopped checkout of this target (`resume`): the disk file is a prefix of the blob the
+ * target puts at `path`, as a write the stopped run did not finish leaves it (every write path
+ * creates the file exclusively and writes from offset 0 up, or links or renames a whole file into
+ * place: import-file.ts, write-linked.ts, fetch-file.ts). Replacing it loses no byte: all of them
+ * are in that blob. Only a file for a file; the file's mode is not looked at (a clone or large copy
+ * sets it after its bytes).
+ */
+function unfinishedWrite(input: ReconcileInput, path: string, n: Entry, d: DiskType): boolean {
+  return input.resume === true && n.type === 'file' && d === 'file' && input.disk.partialOf(path, n);
 }
 
 /** The disk entry already is the target entry (e.g. written by an interrupted run). */

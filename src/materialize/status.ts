@@ -42,10 +42,9 @@ export function status(dir: string, store: LocalStore): StatusResult {
   if (!record) {
     const started = loadStarted(store, rootAbs, st);
     if (started) {
-      // Into an empty directory every entry came from that checkout: a file it was writing when
-      // killed shows as a local change, which --force replaces (untracked files are kept).
-      const partial = started.fresh ? '; if it reports a local change in a file it was writing when stopped, add --force (files the tree does not have are kept)' : '';
-      throw unfinished(rootAbs, started.pending, started, 'no checkout into it has finished', partial);
+      // The same command again also finishes a file it was writing when stopped (its bytes a
+      // prefix of the blob: plan.ts, resume); only a real local change stops it, listed.
+      throw unfinished(rootAbs, started.pending, started, 'no checkout into it has finished');
     }
     throw new TargetError(`no checkout into ${rootAbs} is recorded in the store ${store.root}`, {
       path: rootAbs,
@@ -98,7 +97,7 @@ export function status(dir: string, store: LocalStore): StatusResult {
  * A checkout into `rootAbs` started and did not finish (killed, interrupted or failed): which tree,
  * how it was named, from which remote, and the command that finishes it.
  */
-function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, before: string, more = ''): TargetError {
+function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, before: string): TargetError {
   const tree = formatDigest(pending);
   const named = source.spec !== undefined && source.spec !== tree ? ` ('${source.spec}')` : '';
   const from = source.remote !== undefined ? ` from ${source.remote}` : '';
@@ -106,7 +105,7 @@ function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, be
   return new TargetError(`the checkout of ${tree}${named}${from} into ${rootAbs} did not finish: it was interrupted or failed (${before})`, {
     path: rootAbs,
     digest: tree,
-    hint: `run the checkout again to finish it (\`${again}\`, with the options it had)${more}; status then compares with its tree`,
+    hint: `run the checkout again to finish it (\`${again}\`, with the options it had): it also finishes a file it was writing when stopped; status then compares with its tree`,
   });
 }
 
