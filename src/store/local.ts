@@ -12,6 +12,8 @@
  * BlobStore methods wrap them for callers that want the common interface.
  */
 import * as fs from 'node:fs';
+// Named imports for the calls a checkout makes per file (see materialize/import-file.ts).
+import { lstatSync, openSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -203,7 +205,7 @@ export class LocalStore implements BlobStore {
   checkShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
     if (this.soundFolders.has(dir)) return;
-    const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+    const st = lstatSync(dir, { throwIfNoEntry: false });
     // No folder there, or a file in its way: the caller's own call fails (ENOENT, ENOTDIR) and says so.
     if (st === undefined || st.isFile()) return;
     if (!st.isDirectory()) {
@@ -232,7 +234,7 @@ export class LocalStore implements BlobStore {
   openBlobFile(d: Digest, p = this.blobPath(d.hash)): number {
     this.checkShard(p);
     try {
-      return fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      return openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw this.notBlobFileError(d, p, 'a symbolic link');
       throw e;
@@ -247,7 +249,7 @@ export class LocalStore implements BlobStore {
   blobFileStat(d: Digest, executable = false): fs.Stats | undefined {
     const p = executable ? this.executableBlobPath(d.hash) : this.blobPath(d.hash);
     this.checkShard(p);
-    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    const st = lstatSync(p, { throwIfNoEntry: false });
     if (st !== undefined && !st.isFile()) throw this.notBlobFileError(d, p, entryKind(st));
     return st;
   }
