@@ -26,10 +26,15 @@ export const STICKY = new Set(['EXDEV', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EINV
 
 export interface ImportOutcome {
   /** The method that did the work. */
-  used: ImportMethod;
+  readonly used: ImportMethod;
   /** When the requested method could not, the error code that made it fall back. */
-  fellBack?: string;
+  readonly fellBack?: string;
 }
+
+/** The outcomes without a fallback, shared: no object per file. */
+const LINKED: ImportOutcome = Object.freeze({ used: 'hardlink' });
+const CLONED: ImportOutcome = Object.freeze({ used: 'clone' });
+const COPIED: ImportOutcome = Object.freeze({ used: 'copy' });
 
 /**
  * Creates `dst` (which must not exist) holding blob `d`. `mode` applies to clones and copies;
@@ -45,12 +50,12 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
   try {
     if (method === 'hardlink') {
       linkSync(executable ? store.executablePathSync(d) : src, dst);
-      return { used: 'hardlink' };
+      return LINKED;
     }
     if (method === 'clone') {
       fs.copyFileSync(src, dst, CLONE_FLAGS);
       fs.chmodSync(dst, mode);
-      return { used: 'clone' };
+      return CLONED;
     }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
@@ -59,7 +64,7 @@ export function importBlob(store: LocalStore, d: Digest, dst: string, method: Im
     removeIfPartial(dst, method, e);
   }
   copyBlob(store, src, d, dst, mode, method !== 'copy' || sizeProven);
-  return { used: 'copy', fellBack };
+  return fellBack === undefined ? COPIED : { used: 'copy', fellBack };
 }
 
 /**

@@ -14,6 +14,8 @@
 import * as fs from 'node:fs';
 // Named imports for the calls a checkout makes per file (see materialize/import-file.ts).
 import { lstatSync, openSync } from 'node:fs';
+/** lstat's options for a name that may be absent, one object for every call. */
+const MAY_BE_ABSENT = { throwIfNoEntry: false } as const;
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -205,7 +207,7 @@ export class LocalStore implements BlobStore {
   checkShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
     if (this.soundFolders.has(dir)) return;
-    const st = lstatSync(dir, { throwIfNoEntry: false });
+    const st = lstatSync(dir, MAY_BE_ABSENT);
     // No folder there, or a file in its way: the caller's own call fails (ENOENT, ENOTDIR) and says so.
     if (st === undefined || st.isFile()) return;
     if (!st.isDirectory()) {
@@ -249,7 +251,7 @@ export class LocalStore implements BlobStore {
   blobFileStat(d: Digest, executable = false): fs.Stats | undefined {
     const p = executable ? this.executableBlobPath(d.hash) : this.blobPath(d.hash);
     this.checkShard(p);
-    const st = lstatSync(p, { throwIfNoEntry: false });
+    const st = lstatSync(p, MAY_BE_ABSENT);
     if (st !== undefined && !st.isFile()) throw this.notBlobFileError(d, p, entryKind(st));
     return st;
   }
