@@ -112,11 +112,22 @@ test('hostile messages are refused with decodeDirectory’s own error; unusual v
     ['a NUL in a symlink target', linkEntry('l', Buffer.from('a\0b'))],
     ['a symlink target of 4096 bytes', linkEntry('l', Buffer.alloc(4096, 0x61))],
     ['invalid UTF-8 in a symlink target', linkEntry('l', Buffer.from([0x61, 0xff]))],
+    // The usual shape read with plain offsets (digestEntry) must refuse what the general reading does.
+    ['is_executable written twice', fileEntry('a', { extra: Buffer.from([0x20, 0x01, 0x20, 0x01]) })],
+    ['is_executable with a byte after it', fileEntry('a', { extra: Buffer.from([0x20, 0x01, 0x00]) })],
+    ['is_executable on a directory', fileEntry('x', { tag: 0x12, sizeField: Buffer.alloc(0), extra: Buffer.from([0x20, 0x01]) })],
+    ['a size field on a directory past its digest', fileEntry('x', { tag: 0x12, sizeField: Buffer.alloc(0), extra: Buffer.from([0x10, 0x01]) })],
+    ['a size as a non-minimal five-byte varint', fileEntry('a', { sizeField: Buffer.from([0x10, 0x81, 0x80, 0x80, 0x80, 0x00]) })],
   ];
   for (const [what, bytes] of refused) assert.equal(agree(bytes, what), 'refused', what);
   const accepted: [string, Buffer][] = [
     ['an empty message', Buffer.alloc(0)],
     ['a name of 255 bytes (a two-byte length)', fileEntry('n'.repeat(255))],
+    ['a name of 127 bytes (the longest one-byte length)', fileEntry('n'.repeat(127))],
+    ['a name of 128 bytes', fileEntry('n'.repeat(128))],
+    ['a size of 2^34 (a five-byte varint)', fileEntry('a', { sizeField: Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x40]) })],
+    ['a size of 2^42 (a seven-byte varint)', fileEntry('a', { sizeField: Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]) })],
+    ['an executable directory-sized file and a directory', Buffer.concat([fileEntry('a', { extra: Buffer.from([0x20, 0x01]) }), fileEntry('b', { tag: 0x12, sizeField: Buffer.alloc(0) })])],
     ['UTF-8 names in byte order', Buffer.concat([fileEntry('z'), fileEntry(Buffer.from('\uff5e')), fileEntry(Buffer.from('\u{1f600}'))])],
     ['an executable', fileEntry('a', { extra: Buffer.from([0x20, 0x01]) })],
     ['a zero size left out', fileEntry('a', { sizeField: Buffer.alloc(0) })],

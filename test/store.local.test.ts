@@ -162,3 +162,35 @@ test('two processes snapshotting overlapping trees into one store at once both s
   assert.equal(formatDigest(again.digest), a);
   assert.notEqual(a, b);
 });
+
+test('a shard folder replaced by a symlink is refused by reads and checkouts, also after other shards were found sound', async () => {
+  const dir = tempDir();
+  const root = join(dir, 's');
+  const store = LocalStore.open(root);
+  // Two contents whose blobs sit in different shard folders.
+  const a = 'first\n';
+  let b = 'second 0\n';
+  for (let i = 1; digestOf(Buffer.from(b)).hash.slice(0, 2) === digestOf(Buffer.from(a)).hash.slice(0, 2); i++) b = `second ${i}\n`;
+  writeTree(join(dir, 'ta'), { f: a });
+  writeTree(join(dir, 'tb'), { f: b });
+  const ta = (await snapshot(join(dir, 'ta'), { store })).digest;
+  const tb = (await snapshot(join(dir, 'tb'), { store })).digest;
+  const da = digestOf(Buffer.from(a));
+  const db = digestOf(Buffer.from(b));
+  // A fresh store object (as a new process has), which finds A's shard sound first.
+  const fresh = new LocalStore(root);
+  assert.equal(fresh.readSync(da).toString(), a);
+  for (const method of ['copy', 'hardlink'] as const) await checkout(ta, join(dir, `a-${method}`), { store: fresh, method });
+  // B's shard moved away and a symlink to it planted in its place: the blob's bytes are still right.
+  const shard = join(root, 'cas', db.hash.slice(0, 2));
+  const moved = join(dir, 'elsewhere');
+  fs.renameSync(shard, moved);
+  fs.symlinkSync(moved, shard);
+  const refused = (e: unknown) => e instanceof DigestMismatchError && e.path === shard && e.message.includes('not a folder of blobs');
+  assert.throws(() => fresh.readSync(db), refused);
+  for (const method of ['copy', 'hardlink'] as const) {
+    const out = join(dir, `b-${method}`);
+    await assert.rejects(checkout(tb, out, { store: fresh, method }), refused, method);
+    assert.equal(fs.existsSync(join(out, 'f')), false, `${method}: nothing written through the link`);
+  }
+});

@@ -5,6 +5,8 @@
  * exists instead of after.
  */
 import * as fs from 'node:fs';
+// A named import for the mkdir per directory (see import-file.ts).
+import { mkdirSync } from 'node:fs';
 import { fsError } from '../errors.js';
 import type { Digest } from '../core/digest.js';
 import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
@@ -98,7 +100,7 @@ export function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH
     if ('mkdir' in s) {
       const p = `${root}/${s.mkdir}`;
       try {
-        fs.mkdirSync(p);
+        mkdirSync(p);
       } catch (e) {
         throw fsError(e, 'cannot create directory', p);
       }
