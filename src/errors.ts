@@ -120,6 +120,16 @@ export class DigestMismatchError extends TreecastError {
   override readonly exitCode = ExitCode.integrity;
 }
 
+/**
+ * An entry of the store that is not what the store made there (a symbolic link planted as a ref,
+ * an action cache entry, a checkout record, or one of their folders): never followed, named by its
+ * path; `treecast verify --repair` removes it (never its target).
+ */
+export class StoreDamagedError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_STORE_DAMAGED';
+  override readonly exitCode = ExitCode.integrity;
+}
+
 /** A `Directory` message that is not canonical or names entries unsafely. */
 export class InvalidTreeError extends TreecastError {
   override readonly code = 'ERR_TREECAST_INVALID_TREE';
@@ -264,7 +274,7 @@ const classesByCode = new Map<string, new (message: string, details?: ErrorDetai
 for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, PathNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
-  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError,
+  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError, StoreDamagedError,
 ]) {
   classesByCode.set(new C('').code, C);
 }
