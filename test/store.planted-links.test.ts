@@ -1,12 +1,14 @@
 /**
- * Symbolic links planted in the store's refs/, ac/ (action cache) and checkouts/ (checkout records):
- * never read, served, listed or written through; reported by `verify`, and removed (the link only, never its target) by `verify --repair`.
+ * Symbolic links planted in the store's refs/, ac/ (action cache) and checkouts/ (checkout records),
+ * and a blob shard folder planted as a link under `pack`: never read, served, listed or written
+ * through; reported by `verify`, and removed (the link only, never its target) by `verify --repair`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { digestOf } from '../src/core/digest.js';
 import { encodeActionResult } from '../src/core/action-result.js';
 import { LocalStore } from '../src/store/local.js';
 import { tempDir, writeTree } from './helpers/tmp.js';
@@ -232,4 +234,33 @@ test('a checkout record or checkouts/ folder that is a symlink is never read or 
   assert.deepEqual(contents(outside), before, 'nothing written or removed through the link');
   verifyFindsAndRepairs(store2, recDir2, outside);
   assert.equal(tc(['checkout', 'r', target2], store2).code, 0, 'a checkout works again once repaired');
+});
+
+test('pack of a tree from the store refuses a blob shard folder that is a symlink, even one holding the right bytes', () => {
+  const dir = tempDir();
+  // A file whose blob lies in a shard no directory message of the tree uses.
+  let text = '';
+  let store = '';
+  let tree = '';
+  for (let i = 0; ; i++) {
+    text = `packed file content ${i}`;
+    ({ store, tree } = storeWithTree(join(dir, `try${i}`), { a: text }));
+    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) break;
+  }
+  const d = digestOf(Buffer.from(text));
+  const shardDir = join(store, 'cas', d.hash.slice(0, 2));
+  // The shard moved outside the store and linked back: the blob there is the real one, with the right bytes.
+  const outside = join(dir, 'outside-shard');
+  fs.renameSync(shardDir, outside);
+  fs.symlinkSync(outside, shardDir);
+  const before = contents(outside);
+  for (const out of ['out.zip', 'out.tar']) {
+    const r = tc(['pack', tree, join(dir, out)], store);
+    assert.equal(r.code, 5, `${out}: ${r.err}`);
+    assert.match(r.err, /ERR_TREECAST_DIGEST_MISMATCH/);
+    assert.ok(r.err.includes(`${shardDir} is a symbolic link`), r.err);
+    assert.equal(fs.existsSync(join(dir, out)), false, 'no archive written');
+  }
+  assert.deepEqual(contents(outside), before);
+  verifyFindsAndRepairs(store, shardDir, outside);
 });
