@@ -81,6 +81,12 @@ export class RefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
 }
 
+/** `refs --rename OLD NEW` where NEW is already a ref (and no `--force`). */
+export class RefExistsError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_REF_EXISTS';
+  override readonly exitCode = ExitCode.usage;
+}
+
 /** A path a tree does not hold (`ls REF PATH`). */
 export class PathNotFoundError extends TreecastError {
   override readonly code = 'ERR_TREECAST_PATH_NOT_FOUND';
@@ -274,7 +280,7 @@ const classesByCode = new Map<string, new (message: string, details?: ErrorDetai
 for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, PathNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
-  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError, StoreDamagedError,
+  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError, RefExistsError, StoreDamagedError,
 ]) {
   classesByCode.set(new C('').code, C);
 }

@@ -92,7 +92,7 @@ test('a ref that is a symlink is never read (refs, ls, checkout, gc), a write re
   assert.deepEqual(contents(outside), before);
 });
 
-test('a folder of refs that is a symlink is never read, listed or written through', () => {
+test('a folder of refs that is a symlink is never read, listed, written, deleted or renamed through', () => {
   const dir = tempDir();
   const { store, tree } = storeWithTree(dir);
   const outside = join(dir, 'outside');
@@ -104,6 +104,9 @@ test('a folder of refs that is a symlink is never read, listed or written throug
   damagedAt(tc(['ls', 'team/x'], store), link, 'ls');
   damagedAt(tc(['refs'], store), link, 'refs');
   damagedAt(tc(['snapshot', join(dir, 'src'), '--ref', 'team/new'], store), link, 'snapshot --ref');
+  damagedAt(tc(['refs', '--delete', 'team/x'], store), link, 'refs --delete');
+  damagedAt(tc(['refs', '--rename', 'team/x', 'mine'], store), link, 'refs --rename from');
+  damagedAt(tc(['refs', '--rename', 'r', 'team/z'], store), link, 'refs --rename onto');
   assert.ok(fs.existsSync(join(store, 'refs', 'r')), 'ref r is still there');
   assert.deepEqual(contents(outside), before, 'nothing written or removed through the link');
 

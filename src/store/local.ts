@@ -24,6 +24,7 @@ import {
   FileSystemError,
   InvalidDigestError,
   InvalidRefNameError,
+  RefExistsError,
   RefNotFoundError,
   StoreDamagedError,
   fsError,
@@ -585,7 +586,7 @@ export class LocalStore implements BlobStore {
       throw new InvalidDigestError(`ref '${name}' (${p}) holds no digest: ${(e as Error).message}`, {
         path: p,
         digest: text.trim(),
-        hint: `write it again (\`treecast snapshot DIR --ref ${name}\`) or remove ${p}`,
+        hint: `write it again (\`treecast snapshot DIR --ref ${name}\`) or remove it (\`treecast refs --delete ${name}\`)`,
         cause: e,
       });
     }
@@ -622,6 +623,110 @@ export class LocalStore implements BlobStore {
     };
     walk(base, '');
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * The lstat of ref `name`'s file, refusing a link in its way (at its name or among its folders);
+   * a missing ref (or a folder of refs at its name) is a RefNotFoundError.
+   */
+  private existingRef(name: string): { path: string; digest?: Digest } {
+    const p = this.refPath(name);
+    const missing = () => new RefNotFoundError(`no ref '${name}' in the store ${this.root}`, { path: p, hint: 'list refs with `treecast refs`' });
+    if (!this.refFoldersSound(name)) throw missing();
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (st === undefined || st.isDirectory()) throw missing();
+    if (!st.isFile()) throw damagedEntryError(this.root, p, entryKind(st), 'a ref');
+    let digest: Digest | undefined;
+    try {
+      digest = this.readRef(name);
+    } catch (e) {
+      if (!(e instanceof InvalidDigestError)) throw e; // a ref holding no digest may still be deleted or renamed
+    }
+    return { path: p, digest };
+  }
+
+  /**
+   * Deletes refs (as `git update-ref -d`): every name is checked first (valid, an existing ref, no
+   * link in its way), so a missing one deletes none; then each file is unlinked and the folders of
+   * refs left empty are removed. Blobs stay: gc removes what no ref reaches any more. gc may run
+   * meanwhile: a ref it listed keeps its tree for that run, and one it did not was already gone.
+   */
+  deleteRefs(names: readonly string[]): { name: string; digest?: Digest }[] {
+    const found = names.map((name) => ({ name, ...this.existingRef(name) }));
+    for (const f of found) {
+      try {
+        fs.unlinkSync(f.path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // named twice, or deleted by another process meanwhile
+        throw fsError(e, 'cannot delete ref', f.path);
+      }
+      this.pruneRefFolders(f.name);
+    }
+    return found.map((f) => (f.digest ? { name: f.name, digest: f.digest } : { name: f.name }));
+  }
+
+  /**
+   * Renames ref `from` to `to` with no moment where neither name exists: link(from, to), then unlink
+   * `from` (link never replaces, so a `to` made meanwhile is a RefExistsError, nothing changed); with
+   * `force`, one rename(2) that replaces `to` atomically. The caller holds the store's writer lock
+   * (guardStoreWriter), so gc never lists refs while the tree is between two names.
+   */
+  renameRef(from: string, to: string, force = false): { digest?: Digest; replaced?: Digest } {
+    const src = this.existingRef(from);
+    const dst = this.refPath(to);
+    if (from === to) return src.digest ? { digest: src.digest } : {};
+    this.checkRefWritable(to);
+    const exists = () =>
+      new RefExistsError(`cannot rename ref '${from}' to '${to}': ref '${to}' exists`, {
+        path: dst,
+        hint: `pass --force to replace it, or delete it first (\`treecast refs --delete ${to}\`)`,
+      });
+    let replaced: Digest | undefined;
+    const there = this.refFoldersSound(to) ? fs.lstatSync(dst, { throwIfNoEntry: false }) : undefined;
+    if (there !== undefined) {
+      if (!there.isFile()) throw damagedEntryError(this.root, dst, entryKind(there), 'a ref');
+      if (!force) throw exists();
+      try {
+        replaced = this.readRef(to);
+      } catch (e) {
+        if (!(e instanceof InvalidDigestError)) throw e;
+      }
+    }
+    try {
+      if (!this.refFoldersSound(to, true)) throw Object.assign(new Error(`not a directory: ${join(dst, '..')}`), { code: 'ENOTDIR', path: dst });
+      if (force) fs.renameSync(src.path, dst);
+      else {
+        try {
+          fs.linkSync(src.path, dst);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw exists();
+          if (!linkRefused(e)) throw e;
+          // A filesystem without hard links: the rename, after the look above.
+          fs.renameSync(src.path, dst);
+        }
+        removeQuietly(src.path);
+      }
+    } catch (e) {
+      if (e instanceof StoreDamagedError || e instanceof RefExistsError) throw e;
+      this.checkRefWritable(to);
+      throw fsError(e, `cannot rename ref '${from}' to`, dst);
+    }
+    this.pruneRefFolders(from);
+    return { ...(src.digest ? { digest: src.digest } : {}), ...(replaced ? { replaced } : {}) };
+  }
+
+  /** Removes the folders of ref `name` left empty (rmdir only: never a folder holding anything). */
+  private pruneRefFolders(name: string): void {
+    const parts = name.split('/');
+    for (let i = parts.length - 1; i >= 1; i--) {
+      const dir = join(this.refsDir, ...parts.slice(0, i));
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        return; // not empty (another ref), or already gone
+      }
+      this.soundFolders.delete(dir);
+    }
   }
 
   /** A digest string or a ref name, as accepted wherever the CLI takes a DIGEST. */
