@@ -77,8 +77,15 @@ test('a ref that is a symlink is never read (refs, ls, checkout, gc), a write re
   damagedAt(tc(['refs'], store), link, 'refs');
   damagedAt(tc(['ls', 'evil'], store), link, 'ls');
   damagedAt(tc(['checkout', 'evil', join(dir, 'co')], store), link, 'checkout');
-  damagedAt(tc(['gc', '--grace', '0'], store), link, 'gc');
+  // An action cache entry unused for long: gc --max-age would drop it, but stops at the ref first.
+  const key = 'ee'.padEnd(64, '4');
+  const entry = join(store, 'ac', 'ee', key);
+  fs.mkdirSync(join(entry, '..'), { recursive: true });
+  fs.writeFileSync(entry, 'ccache bytes');
+  fs.utimesSync(entry, new Date(0), new Date(0));
+  damagedAt(tc(['gc', '--grace', '0', '--max-age', '1s'], store), link, 'gc');
   assert.equal(blobs(), held, 'gc removed nothing');
+  assert.ok(fs.existsSync(entry), 'gc dropped no action cache entry');
   assert.equal(fs.existsSync(join(dir, 'co')), false, 'checkout wrote nothing');
 
   verifyFindsAndRepairs(store, link, outside);

@@ -88,17 +88,16 @@ function privateRecordPath(store: LocalStore, targetAbs: string, create = false)
   return dir && join(dir, `${createHash('sha256').update(`${store.root}\0${targetAbs}`).digest('hex')}.json`);
 }
 
-/** The store's `checkouts/` folders found real in this process (one lstat each). */
-const soundFolders = new Set<string>();
-
 /**
  * Whether the store's `checkouts/` is a real folder (made when absent with `make`); a link there
- * is a StoreDamagedError. Undefined `store`: the private folder, checked when it is taken.
+ * is a StoreDamagedError. One lstat on every read and write of a record (a few per checkout), not
+ * remembered: the folder may be removed meanwhile (as by hand, or a test). Undefined `store`: the
+ * private folder, checked when it is taken.
  */
 function recordFolderSound(store: LocalStore | undefined, make: boolean): boolean {
   if (store === undefined) return true;
   const dir = join(store.root, 'checkouts');
-  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', soundFolders, make);
+  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', new Set(), make);
 }
 
 /** The record at `p` (the store's when `store` is given), or undefined when absent or unreadable. */

@@ -38,17 +38,14 @@ export class ActionCache {
     return `${this.dir}/${key.slice(0, 2)}/${key}`;
   }
 
-  /** Folders (ac/, its shards) found real, each looked at once per process: for writes. */
-  private readonly sound = new Set<string>();
-
   /**
    * Whether ac/ and the key's shard are real folders (with `make`, made when absent); a link is
-   * refused. A read looks again each time (two lstats), not once per process as a write does: a
-   * server runs for days, and a shard folder swapped for a link after a first look would have
-   * every later GET read through it.
+   * refused. Looked at again on every use (two lstats), not once per process as blob shards are:
+   * a server runs for days, and a shard folder swapped for a link after a first look would have
+   * every later GET read, and PUT write, through it.
    */
   private foldersSound(key: string, make = false): boolean {
-    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', make ? this.sound : new Set(), make);
+    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', new Set(), make);
   }
 
   /** The entry's size, or undefined when there is none; a link at its name or folder is a StoreDamagedError. */

@@ -500,7 +500,7 @@ export class LocalStore implements BlobStore {
   // ------------------------------------------------------------ refs
   //
   // Nothing under refs/ is read, listed or written through a symbolic link: refs/ and each folder of
-  // a ref's name are looked at by lstat (checkStoreFolders, once per folder and process) and a ref
+  // a ref's name are looked at by lstat (checkStoreFolders, on every use: refs are few) and a ref
   // file is opened with O_NOFOLLOW, so a link planted there (which would read, or write into, any
   // file it points at) is a StoreDamagedError naming it; `verify --repair` removes it.
 
@@ -513,10 +513,15 @@ export class LocalStore implements BlobStore {
     return join(this.root, 'refs');
   }
 
-  /** Whether the folders of ref `name` (refs/ down to its parent) are real folders; a link among them is refused. */
+  /**
+   * Whether the folders of ref `name` (refs/ down to its parent) are real folders; a link among them
+   * is refused. Looked at on every use (an lstat per level; a ref is read or written a few times per
+   * command), not remembered: another process may remove a folder of refs (refs --delete) or put
+   * a link in its place at any time.
+   */
   private refFoldersSound(name: string, make = false): boolean {
     const parent = join(this.refsDir, name, '..');
-    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', this.soundFolders, make);
+    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', new Set(), make);
   }
 
   /**
@@ -725,7 +730,6 @@ export class LocalStore implements BlobStore {
       } catch {
         return; // not empty (another ref), or already gone
       }
-      this.soundFolders.delete(dir);
     }
   }
 

@@ -170,9 +170,9 @@ export interface GcResult {
  * directory's Tree message with every Directory and file in it, and its root Directory's tree.
  * An entry that is not an ActionResult (ccache keeps its own format there) pins nothing.
  */
-function reachableFrom(store: LocalStore, ac: ActionCache, actions: { key: string; path: string }[], running: string[]): { roots: number; live: Set<string> } {
+function reachableFrom(store: LocalStore, refs: Digest[], ac: ActionCache, actions: { key: string; path: string }[], running: string[]): { roots: number; live: Set<string> } {
   const live = new Set<string>();
-  const roots: Digest[] = store.listRefs().map((r) => r.digest);
+  const roots: Digest[] = [...refs];
   for (const r of running) {
     try {
       roots.push(parseDigest(r));
@@ -238,6 +238,9 @@ export function gcStore(store: LocalStore, opts: GcOptions): GcResult {
 }
 
 function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResult {
+  // Refs first: one that cannot be read (a planted link, no digest) stops gc before it drops
+  // anything, action cache entries included.
+  const refs = store.listRefs().map((r) => r.digest);
   const ac = new ActionCache(store);
   const kept: { key: string; path: string }[] = [];
   const removedActions: string[] = [];
@@ -250,7 +253,7 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
     removedActions.push(entry.key);
     if (!opts.dryRun) ac.remove(entry.key);
   }
-  const { roots, live } = reachableFrom(store, ac, kept, running);
+  const { roots, live } = reachableFrom(store, refs, ac, kept, running);
   const cutoff = Date.now() - opts.graceSeconds * 1000;
   const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, actions: kept.length, removedActions, dryRun: opts.dryRun };
   for (const hash of store.listHashes()) {
