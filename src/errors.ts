@@ -81,6 +81,12 @@ export class RefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
 }
 
+/** `refs --rename OLD NEW` where NEW is already a ref (and no `--force`). */
+export class RefExistsError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_REF_EXISTS';
+  override readonly exitCode = ExitCode.usage;
+}
+
 /** A path a tree does not hold (`ls REF PATH`). */
 export class PathNotFoundError extends TreecastError {
   override readonly code = 'ERR_TREECAST_PATH_NOT_FOUND';
@@ -117,6 +123,16 @@ export class RemoteRefNotFoundError extends TreecastError {
 /** Bytes whose SHA-256 or size disagree with the digest they were stored or sent under. */
 export class DigestMismatchError extends TreecastError {
   override readonly code = 'ERR_TREECAST_DIGEST_MISMATCH';
+  override readonly exitCode = ExitCode.integrity;
+}
+
+/**
+ * An entry of the store that is not what the store made there (a symbolic link planted as a ref,
+ * an action cache entry, a checkout record, or one of their folders): never followed, named by its
+ * path; `treecast verify --repair` removes it (never its target).
+ */
+export class StoreDamagedError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_STORE_DAMAGED';
   override readonly exitCode = ExitCode.integrity;
 }
 
@@ -264,7 +280,7 @@ const classesByCode = new Map<string, new (message: string, details?: ErrorDetai
 for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, PathNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
-  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError,
+  NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError, RefExistsError, StoreDamagedError,
 ]) {
   classesByCode.set(new C('').code, C);
 }

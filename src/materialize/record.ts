@@ -14,13 +14,18 @@
  * A store the user cannot write (another user's, a read-only mount) keeps no records: they go to a
  * private folder of the user's in the temp dir instead (`treecast-checkouts-UID`), as locks do, so
  * checkouts from a shared store still update and show status.
+ *
+ * Records are never read or written through a symbolic link: `checkouts/` is looked at by lstat
+ * and a record opened with O_NOFOLLOW, so a link planted as either (which would have a checkout
+ * trust, or overwrite, a file anywhere) is a StoreDamagedError naming it (`verify --repair`
+ * removes it). A record's own name that is a link is replaced by the rename that writes it.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core/digest.js';
-import type { LocalStore } from '../store/local.js';
-import { fsError } from '../errors.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, readFileNoFollow } from '../store/local.js';
+import { StoreDamagedError, fsError } from '../errors.js';
 import { privateTempDir } from '../fs/target-guard.js';
 
 export interface CheckoutRecord {
@@ -83,17 +88,40 @@ function privateRecordPath(store: LocalStore, targetAbs: string, create = false)
   return dir && join(dir, `${createHash('sha256').update(`${store.root}\0${targetAbs}`).digest('hex')}.json`);
 }
 
-function readRecord(p: string | undefined): CheckoutRecord | undefined {
+/**
+ * Whether the store's `checkouts/` is a real folder (made when absent with `make`); a link there
+ * is a StoreDamagedError. One lstat on every read and write of a record (a few per checkout), not
+ * remembered: the folder may be removed meanwhile (as by hand, or a test). Undefined `store`: the
+ * private folder, checked when it is taken.
+ */
+function recordFolderSound(store: LocalStore | undefined, make: boolean): boolean {
+  if (store === undefined) return true;
+  const dir = join(store.root, 'checkouts');
+  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', new Set(), make);
+}
+
+/** The record at `p` (the store's when `store` is given), or undefined when absent or unreadable. */
+function readRecord(p: string | undefined, store?: LocalStore): CheckoutRecord | undefined {
   if (p === undefined) return undefined;
+  let text: string;
   try {
-    return JSON.parse(fs.readFileSync(p, 'utf8')) as CheckoutRecord;
+    if (!recordFolderSound(store, false)) return undefined;
+    text = readFileNoFollow(p).toString('utf8');
+  } catch (e) {
+    if (e instanceof StoreDamagedError) throw e;
+    if (store !== undefined && (e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store.root, p, 'a symbolic link', 'a checkout record');
+    return undefined;
+  }
+  try {
+    return JSON.parse(text) as CheckoutRecord;
   } catch {
     return undefined;
   }
 }
 
-function writeRecord(p: string, tmp: string, body: CheckoutRecord): void {
-  fs.mkdirSync(join(p, '..'), { recursive: true });
+function writeRecord(p: string, tmp: string, body: CheckoutRecord, store?: LocalStore): void {
+  if (store === undefined) fs.mkdirSync(join(p, '..'), { recursive: true });
+  else if (!recordFolderSound(store, true)) throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR', path: p });
   fs.writeFileSync(tmp, JSON.stringify(body));
   fs.renameSync(tmp, p);
 }
@@ -109,7 +137,7 @@ function unlinkQuietly(p: string | undefined): void {
 
 /** The record for `targetAbs` when it exists and still describes that same directory. */
 export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats): LoadedRecord | undefined {
-  const r = readRecord(recordPath(store, targetAbs)) ?? readRecord(privateRecordPath(store, targetAbs));
+  const r = readRecord(recordPath(store, targetAbs), store) ?? readRecord(privateRecordPath(store, targetAbs));
   if (!r) return undefined;
   if (r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino) return undefined;
   if (typeof r.root !== 'string' || !looksLikeDigest(r.root) || typeof r.finishedAtMs !== 'number') return undefined;
@@ -129,7 +157,7 @@ function sourceOf(r: CheckoutRecord): CheckoutSource {
  * and from where. loadRecord never returns one, so a checkout treats it as no record.
  */
 export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats): StartedRecord | undefined {
-  const r = readRecord(recordPath(store, targetAbs)) ?? readRecord(privateRecordPath(store, targetAbs));
+  const r = readRecord(recordPath(store, targetAbs), store) ?? readRecord(privateRecordPath(store, targetAbs));
   if (!r || r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino || r.root !== undefined) return undefined;
   if (typeof r.pending !== 'string' || !looksLikeDigest(r.pending)) return undefined;
   return { pending: parseDigest(r.pending), fresh: r.fresh === true, ...sourceOf(r) };
@@ -161,7 +189,7 @@ export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.
 function save(store: LocalStore, targetAbs: string, body: CheckoutRecord): void {
   const p = recordPath(store, targetAbs);
   try {
-    writeRecord(p, store.tmpPath('rec'), body);
+    writeRecord(p, store.tmpPath('rec'), body, store);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const mine = code === 'EACCES' || code === 'EROFS' || code === 'EPERM' ? privateRecordPath(store, targetAbs, true) : undefined;

@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import { MAX_ACTION_RESULT_BYTES, decodeActionResult } from '../core/action-result.js';
 import { type Digest, formatDigest } from '../core/digest.js';
-import { fsError } from '../errors.js';
+import { StoreDamagedError, fsError } from '../errors.js';
 import { actionResultReferences } from '../store/action-cache.js';
 import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
@@ -32,10 +32,12 @@ export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<
 
 async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean): Promise<void> {
   const path = core.ac.path(key);
-  const size = core.ac.size(key);
+  // A link planted in ac/ (at the entry or as its shard folder) is a miss: never followed, so no
+  // file the server can read is ever sent for it (`treecast verify` on the store reports it).
+  const size = notDamaged(key, () => core.ac.size(key));
   if (size === undefined) throw new HttpFailure(404, `action ${key} not found`);
   if (core.opts.acValidation) {
-    const bytes = core.ac.read(key);
+    const bytes = notDamaged(key, () => core.ac.read(key));
     if (!bytes) throw new HttpFailure(404, `action ${key} not found`);
     if (!core.validated.holds(key, bytes)) {
       const stamps = core.validated.stampsBeforeCheck();
@@ -50,6 +52,16 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
   }
   core.ac.touch(key);
   await sendFile(ctx.res, path, size, head);
+}
+
+/** What `read` gives, with a damaged store entry (StoreDamagedError) answered as a miss. */
+function notDamaged<T>(key: string, read: () => T): T {
+  try {
+    return read();
+  } catch (e) {
+    if (e instanceof StoreDamagedError) throw new HttpFailure(404, `action ${key} not found (the server's store entry for it is not a regular file; it was not followed)`);
+    throw e;
+  }
 }
 
 /**

@@ -6,13 +6,18 @@
  * to a temp file in the store first and is renamed over the entry, so a reader sees the old value
  * or the new one, never a mix. An entry's mtime is its last use (written, or read by `touch`), so
  * `gc --max-age` can drop entries nobody asked for in a while.
+ *
+ * Nothing here is read, served, listed, touched, written or removed through a symbolic link: ac/
+ * and its shard folders are looked at by lstat (once per folder and process) and entries opened
+ * with O_NOFOLLOW, so a link planted there (which `treecast serve` would otherwise send: any file
+ * the server can read) is a StoreDamagedError naming it, a miss to the server, skipped by gc.
  */
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { type ActionResult, actionResultBlobs, decodeTree } from '../core/action-result.js';
 import { type Digest, isHash } from '../core/digest.js';
 import { fsError } from '../errors.js';
-import { type LocalStore, removeQuietly } from './local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, entryKind, isRealFolder, readFileNoFollow, realFolders, removeQuietly } from './local.js';
 
 export interface ActionCacheEntry {
   key: string;
@@ -33,18 +38,37 @@ export class ActionCache {
     return `${this.dir}/${key.slice(0, 2)}/${key}`;
   }
 
-  /** The entry's size, or undefined when there is none. */
-  size(key: string): number | undefined {
-    return fs.statSync(this.path(key), { throwIfNoEntry: false })?.size;
+  /**
+   * Whether ac/ and the key's shard are real folders (with `make`, made when absent); a link is
+   * refused. Looked at again on every use (two lstats), not once per process as blob shards are:
+   * a server runs for days, and a shard folder swapped for a link after a first look would have
+   * every later GET read, and PUT write, through it.
+   */
+  private foldersSound(key: string, make = false): boolean {
+    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', new Set(), make);
   }
 
-  /** The entry's bytes, or undefined when there is none. */
+  /** The entry's size, or undefined when there is none; a link at its name or folder is a StoreDamagedError. */
+  size(key: string): number | undefined {
+    if (!this.foldersSound(key)) return undefined;
+    const p = this.path(key);
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (st === undefined || st.isDirectory()) return undefined;
+    if (!st.isFile()) throw damagedEntryError(this.store.root, p, entryKind(st), 'an action cache entry');
+    return st.size;
+  }
+
+  /** The entry's bytes, or undefined when there is none; never read through a link (StoreDamagedError). */
   read(key: string): Buffer | undefined {
+    const p = this.path(key);
     try {
-      return fs.readFileSync(this.path(key));
+      if (!this.foldersSound(key)) return undefined;
+      return readFileNoFollow(p);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw fsError(e, 'cannot read action cache entry', this.path(key));
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (code === 'ELOOP') throw damagedEntryError(this.store.root, p, 'a symbolic link', 'an action cache entry');
+      throw fsError(e, 'cannot read action cache entry', p);
     }
   }
 
@@ -52,7 +76,8 @@ export class ActionCache {
   touch(key: string): void {
     const now = new Date();
     try {
-      fs.utimesSync(this.path(key), now, now);
+      // lutimes: a link swapped in since the read has its own time set, never its target's.
+      if (this.foldersSound(key)) fs.lutimesSync(this.path(key), now, now);
     } catch {
       /* removed by gc meanwhile: the read already happened */
     }
@@ -63,11 +88,14 @@ export class ActionCache {
     return this.store.tmpPath('ac');
   }
 
-  /** Moves a complete temp file over the entry (atomic replace). */
+  /**
+   * Moves a complete temp file over the entry (atomic replace; a link planted at the entry's name is
+   * replaced itself). A shard folder that is a link is refused, never written into.
+   */
   commit(tmp: string, key: string): void {
     const p = this.path(key);
     try {
-      fs.mkdirSync(join(p, '..'), { recursive: true });
+      if (!this.foldersSound(key, true)) throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR' });
       fs.renameSync(tmp, p);
     } catch (e) {
       removeQuietly(tmp);
@@ -87,18 +115,21 @@ export class ActionCache {
     this.commit(tmp, key);
   }
 
+  /** Removes the entry; never through a shard folder that is not a real folder. */
   remove(key: string): void {
-    removeQuietly(this.path(key));
+    const shard = `${this.dir}/${key.slice(0, 2)}`;
+    if (isRealFolder(this.dir) && isRealFolder(shard)) removeQuietly(this.path(key));
   }
 
-  /** Every entry, shard by shard. */
+  /** Every entry, shard by shard: regular files in real folders only (verify reports a link). */
   *list(): Generator<ActionCacheEntry> {
-    for (const shard of readdirQuiet(this.dir)) {
+    if (!isRealFolder(this.dir)) return;
+    for (const shard of realFolders(this.dir)) {
       if (!/^[0-9a-f]{2}$/.test(shard)) continue;
       for (const key of readdirQuiet(join(this.dir, shard))) {
         if (!isHash(key)) continue;
         const path = join(this.dir, shard, key);
-        const st = fs.statSync(path, { throwIfNoEntry: false });
+        const st = fs.lstatSync(path, { throwIfNoEntry: false });
         if (st?.isFile()) yield { key, path, size: st.size, lastUsedMs: st.mtimeMs };
       }
     }

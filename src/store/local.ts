@@ -28,7 +28,9 @@ import {
   FileSystemError,
   InvalidDigestError,
   InvalidRefNameError,
+  RefExistsError,
   RefNotFoundError,
+  StoreDamagedError,
   fsError,
   notDirectoryParent,
 } from '../errors.js';
@@ -528,10 +530,30 @@ export class LocalStore implements BlobStore {
   }
 
   // ------------------------------------------------------------ refs
+  //
+  // Nothing under refs/ is read, listed or written through a symbolic link: refs/ and each folder of
+  // a ref's name are looked at by lstat (checkStoreFolders, on every use: refs are few) and a ref
+  // file is opened with O_NOFOLLOW, so a link planted there (which would read, or write into, any
+  // file it points at) is a StoreDamagedError naming it; `verify --repair` removes it.
 
   private refPath(name: string): string {
     checkRefName(name);
     return join(this.root, 'refs', name);
+  }
+
+  private get refsDir(): string {
+    return join(this.root, 'refs');
+  }
+
+  /**
+   * Whether the folders of ref `name` (refs/ down to its parent) are real folders; a link among them
+   * is refused. Looked at on every use (an lstat per level; a ref is read or written a few times per
+   * command), not remembered: another process may remove a folder of refs (refs --delete) or put
+   * a link in its place at any time.
+   */
+  private refFoldersSound(name: string, make = false): boolean {
+    const parent = join(this.refsDir, name, '..');
+    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', new Set(), make);
   }
 
   /**
@@ -553,8 +575,10 @@ export class LocalStore implements BlobStore {
     const parts = name.split('/');
     for (let i = 1; i < parts.length; i++) {
       const parent = parts.slice(0, i).join('/');
-      const st = lstat(join(this.root, 'refs', parent));
+      const q = join(this.refsDir, parent);
+      const st = lstat(q);
       if (st === undefined) return;
+      if (st.isSymbolicLink()) throw damagedEntryError(this.root, q, entryKind(st), 'a folder of refs');
       if (!st.isDirectory()) throw clash(`ref '${parent}' exists`);
     }
   }
@@ -563,11 +587,16 @@ export class LocalStore implements BlobStore {
     const p = this.refPath(name);
     const tmp = this.tmpPath('ref');
     try {
-      fs.mkdirSync(join(p, '..'), { recursive: true });
+      // Each folder made or found real, never entered through a link; the rename replaces a link
+      // planted at the ref's own name (the link itself, never its target).
+      if (!this.refFoldersSound(name, true)) {
+        throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR', path: p });
+      }
       fs.writeFileSync(tmp, `${formatDigest(d)}\n`, { flag: 'wx' });
       fs.renameSync(tmp, p);
     } catch (e) {
       removeQuietly(tmp);
+      if (e instanceof StoreDamagedError) throw e;
       this.checkRefWritable(name); // another ref came in the way since the command began
       throw fsError(e, 'cannot write ref', p);
     }
@@ -577,9 +606,13 @@ export class LocalStore implements BlobStore {
     const p = this.refPath(name);
     let text: string;
     try {
-      text = fs.readFileSync(p, 'utf8');
+      if (!this.refFoldersSound(name)) return undefined;
+      text = readFileNoFollow(p).toString('utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (e instanceof StoreDamagedError) throw e;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (code === 'ELOOP') throw damagedEntryError(this.root, p, 'a symbolic link', 'a ref');
       throw fsError(e, 'cannot read ref', p);
     }
     try {
@@ -590,15 +623,23 @@ export class LocalStore implements BlobStore {
       throw new InvalidDigestError(`ref '${name}' (${p}) holds no digest: ${(e as Error).message}`, {
         path: p,
         digest: text.trim(),
-        hint: `write it again (\`treecast snapshot DIR --ref ${name}\`) or remove ${p}`,
+        hint: `write it again (\`treecast snapshot DIR --ref ${name}\`) or remove it (\`treecast refs --delete ${name}\`)`,
         cause: e,
       });
     }
   }
 
+  /**
+   * Every ref, sorted by name. A symbolic link in refs/ (for refs/ itself, a folder of refs or a
+   * ref) is a StoreDamagedError naming it, as a ref holding no digest is an error: gc lists refs to
+   * know what to keep, and must not go on without one of them (nor read one through a link).
+   */
   listRefs(): { name: string; digest: Digest }[] {
     const out: { name: string; digest: Digest }[] = [];
-    const base = join(this.root, 'refs');
+    const base = this.refsDir;
+    const top = fs.lstatSync(base, { throwIfNoEntry: false });
+    if (top === undefined) return out;
+    if (!top.isDirectory()) throw damagedEntryError(this.root, base, entryKind(top), 'the folder of refs');
     const walk = (dir: string, prefix: string) => {
       let entries: fs.Dirent[];
       try {
@@ -608,7 +649,9 @@ export class LocalStore implements BlobStore {
       }
       for (const e of entries) {
         const name = prefix + e.name;
+        // The entry's own type (readdir's d_type, as lstat): a link to a folder is not descended into.
         if (e.isDirectory()) walk(join(dir, e.name), `${name}/`);
+        else if (e.isSymbolicLink()) throw damagedEntryError(this.root, join(dir, e.name), 'a symbolic link', 'a ref');
         else if (e.isFile()) {
           const d = this.readRef(name);
           if (d) out.push({ name, digest: d });
@@ -617,6 +660,109 @@ export class LocalStore implements BlobStore {
     };
     walk(base, '');
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  /**
+   * The lstat of ref `name`'s file, refusing a link in its way (at its name or among its folders);
+   * a missing ref (or a folder of refs at its name) is a RefNotFoundError.
+   */
+  private existingRef(name: string): { path: string; digest?: Digest } {
+    const p = this.refPath(name);
+    const missing = () => new RefNotFoundError(`no ref '${name}' in the store ${this.root}`, { path: p, hint: 'list refs with `treecast refs`' });
+    if (!this.refFoldersSound(name)) throw missing();
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (st === undefined || st.isDirectory()) throw missing();
+    if (!st.isFile()) throw damagedEntryError(this.root, p, entryKind(st), 'a ref');
+    let digest: Digest | undefined;
+    try {
+      digest = this.readRef(name);
+    } catch (e) {
+      if (!(e instanceof InvalidDigestError)) throw e; // a ref holding no digest may still be deleted or renamed
+    }
+    return { path: p, digest };
+  }
+
+  /**
+   * Deletes refs (as `git update-ref -d`): every name is checked first (valid, an existing ref, no
+   * link in its way), so a missing one deletes none; then each file is unlinked and the folders of
+   * refs left empty are removed. Blobs stay: gc removes what no ref reaches any more. gc may run
+   * meanwhile: a ref it listed keeps its tree for that run, and one it did not was already gone.
+   */
+  deleteRefs(names: readonly string[]): { name: string; digest?: Digest }[] {
+    const found = names.map((name) => ({ name, ...this.existingRef(name) }));
+    for (const f of found) {
+      try {
+        fs.unlinkSync(f.path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // named twice, or deleted by another process meanwhile
+        throw fsError(e, 'cannot delete ref', f.path);
+      }
+      this.pruneRefFolders(f.name);
+    }
+    return found.map((f) => (f.digest ? { name: f.name, digest: f.digest } : { name: f.name }));
+  }
+
+  /**
+   * Renames ref `from` to `to` with no moment where neither name exists: link(from, to), then unlink
+   * `from` (link never replaces, so a `to` made meanwhile is a RefExistsError, nothing changed); with
+   * `force`, one rename(2) that replaces `to` atomically. The caller holds the store's writer lock
+   * (guardStoreWriter), so gc never lists refs while the tree is between two names.
+   */
+  renameRef(from: string, to: string, force = false): { digest?: Digest; replaced?: Digest } {
+    const src = this.existingRef(from);
+    const dst = this.refPath(to);
+    if (from === to) return src.digest ? { digest: src.digest } : {};
+    this.checkRefWritable(to);
+    const exists = () =>
+      new RefExistsError(`cannot rename ref '${from}' to '${to}': ref '${to}' exists`, {
+        path: dst,
+        hint: `pass --force to replace it, or delete it first (\`treecast refs --delete ${to}\`)`,
+      });
+    let replaced: Digest | undefined;
+    const there = this.refFoldersSound(to) ? fs.lstatSync(dst, { throwIfNoEntry: false }) : undefined;
+    if (there !== undefined) {
+      if (!there.isFile()) throw damagedEntryError(this.root, dst, entryKind(there), 'a ref');
+      if (!force) throw exists();
+      try {
+        replaced = this.readRef(to);
+      } catch (e) {
+        if (!(e instanceof InvalidDigestError)) throw e;
+      }
+    }
+    try {
+      if (!this.refFoldersSound(to, true)) throw Object.assign(new Error(`not a directory: ${join(dst, '..')}`), { code: 'ENOTDIR', path: dst });
+      if (force) fs.renameSync(src.path, dst);
+      else {
+        try {
+          fs.linkSync(src.path, dst);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw exists();
+          if (!linkRefused(e)) throw e;
+          // A filesystem without hard links: the rename, after the look above.
+          fs.renameSync(src.path, dst);
+        }
+        removeQuietly(src.path);
+      }
+    } catch (e) {
+      if (e instanceof StoreDamagedError || e instanceof RefExistsError) throw e;
+      this.checkRefWritable(to);
+      throw fsError(e, `cannot rename ref '${from}' to`, dst);
+    }
+    this.pruneRefFolders(from);
+    return { ...(src.digest ? { digest: src.digest } : {}), ...(replaced ? { replaced } : {}) };
+  }
+
+  /** Removes the folders of ref `name` left empty (rmdir only: never a folder holding anything). */
+  private pruneRefFolders(name: string): void {
+    const parts = name.split('/');
+    for (let i = parts.length - 1; i >= 1; i--) {
+      const dir = join(this.refsDir, ...parts.slice(0, i));
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        return; // not empty (another ref), or already gone
+      }
+    }
   }
 
   /** A digest string or a ref name, as accepted wherever the CLI takes a DIGEST. */
@@ -716,6 +862,57 @@ function isDirectory(p: string): boolean {
     return fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * The error for a store entry at `path` that is `what` ("a symbolic link", ...) where the store keeps
+ * `role` ("a ref", "a folder of refs", ...): it was not followed.
+ */
+export function damagedEntryError(root: string, path: string, what: string, role: string): StoreDamagedError {
+  return new StoreDamagedError(`the store ${root} is damaged: ${path} is ${what}, not ${role}; it was not followed`, {
+    path,
+    hint: 'run `treecast verify --repair` to remove it (only the entry in the store goes, never what it points to)',
+  });
+}
+
+/**
+ * Looks, by lstat, at each folder from `top` down to `dir` (both included; `dir` is `top` or inside
+ * it): true when every one is a real folder; false when one is absent, or a file is in its way (the
+ * caller's own open or write then fails, or finds nothing, as it would have); a symbolic link or
+ * special file among them is a StoreDamagedError naming it, so nothing is read or written through
+ * it. With `make`, an absent folder is made (one mkdir per level, never through a link) and true
+ * returned. Folders found real are remembered in `sound` (one lstat per folder and process).
+ */
+export function checkStoreFolders(root: string, top: string, dir: string, role: string, sound: Set<string>, make = false): boolean {
+  if (sound.has(dir)) return true;
+  const levels = [top];
+  if (dir !== top) for (const part of dir.slice(top.length + 1).split('/')) levels.push(`${levels[levels.length - 1]}/${part}`);
+  for (const level of levels) {
+    if (sound.has(level)) continue;
+    let st = fs.lstatSync(level, { throwIfNoEntry: false });
+    if (st === undefined && make) {
+      try {
+        fs.mkdirSync(level);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      st = fs.lstatSync(level, { throwIfNoEntry: false });
+    }
+    if (st === undefined || st.isFile()) return false;
+    if (!st.isDirectory()) throw damagedEntryError(root, level, entryKind(st), role);
+    sound.add(level);
+  }
+  return true;
+}
+
+/** The bytes of the file at `p`, opened with O_NOFOLLOW (a symbolic link there fails with ELOOP). */
+export function readFileNoFollow(p: string): Buffer {
+  const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -12,7 +12,7 @@ import { decodeDirectory } from '../core/reapi.js';
 import { decodeActionResult } from '../core/action-result.js';
 import { ActionCache, actionResultReferences } from './action-cache.js';
 import { lockStoreForGc } from '../fs/target-guard.js';
-import { type LocalStore, SHARDS, entryKind, isRealFolder, safeReaddir } from './local.js';
+import { type LocalStore, SHARDS, entryKind, isRealFolder, readFileNoFollow, safeReaddir } from './local.js';
 
 export interface VerifyResult {
   checked: number;
@@ -114,6 +114,31 @@ export function verifyStore(store: LocalStore, repair: boolean, onProgress?: (n:
       }
     }
   }
+  // refs/, ac/ and checkouts/: a link anywhere in them (the folder itself, a folder in it, an entry)
+  // is reported and, with --repair, unlinked (its target untouched); nothing is descended into
+  // through one. Their files are not checked further here (a ref holding no digest names itself).
+  const walkLinks = (dir: string, depth: number) => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const path = join(dir, e.name);
+      if (e.isSymbolicLink()) {
+        const st = fs.lstatSync(path, { throwIfNoEntry: false });
+        if (st !== undefined) damaged('', path, st);
+      } else if (e.isDirectory() && depth > 0) walkLinks(path, depth - 1);
+    }
+  };
+  for (const [top, depth] of [['refs', 200], ['ac', 1], ['checkouts', 0]] as const) {
+    const base = join(store.root, top);
+    const st = fs.lstatSync(base, { throwIfNoEntry: false });
+    if (st === undefined) continue;
+    if (st.isSymbolicLink()) damaged('', base, st);
+    else if (st.isDirectory()) walkLinks(base, depth);
+  }
   if (unrepaired) res.repaired = false;
   return res;
 }
@@ -145,9 +170,9 @@ export interface GcResult {
  * directory's Tree message with every Directory and file in it, and its root Directory's tree.
  * An entry that is not an ActionResult (ccache keeps its own format there) pins nothing.
  */
-function reachableFrom(store: LocalStore, actions: { key: string; path: string }[], running: string[]): { roots: number; live: Set<string> } {
+function reachableFrom(store: LocalStore, refs: Digest[], ac: ActionCache, actions: { key: string; path: string }[], running: string[]): { roots: number; live: Set<string> } {
   const live = new Set<string>();
-  const roots: Digest[] = store.listRefs().map((r) => r.digest);
+  const roots: Digest[] = [...refs];
   for (const r of running) {
     try {
       roots.push(parseDigest(r));
@@ -159,7 +184,10 @@ function reachableFrom(store: LocalStore, actions: { key: string; path: string }
     let refs;
     try {
       const where = `action ${a.key}`;
-      refs = actionResultReferences(store, decodeActionResult(fs.readFileSync(a.path), where), where);
+      // Read by O_NOFOLLOW (ActionCache.read): a link swapped in since the listing is not followed and pins nothing.
+      const bytes = ac.read(a.key);
+      if (bytes === undefined) continue;
+      refs = actionResultReferences(store, decodeActionResult(bytes, where), where);
     } catch {
       continue;
     }
@@ -168,9 +196,11 @@ function reachableFrom(store: LocalStore, actions: { key: string; path: string }
     roots.push(...refs.roots);
   }
   const recDir = join(store.root, 'checkouts');
-  for (const name of fs.existsSync(recDir) ? fs.readdirSync(recDir) : []) {
+  // Never through a link planted as checkouts/ or as a record (verify reports it): it pins nothing,
+  // as an unreadable record pins nothing, and a checkout refuses to read it too.
+  for (const name of isRealFolder(recDir) ? fs.readdirSync(recDir) : []) {
     try {
-      const rec = JSON.parse(fs.readFileSync(join(recDir, name), 'utf8')) as { target: string; root?: string; pending?: string };
+      const rec = JSON.parse(readFileNoFollow(join(recDir, name)).toString('utf8')) as { target: string; root?: string; pending?: string };
       if (!fs.existsSync(rec.target)) continue;
       // The tree of a checkout that did not finish is pinned too: running it again finishes it.
       for (const d of [rec.root, rec.pending]) if (typeof d === 'string') roots.push({ hash: d.split('/')[0]!, size: Number(d.split('/')[1]) });
@@ -208,6 +238,9 @@ export function gcStore(store: LocalStore, opts: GcOptions): GcResult {
 }
 
 function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResult {
+  // Refs first: one that cannot be read (a planted link, no digest) stops gc before it drops
+  // anything, action cache entries included.
+  const refs = store.listRefs().map((r) => r.digest);
   const ac = new ActionCache(store);
   const kept: { key: string; path: string }[] = [];
   const removedActions: string[] = [];
@@ -220,7 +253,7 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
     removedActions.push(entry.key);
     if (!opts.dryRun) ac.remove(entry.key);
   }
-  const { roots, live } = reachableFrom(store, kept, running);
+  const { roots, live } = reachableFrom(store, refs, ac, kept, running);
   const cutoff = Date.now() - opts.graceSeconds * 1000;
   const res: GcResult = { roots, reachable: live.size, removed: [], removedBytes: 0, actions: kept.length, removedActions, dryRun: opts.dryRun };
   for (const hash of store.listHashes()) {

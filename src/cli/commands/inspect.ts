@@ -3,6 +3,8 @@ import { type Digest, formatDigest } from '../../core/digest.js';
 import { diffTrees } from '../../core/tree-diff.js';
 import { TreeReader, type WalkedEntry } from '../../store/tree-reader.js';
 import { PathNotFoundError, UsageError } from '../../errors.js';
+import { checkRefName } from '../../store/local.js';
+import { guardStoreWriter } from '../../fs/target-guard.js';
 import { addJsonOption, addStoreOption, explainNotATree, openExistingStore } from '../common.js';
 import { escapeControl, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions } from '../remote-options.js';
@@ -103,20 +105,78 @@ export function registerInspect(program: Command): void {
 
   const refs = program
     .command('refs')
-    .description('list refs: digest and name; with --remote, tell which NAMEs exist on a remote cache')
-    .argument('[names...]', 'with --remote: the ref names to look up')
+    .description(
+      'list refs: digest and name; with --delete or --rename, delete or rename refs of the local store; ' +
+        'with --remote, tell which NAMEs exist on a remote cache',
+    )
+    .argument('[names...]', 'with --delete: the refs to delete; with --rename: OLD NEW; with --remote: the ref names to look up')
+    .option(
+      '--delete',
+      'delete the refs NAME... from the local store (as `git update-ref -d`); all are checked first, so a missing ' +
+        'or invalid NAME (exit 3, exit 2) deletes none. Only the names go: no blob is removed (`treecast gc` ' +
+        'removes what no ref, checkout or action cache entry reaches any more)',
+    )
+    .option(
+      '--rename',
+      'rename ref OLD to NEW in the local store (as `git branch -m`), atomically: one of the two names exists at ' +
+        'every moment; a missing OLD exits 3, an existing NEW exits 2 (ERR_TREECAST_REF_EXISTS) unless --force; ' +
+        'refused with exit 9 while gc runs on the store',
+    )
+    .option('--force', 'with --rename: replace NEW when it is already a ref (its tree then loses that name; gc may remove it)')
     .option('--remote <url>', 'look NAMEs up on this remote cache (exit 3 when any is absent)');
   addRemoteClientOptions(refs, false);
   addStoreOption(refs);
-  addJsonOption(refs, 'one JSON array, an object per ref (with --remote: one object),');
-  refs.action(async (names: string[], o: RemoteCliOptions & { remote?: string; store?: string; json?: boolean }) => {
+  addJsonOption(refs, 'one JSON array, an object per ref (with --remote, --delete or --rename: one object),');
+  type RefsOptions = RemoteCliOptions & { remote?: string; store?: string; json?: boolean; delete?: boolean; rename?: boolean; force?: boolean };
+  refs.action(async (names: string[], o: RefsOptions) => {
+    if (o.delete && o.rename) throw new UsageError('--delete and --rename cannot be used together');
+    if (o.force && !o.rename) throw new UsageError('--force is for --rename (replace NEW when it exists)');
     if (o.remote) {
+      if (o.delete || o.rename) throw new UsageError(`--${o.delete ? 'delete' : 'rename'} changes refs of the local store only; it cannot be used with --remote`);
       await (await import('./remote.js')).listRemoteRefs(o.remote, names, o);
       return;
     }
-    if (names.length > 0) throw new UsageError('NAMEs are looked up on a remote: pass --remote URL');
+    if (o.delete) return deleteRefs(names, o);
+    if (o.rename) return renameRef(names, o);
+    if (names.length > 0) throw new UsageError('NAMEs are looked up on a remote: pass --remote URL (or --delete / --rename to change local refs)');
     const list = openExistingStore(o).listRefs();
     if (o.json) printJson(list.map((r) => ({ name: r.name, digest: formatDigest(r.digest) })));
     else for (const r of list) process.stdout.write(`${formatDigest(r.digest)} ${escapeControl(r.name)}\n`);
   });
+}
+
+function deleteRefs(names: string[], o: { store?: string; json?: boolean }): void {
+  if (names.length === 0) throw new UsageError('--delete needs the names of the refs to delete', { hint: 'treecast refs --delete NAME...' });
+  for (const n of names) checkRefName(n); // every name before the store is opened
+  const deleted = openExistingStore(o).deleteRefs(names);
+  const shown = deleted.map((d) => ({ name: d.name, digest: d.digest ? formatDigest(d.digest) : null }));
+  if (o.json) {
+    printJson({ ok: true, deleted: shown });
+    return;
+  }
+  for (const d of shown) process.stdout.write(`deleted ${escapeControl(d.name)}${d.digest ? ` (was ${d.digest})` : ''}\n`);
+}
+
+function renameRef(names: string[], o: { store?: string; json?: boolean; force?: boolean }): void {
+  if (names.length !== 2) throw new UsageError(`--rename takes two names, OLD and NEW (${names.length} given)`, { hint: 'treecast refs --rename OLD NEW' });
+  const [from, to] = names as [string, string];
+  checkRefName(from);
+  checkRefName(to);
+  const store = openExistingStore(o);
+  // As snapshot --ref does: the writer lock keeps gc from listing refs while the tree is between two
+  // names (gc is refused while it is held; a rename started while gc runs is refused, exit 9).
+  const writer = guardStoreWriter(store.root, 'refs --rename');
+  let r;
+  try {
+    r = store.renameRef(from, to, o.force === true);
+  } finally {
+    writer.release();
+  }
+  const digest = r.digest ? formatDigest(r.digest) : null;
+  const replaced = r.replaced ? formatDigest(r.replaced) : null;
+  if (o.json) {
+    printJson({ ok: true, renamed: { from, to, digest, replaced } });
+    return;
+  }
+  process.stdout.write(`renamed ${escapeControl(from)} to ${escapeControl(to)}${digest ? ` (${digest})` : ''}${replaced ? `, replacing ${replaced}` : ''}\n`);
 }

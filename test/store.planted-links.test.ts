@@ -1,0 +1,276 @@
+/**
+ * Symbolic links planted in the store's refs/, ac/ (action cache) and checkouts/ (checkout records),
+ * and a blob shard folder planted as a link under `pack`: never read, served, listed or written
+ * through; reported by `verify`, and removed (the link only, never its target) by `verify --repair`.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { digestOf } from '../src/core/digest.js';
+import { encodeActionResult } from '../src/core/action-result.js';
+import { LocalStore } from '../src/store/local.js';
+import { tempDir, writeTree } from './helpers/tmp.js';
+import { startCli, waitExit } from './helpers/remote.js';
+
+const bin = new URL('../../bin/treecast', import.meta.url).pathname;
+
+function tc(args: string[], store: string) {
+  const r = spawnSync(process.execPath, [bin, ...args], { env: { ...process.env, TREECAST_STORE: store }, encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** A store with one tree under ref `r`; returns its digest. */
+function storeWithTree(dir: string, files: Record<string, string> = { a: 'alpha content', 'd/b': 'beta content' }): { store: string; tree: string } {
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), files);
+  const snap = tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store);
+  assert.equal(snap.code, 0, snap.err);
+  return { store, tree: snap.out.trim().split('\n').pop()! };
+}
+
+/** Every file under `root` with its bytes, to show nothing there changed. */
+function contents(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const rel of fs.readdirSync(root, { recursive: true }) as string[]) {
+    const p = join(root, rel);
+    const st = fs.lstatSync(p);
+    out[rel] = st.isFile() ? `${fs.readFileSync(p, 'base64')} ${st.mtimeMs}` : st.isDirectory() ? 'dir' : 'other';
+  }
+  return out;
+}
+
+function damagedAt(r: { code: number | null; err: string }, path: string, what: string): void {
+  assert.equal(r.code, 5, `${what}: ${r.err}`);
+  assert.match(r.err, /ERR_TREECAST_STORE_DAMAGED/, what);
+  assert.ok(r.err.includes(`${path} is a symbolic link`), `${what} names the link: ${r.err}`);
+  assert.match(r.err, /treecast verify --repair/, `${what} points to verify --repair`);
+}
+
+function verifyFindsAndRepairs(store: string, link: string, target: string): void {
+  const before = contents(target);
+  const found = tc(['verify'], store);
+  assert.equal(found.code, 5, found.err);
+  assert.ok(found.out.includes(`damaged ${link} (a symbolic link (not followed))`), found.out);
+  const repaired = tc(['verify', '--repair', '--json'], store);
+  assert.equal(repaired.code, 0, repaired.err);
+  assert.ok((JSON.parse(repaired.out).corrupt as { path: string }[]).some((c) => c.path === link), repaired.out);
+  assert.equal(fs.lstatSync(link, { throwIfNoEntry: false }), undefined, 'the link is gone');
+  assert.deepEqual(contents(target), before, 'its target is untouched');
+  const again = tc(['verify'], store);
+  assert.equal(again.code, 0, again.out + again.err);
+}
+
+test('a ref that is a symlink is never read (refs, ls, checkout, gc), a write replaces the link itself, verify --repair removes only the link', () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  // Outside the store, a file that reads as a valid ref: followed, it would be taken as one.
+  const outside = join(dir, 'outside');
+  fs.mkdirSync(outside);
+  fs.writeFileSync(join(outside, 'ref'), `${tree}\n`);
+  const link = join(store, 'refs', 'evil');
+  fs.symlinkSync(join(outside, 'ref'), link);
+  const blobs = () => fs.readdirSync(join(store, 'cas'), { recursive: true }).length;
+  const held = blobs();
+
+  damagedAt(tc(['refs'], store), link, 'refs');
+  damagedAt(tc(['ls', 'evil'], store), link, 'ls');
+  damagedAt(tc(['checkout', 'evil', join(dir, 'co')], store), link, 'checkout');
+  // An action cache entry unused for long: gc --max-age would drop it, but stops at the ref first.
+  const key = 'ee'.padEnd(64, '4');
+  const entry = join(store, 'ac', 'ee', key);
+  fs.mkdirSync(join(entry, '..'), { recursive: true });
+  fs.writeFileSync(entry, 'ccache bytes');
+  fs.utimesSync(entry, new Date(0), new Date(0));
+  damagedAt(tc(['gc', '--grace', '0', '--max-age', '1s'], store), link, 'gc');
+  assert.equal(blobs(), held, 'gc removed nothing');
+  assert.ok(fs.existsSync(entry), 'gc dropped no action cache entry');
+  assert.equal(fs.existsSync(join(dir, 'co')), false, 'checkout wrote nothing');
+
+  verifyFindsAndRepairs(store, link, outside);
+
+  // Written again: the rename replaces a link planted at the ref's name, never writes its target.
+  fs.symlinkSync(join(outside, 'ref'), link);
+  const before = contents(outside);
+  const snap = tc(['snapshot', join(dir, 'src'), '--ref', 'evil'], store);
+  assert.equal(snap.code, 0, snap.err);
+  assert.ok(fs.lstatSync(link).isFile(), 'the ref is a file of the store now');
+  assert.deepEqual(contents(outside), before);
+});
+
+test('a folder of refs that is a symlink is never read, listed, written, deleted or renamed through', () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  const outside = join(dir, 'outside');
+  writeTree(outside, { x: `${tree}\n`, 'deeper/y': `${tree}\n` });
+  const link = join(store, 'refs', 'team');
+  fs.symlinkSync(outside, link);
+  const before = contents(outside);
+
+  damagedAt(tc(['ls', 'team/x'], store), link, 'ls');
+  damagedAt(tc(['refs'], store), link, 'refs');
+  damagedAt(tc(['snapshot', join(dir, 'src'), '--ref', 'team/new'], store), link, 'snapshot --ref');
+  damagedAt(tc(['refs', '--delete', 'team/x'], store), link, 'refs --delete');
+  damagedAt(tc(['refs', '--rename', 'team/x', 'mine'], store), link, 'refs --rename from');
+  damagedAt(tc(['refs', '--rename', 'r', 'team/z'], store), link, 'refs --rename onto');
+  assert.ok(fs.existsSync(join(store, 'refs', 'r')), 'ref r is still there');
+  assert.deepEqual(contents(outside), before, 'nothing written or removed through the link');
+
+  verifyFindsAndRepairs(store, link, outside);
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 'team/new'], store).code, 0);
+  assert.deepEqual(contents(outside), before);
+});
+
+/** Starts `treecast serve` (the real command) on a free loopback port. */
+async function serve(store: string, args: string[] = []) {
+  const child = startCli(['serve', '--store', store, '--listen', '127.0.0.1:0', '--json', ...args]);
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', () => {
+      if (child.out.stdout.includes('\n')) resolve((JSON.parse(child.out.stdout.split('\n')[0]!) as { url: string }).url);
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${child.out.stderr}`)));
+  });
+  return {
+    url,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await waitExit(child);
+    },
+  };
+}
+
+test('treecast serve never sends what a symlink planted in ac/ points to (entry or shard folder), nor writes through one; gc does not read it', async () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  const local = new LocalStore(store);
+  // The secret: a valid ActionResult naming a blob the store holds, so validation alone would serve it.
+  const pinned = Buffer.from('a blob only the planted entry names');
+  const pinnedDigest = local.putSync(pinned);
+  fs.utimesSync(local.blobPath(pinnedDigest.hash), new Date(0), new Date(0));
+  const secret = encodeActionResult({ outputFiles: [], outputDirectories: [], exitCode: 0, stdoutDigest: pinnedDigest });
+  const outside = join(dir, 'outside');
+  fs.mkdirSync(outside);
+  fs.writeFileSync(join(outside, 'secret'), secret);
+  const keyA = 'ab'.padEnd(64, '1');
+  const keyB = 'cd'.padEnd(64, '2');
+  fs.writeFileSync(join(outside, keyB), secret);
+  fs.mkdirSync(join(store, 'ac', 'ab'), { recursive: true });
+  const entryLink = join(store, 'ac', 'ab', keyA);
+  const shardLink = join(store, 'ac', 'cd');
+  fs.symlinkSync(join(outside, 'secret'), entryLink);
+  fs.symlinkSync(outside, shardLink);
+  const before = contents(outside);
+
+  for (const args of [[], ['--no-ac-validation']]) {
+    const server = await serve(store, args);
+    try {
+      for (const key of [keyA, keyB]) {
+        for (const method of ['GET', 'HEAD']) {
+          const r = await fetch(`${server.url}ac/${key}`, { method });
+          const body = Buffer.from(await r.arrayBuffer());
+          assert.equal(r.status, 404, `${method} ${key} ${args.join(' ')}: ${body}`);
+          assert.ok(!body.includes(secret), 'the target is not sent');
+        }
+      }
+      // A write into the linked shard folder is refused; one at the linked entry's name replaces the link.
+      const put = await fetch(`${server.url}ac/${'cd'.padEnd(64, '3')}`, { method: 'PUT', body: secret });
+      await put.arrayBuffer();
+      assert.notEqual(put.status, 200, 'nothing written into the linked shard');
+    } finally {
+      await server.stop();
+    }
+  }
+  assert.deepEqual(contents(outside), before, 'nothing written, touched or removed through the links');
+
+  // gc's walk does not read the planted entries: the blob only they name is not kept, and gc
+  // --max-age removes nothing through them.
+  const gc = tc(['gc', '--grace', '0', '--json'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.ok((JSON.parse(gc.out).removed as string[]).includes(pinnedDigest.hash), gc.out);
+  fs.utimesSync(join(outside, 'secret'), new Date(0), new Date(0));
+  fs.utimesSync(join(outside, keyB), new Date(0), new Date(0));
+  const before2 = contents(outside);
+  const aged = tc(['gc', '--grace', '0', '--max-age', '1s', '--json'], store);
+  assert.equal(aged.code, 0, aged.err);
+  assert.deepEqual(JSON.parse(aged.out).removedActions, [], 'a planted link is no entry to drop');
+  assert.deepEqual(contents(outside), before2);
+
+  verifyFindsAndRepairs(store, shardLink, outside);
+  fs.symlinkSync(join(outside, 'secret'), entryLink); // verify --repair removed both; check the entry alone
+  verifyFindsAndRepairs(store, entryLink, outside);
+});
+
+test('a checkout record or checkouts/ folder that is a symlink is never read or written through; gc does not read it', () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  const target = join(dir, 'co');
+  assert.equal(tc(['checkout', 'r', target], store).code, 0);
+  const recDir = join(store, 'checkouts');
+  const [name] = fs.readdirSync(recDir);
+  const record = join(recDir, name!);
+  const outside = join(dir, 'outside');
+  fs.mkdirSync(outside);
+  fs.copyFileSync(record, join(outside, name!)); // a valid record: followed, checkout would trust it
+
+  // The record file itself a link.
+  fs.rmSync(record);
+  fs.symlinkSync(join(outside, name!), record);
+  let before = contents(outside);
+  damagedAt(tc(['checkout', 'r', target], store), record, 'checkout');
+  damagedAt(tc(['status', target], store), record, 'status');
+  // gc does not read it: with no ref, the checked-out tree is not kept through the link.
+  fs.rmSync(join(store, 'refs', 'r'));
+  const gc = tc(['gc', '--grace', '0', '--json'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.ok((JSON.parse(gc.out).removed as string[]).includes(tree.split('/')[0]!), `the tree is not pinned by the linked record: ${gc.out}`);
+  assert.deepEqual(contents(outside), before);
+  verifyFindsAndRepairs(store, record, outside);
+
+  // The folder a link.
+  const { store: store2 } = storeWithTree(join(dir, 'two'));
+  const target2 = join(dir, 'co2');
+  assert.equal(tc(['checkout', 'r', target2], store2).code, 0);
+  const recDir2 = join(store2, 'checkouts');
+  for (const n of fs.readdirSync(recDir2)) fs.copyFileSync(join(recDir2, n), join(outside, n));
+  fs.rmSync(recDir2, { recursive: true });
+  fs.symlinkSync(outside, recDir2);
+  before = contents(outside);
+  damagedAt(tc(['checkout', 'r', target2], store2), recDir2, 'checkout');
+  damagedAt(tc(['checkout', 'r', join(dir, 'co3')], store2), recDir2, 'a new checkout');
+  damagedAt(tc(['status', target2], store2), recDir2, 'status');
+  const gc2 = tc(['gc', '--grace', '0'], store2);
+  assert.equal(gc2.code, 0, gc2.err);
+  assert.deepEqual(contents(outside), before, 'nothing written or removed through the link');
+  verifyFindsAndRepairs(store2, recDir2, outside);
+  assert.equal(tc(['checkout', 'r', target2], store2).code, 0, 'a checkout works again once repaired');
+});
+
+test('pack of a tree from the store refuses a blob shard folder that is a symlink, even one holding the right bytes', () => {
+  const dir = tempDir();
+  // A file whose blob lies in a shard no directory message of the tree uses.
+  let text = '';
+  let store = '';
+  let tree = '';
+  for (let i = 0; ; i++) {
+    text = `packed file content ${i}`;
+    ({ store, tree } = storeWithTree(join(dir, `try${i}`), { a: text }));
+    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) break;
+  }
+  const d = digestOf(Buffer.from(text));
+  const shardDir = join(store, 'cas', d.hash.slice(0, 2));
+  // The shard moved outside the store and linked back: the blob there is the real one, with the right bytes.
+  const outside = join(dir, 'outside-shard');
+  fs.renameSync(shardDir, outside);
+  fs.symlinkSync(outside, shardDir);
+  const before = contents(outside);
+  for (const out of ['out.zip', 'out.tar']) {
+    const r = tc(['pack', tree, join(dir, out)], store);
+    assert.equal(r.code, 5, `${out}: ${r.err}`);
+    assert.match(r.err, /ERR_TREECAST_DIGEST_MISMATCH/);
+    assert.ok(r.err.includes(`${shardDir} is a symbolic link`), r.err);
+    assert.equal(fs.existsSync(join(dir, out)), false, 'no archive written');
+  }
+  assert.deepEqual(contents(outside), before);
+  verifyFindsAndRepairs(store, shardDir, outside);
+});
