@@ -138,7 +138,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       // Trusting none, a started record (no finished tree): `status` can then name the checkout a
       // kill left unfinished, and a checkout reads it as no record.
       if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root, o.source);
-      else saveStarted(store, rootAbs, targetStat, root, !incremental, o.source);
+      else saveStarted(store, rootAbs, targetStat, root, o.source);
     }
     pool ??= plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? new WorkerPool(0, { storeRoot: store.root }) : writerPool(jobs, store, o);
     const result = await executePlan(plan, {

@@ -45,8 +45,6 @@ export interface CheckoutRecord {
   /** How the unfinished checkout named its tree (a ref or remote name), and the remote it came from. */
   spec?: string;
   remote?: string;
-  /** A started record of a checkout into an empty directory (every entry there came from it). */
-  fresh?: boolean;
 }
 
 /** Where an unfinished checkout came from, kept so that `status` can say how to finish it. */
@@ -58,8 +56,6 @@ export interface CheckoutSource {
 /** A checkout into the directory that started, trusting no finished one, and did not finish. */
 export interface StartedRecord extends CheckoutSource {
   pending: Digest;
-  /** The checkout began in an empty directory. */
-  fresh: boolean;
 }
 
 export interface LoadedRecord {
@@ -160,7 +156,7 @@ export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs
   const r = readRecord(recordPath(store, targetAbs), store) ?? readRecord(privateRecordPath(store, targetAbs));
   if (!r || r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino || r.root !== undefined) return undefined;
   if (typeof r.pending !== 'string' || !looksLikeDigest(r.pending)) return undefined;
-  return { pending: parseDigest(r.pending), fresh: r.fresh === true, ...sourceOf(r) };
+  return { pending: parseDigest(r.pending), ...sourceOf(r) };
 }
 
 /**
@@ -168,9 +164,8 @@ export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs
  * record): a checkout killed before it finishes then leaves a record saying so, which `status`
  * reports, where dropping the record left none ("no checkout is recorded").
  */
-export function saveStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats, pending: Digest, fresh: boolean, source: CheckoutSource = {}): void {
+export function saveStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats, pending: Digest, source: CheckoutSource = {}): void {
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, pending: formatDigest(pending) };
-  if (fresh) body.fresh = true;
   if (source.spec !== undefined) body.spec = source.spec;
   if (source.remote !== undefined) body.remote = source.remote;
   save(store, targetAbs, body);
