@@ -25,7 +25,8 @@ Exit codes:
   1    unexpected failure
   2    bad arguments or options (also malformed digests and ref names, and empty values)
   3    digest or ref not found, or a path not in the tree (ls REF PATH)
-  4    checkout stopped: local changes would be overwritten (see --force)
+  4    checkout stopped: local changes would be overwritten (see --force), or untracked files
+       in a folder where the tree has a file would be removed (see --clean)
   5    integrity: a blob's bytes do not match its digest
   6    unsafe or malformed input refused (tree, archive, special file with --strict)
   7    file-system error, naming the path (missing, not a directory, is a directory, permission
