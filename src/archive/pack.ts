@@ -252,6 +252,8 @@ export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions[
       } catch (e) {
         throw fsError(e, 'cannot read symlink', childAbs);
       }
+      // Read lossily too: a target that is not UTF-8 would be packed as another one.
+      if (target.includes('\ufffd')) refuseByteTarget(childAbs);
       items.push({ kind: 'symlink', name, target, mtime: Math.floor(st.mtimeMs / 1000) });
     } else {
       warn?.('ARCHIVE_SPECIAL_SKIPPED', `skipped special file ${childAbs} (socket, FIFO or device)`);
@@ -270,6 +272,15 @@ function refuseByteName(dirAbs: string, name: string): void {
       hint: 'rename it (for example with convmv) or move it out of the directory',
     });
   }
+}
+
+function refuseByteTarget(path: string): void {
+  const raw = fs.readlinkSync(path, { encoding: 'buffer' });
+  if (Buffer.from(raw.toString('utf8')).equals(raw)) return;
+  throw new CaptureError(`symlink ${escapeControl(path)} has a target that is not valid UTF-8 ('${escapeControl(raw)}'); treecast's zip and tar entries hold UTF-8 targets only`, {
+    path,
+    hint: 'point it at a UTF-8 name, or move it out of the directory',
+  });
 }
 
 /** A directory's identity: the same directory under any spelling (symlinks, `..`, bind mounts). */
