@@ -9,7 +9,7 @@ import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js
 import { snapshot } from '../../capture/snapshot.js';
 import { BlobNotFoundError, ExitCode, FileSystemError, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
 import type { CheckoutOptions } from '../../materialize/checkout.js';
-import { resolveToken } from '../../remote/auth.js';
+import { resolveServerToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, isLocalSpec } from '../remote-options.js';
 import { RemoteFetcher } from '../../remote/fetch.js';
@@ -290,7 +290,7 @@ export function registerRemote(program: Command): void {
   serve.action(
     async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; acValidation: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
-      const token = resolveToken(o);
+      const token = resolveServerToken(o);
       const setup = new ServeSetup();
       const store = setup.openStore(defaultStorePath(o.store));
       let logFd: number | undefined;
