@@ -159,14 +159,25 @@ export class LocalChangesError extends TreecastError {
   override readonly code = 'ERR_TREECAST_LOCAL_CHANGES';
   override readonly exitCode = ExitCode.conflict;
   readonly paths: string[];
-  constructor(paths: string[], details: ErrorDetails = {}) {
+  /**
+   * `untracked`: the paths are entries the tree does not have, inside a directory where the tree
+   * has a file or symlink; --force keeps such entries, so only --clean (or the user) removes them.
+   */
+  constructor(paths: string[], details: ErrorDetails = {}, untracked = false) {
     const shown = paths.slice(0, 20).map((p) => `  ${escapeControl(p)}`);
     const more = paths.length > 20 ? [`  ... and ${paths.length - 20} more`] : [];
-    super(`checkout would overwrite ${paths.length} locally changed path(s):`, {
-      lines: [...shown, ...more],
-      hint: 'commit them with `treecast snapshot`, move them away, or pass --force to discard them',
-      ...details,
-    });
+    super(
+      untracked
+        ? `checkout --force would remove ${paths.length} untracked path(s) (not in the tree) to put a file or symlink where their directory is:`
+        : `checkout would overwrite ${paths.length} locally changed path(s):`,
+      {
+        lines: [...shown, ...more],
+        hint: untracked
+          ? '--force keeps files the tree does not have: move them away, or add --clean to remove them'
+          : 'commit them with `treecast snapshot`, move them away, or pass --force to discard them',
+        ...details,
+      },
+    );
     this.paths = paths;
   }
   override toJSON(): Record<string, unknown> {

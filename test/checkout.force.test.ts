@@ -167,3 +167,53 @@ test('--clean and --force never reach outside DIR: an untracked link to a direct
   assert.deepEqual(describeTree(out), describeTree(src));
   assert.deepEqual(describeTree(join(dir, 'elsewhere')), elsewhere, '--clean removed the links, not what they point to');
 });
+
+test('--force keeps untracked files inside a directory where the tree has a file: it stops naming them, and --clean removes them', () => {
+  const { dir, store, out } = setup();
+  // The tree drops d/ and has a file d (an update from a known checkout).
+  writeTree(join(dir, 'v2'), { 'a': 'tree a\n', 'keep': 'tree keep\n', 'd': 'now a file\n', 'l': { link: 'a' } });
+  assert.equal(tc(['snapshot', join(dir, 'v2'), '--ref', 'v2'], store).code, 0);
+  assert.equal(tc(['checkout', 't', out], store).code, 0);
+  fs.writeFileSync(join(out, 'd', 'mine'), 'precious\n');
+  const stopped = tc(['checkout', 'v2', out], store);
+  assert.equal(stopped.code, 4, stopped.err);
+  const forced = tc(['checkout', 'v2', out, '--force'], store);
+  assert.equal(forced.code, 4, forced.err);
+  assert.ok(forced.err.includes('untracked') && forced.err.includes('  d/mine\n'), forced.err);
+  assert.match(forced.err, /--clean/);
+  assert.equal(fs.readFileSync(join(out, 'd', 'mine'), 'utf8'), 'precious\n');
+  assert.equal(fs.readFileSync(join(out, 'd', 'x'), 'utf8'), 'tree x\n', 'nothing was touched');
+  const json = JSON.parse(tc(['checkout', 'v2', out, '--force', '--json'], store).out);
+  assert.deepEqual({ ok: json.ok, code: json.error.code, paths: json.error.paths }, { ok: false, code: 'ERR_TREECAST_LOCAL_CHANGES', paths: ['d/mine'] });
+  // A directory of only what the last checkout wrote (edits included) is still replaced by --force.
+  fs.renameSync(join(out, 'd', 'mine'), join(dir, 'mine'));
+  fs.writeFileSync(join(out, 'd', 'x'), 'user edit\n');
+  const replaced = tc(['checkout', 'v2', out, '--force'], store);
+  assert.equal(replaced.code, 0, replaced.err);
+  assert.equal(fs.readFileSync(join(out, 'd'), 'utf8'), 'now a file\n');
+
+  // No record (a new store): a user's folder where the tree has a file.
+  const other = join(dir, 'other');
+  fs.mkdirSync(join(other, 'keep'), { recursive: true });
+  fs.writeFileSync(join(other, 'keep', 'p'), 'precious\n');
+  const fresh = join(dir, 's2');
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 't'], fresh).code, 0);
+  const f2 = tc(['checkout', 't', other, '--force'], fresh);
+  assert.equal(f2.code, 4, f2.err);
+  assert.ok(f2.err.includes('  keep/p\n'), f2.err);
+  assert.equal(fs.readFileSync(join(other, 'keep', 'p'), 'utf8'), 'precious\n');
+  // The same tree again (force checks every entry): the user's folder where the tree has a file.
+  const again = join(dir, 'again');
+  assert.equal(tc(['checkout', 't', again], store).code, 0);
+  fs.rmSync(join(again, 'a'));
+  fs.mkdirSync(join(again, 'a'));
+  fs.writeFileSync(join(again, 'a', 'p'), 'precious\n');
+  const f3 = tc(['checkout', 't', again, '--force'], store);
+  assert.equal(f3.code, 4, f3.err);
+  assert.ok(f3.err.includes('  a/p\n'), f3.err);
+  assert.equal(fs.readFileSync(join(again, 'a', 'p'), 'utf8'), 'precious\n');
+  // --clean is the way to say they may go.
+  const cleaned = tc(['checkout', 't', again, '--force', '--clean'], store);
+  assert.equal(cleaned.code, 0, cleaned.err);
+  assert.equal(fs.readFileSync(join(again, 'a'), 'utf8'), 'tree a\n');
+});

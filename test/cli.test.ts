@@ -233,3 +233,33 @@ test('ls, diff and checkout of a digest that names a file blob say it is not a t
   }
   assert.equal(fs.existsSync(join(dir, 'out')), false, 'checkout wrote nothing');
 });
+
+test('a path argument that is not UTF-8 is refused (exit 2, bytes escaped), never taken as its lossy spelling; a real U+FFFD and an --exclude glob are not', () => {
+  const dir = tempDir();
+  const store = join(dir, 's');
+  writeTree(join(dir, 'src'), { a: 'alpha' });
+  assert.equal(tc(['snapshot', join(dir, 'src'), '--ref', 't'], { store }).code, 0);
+  // Arguments as bytes: through sh, which passes printf's \377 byte on unchanged.
+  const raw = (...args: string[]) => {
+    const r = spawnSync('/bin/sh', ['-c', 'exec "$@" "$(printf "$TC_LAST")"', 'sh', process.execPath, bin, ...args.slice(0, -1)], {
+      env: { ...process.env, TREECAST_STORE: store, TC_LAST: args[args.length - 1]! },
+      encoding: 'utf8',
+    });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  const lossy = join(dir, 'out\ufffd');
+  const refused = raw('checkout', 't', `${dir}/out\\377`);
+  assert.equal(refused.code, 2, refused.err);
+  assert.ok(refused.err.includes(`'${dir}/out\\xff'`) && refused.err.includes('not valid UTF-8'), refused.err);
+  assert.ok(!fs.existsSync(lossy), 'nothing written under the lossy name');
+  assert.equal(raw('pack', 't', `${dir}/p\\377.zip`).code, 2);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['s', 'src']);
+  // A name that really holds U+FFFD is a name like any other.
+  const real = tc(['checkout', 't', lossy], { store });
+  assert.equal(real.code, 0, real.err);
+  assert.equal(fs.readFileSync(join(lossy, 'a'), 'utf8'), 'alpha');
+  // An --exclude glob is matched against names read the same way: a name that is not UTF-8 still matches it.
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${dir}/src/`), Buffer.from([0x62, 0xff])]), 'x');
+  const excluded = raw('snapshot', join(dir, 'src'), '--exclude', 'b\\377');
+  assert.equal(excluded.code, 0, excluded.err);
+});

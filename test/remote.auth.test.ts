@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { TokenChecker, resolveToken } from '../src/remote/auth.js';
+import { TokenChecker, resolveServerToken, resolveToken } from '../src/remote/auth.js';
 import { UsageError } from '../src/errors.js';
 import { removeDir, tempDir } from './helpers/remote.js';
 
@@ -34,4 +34,13 @@ test('tokens come from --token, --token-file, then TREECAST_TOKEN', () => {
   } finally {
     removeDir(dir);
   }
+});
+
+test('a server refuses TREECAST_TOKEN set but empty (an unset shell variable) rather than serving with no token', () => {
+  assert.throws(() => resolveServerToken({}, { TREECAST_TOKEN: '' }), (e: unknown) => e instanceof UsageError && /TREECAST_TOKEN is set but empty/.test(e.message));
+  assert.equal(resolveServerToken({ token: 'flag' }, { TREECAST_TOKEN: '' }), 'flag');
+  assert.equal(resolveServerToken({}, {}), undefined, 'no variable at all: a server without a token, as asked');
+  assert.equal(resolveServerToken({}, { TREECAST_TOKEN: 'env' }), 'env');
+  // A client with an empty variable just sends no token.
+  assert.equal(resolveToken({}, { TREECAST_TOKEN: '' }), undefined);
 });

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { encodeActionResult, encodeTree } from '../src/core/action-result.js';
 import { type Digest, digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
@@ -361,5 +361,47 @@ describe("remote refs against treecast's own server", () => {
     } finally {
       await loose.close();
     }
+  });
+});
+
+describe('push of a directory that shares its name with a local ref', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer(join(base, 'server-store-ambiguous'));
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  test('the directory on disk is pushed (as pack takes it), not the older tree the ref names', async () => {
+    const work = join(base, 'work');
+    const store = join(base, 'store-ambiguous');
+    fs.mkdirSync(join(work, 'node_modules'), { recursive: true });
+    fs.writeFileSync(join(work, 'node_modules', 'pkg'), 'v1\n');
+    // Run from `work`, so the name is a relative path (and a valid ref name); async, as the server
+    // answers from this process.
+    const cli = (...args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => {
+        execFile(process.execPath, [BIN, ...args, '--store', store], { cwd: work, encoding: 'utf8' }, (e, stdout, stderr) =>
+          res({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+      });
+    const old = await cli('snapshot', 'node_modules', '--ref', 'node_modules');
+    assert.equal(old.code, 0, old.stderr);
+    fs.writeFileSync(join(work, 'node_modules', 'pkg'), 'v2\n');
+    const pushed = await cli('push', 'node_modules', server.url, '--ref', 'deps-new', '--json');
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.notEqual(JSON.parse(pushed.stdout).root, old.stdout.trim().split('\n').pop(), 'not the ref');
+    const out = freshDir();
+    const restored = await runCli(['checkout', 'deps-new', out, '--remote', server.url, '--store', freshStore()]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.equal(fs.readFileSync(join(out, 'pkg'), 'utf8'), 'v2\n');
+    // A ref with no directory of that name is still pushed by name.
+    const byRef = await cli('push', 'node_modules', server.url, '--json');
+    assert.equal(byRef.code, 0, byRef.stderr);
+    fs.rmSync(join(work, 'node_modules'), { recursive: true });
+    const refOnly = await cli('push', 'node_modules', server.url, '--json');
+    assert.equal(refOnly.code, 0, refOnly.stderr);
+    assert.equal(JSON.parse(refOnly.stdout).root, old.stdout.trim().split('\n').pop());
   });
 });

@@ -99,6 +99,27 @@ test('a name that is not valid UTF-8 is an error naming the path, and nothing is
   assert.equal(store.readRef('never'), undefined);
 });
 
+test('a name that is not valid UTF-8 can be left out with --exclude, as the error advises (a glob, or the name as the shell passes it)', () => {
+  const dir = tempDir();
+  writeTree(join(dir, 'src'), { 'ok': 'ok', 'd/keep': 'k' });
+  const bad = Buffer.from([0x62, 0xff, 0x61]);
+  fs.writeFileSync(Buffer.concat([Buffer.from(join(dir, 'src') + '/'), bad]), 'bad name');
+  fs.mkdirSync(Buffer.concat([Buffer.from(join(dir, 'src', 'd') + '/'), bad]));
+  const bin = publicBin();
+  const run = (...args: string[]) => spawnSync(process.execPath, [bin, 'snapshot', join(dir, 'src'), '--store', join(dir, 's'), ...args], { encoding: 'utf8' });
+  const refused = run();
+  assert.equal(refused.status, 7, refused.stderr);
+  assert.match(refused.stderr, /--exclude/);
+  const byGlob = run('--exclude', 'b*a');
+  assert.equal(byGlob.status, 0, byGlob.stderr);
+  // Node hands the program a name that is not UTF-8 with U+FFFD in place of the bad byte, as it reads the entry.
+  const byName = run('--exclude', 'b\ufffda');
+  assert.equal(byName.status, 0, byName.stderr);
+  assert.equal(byName.stdout.trim().split('\n').pop(), byGlob.stdout.trim().split('\n').pop());
+  const ls = spawnSync(process.execPath, [bin, 'ls', byGlob.stdout.trim().split('\n').pop()!, '--store', join(dir, 's')], { encoding: 'utf8' });
+  assert.deepEqual(ls.stdout.trim().split('\n').map((l) => l.split('\t').pop()), ['ok', 'd/', 'd/keep']);
+});
+
 test('snapshot of a missing directory or of a file is a TargetError', async () => {
   const dir = tempDir();
   fs.writeFileSync(join(dir, 'file'), 'x');

@@ -313,3 +313,25 @@ test("gc removes nothing through a symlink planted as the store's tmp/, trees/ o
   assert.equal(gc.code, 0, gc.err);
   assert.deepEqual(victims.map((v) => fs.readdirSync(v, { recursive: true }).sort()), before, 'nothing removed through the links');
 });
+
+test('a folder of the user chosen as the store: gc removes from its tmp/ and trees/ only what treecast names there', () => {
+  const dir = tempDir();
+  const store = join(dir, 'project');
+  writeTree(store, { 'tmp/draft.txt': 'user notes', 'trees/oak.txt': 'user data', 'notes': 'user notes' });
+  for (const f of ['tmp/draft.txt', 'trees/oak.txt']) fs.utimesSync(join(store, f), new Date(0), new Date(0));
+  writeTree(join(dir, 'src'), { a: 'some content' });
+  const snap = tc(['snapshot', join(dir, 'src')], store); // no ref: gc may remove what it made
+  assert.equal(snap.code, 0, snap.err);
+  const root = snap.out.trim().split('\n').pop()!.split('/')[0]!;
+  assert.ok(fs.existsSync(join(store, 'trees', root)), 'the snapshot wrote its tree pack');
+  // A write a killed process left, named as the store names them.
+  const left = join(store, 'tmp', `w-${process.pid}-0-1`);
+  fs.writeFileSync(left, 'half');
+  fs.utimesSync(left, new Date(0), new Date(0));
+  const gc = tc(['gc', '--grace', '0'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.equal(fs.readFileSync(join(store, 'tmp', 'draft.txt'), 'utf8'), 'user notes');
+  assert.equal(fs.readFileSync(join(store, 'trees', 'oak.txt'), 'utf8'), 'user data');
+  assert.ok(!fs.existsSync(left), 'an abandoned temp file is still swept');
+  assert.ok(!fs.existsSync(join(store, 'trees', root)), 'an unreachable tree pack still goes');
+});

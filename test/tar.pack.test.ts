@@ -300,3 +300,28 @@ test("a store tree whose file's blob is gone packs to nothing: exit 3 naming the
     assert.equal(fs.readFileSync(out, 'utf8'), 'the archive from before', `${name} kept`);
   }
 });
+
+test('a name or symlink target on disk that is not UTF-8 is refused naming it (bytes escaped), never packed under its lossy spelling, also beside a real U+FFFD name', async () => {
+  const dir = scratchDir('tc-tar-pack');
+  const src = join(dir, 'src');
+  fs.mkdirSync(src);
+  fs.writeFileSync(join(src, 'b\ufffda'), 'a real U+FFFD name');
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${src}/`), Buffer.from([0x62, 0xff, 0x61])]), 'bytes');
+  for (const name of ['out.tar', 'out.zip']) {
+    await assert.rejects(
+      pack({ dir: src }, join(dir, name), { level: 'default', jobs: 1 }),
+      (e: unknown) => e instanceof CaptureError && e.message.includes(`${src}/b\\xffa`) && /not valid UTF-8/.test(e.message),
+    );
+    assert.ok(!fs.existsSync(join(dir, name)), `${name}: no archive written`);
+  }
+  fs.rmSync(Buffer.concat([Buffer.from(`${src}/`), Buffer.from([0x62, 0xff, 0x61])]));
+  // A symlink target is read the same lossy way.
+  fs.symlinkSync(Buffer.from([0x74, 0xff, 0x78]) as unknown as string, join(src, 'l'));
+  for (const name of ['out.tar', 'out.zip']) {
+    await assert.rejects(pack({ dir: src }, join(dir, name), { level: 'default', jobs: 1 }), (e: unknown) => e instanceof CaptureError && e.message.includes("'t\\xffx'"));
+    assert.ok(!fs.existsSync(join(dir, name)), `${name}: no archive written`);
+  }
+  fs.rmSync(join(src, 'l'));
+  await pack({ dir: src }, join(dir, 'out.tar'), { level: 'default', jobs: 1 });
+  assert.match(execFileSync('tar', ['tf', join(dir, 'out.tar')], { encoding: 'utf8' }), /b\ufffda/);
+});

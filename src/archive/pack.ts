@@ -16,7 +16,8 @@ import type { Digest } from '../core/digest.js';
 import { TreeReader } from '../store/tree-reader.js';
 import type { ArchiveSummary } from './unpack.js';
 import { defaultStorePath, type LocalStore } from '../store/local.js';
-import { InvalidTreeError, TargetError, UsageError, fsError } from '../errors.js';
+import { CaptureError, InvalidTreeError, TargetError, UsageError, fsError } from '../errors.js';
+import { escapeControl } from '../core/display.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
 import { TarOutput, TarWriter } from './tar-writer.js';
@@ -231,6 +232,8 @@ export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions[
     const childAbs = `${f.abs}/${d.name}`;
     const name = f.rel + d.name;
     if (leftOut.file(f.id, d.name)) return;
+    // Else its lossy spelling is read: ENOENT, or a sibling really named with U+FFFD packed twice.
+    if (d.name.includes('\ufffd')) refuseByteName(f.abs, d.name);
     if (d.isFile()) {
       // Perf: no `{ ...batcher.add() }` object per file (see listStoreTree).
       const slot = batcher.add({ src: childAbs }, NOMINAL);
@@ -249,6 +252,8 @@ export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions[
       } catch (e) {
         throw fsError(e, 'cannot read symlink', childAbs);
       }
+      // Read lossily too: a target that is not UTF-8 would be packed as another one.
+      if (target.includes('\ufffd')) refuseByteTarget(childAbs);
       items.push({ kind: 'symlink', name, target, mtime: Math.floor(st.mtimeMs / 1000) });
     } else {
       warn?.('ARCHIVE_SPECIAL_SKIPPED', `skipped special file ${childAbs} (socket, FIFO or device)`);
@@ -256,6 +261,26 @@ export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions[
   };
   open(root, '', 0, dirId(root) ?? { dev: -1, ino: -1 });
   return listedInSteps(items, batcher, () => stack.length > 0, step);
+}
+
+/** Node decodes a name that is not UTF-8 lossily (U+FFFD): the raw bytes tell it from a real U+FFFD. */
+function refuseByteName(dirAbs: string, name: string): void {
+  for (const raw of fs.readdirSync(dirAbs, { encoding: 'buffer' })) {
+    if (raw.toString('utf8') !== name || Buffer.from(name).equals(raw)) continue;
+    throw new CaptureError(`${dirAbs}/${escapeControl(raw)} has a name that is not valid UTF-8; treecast's zip and tar entries hold UTF-8 names only`, {
+      path: `${dirAbs}/${name}`,
+      hint: 'rename it (for example with convmv) or move it out of the directory',
+    });
+  }
+}
+
+function refuseByteTarget(path: string): void {
+  const raw = fs.readlinkSync(path, { encoding: 'buffer' });
+  if (Buffer.from(raw.toString('utf8')).equals(raw)) return;
+  throw new CaptureError(`symlink ${escapeControl(path)} has a target that is not valid UTF-8 ('${escapeControl(raw)}'); treecast's zip and tar entries hold UTF-8 targets only`, {
+    path,
+    hint: 'point it at a UTF-8 name, or move it out of the directory',
+  });
 }
 
 /** A directory's identity: the same directory under any spelling (symlinks, `..`, bind mounts). */

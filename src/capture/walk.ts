@@ -191,9 +191,10 @@ export function walk(rootAbs: string, opts: WalkOptions = {}): WalkResult {
     for (let i = 0; i < entries.length; i++) {
       const ent = entries[i]!;
       const name = ent.name;
-      if (name.includes('\ufffd')) checkUtf8Name(abs, name);
       const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
       if (excluded !== undefined && excluded(rel, name)) continue;
+      // After the excludes: the error's hint is to leave such a name out with --exclude.
+      if (name.includes('\ufffd')) checkUtf8Name(abs, name);
       const path = `${abs}/${name}`;
       let isFile = ent.isFile();
       let isDir = ent.isDirectory();

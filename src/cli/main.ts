@@ -8,7 +8,8 @@ import { ExitCode, TreecastError, UsageError } from '../errors.js';
 import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
 import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, printJson, typedError } from './output.js';
-import { escapeControlLines } from '../core/display.js';
+import { escapeControl, escapeControlLines } from '../core/display.js';
+import * as fs from 'node:fs';
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('treecast')
@@ -25,7 +26,8 @@ Exit codes:
   1    unexpected failure
   2    bad arguments or options (also malformed digests and ref names, and empty values)
   3    digest or ref not found, or a path not in the tree (ls REF PATH)
-  4    checkout stopped: local changes would be overwritten (see --force)
+  4    checkout stopped: local changes would be overwritten (see --force), or untracked files
+       in a folder where the tree has a file would be removed (see --clean)
   5    integrity: a blob's bytes do not match its digest
   6    unsafe or malformed input refused (tree, archive, special file with --strict)
   7    file-system error, naming the path (missing, not a directory, is a directory, permission
@@ -40,7 +42,10 @@ Environment:
   TREECAST_TOKEN   bearer token for remote commands`,
   );
   for (const register of await commandsFor(argv)) register(program);
-  program.hook('preAction', (_program, action) => refuseEmptyValues(action));
+  program.hook('preAction', (_program, action) => {
+    refuseEmptyValues(action);
+    if (argv === process.argv) refuseLossyArguments(argv);
+  });
   return program;
 }
 
@@ -59,6 +64,39 @@ function refuseEmptyValues(cmd: Command): void {
     if (v !== '' && !(Array.isArray(v) && v.includes(''))) continue;
     const flag = cmd.options.find((o) => o.attributeName() === key)?.long ?? key;
     throw new UsageError(`the value of ${flag} is empty`, { hint });
+  }
+}
+
+/**
+ * Node decodes an argument that is not UTF-8 lossily (U+FFFD for the bad bytes), so a path given
+ * that way would name another file (`checkout X $'out\xff'` would write into 'out\uFFFD'). The raw
+ * bytes are in /proc/self/cmdline (Linux; elsewhere nothing is checked): an argument whose bytes are
+ * not UTF-8 is refused, a real U+FFFD is not, nor an --exclude glob (names are read the same way).
+ */
+function refuseLossyArguments(argv: readonly string[]): void {
+  const given = argv.slice(2);
+  if (!given.some((a) => a.includes('\ufffd'))) return;
+  let raw: Buffer;
+  try {
+    raw = fs.readFileSync('/proc/self/cmdline');
+  } catch {
+    return;
+  }
+  const parts: Buffer[] = [];
+  for (let start = 0; start < raw.length; ) {
+    const end = raw.indexOf(0, start);
+    parts.push(raw.subarray(start, end < 0 ? raw.length : end));
+    start = end < 0 ? raw.length : end + 1;
+  }
+  const rawGiven = parts.slice(-given.length);
+  for (let i = 0; i < rawGiven.length; i++) {
+    const bytes = rawGiven[i]!;
+    if (Buffer.from(bytes.toString('utf8')).equals(bytes)) continue;
+    // An --exclude glob is matched against names read the same lossy way, so it still matches.
+    if (given[i - 1] === '--exclude' || given[i]!.startsWith('--exclude=')) continue;
+    throw new UsageError(`the argument '${escapeControl(bytes)}' is not valid UTF-8: treecast would read it as '${bytes.toString('utf8')}', another name`, {
+      hint: 'rename the path (for example with convmv), or reach it through a folder or symlink whose name is UTF-8',
+    });
   }
 }
 

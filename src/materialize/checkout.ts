@@ -286,6 +286,7 @@ async function makePlan(
     if (previous && record && o.force !== true) trusted = record;
   }
   if (plan.conflicts.length > 0) throw new LocalChangesError(plan.conflicts, { path: rootAbs, digest: formatDigest(root) });
+  if (plan.untrackedInWay?.length) throw new LocalChangesError(plan.untrackedInWay, { path: rootAbs, digest: formatDigest(root) }, true);
   return { plan, provenBefore, trusted };
 }
 

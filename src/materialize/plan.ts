@@ -91,6 +91,12 @@ export interface Plan {
   /** A non-empty file the plan writes, for probing the import method. */
   sample?: { hash: string; size: number };
   conflicts: string[];
+  /**
+   * With force and without clean: entries the tree does not have inside a directory where the tree
+   * has a file or symlink. Force replaces what differs from the tree, never what it does not have,
+   * so these stop the checkout as conflicts do (clean removes them).
+   */
+  untrackedInWay?: string[];
   unchanged: number;
 }
 
@@ -457,6 +463,7 @@ function verifyEntry(input: ReconcileInput, plan: Plan, path: string, n: Entry, 
     plan.unchanged++;
     return;
   }
+  if (d === 'dir' && untrackedInWay(input, plan, path, undefined, depth)) return;
   plan.removes.push({ rel: path, type: d });
   createEntry(input, plan, path, n, depth);
 }
@@ -501,8 +508,31 @@ function changeEntry(input: ReconcileInput, plan: Plan, path: string, o: Entry |
     plan.conflicts.push(path);
     return;
   }
+  if (!replaceable && d === 'dir' && untrackedInWay(input, plan, path, known ? o : undefined, depth)) return;
   plan.removes.push({ rel: path, type: d });
   createEntry(input, plan, path, n, depth);
+}
+
+/**
+ * Force is about to remove the directory at `path` (the tree has a file or symlink there): lists
+ * in `plan.untrackedInWay` what under it the old entry `o` (when known) does not have, and says
+ * whether there was any. With clean, those go too, so nothing is listed.
+ */
+function untrackedInWay(input: ReconcileInput, plan: Plan, path: string, o: Entry | undefined, depth: number): boolean {
+  if (input.clean) return false;
+  const found: string[] = [];
+  const walk = (rel: string, dir: Entry | undefined, level: number): void => {
+    const want = dir?.type === 'dir' && level <= MAX_DEPTH ? entries(input.tree(dir.digest)) : undefined;
+    for (const [name, dt] of input.disk.list(rel) ?? []) {
+      const e = want?.get(name);
+      if (!e || (dt === 'dir' && e.type !== 'dir')) found.push(join(rel, name));
+      else if (dt === 'dir') walk(join(rel, name), e, level + 1);
+    }
+  };
+  walk(path, o, depth + 1);
+  if (found.length === 0) return false;
+  (plan.untrackedInWay ??= []).push(...found);
+  return true;
 }
 
 function createEntry(input: ReconcileInput, plan: Plan, path: string, n: Entry, depth: number): void {

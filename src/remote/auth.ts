@@ -33,6 +33,20 @@ export function resolveToken(opts: TokenOptions, env: NodeJS.ProcessEnv = proces
   return token;
 }
 
+/**
+ * The token a server requires. TREECAST_TOKEN set but empty, with no --token or --token-file, is
+ * refused: it is what `TREECAST_TOKEN=$SECRET treecast serve` gives when SECRET is unset, and
+ * taking it as no token would start a server anyone can write to (as an empty --token is refused).
+ */
+export function resolveServerToken(opts: TokenOptions, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (opts.token === undefined && opts.tokenFile === undefined && env.TREECAST_TOKEN === '') {
+    throw new UsageError('TREECAST_TOKEN is set but empty: the server would require no token', {
+      hint: 'is a shell variable unset? Give the token, or unset TREECAST_TOKEN to serve without one',
+    });
+  }
+  return resolveToken(opts, env);
+}
+
 /** Tokens go into an HTTP header, so they must be visible ASCII without spaces. */
 export function checkToken(token: string): void {
   if (!/^[\x21-\x7e]{1,4096}$/.test(token)) throw new UsageError('the token must be 1-4096 visible ASCII characters without spaces');

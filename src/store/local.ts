@@ -45,6 +45,8 @@ const WHOLE_READ_LIMIT = 8 << 20;
 const CHUNK = 1 << 20;
 
 let tmpCounter = 0;
+/** A name tmpPath makes (`<tag>-<pid>-<thread>-<n>`, a suffix allowed): the only ones gc sweeps from tmp/. */
+const TMP_NAME = /^[a-z]+-\d+-\d+-\d+/;
 // Perf: one growable buffer per thread for whole-file reads, instead of an allocation per file.
 let scratch = Buffer.allocUnsafe(1 << 20);
 
@@ -506,7 +508,8 @@ export class LocalStore implements BlobStore {
   *listTmpFiles(): Generator<string> {
     // Real folders only: nothing is listed (and so removed) through a planted symlink, whether it
     // stands for tmp/, cas/ or a shard.
-    if (isRealFolder(this.tmpDir)) for (const name of safeReaddir(this.tmpDir)) yield join(this.tmpDir, name);
+    // Only names tmpPath makes: a folder the user chose as the store may have held a tmp/ of theirs.
+    if (isRealFolder(this.tmpDir)) for (const name of safeReaddir(this.tmpDir)) if (TMP_NAME.test(name)) yield join(this.tmpDir, name);
     if (!isRealFolder(this.casDir)) return;
     for (const s of realFolders(this.casDir)) {
       if (!SHARD_NAMES.has(s)) continue;

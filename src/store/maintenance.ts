@@ -26,6 +26,9 @@ export interface VerifyResult {
   repaired: boolean;
 }
 
+/** The name of a tree pack (its root's hash): the only names gc removes from trees/. */
+const PACK_NAME = /^[0-9a-f]{64}$/;
+
 function hashFile(path: string): { hash: string; size: number } {
   const h = createHash('sha256');
   // O_NOFOLLOW: a symlink swapped in after the lstat is still not read through (ELOOP).
@@ -269,7 +272,8 @@ function collect(store: LocalStore, opts: GcOptions, running: string[]): GcResul
   // Tree packs of trees no longer reachable go too (they are only a cache of reachable trees).
   const packs = join(store.root, 'trees');
   // Never through a symlink planted as trees/ (it would remove every file where it points).
-  if (!opts.dryRun && isRealFolder(packs)) for (const name of fs.readdirSync(packs)) if (!live.has(name)) fs.rmSync(join(packs, name), { force: true });
+  // Only names a pack takes (a root's hash): a folder the user chose as the store may have held a trees/ of theirs.
+  if (!opts.dryRun && isRealFolder(packs)) for (const name of fs.readdirSync(packs)) if (PACK_NAME.test(name) && !live.has(name)) fs.rmSync(join(packs, name), { force: true });
   if (!opts.dryRun) for (const p of store.listTmpFiles()) {
     const st = fs.lstatSync(p, { throwIfNoEntry: false });
     // Temp files older than the grace period were left by a process that died mid-write.

@@ -84,8 +84,10 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run
 }
 
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { out: { stdout: string; stderr: string } } {
+  // No token from the environment unless the test gives one (an empty one is refused by serve).
+  const { TREECAST_TOKEN: _unused, ...inherited } = process.env;
   const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, TREECAST_TOKEN: '', ...env },
+    env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   }) as ChildProcess & { out: { stdout: string; stderr: string } };
   child.out = { stdout: '', stderr: '' };

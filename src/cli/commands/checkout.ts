@@ -33,7 +33,9 @@ export function registerCheckout(program: Command): void {
     `
 Local changes: a file changed since the last checkout is never overwritten or removed without
 --force (exit 4, the paths listed). --force replaces what differs from the tree, everywhere in it;
-files the tree does not have are kept, and only --clean removes them. See \`treecast status DIR\`.
+files the tree does not have are kept, and only --clean removes them: a folder holding such files
+where the tree has a file or symlink stops --force too (exit 4, those files listed).
+See \`treecast status DIR\`.
 A DIR that contains the store or lies inside it is refused (exit 7). One checkout or unpack writes a
 DIR at a time: another one running there makes this one fail at once (exit 9, its pid named).
 

@@ -9,7 +9,7 @@ import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js
 import { snapshot } from '../../capture/snapshot.js';
 import { BlobNotFoundError, ExitCode, FileSystemError, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
 import type { CheckoutOptions } from '../../materialize/checkout.js';
-import { resolveToken } from '../../remote/auth.js';
+import { resolveServerToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, isLocalSpec } from '../remote-options.js';
 import { RemoteFetcher } from '../../remote/fetch.js';
@@ -199,15 +199,19 @@ function parseSize(name: string): (v: string) => number {
 }
 
 /**
- * A DIGEST or REF from the store, or a directory to snapshot first. What exists on disk and is no
- * ref, or could not be a ref name (`/abs/dir`, `./dir`), is snapshotted: a missing one or a file
- * gets snapshot's own error naming the path, not "invalid ref name" or "no ref".
+ * A DIGEST or REF from the store, or a directory to snapshot first (a directory wins over a ref of
+ * the same name). What exists on disk and is no ref, or could not be a ref name (`/abs/dir`,
+ * `./dir`), is snapshotted: a missing one or a file gets snapshot's own error naming the path, not
+ * "invalid ref name" or "no ref".
  */
 async function resolveSource(store: LocalStore, spec: string, signal: AbortSignal): Promise<{ root: Digest; snapshotted: boolean }> {
   if (looksLikeDigest(spec) || /^[0-9a-fA-F]{64}/.test(spec)) return { root: store.resolve(spec), snapshotted: false };
   const refName = isRefName(spec);
-  if (refName && store.readRef(spec) !== undefined) return { root: store.resolve(spec), snapshotted: false };
-  if (!refName || fs.statSync(spec, { throwIfNoEntry: false }) !== undefined) {
+  const st = refName ? fs.statSync(spec, { throwIfNoEntry: false }) : undefined;
+  // A directory before a ref of the same name, as pack takes it: `push node_modules URL` must send
+  // the directory as it is now, not an older snapshot that a ref named node_modules recorded.
+  if (refName && !st?.isDirectory() && store.readRef(spec) !== undefined) return { root: store.resolve(spec), snapshotted: false };
+  if (!refName || st !== undefined) {
     const r = await snapshot(spec, { store, signal });
     return { root: r.digest, snapshotted: true };
   }
@@ -290,7 +294,7 @@ export function registerRemote(program: Command): void {
   serve.action(
     async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; acValidation: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
-      const token = resolveToken(o);
+      const token = resolveServerToken(o);
       const setup = new ServeSetup();
       const store = setup.openStore(defaultStorePath(o.store));
       let logFd: number | undefined;
