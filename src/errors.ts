@@ -136,6 +136,16 @@ export class StoreDamagedError extends TreecastError {
   override readonly exitCode = ExitCode.integrity;
 }
 
+/**
+ * The folder given as the store holds files and is not a store: treecast makes a store only in a
+ * new or empty folder, since it writes its own folders there and gc and verify --repair remove
+ * files in them.
+ */
+export class NotAStoreError extends TreecastError {
+  override readonly code = 'ERR_TREECAST_NOT_A_STORE';
+  override readonly exitCode = ExitCode.io;
+}
+
 /** A `Directory` message that is not canonical or names entries unsafely. */
 export class InvalidTreeError extends TreecastError {
   override readonly code = 'ERR_TREECAST_INVALID_TREE';
@@ -292,6 +302,7 @@ for (const C of [
   UsageError, InvalidDigestError, InvalidRefNameError, BlobNotFoundError, RefNotFoundError, PathNotFoundError, DigestMismatchError,
   InvalidTreeError, UnsafePathError, CaptureError, SymlinkLoopError, SpecialFileError, TargetError, TargetBusyError, FileSystemError,
   NoSpaceError, InterruptedError, RemoteError, ArchiveError, InvalidActionResultError, RefExistsError, StoreDamagedError,
+  NotAStoreError,
 ]) {
   classesByCode.set(new C('').code, C);
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { LocalStore, defaultStorePath } from '../src/store/local.js';
 import { EMPTY_DIGEST, digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
-import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, RefNotFoundError } from '../src/errors.js';
+import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, NotAStoreError, RefNotFoundError } from '../src/errors.js';
 import { gcStore, verifyStore } from '../src/store/maintenance.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { checkout } from '../src/materialize/checkout.js';
@@ -18,6 +18,28 @@ test('blobs are stored read-only under their hash and read back verified', () =>
   assert.equal(fs.statSync(store.blobPath(d.hash)).mode & 0o777, 0o444);
   assert.equal(store.readSync(d).toString(), 'hello\n');
   assert.equal(fs.readdirSync(join(store.root, 'tmp')).length, 0, 'no temp file left behind');
+});
+
+test('a store is made only in a new or empty folder, never among the files of a folder that is not a store', () => {
+  const base = tempDir();
+  // The user's own folder, with a tmp/ and a trees/ of theirs (gc would sweep a store's).
+  const mine = join(base, 'project');
+  writeTree(mine, { 'notes.txt': 'mine\n', 'tmp/draft': 'draft\n', 'trees/oak': 'leaf\n' });
+  const before = fs.readdirSync(mine).sort();
+  assert.throws(() => LocalStore.open(mine), (e: unknown) => e instanceof NotAStoreError && e.path === mine && /not a treecast store and is not empty/.test(e.message));
+  assert.deepEqual(fs.readdirSync(mine).sort(), before, 'nothing is written into the folder');
+  // New, empty, or holding only a volume's lost+found: a store is made there.
+  fs.mkdirSync(join(base, 'empty'));
+  fs.mkdirSync(join(base, 'volume', 'lost+found'), { recursive: true });
+  for (const name of ['new', 'empty', 'volume']) {
+    const s = LocalStore.open(join(base, name));
+    assert.equal(s.readSync(s.putSync(Buffer.from(name))).toString(), name);
+  }
+  // A store opened again, and one whose making stopped after cas/ (the first folder made).
+  assert.doesNotThrow(() => LocalStore.open(join(base, 'new')));
+  fs.mkdirSync(join(base, 'half', 'cas'), { recursive: true });
+  assert.doesNotThrow(() => LocalStore.open(join(base, 'half')));
+  assert.ok(fs.existsSync(join(base, 'half', 'tmp')));
 });
 
 test('the empty blob always exists and is never stored', () => {

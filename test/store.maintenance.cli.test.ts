@@ -314,14 +314,23 @@ test("gc removes nothing through a symlink planted as the store's tmp/, trees/ o
   assert.deepEqual(victims.map((v) => fs.readdirSync(v, { recursive: true }).sort()), before, 'nothing removed through the links');
 });
 
-test('a folder of the user chosen as the store: gc removes from its tmp/ and trees/ only what treecast names there', () => {
+test('a folder of the user chosen as the store is refused; in a store, gc removes from tmp/ and trees/ only what treecast names there', () => {
   const dir = tempDir();
   const store = join(dir, 'project');
   writeTree(store, { 'tmp/draft.txt': 'user notes', 'trees/oak.txt': 'user data', 'notes': 'user notes' });
-  for (const f of ['tmp/draft.txt', 'trees/oak.txt']) fs.utimesSync(join(store, f), new Date(0), new Date(0));
   writeTree(join(dir, 'src'), { a: 'some content' });
+  const refused = tc(['snapshot', join(dir, 'src')], store);
+  assert.equal(refused.code, 7, refused.err);
+  assert.match(refused.err, /ERR_TREECAST_NOT_A_STORE/);
+  assert.deepEqual(fs.readdirSync(store).sort(), ['notes', 'tmp', 'trees'], 'no store folder written into it');
+  // The same files put into a store's own folders later: gc still leaves them.
+  fs.renameSync(store, join(dir, 'mine'));
   const snap = tc(['snapshot', join(dir, 'src')], store); // no ref: gc may remove what it made
   assert.equal(snap.code, 0, snap.err);
+  for (const f of ['tmp/draft.txt', 'trees/oak.txt']) {
+    fs.renameSync(join(dir, 'mine', f), join(store, f));
+    fs.utimesSync(join(store, f), new Date(0), new Date(0));
+  }
   const root = snap.out.trim().split('\n').pop()!.split('/')[0]!;
   assert.ok(fs.existsSync(join(store, 'trees', root)), 'the snapshot wrote its tree pack');
   // A write a killed process left, named as the store names them.

@@ -7,7 +7,7 @@ import { type Digest, formatDigest } from '../core/digest.js';
 import { LocalStore, defaultStorePath } from '../store/local.js';
 
 export function addStoreOption(cmd: Command): Command {
-  return cmd.option('--store <path>', 'store location (default: $TREECAST_STORE, else $XDG_CACHE_HOME/treecast or ~/.cache/treecast)');
+  return cmd.option('--store <path>', 'store location (default: $TREECAST_STORE, else $XDG_CACHE_HOME/treecast or ~/.cache/treecast); made only in a new or empty folder');
 }
 
 /** `--json`; `what` says what it prints where that is not one object (the listings print an array). */

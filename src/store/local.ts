@@ -28,6 +28,7 @@ import {
   FileSystemError,
   InvalidDigestError,
   InvalidRefNameError,
+  NotAStoreError,
   RefExistsError,
   RefNotFoundError,
   StoreDamagedError,
@@ -108,9 +109,11 @@ export class LocalStore implements BlobStore {
    */
   init(): void {
     try {
-      if (fs.existsSync(this.tmpDir)) return;
+      if (fs.existsSync(this.tmpDir) && fs.existsSync(this.casDir)) return;
+      refuseForeignFolder(this.root);
       for (const d of [this.root, this.casDir, this.execDir, this.tmpDir, join(this.root, 'refs')]) makeDirectories(d);
     } catch (e) {
+      if (e instanceof NotAStoreError) throw e;
       throw fsError(e, 'cannot create store at', this.root);
     }
   }
@@ -917,6 +920,27 @@ export function readFileNoFollow(p: string): Buffer {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Refuses to make a store in `root` when it holds anything but a store's own folders: gc and
+ * `verify --repair` remove files under a store's folders, so a store is made only in a new or empty
+ * folder (a volume's `lost+found` allowed), or one a store was being made in (it has `cas/`, the
+ * first folder init makes).
+ */
+function refuseForeignFolder(root: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (names.includes('cas') || names.every((n) => n === 'lost+found')) return;
+  throw new NotAStoreError(`${root} is not a treecast store and is not empty: a store is made only in a new or empty folder`, {
+    path: root,
+    hint: 'choose a new or empty folder for the store (--store or TREECAST_STORE); treecast writes folders of its own there, and gc removes files in them',
+  });
 }
 
 export function removeQuietly(p: string): void {
