@@ -93,7 +93,7 @@ function privateRecordPath(store: LocalStore, targetAbs: string, create = false)
 function recordFolderSound(store: LocalStore | undefined, make: boolean): boolean {
   if (store === undefined) return true;
   const dir = join(store.root, 'checkouts');
-  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', new Set(), make);
+  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', make);
 }
 
 /** The record at `p` (the store's when `store` is given), or undefined when absent or unreadable. */

@@ -8,7 +8,7 @@
  * `gc --max-age` can drop entries nobody asked for in a while.
  *
  * Nothing here is read, served, listed, touched, written or removed through a symbolic link: ac/
- * and its shard folders are looked at by lstat (once per folder and process) and entries opened
+ * and its shard folders are looked at by lstat (on every use) and entries opened
  * with O_NOFOLLOW, so a link planted there (which `treecast serve` would otherwise send: any file
  * the server can read) is a StoreDamagedError naming it, a miss to the server, skipped by gc.
  */
@@ -45,7 +45,7 @@ export class ActionCache {
    * every later GET read, and PUT write, through it.
    */
   private foldersSound(key: string, make = false): boolean {
-    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', new Set(), make);
+    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', make);
   }
 
   /** The entry's size, or undefined when there is none; a link at its name or folder is a StoreDamagedError. */

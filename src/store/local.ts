@@ -559,7 +559,7 @@ export class LocalStore implements BlobStore {
    */
   private refFoldersSound(name: string, make = false): boolean {
     const parent = join(this.refsDir, name, '..');
-    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', new Set(), make);
+    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', make);
   }
 
   /**
@@ -888,14 +888,13 @@ export function damagedEntryError(root: string, path: string, what: string, role
  * caller's own open or write then fails, or finds nothing, as it would have); a symbolic link or
  * special file among them is a StoreDamagedError naming it, so nothing is read or written through
  * it. With `make`, an absent folder is made (one mkdir per level, never through a link) and true
- * returned. Folders found real are remembered in `sound` (one lstat per folder and process).
+ * returned. Nothing is remembered: refs, action cache entries and records are few per command, and
+ * another process may remove a folder or put a link in its place at any time.
  */
-export function checkStoreFolders(root: string, top: string, dir: string, role: string, sound: Set<string>, make = false): boolean {
-  if (sound.has(dir)) return true;
+export function checkStoreFolders(root: string, top: string, dir: string, role: string, make = false): boolean {
   const levels = [top];
   if (dir !== top) for (const part of dir.slice(top.length + 1).split('/')) levels.push(`${levels[levels.length - 1]}/${part}`);
   for (const level of levels) {
-    if (sound.has(level)) continue;
     let st = fs.lstatSync(level, { throwIfNoEntry: false });
     if (st === undefined && make) {
       try {
@@ -907,7 +906,6 @@ export function checkStoreFolders(root: string, top: string, dir: string, role: 
     }
     if (st === undefined || st.isFile()) return false;
     if (!st.isDirectory()) throw damagedEntryError(root, level, entryKind(st), role);
-    sound.add(level);
   }
   return true;
 }
