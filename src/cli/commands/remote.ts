@@ -290,7 +290,7 @@ export function registerRemote(program: Command): void {
     )
     .addOption(new Option('--latency <ms>', 'hold every request MS milliseconds before answering (simulates a distant server)').argParser(intInRange('--latency', 0, 60_000)));
   addStoreOption(serve);
-  addJsonOption(serve);
+  addJsonOption(serve, 'one JSON object per line and event ("listening" with the URL once it listens, "stopped" with its status (the blobs and bytes its store holds) when it stops)');
   serve.action(
     async (o: { listen: string; token?: string; tokenFile?: string; readOnly?: boolean; batch: boolean; acValidation: boolean; maxBlobSize?: number; accessLog?: string; maxConnections: number; latency?: number; store?: string; json?: boolean }) => {
       const { host, port } = parseListen(o.listen);
