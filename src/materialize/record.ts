@@ -24,7 +24,7 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core/digest.js';
-import { type LocalStore, checkStoreFolders, damagedEntryError, readFileNoFollow } from '../store/local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
 import { StoreDamagedError, fsError } from '../errors.js';
 import { privateTempDir } from '../fs/target-guard.js';
 
@@ -67,7 +67,7 @@ export interface LoadedRecord {
 }
 
 function recordPath(store: LocalStore, targetAbs: string): string {
-  return join(store.root, 'checkouts', `${createHash('sha256').update(targetAbs).digest('hex')}.json`);
+  return join(recordsDir(store), `${createHash('sha256').update(targetAbs).digest('hex')}.json`);
 }
 
 /**
@@ -85,15 +85,19 @@ function privateRecordPath(store: LocalStore, targetAbs: string, create = false)
 }
 
 /**
- * Whether the store's `checkouts/` is a real folder (made when absent with `make`); a link there
- * is a StoreDamagedError. One lstat on every read and write of a record (a few per checkout), not
+ * Whether the store's `checkouts/` is a real folder; a link there is a StoreDamagedError. One lstat on every read and write of a record (a few per checkout), not
  * remembered: the folder may be removed meanwhile (as by hand, or a test). Undefined `store`: the
  * private folder, checked when it is taken.
  */
-function recordFolderSound(store: LocalStore | undefined, make: boolean): boolean {
+function recordFolderSound(store: LocalStore | undefined): boolean {
   if (store === undefined) return true;
-  const dir = join(store.root, 'checkouts');
-  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records', make);
+  const dir = recordsDir(store);
+  return checkStoreFolders(store.root, dir, dir, 'the folder of checkout records');
+}
+
+/** The store's folder of checkout records. */
+function recordsDir(store: LocalStore): string {
+  return join(store.root, 'checkouts');
 }
 
 /** The record at `p` (the store's when `store` is given), or undefined when absent or unreadable. */
@@ -101,7 +105,7 @@ function readRecord(p: string | undefined, store?: LocalStore): CheckoutRecord |
   if (p === undefined) return undefined;
   let text: string;
   try {
-    if (!recordFolderSound(store, false)) return undefined;
+    if (!recordFolderSound(store)) return undefined;
     text = readFileNoFollow(p).toString('utf8');
   } catch (e) {
     if (e instanceof StoreDamagedError) throw e;
@@ -117,7 +121,7 @@ function readRecord(p: string | undefined, store?: LocalStore): CheckoutRecord |
 
 function writeRecord(p: string, tmp: string, body: CheckoutRecord, store?: LocalStore): void {
   if (store === undefined) fs.mkdirSync(join(p, '..'), { recursive: true });
-  else if (!recordFolderSound(store, true)) throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR', path: p });
+  else makeStoreFolders(store.root, recordsDir(store), recordsDir(store), 'the folder of checkout records');
   fs.writeFileSync(tmp, JSON.stringify(body));
   fs.renameSync(tmp, p);
 }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { type ActionResult, actionResultBlobs, decodeTree } from '../core/action-result.js';
 import { type Digest, isHash } from '../core/digest.js';
 import { fsError } from '../errors.js';
-import { type LocalStore, checkStoreFolders, damagedEntryError, entryKind, isRealFolder, readFileNoFollow, realFolders, removeQuietly } from './local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, entryKind, isRealFolder, readFileNoFollow, realFolders, removeQuietly } from './local.js';
 
 export interface ActionCacheEntry {
   key: string;
@@ -35,17 +35,20 @@ export class ActionCache {
   }
 
   path(key: string): string {
-    return `${this.dir}/${key.slice(0, 2)}/${key}`;
+    return `${this.shardDir(key)}/${key}`;
+  }
+
+  private shardDir(key: string): string {
+    return `${this.dir}/${key.slice(0, 2)}`;
   }
 
   /**
-   * Whether ac/ and the key's shard are real folders (with `make`, made when absent); a link is
-   * refused. Looked at again on every use (two lstats), not once per process as blob shards are:
+   * Whether ac/ and the key's shard are real folders; a link is refused. Looked at again on every use (two lstats), not once per process as blob shards are:
    * a server runs for days, and a shard folder swapped for a link after a first look would have
    * every later GET read, and PUT write, through it.
    */
-  private foldersSound(key: string, make = false): boolean {
-    return checkStoreFolders(this.store.root, this.dir, `${this.dir}/${key.slice(0, 2)}`, 'a folder of the action cache', make);
+  private foldersSound(key: string): boolean {
+    return checkStoreFolders(this.store.root, this.dir, this.shardDir(key), 'a folder of the action cache');
   }
 
   /** The entry's size, or undefined when there is none; a link at its name or folder is a StoreDamagedError. */
@@ -95,7 +98,7 @@ export class ActionCache {
   commit(tmp: string, key: string): void {
     const p = this.path(key);
     try {
-      if (!this.foldersSound(key, true)) throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR' });
+      makeStoreFolders(this.store.root, this.dir, this.shardDir(key), 'a folder of the action cache');
       fs.renameSync(tmp, p);
     } catch (e) {
       removeQuietly(tmp);
@@ -117,8 +120,7 @@ export class ActionCache {
 
   /** Removes the entry; never through a shard folder that is not a real folder. */
   remove(key: string): void {
-    const shard = `${this.dir}/${key.slice(0, 2)}`;
-    if (isRealFolder(this.dir) && isRealFolder(shard)) removeQuietly(this.path(key));
+    if (isRealFolder(this.dir) && isRealFolder(this.shardDir(key))) removeQuietly(this.path(key));
   }
 
   /** Every entry, shard by shard: regular files in real folders only (verify reports a link). */

@@ -557,9 +557,13 @@ export class LocalStore implements BlobStore {
    * command), not remembered: another process may remove a folder of refs (refs --delete) or put
    * a link in its place at any time.
    */
-  private refFoldersSound(name: string, make = false): boolean {
-    const parent = join(this.refsDir, name, '..');
-    return checkStoreFolders(this.root, this.refsDir, parent, 'a folder of refs', make);
+  private refFoldersSound(name: string): boolean {
+    return checkStoreFolders(this.root, this.refsDir, join(this.refsDir, name, '..'), 'a folder of refs');
+  }
+
+  /** refFoldersSound for a write of ref `name`: each folder made or found real, never entered through a link. */
+  private makeRefFolders(name: string): void {
+    makeStoreFolders(this.root, this.refsDir, join(this.refsDir, name, '..'), 'a folder of refs');
   }
 
   /**
@@ -595,9 +599,7 @@ export class LocalStore implements BlobStore {
     try {
       // Each folder made or found real, never entered through a link; the rename replaces a link
       // planted at the ref's own name (the link itself, never its target).
-      if (!this.refFoldersSound(name, true)) {
-        throw Object.assign(new Error(`not a directory: ${join(p, '..')}`), { code: 'ENOTDIR', path: p });
-      }
+      this.makeRefFolders(name);
       fs.writeFileSync(tmp, `${formatDigest(d)}\n`, { flag: 'wx' });
       fs.renameSync(tmp, p);
     } catch (e) {
@@ -736,7 +738,7 @@ export class LocalStore implements BlobStore {
       }
     }
     try {
-      if (!this.refFoldersSound(to, true)) throw Object.assign(new Error(`not a directory: ${join(dst, '..')}`), { code: 'ENOTDIR', path: dst });
+      this.makeRefFolders(to);
       if (force) fs.renameSync(src.path, dst);
       else {
         try {
@@ -908,6 +910,14 @@ export function checkStoreFolders(root: string, top: string, dir: string, role: 
     if (!st.isDirectory()) throw damagedEntryError(root, level, entryKind(st), role);
   }
   return true;
+}
+
+/**
+ * checkStoreFolders with `make`, for a write into `dir`: a file in the way of one of its folders is
+ * an ENOTDIR error, which the writer's fsError reports with its own path.
+ */
+export function makeStoreFolders(root: string, top: string, dir: string, role: string): void {
+  if (!checkStoreFolders(root, top, dir, role, true)) throw Object.assign(new Error(`not a directory: ${dir}`), { code: 'ENOTDIR' });
 }
 
 /** The bytes of the file at `p`, opened with O_NOFOLLOW (a symbolic link there fails with ELOOP). */
