@@ -200,7 +200,7 @@ export function applyBatch(batch: ApplyBatch, ctx: OpContext): ApplyCounts {
       continue;
     }
     if (at >= 0) {
-      const bytes = verifiedBytes(batch.fetched!, at, digest, dst);
+      const bytes = verifiedBytes(batch.fetched!.data.subarray(at, at + digest.size), digest, batch.fetched!.source, dst);
       if (stored && !stored.has(at) && method === 'hardlink') {
         // Written once, at the target's name, then linked into the store (write-linked.ts). An
         // executable becomes the blob's executable twin, so the plain blob is stored first, by its
@@ -272,16 +272,17 @@ function counted(out: ImportOutcome, size: number, c: ApplyCounts, method: Impor
 }
 
 /**
- * The fetched bytes of `d`, after their SHA-256 matched: a bad blob is refused before anything is
- * created at `dst`. Perf: hashing here spreads it over the checkout's worker threads.
+ * `bytes`, fetched from `source` as blob `d`, after their SHA-256 matched: a bad blob is refused
+ * before anything is created at `dst` (when the bytes are for a file). Perf: hashing here spreads
+ * it over the checkout's worker threads.
  */
-function verifiedBytes(f: FetchedBytes, at: number, d: { hash: string; size: number }, dst: string): Uint8Array {
-  const bytes = f.data.subarray(at, at + d.size);
+export function verifiedBytes(bytes: Uint8Array, d: { hash: string; size: number }, source: string, dst?: string): Uint8Array {
   const hash = createHash('sha256').update(bytes).digest('hex');
   if (hash !== d.hash || bytes.length !== d.size) {
-    throw new DigestMismatchError(`blob ${formatDigest(d)} from ${f.source} refused: its bytes hash to ${hash}/${bytes.length}; nothing was written at ${dst}`, {
+    const unwritten = dst === undefined ? '' : `; nothing was written at ${dst}`;
+    throw new DigestMismatchError(`blob ${formatDigest(d)} from ${source} refused: its bytes hash to ${hash}/${bytes.length}${unwritten}`, {
       digest: formatDigest(d),
-      path: dst,
+      ...(dst === undefined ? {} : { path: dst }),
     });
   }
   return bytes;

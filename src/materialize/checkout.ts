@@ -5,10 +5,9 @@
  */
 import { stopwatch } from '../core/clock.js';
 import * as fs from 'node:fs';
-import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
-import { DigestMismatchError, InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
+import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
@@ -16,6 +15,7 @@ import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { RealDiskView } from './disk-view.js';
 import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { verifiedBytes } from './apply-op.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFreshPacked, planUpdate } from './plan.js';
@@ -322,14 +322,7 @@ async function fetchForResume(wanted: readonly Digest[], o: CheckoutOptions): Pr
     const { source } = await o.fetchBytes(take, data);
     const held = new Map<string, Uint8Array>();
     let at = 0;
-    for (const d of take) {
-      const bytes = data.subarray(at, (at += d.size));
-      const actual = createHash('sha256').update(bytes).digest('hex');
-      if (actual !== d.hash) {
-        throw new DigestMismatchError(`blob ${formatDigest(d)} from ${source} refused: its bytes hash to ${actual}/${bytes.length}`, { digest: formatDigest(d) });
-      }
-      held.set(d.hash, bytes);
-    }
+    for (const d of take) held.set(d.hash, verifiedBytes(data.subarray(at, (at += d.size)), d, source));
     return held;
   }
   if (!o.ensureBlobs) return undefined;
