@@ -10,6 +10,7 @@ import { ArchiveError, fsError } from '../errors.js';
 import type { ArchiveEntry } from './entry-rules.js';
 import { FLAG_DATA_DESCRIPTOR, LOCAL_HEADER_SIZE, METHOD_STORE, SIG_LOCAL, U32_MAX } from './zip-format.js';
 import { openFile } from '../fs/open-file.js';
+import { readUpTo } from '../fs/read-up-to.js';
 import { CorruptDeflateError, PastDeclaredSizeError, inflateRawWhole } from './raw-inflate.js';
 
 /** Entries larger than this (compressed or not) are streamed instead of read whole. */
@@ -24,13 +25,9 @@ export function dataError(e: { rawName: string; path: string }, why: string): Ar
 
 /** Reads exactly `len` bytes at `pos` into `buf` (from 0); a short read means the archive is truncated. */
 export function preadFully(fd: number, buf: Buffer, len: number, pos: number, archive: string): void {
-  let got = 0;
+  let got: number;
   try {
-    while (got < len) {
-      const n = fs.readSync(fd, buf, got, len - got, pos + got);
-      if (n === 0) break;
-      got += n;
-    }
+    got = readUpTo(fd, buf, 0, len, pos);
   } catch (e) {
     throw fsError(e, 'cannot read archive', archive);
   }

@@ -5,6 +5,7 @@ import type { Digest } from '../core/digest.js';
 import type { LocalStore } from '../store/local.js';
 import type { DiskType, DiskView } from './plan.js';
 import { diskPath, nameKey } from '../fs/byte-names.js';
+import { readUpTo } from '../fs/read-up-to.js';
 
 /** Kernel timestamps come from a coarse clock; a change this close to the record's time is not trusted. */
 const RACY_MARGIN_MS = 50;
@@ -127,24 +128,13 @@ export class RealDiskView implements DiskView {
 
 let chunks: [Buffer, Buffer] | undefined;
 
-/** Reads up to `n` bytes at `pos` into `buf`; fewer only at the file's end. */
-function readAt(fd: number, buf: Buffer, n: number, pos: number): number {
-  let got = 0;
-  while (got < n) {
-    const r = fs.readSync(fd, buf, got, n - got, pos + got);
-    if (r === 0) break;
-    got += r;
-  }
-  return got;
-}
-
 /** The first `size` bytes of the file `fd` equal those of the file `blob` (which has at least as many). */
 function prefixOfFile(fd: number, size: number, blob: number): boolean {
   const [a, b] = (chunks ??= [Buffer.allocUnsafe(PREFIX_CHUNK), Buffer.allocUnsafe(PREFIX_CHUNK)]);
   for (let pos = 0; pos < size; pos += PREFIX_CHUNK) {
     const n = Math.min(PREFIX_CHUNK, size - pos);
     // A file that shrank or a blob shorter than its digest says: not a proven prefix.
-    if (readAt(fd, a, n, pos) !== n || readAt(blob, b, n, pos) !== n) return false;
+    if (readUpTo(fd, a, 0, n, pos) !== n || readUpTo(blob, b, 0, n, pos) !== n) return false;
     if (!a.subarray(0, n).equals(b.subarray(0, n))) return false;
   }
   return true;
@@ -156,7 +146,7 @@ function prefixOfBytes(fd: number, size: number, bytes: Uint8Array): boolean {
   const a = (chunks ??= [Buffer.allocUnsafe(PREFIX_CHUNK), Buffer.allocUnsafe(PREFIX_CHUNK)])[0];
   for (let pos = 0; pos < size; pos += PREFIX_CHUNK) {
     const n = Math.min(PREFIX_CHUNK, size - pos);
-    if (readAt(fd, a, n, pos) !== n) return false;
+    if (readUpTo(fd, a, 0, n, pos) !== n) return false;
     if (a.compare(bytes, pos, pos + n, 0, n) !== 0) return false;
   }
   return true;

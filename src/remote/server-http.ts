@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { READ_ONLY_HEADER } from './wire.js';
 import type { Digest } from '../core/digest.js';
 import type { LocalStore } from '../store/local.js';
+import { readUpTo } from '../fs/read-up-to.js';
 
 export interface AccessLogEntry {
   method: string;
@@ -211,12 +212,7 @@ export function openBlobNoFollow(store: LocalStore, d: Digest): number | undefin
 }
 
 export function readFully(fd: number, buf: Buffer, off: number, len: number, position = 0): void {
-  let got = 0;
-  while (got < len) {
-    const n = fs.readSync(fd, buf, off + got, len - got, position + got);
-    if (n === 0) throw new Error('blob file shorter than its size');
-    got += n;
-  }
+  if (readUpTo(fd, buf, off, len, position) !== len) throw new Error('blob file shorter than its size');
 }
 
 export function finished(res: http.ServerResponse): Promise<void> {
