@@ -18,6 +18,7 @@ import type { ArchiveSummary } from './unpack.js';
 import { defaultStorePath, type LocalStore } from '../store/local.js';
 import { CaptureError, InvalidTreeError, TargetError, UsageError, fsError } from '../errors.js';
 import { escapeControl } from '../core/display.js';
+import { lossyEntryName, lossyLinkTarget } from '../fs/byte-names.js';
 import { ARCHIVE_YOUNG_MB, WorkerPool, runBatches } from '../fs/worker-pool.js';
 import { ZipWriter } from './zip-writer.js';
 import { TarOutput, TarWriter } from './tar-writer.js';
@@ -265,18 +266,17 @@ export function listDirectory(root: string, leftOut: LeftOut, warn: PackOptions[
 
 /** Node decodes a name that is not UTF-8 lossily (U+FFFD): the raw bytes tell it from a real U+FFFD. */
 function refuseByteName(dirAbs: string, name: string): void {
-  for (const raw of fs.readdirSync(dirAbs, { encoding: 'buffer' })) {
-    if (raw.toString('utf8') !== name || Buffer.from(name).equals(raw)) continue;
-    throw new CaptureError(`${dirAbs}/${escapeControl(raw)} has a name that is not valid UTF-8; treecast's zip and tar entries hold UTF-8 names only`, {
-      path: `${dirAbs}/${name}`,
-      hint: 'rename it (for example with convmv) or move it out of the directory',
-    });
-  }
+  const raw = lossyEntryName(dirAbs, name);
+  if (raw === undefined) return;
+  throw new CaptureError(`${dirAbs}/${escapeControl(raw)} has a name that is not valid UTF-8; treecast's zip and tar entries hold UTF-8 names only`, {
+    path: `${dirAbs}/${name}`,
+    hint: 'rename it (for example with convmv) or move it out of the directory',
+  });
 }
 
 function refuseByteTarget(path: string): void {
-  const raw = fs.readlinkSync(path, { encoding: 'buffer' });
-  if (Buffer.from(raw.toString('utf8')).equals(raw)) return;
+  const raw = lossyLinkTarget(path);
+  if (raw === undefined) return;
   throw new CaptureError(`symlink ${escapeControl(path)} has a target that is not valid UTF-8 ('${escapeControl(raw)}'); treecast's zip and tar entries hold UTF-8 targets only`, {
     path,
     hint: 'point it at a UTF-8 name, or move it out of the directory',

@@ -13,6 +13,7 @@ import picomatch from 'picomatch';
 import { CaptureError, SpecialFileError, SymlinkLoopError } from '../errors.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { escapeControl } from '../core/display.js';
+import { lossyEntryName, lossyLinkTarget } from '../fs/byte-names.js';
 import type { SymlinkNode } from '../core/reapi.js';
 import type { Digest } from '../core/digest.js';
 import type { CachedListing, DirStat } from './stat-cache.js';
@@ -413,22 +414,16 @@ function specialKind(st: fs.Stats): SkippedEntry['kind'] {
   return 'unknown';
 }
 
-/** Node decodes invalid UTF-8 names lossily; re-read the raw bytes to tell a real U+FFFD from one. */
+/** Node decodes invalid UTF-8 names lossily; the raw bytes tell a real U+FFFD from one. */
 function checkUtf8Name(dirAbs: string, name: string): void {
-  const raw = fs.readdirSync(dirAbs, { encoding: 'buffer' });
-  for (const r of raw) {
-    if (Buffer.from(r.toString('utf8')).equals(r)) continue;
-    if (r.toString('utf8') !== name) continue;
-    throw new CaptureError(`${dirAbs}/${escapeControl(r)} has a name that is not valid UTF-8; REAPI trees hold UTF-8 names only`, {
-      path: `${dirAbs}/${name}`,
-      hint: 'rename it (for example with convmv) or leave it out with --exclude',
-    });
-  }
+  const raw = lossyEntryName(dirAbs, name);
+  if (raw === undefined) return;
+  throw new CaptureError(`${dirAbs}/${escapeControl(raw)} has a name that is not valid UTF-8; REAPI trees hold UTF-8 names only`, {
+    path: `${dirAbs}/${name}`,
+    hint: 'rename it (for example with convmv) or leave it out with --exclude',
+  });
 }
 
 function checkUtf8Target(path: string, target: string): void {
-  const raw = fs.readlinkSync(path, { encoding: 'buffer' });
-  if (!Buffer.from(raw.toString('utf8')).equals(raw)) {
-    throw new CaptureError(`symlink ${path} has a target that is not valid UTF-8 ('${target}')`, { path });
-  }
+  if (lossyLinkTarget(path) !== undefined) throw new CaptureError(`symlink ${path} has a target that is not valid UTF-8 ('${target}')`, { path });
 }

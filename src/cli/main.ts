@@ -10,6 +10,7 @@ import { VERSION } from '../version.js';
 import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, printJson, typedError } from './output.js';
 import { escapeControl, escapeControlLines } from '../core/display.js';
 import * as fs from 'node:fs';
+import { isUtf8Bytes } from '../fs/byte-names.js';
 
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('treecast')
@@ -91,7 +92,7 @@ function refuseLossyArguments(argv: readonly string[]): void {
   const rawGiven = parts.slice(-given.length);
   for (let i = 0; i < rawGiven.length; i++) {
     const bytes = rawGiven[i]!;
-    if (Buffer.from(bytes.toString('utf8')).equals(bytes)) continue;
+    if (isUtf8Bytes(bytes)) continue;
     // An --exclude glob is matched against names read the same lossy way, so it still matches.
     if (given[i - 1] === '--exclude' || given[i]!.startsWith('--exclude=')) continue;
     throw new UsageError(`the argument '${escapeControl(bytes)}' is not valid UTF-8: treecast would read it as '${bytes.toString('utf8')}', another name`, {

@@ -4,6 +4,7 @@
  * without pretending U+FFFD is its name. Inside the planner a path is a string, so a byte name is
  * carried as a key that no real name can be: NUL (never in a file name) and the bytes in hex.
  */
+import * as fs from 'node:fs';
 import { escapeControl } from '../core/display.js';
 
 const BYTE_KEY = '\0';
@@ -30,4 +31,24 @@ export function displayPath(rel: string): string {
     .split('/')
     .map((seg) => (seg.startsWith(BYTE_KEY) ? escapeControl(Buffer.from(seg.slice(1), 'hex')) : seg))
     .join('/');
+}
+
+/** The bytes decode to themselves: valid UTF-8, a name or target Node reads without loss. */
+export function isUtf8Bytes(raw: Buffer): boolean {
+  return Buffer.from(raw.toString('utf8')).equals(raw);
+}
+
+/**
+ * For `name`, holding U+FFFD as readdir of `dirAbs` gave it: the raw bytes of the entry Node decoded
+ * lossily to it, or undefined when it is a real U+FFFD (a walker asks only for a name holding one).
+ */
+export function lossyEntryName(dirAbs: string, name: string): Buffer | undefined {
+  for (const raw of fs.readdirSync(dirAbs, { encoding: 'buffer' })) if (raw.toString('utf8') === name && !isUtf8Bytes(raw)) return raw;
+  return undefined;
+}
+
+/** The raw target of symlink `path` when it is not valid UTF-8 (the string Node gave lost bytes). */
+export function lossyLinkTarget(path: string): Buffer | undefined {
+  const raw = fs.readlinkSync(path, { encoding: 'buffer' });
+  return isUtf8Bytes(raw) ? undefined : raw;
 }
