@@ -1,7 +1,8 @@
 /**
- * Symbolic links planted in the store's refs/, ac/ (action cache) and checkouts/ (checkout records),
- * and a blob shard folder planted as a link under `pack`: never read, served, listed or written
- * through; reported by `verify`, and removed (the link only, never its target) by `verify --repair`.
+ * Symbolic links planted in the store's refs/, ac/ (action cache), checkouts/ (checkout records),
+ * locks/, stat-cache/ and complete/ (pull completeness records), and a blob shard folder planted as a
+ * link under `pack`: never read, served, listed or written through; reported by `verify`, and
+ * removed (the link only, never its target) by `verify --repair`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,11 @@ import { spawnSync } from 'node:child_process';
 import { digestOf } from '../src/core/digest.js';
 import { encodeActionResult } from '../src/core/action-result.js';
 import { LocalStore } from '../src/store/local.js';
+import { StatCache } from '../src/capture/stat-cache.js';
+import { markComplete } from '../src/store/completeness.js';
+import { parseDigest } from '../src/core/digest.js';
+import { StoreDamagedError } from '../src/errors.js';
+import { createHash } from 'node:crypto';
 import { tempDir, writeTree } from './helpers/tmp.js';
 import { startCli, waitExit } from './helpers/remote.js';
 
@@ -273,4 +279,163 @@ test('pack of a tree from the store refuses a blob shard folder that is a symlin
   }
   assert.deepEqual(contents(outside), before);
   verifyFindsAndRepairs(store, shardDir, outside);
+});
+
+/** A folder outside the store holding a canary file (and the link's targets): nothing may change there. */
+function canary(dir: string, files: Record<string, string> = {}): string {
+  const outside = join(dir, 'outside');
+  writeTree(outside, { canary: 'canary bytes\n', ...files });
+  return outside;
+}
+
+/** The three targets a planted link is tried with: the canary file, the folder holding it, and a name that does not exist there. */
+function targets(outside: string): [string, string][] {
+  return [
+    ['a file', join(outside, 'canary')],
+    ['a folder', outside],
+    ['nothing (dangling)', join(outside, 'absent')],
+  ];
+}
+
+function untouched(outside: string, before: Record<string, string>, what: string): void {
+  assert.deepEqual(contents(outside), before, `${what}: nothing written, touched or removed through the link`);
+  assert.equal(fs.existsSync(join(outside, 'absent')), false, `${what}: a dangling link's target is not made`);
+}
+
+test('a locks/ folder that is a symlink (to a file, a folder, or dangling) is never written into: snapshot, checkout and gc fail naming it', () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  // Lock-shaped names in the target folder: a gc reading there would take them for stale locks and remove them.
+  const outside = canary(dir, { 'writer-1-aa.lock': 'not a lock', 'checkout-bb.lock': 'not a lock' });
+  const link = join(store, 'locks');
+  fs.rmSync(link, { recursive: true, force: true });
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, link);
+    const before = contents(outside);
+    damagedAt(tc(['snapshot', join(dir, 'src'), '--ref', 'r2'], store), link, `snapshot, link to ${what}`);
+    damagedAt(tc(['checkout', 'r', join(dir, 'co')], store), link, `checkout, link to ${what}`);
+    damagedAt(tc(['gc', '--grace', '0'], store), link, `gc, link to ${what}`);
+    assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'snapshot recorded nothing');
+    assert.equal(fs.existsSync(join(dir, 'co')), false, 'checkout wrote nothing');
+    untouched(outside, before, `link to ${what}`);
+    verifyFindsAndRepairs(store, link, outside);
+  }
+  assert.equal(tc(['gc', '--grace', '0'], store).code, 0, 'gc works again once repaired');
+  assert.ok(fs.lstatSync(link).isDirectory(), 'locks/ is a real folder again');
+});
+
+test('a lock file in locks/ that is a symlink is never read or written through: gc, snapshot and checkout fail naming it', () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  assert.equal(tc(['gc', '--grace', '0'], store).code, 0); // makes locks/
+  const outside = canary(dir);
+  const co = join(dir, 'co');
+  const pin = join(store, 'locks', `checkout-${createHash('sha256').update(co).digest('hex')}.lock`);
+  const cases: [string, string, string[][]][] = [
+    // gc's own lock: gc takes it, snapshot and checkout look at it.
+    ['gc.lock', join(store, 'locks', 'gc.lock'), [['gc', '--grace', '0'], ['snapshot', join(dir, 'src'), '--ref', 'r2'], ['checkout', 'r', co]]],
+    // Another command's lock, which gc reads (and removes when stale).
+    ['a writer lock', join(store, 'locks', 'writer-1-cafe.lock'), [['gc', '--grace', '0']]],
+    // A checkout's pin, at the name the checkout into `co` takes.
+    ['a checkout pin', pin, [['checkout', 'r', co], ['gc', '--grace', '0']]],
+  ];
+  for (const [name, link, commands] of cases) {
+    for (const [what, target] of targets(outside)) {
+      fs.symlinkSync(target, link);
+      const before = contents(outside);
+      for (const args of commands) damagedAt(tc(args, store), link, `${args[0]} with ${name} linked to ${what}`);
+      assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'snapshot recorded nothing');
+      assert.equal(fs.existsSync(co), false, 'checkout wrote nothing');
+      untouched(outside, before, `${name} linked to ${what}`);
+      verifyFindsAndRepairs(store, link, outside);
+    }
+  }
+  assert.equal(tc(['checkout', 'r', co], store).code, 0, 'a checkout works again once repaired');
+});
+
+test('a stat cache entry or stat-cache/ folder that is a symlink is never read (snapshot fails naming it) nor written through', () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  const src = join(dir, 'src');
+  const entryName = createHash('sha256').update(src).digest('hex');
+  // A real cache of this root, copied outside: followed, a snapshot would trust it.
+  const outside = canary(dir);
+  fs.copyFileSync(join(store, 'stat-cache', entryName), join(outside, entryName));
+  const entry = join(store, 'stat-cache', entryName);
+  const folder = join(store, 'stat-cache');
+  for (const [what, target] of targets(outside)) {
+    fs.rmSync(entry);
+    fs.symlinkSync(target, entry);
+    const before = contents(outside);
+    damagedAt(tc(['snapshot', src, '--ref', 'r2'], store), entry, `snapshot, entry linked to ${what}`);
+    untouched(outside, before, `entry linked to ${what}`);
+    verifyFindsAndRepairs(store, entry, outside);
+    assert.equal(tc(['snapshot', src], store).code, 0, 'a snapshot writes the entry again once repaired');
+  }
+  fs.rmSync(folder, { recursive: true });
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, folder);
+    const before = contents(outside);
+    damagedAt(tc(['snapshot', src, '--ref', 'r2'], store), folder, `snapshot, folder linked to ${what}`);
+    untouched(outside, before, `folder linked to ${what}`);
+    verifyFindsAndRepairs(store, folder, outside);
+  }
+  assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'no snapshot recorded anything');
+
+  // The save: a link planted as the folder after the load (another process) is refused, not written into.
+  const local = new LocalStore(store);
+  const cache = StatCache.load(local, src, '[]');
+  fs.symlinkSync(outside, folder);
+  const before = contents(outside);
+  assert.throws(() => cache.save([], parseDigest(tree), Date.now(), local.tmpPath('cache')), (e: unknown) => e instanceof StoreDamagedError && e.path === folder);
+  untouched(outside, before, 'save');
+  assert.deepEqual(fs.readdirSync(join(store, 'tmp')), [], 'its temp file is removed');
+});
+
+test('a completeness record or complete/ folder that is a symlink is never read (pull fails naming it) nor written through', () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  const root = parseDigest(tree);
+  const state = '0'.repeat(64);
+  const outside = canary(dir, { [root.hash]: JSON.stringify({ state, directories: 2, files: 2 }) });
+  const folder = join(store, 'complete');
+  const entry = join(folder, root.hash);
+  // No server listens here: a pull that found no record would fail to connect (exit 8).
+  const pull = () => tc(['pull', tree, 'http://127.0.0.1:9/'], store);
+  fs.mkdirSync(folder);
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, entry);
+    const before = contents(outside);
+    damagedAt(pull(), entry, `pull, record linked to ${what}`);
+    untouched(outside, before, `record linked to ${what}`);
+    verifyFindsAndRepairs(store, entry, outside);
+  }
+  fs.rmdirSync(folder);
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, folder);
+    const before = contents(outside);
+    damagedAt(pull(), folder, `pull, folder linked to ${what}`);
+    untouched(outside, before, `folder linked to ${what}`);
+    verifyFindsAndRepairs(store, folder, outside);
+  }
+  assert.equal(pull().code, 8, 'with the link gone the pull goes to the (absent) server');
+
+  // The write at the end of a pull: a link planted as the folder meanwhile is refused, not written into.
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, folder);
+    const before = contents(outside);
+    assert.throws(() => markComplete(store, root, { state, directories: 2, files: 2 }), (e: unknown) => e instanceof StoreDamagedError && e.path === folder, what);
+    untouched(outside, before, `markComplete, folder linked to ${what}`);
+    fs.unlinkSync(folder);
+  }
+  // A link planted at the temp name the record is written to first: never written through (only the link is removed).
+  fs.mkdirSync(folder);
+  const tmpLink = join(folder, `.tmp-${process.pid}-${root.hash}`);
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, tmpLink);
+    const before = contents(outside);
+    markComplete(store, root, { state, directories: 2, files: 2 });
+    untouched(outside, before, `markComplete, temp name linked to ${what}`);
+    assert.equal(fs.lstatSync(tmpLink, { throwIfNoEntry: false }), undefined, 'the link itself is removed');
+  }
 });

@@ -22,6 +22,12 @@
  * when its mtime and ctime are safely older than the start of the snapshot that recorded it;
  * younger files are re-hashed and younger directories listed again.
  *
+ * Nothing in the store's `stat-cache/` is read or written through a symbolic link: the folder is
+ * looked at by lstat on every load and save and an entry opened with O_NOFOLLOW, so a link planted
+ * as either (whose target would be trusted as the cache, or overwritten by it) is a
+ * StoreDamagedError naming it; `verify --repair` removes it. A save's rename replaces a link at the
+ * entry's own name (the link itself, never its target).
+ *
  * Perf: a compact binary file (numbers in Float64Arrays, hashes as raw bytes, names joined by
  * NUL) instead of JSON: on the Linux tree, loading and saving went from ~0.5 s to a few tens of
  * ms, and an unchanged snapshot does not rewrite it at all.
@@ -29,7 +35,8 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import type { LocalStore } from '../store/local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
+import { StoreDamagedError } from '../errors.js';
 import { hasTreePack } from '../store/tree-pack.js';
 import { type FileRun, type ScannedDir, type ScannedFile, STAT_CTIME, STAT_DEV, STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE } from './walk.js';
 import { type Digest, formatDigest, parseDigest } from '../core/digest.js';
@@ -83,6 +90,13 @@ export function listingKey(exclude: readonly string[] | undefined, followSymlink
   return followSymlinks ? undefined : JSON.stringify([...(exclude ?? [])]);
 }
 
+const FOLDER_ROLE = 'the folder of the stat cache';
+
+/** The store's folder of stat caches, one file per snapshotted root. */
+function cacheDir(store: LocalStore): string {
+  return join(store.root, 'stat-cache');
+}
+
 export class StatCache {
   /** Path -> file entry, built on first use from `paths` (an unchanged tree never needs it). */
   private index: Map<string, number> | undefined;
@@ -111,11 +125,15 @@ export class StatCache {
 
   /** Loads the cache of `rootAbs`; `key` (see listingKey) undefined means listings are not used. */
   static load(store: LocalStore, rootAbs: string, key: string | undefined): StatCache {
-    const file = join(store.root, 'stat-cache', createHash('sha256').update(rootAbs).digest('hex'));
+    const file = join(cacheDir(store), createHash('sha256').update(rootAbs).digest('hex'));
     const cache = new StatCache(store, file, rootAbs, key);
     try {
-      cache.read(fs.readFileSync(file));
-    } catch {
+      // The folder looked at by lstat, the entry opened with O_NOFOLLOW: a link at either is damage, never a cache.
+      if (!checkStoreFolders(store.root, cacheDir(store), cacheDir(store), FOLDER_ROLE)) throw Object.assign(new Error(`no folder ${cacheDir(store)}`), { code: 'ENOENT' });
+      cache.read(readFileNoFollow(file));
+    } catch (e) {
+      if (e instanceof StoreDamagedError) throw e;
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store.root, file, 'a symbolic link', 'a stat cache entry');
       // Absent or unreadable: start empty; the cache is only ever a shortcut.
       cache.count = 0;
       cache.index = new Map();
@@ -370,12 +388,14 @@ export class StatCache {
     len.writeUInt32LE(header.length, 0);
     const body = Buffer.concat([len, header, Buffer.from(nums.buffer, 0, n * FIELDS * 8), hashes.subarray(0, n * 32), Buffer.from(dirNums.buffer), dirHashes, pathBytes, Buffer.from(strings.join('\0'))]);
     try {
-      fs.mkdirSync(join(this.file, '..'), { recursive: true });
-      fs.writeFileSync(tmpPath, body);
+      makeStoreFolders(this.store.root, cacheDir(this.store), cacheDir(this.store), FOLDER_ROLE);
+      fs.writeFileSync(tmpPath, body, { flag: 'wx' });
       fs.renameSync(tmpPath, this.file);
-    } catch {
-      // A cache that cannot be written costs speed next time, never correctness.
+    } catch (e) {
+      // A cache that cannot be written costs speed next time, never correctness; a link planted as
+      // its folder (since the load) is damage, reported.
       fs.rmSync(tmpPath, { force: true });
+      if (e instanceof StoreDamagedError) throw e;
     }
   }
 }

@@ -21,13 +21,19 @@
  *    writes its own lock before it looks for the other's, so one of them always sees the other: gc
  *    keeps the tree, or the checkout refuses to start. A snapshot (import, pull) holds a lock of
  *    its own the same way, and gc refuses to run while one is live.
+ *
+ * Nothing in the store's `locks/` is read, written or removed through a symbolic link: the folder
+ * is looked at by lstat on every use (makeStoreFolders) and a lock read with O_NOFOLLOW, so a link
+ * planted as the folder or as a lock (which would have a lock written into, or a pin or gc's lock
+ * read from, any file it points at) is a StoreDamagedError naming it; `verify --repair` removes it.
  */
 import * as fs from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { TargetBusyError, TargetError, fsError } from '../errors.js';
+import { StoreDamagedError, TargetBusyError, TargetError, fsError } from '../errors.js';
 import { makeDirectories } from './make-dirs.js';
+import { damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
 
 export interface TargetGuard {
   /** The target as a real path (what the lock is keyed by). */
@@ -50,7 +56,7 @@ export function guardTarget(targetAbs: string, storeRoot: string, command: strin
     const lockDir = lockDirFor(storeRoot);
     // Keyed by the target too: two checkouts from one store meet here even when they see
     // different temp dirs (a service with a private /tmp, say), as they did before the lock moved.
-    const pin = lockTarget(realTarget, join(lockDir, `${PIN_PREFIX}${targetKey(realTarget)}.lock`), command, root);
+    const pin = lockTarget(realTarget, join(lockDir, `${PIN_PREFIX}${targetKey(realTarget)}.lock`), command, root, storeOf(lockDir, storeRoot));
     refuseDuringGc(lockDir, storeRoot, pin, realTarget, `${realTarget} was left unchanged`);
     return both(guard, pin);
   } catch (e) {
@@ -143,13 +149,19 @@ const PIN_PREFIX = 'checkout-';
 export function guardStoreWriter(storeRoot: string, command: string): TargetGuard {
   const lockDir = lockDirFor(storeRoot);
   const lockPath = join(lockDir, `${WRITER_PREFIX}${process.pid}-${randomBytes(6).toString('hex')}.lock`);
-  const guard = lockTarget(resolve(storeRoot), lockPath, command);
+  const guard = lockTarget(resolve(storeRoot), lockPath, command, undefined, storeOf(lockDir, storeRoot));
   refuseDuringGc(lockDir, storeRoot, guard, resolve(storeRoot), 'nothing was recorded');
   return guard;
 }
 
 function refuseDuringGc(lockDir: string, storeRoot: string, guard: TargetGuard, path: string, outcome: string): void {
-  const gc = readBody(join(lockDir, GC_LOCK));
+  let gc: LockBody | undefined;
+  try {
+    gc = readBody(join(lockDir, GC_LOCK), storeOf(lockDir, storeRoot));
+  } catch (e) {
+    guard.release();
+    throw e;
+  }
   if (!gc || !holderAlive(gc)) return;
   guard.release();
   throw new TargetBusyError(`the store ${resolve(storeRoot)} is being collected by treecast gc (pid ${gc.pid}); ${outcome}`, {
@@ -171,12 +183,15 @@ export interface GcGuard {
  */
 export function lockStoreForGc(storeRoot: string): GcGuard {
   const lockDir = lockDirFor(storeRoot);
-  const guard = lockTarget(resolve(storeRoot), join(lockDir, GC_LOCK), 'gc');
+  const store = storeOf(lockDir, storeRoot);
+  const guard = lockTarget(resolve(storeRoot), join(lockDir, GC_LOCK), 'gc', undefined, store);
   const pinned: string[] = [];
   try {
     for (const name of fs.readdirSync(lockDir)) {
       if (!name.endsWith('.lock') || name === GC_LOCK) continue;
-      const b = readBody(join(lockDir, name));
+      // A link planted as a lock in the store is never read (readBody), nor removed here as a stale
+      // lock: gc stops, naming it (verify --repair removes the link itself).
+      const b = readBody(join(lockDir, name), store);
       if (name.startsWith(WRITER_PREFIX)) {
         // A snapshot still running may use any stored blob; a dead one's lock is only left over. (The
         // private fallback folder holds the locks of every store the user cannot write: only this one's count.)
@@ -246,16 +261,26 @@ function refuseStoreOverlap(targetAbs: string, realTarget: string, storeRoot: st
  * unpack without a usable store still locks.
  */
 function lockDirFor(storeRoot: string): string {
-  const dir = join(resolve(storeRoot), 'locks');
+  const root = resolve(storeRoot);
+  const dir = join(root, 'locks');
   try {
-    makeDirectories(dir);
+    makeDirectories(root);
+    // Made or found a real folder on every use, never entered through a link (StoreDamagedError).
+    makeStoreFolders(root, dir, dir, 'the folder of locks');
     fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
     return dir;
   } catch (e) {
+    if (e instanceof StoreDamagedError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== 'EACCES' && code !== 'EROFS' && code !== 'EPERM') throw fsError(e, 'cannot create lock directory', dir);
   }
   return privateTempDir('treecast-locks', 'lock')!;
+}
+
+/** The store's root when `lockDir` is the store's `locks/` (not the private fallback), for lock reads to refuse a link as damage. */
+function storeOf(lockDir: string, storeRoot: string): string | undefined {
+  const root = resolve(storeRoot);
+  return lockDir === join(root, 'locks') ? root : undefined;
 }
 
 /**
@@ -328,16 +353,34 @@ function holderAlive(b: LockBody): boolean {
   return true;
 }
 
-function readBody(path: string): LockBody | undefined {
+/**
+ * The lock at `path`, or undefined when absent or not a lock. Opened with O_NOFOLLOW: a symbolic
+ * link there is never read; in the store's `locks/` (`store`, its root) it is a StoreDamagedError
+ * naming it; elsewhere (the private folder) it reads as no lock: a stale one, whose link alone
+ * breakStale removes.
+ */
+function readBody(path: string, store?: string): LockBody | undefined {
+  let text: string;
   try {
-    const b = JSON.parse(fs.readFileSync(path, 'utf8')) as LockBody;
+    text = readFileNoFollow(path).toString('utf8');
+  } catch (e) {
+    if (store !== undefined && (e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store, path, 'a symbolic link', 'a lock file');
+    return undefined;
+  }
+  try {
+    const b = JSON.parse(text) as LockBody;
     return typeof b.pid === 'number' && typeof b.token === 'string' && (b.root === undefined || typeof b.root === 'string') ? b : undefined;
   } catch {
     return undefined;
   }
 }
 
-function lockTarget(realTarget: string, lockPath: string, command: string, root?: string): TargetGuard {
+/**
+ * Takes the lock at `lockPath`. `store` (its root) when the lock is in the store's `locks/`: a link
+ * planted at the lock's name is then a StoreDamagedError (link() never writes through it, and the
+ * lock read to see whether it is held refuses it).
+ */
+function lockTarget(realTarget: string, lockPath: string, command: string, root?: string, store?: string): TargetGuard {
   const body: LockBody = { pid: process.pid, host: hostname(), start: processStart(process.pid), command, target: realTarget, token: randomBytes(12).toString('hex'), root };
   // The lock appears whole or not at all: written to a private name, then linked (fails if taken).
   const tmp = `${lockPath}.${body.token}.tmp`;
@@ -354,7 +397,7 @@ function lockTarget(realTarget: string, lockPath: string, command: string, root?
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError(e, 'cannot create lock', lockPath);
       }
-      const held = readBody(lockPath);
+      const held = readBody(lockPath, store);
       if (held && holderAlive(held)) {
         throw new TargetBusyError(`${realTarget} is in use by another treecast ${held.command} (pid ${held.pid}); it was left unchanged`, {
           path: realTarget,

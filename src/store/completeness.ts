@@ -13,12 +13,18 @@
  * record no longer matches: the next pull checks the tree in full again (and records it again).
  * A state is only taken once every folder's mtime is older than the clock tick (see SETTLE_MS), so
  * a change in the same tick cannot go unseen, as git does for racy index entries.
+ *
+ * Nothing in `complete/` is read or written through a symbolic link: the folder is looked at by
+ * lstat on every read and write and a record opened with O_NOFOLLOW, so a link planted as either
+ * (whose target would be trusted as a record, or written into) is a StoreDamagedError naming it;
+ * `verify --repair` removes it. A write's rename replaces a link at the record's own name.
  */
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '../core/digest.js';
-import { safeReaddir } from './local.js';
+import { StoreDamagedError } from '../errors.js';
+import { checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow, safeReaddir } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -36,6 +42,8 @@ const SHARDS = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, 
 function dir(storeRoot: string): string {
   return join(storeRoot, 'complete');
 }
+
+const FOLDER_ROLE = 'the folder of completeness records';
 
 /** One blob shard folder's state (inode, mtime, ctime; '-' when absent), and its last change (ms). */
 export interface ShardStamp {
@@ -119,24 +127,30 @@ export async function settledStateHolding(storeRoot: string, digests: Iterable<D
 }
 
 /** Records `root` as whole for the shard state `rec.state`. Best effort: a record that cannot be
- * written only costs the next pull its speed. */
+ * written only costs the next pull its speed; a link planted as the folder is a StoreDamagedError. */
 export function markComplete(storeRoot: string, root: Digest, rec: CompleteRecord): void {
   const tmp = join(dir(storeRoot), `.tmp-${process.pid}-${root.hash}`);
   try {
-    fs.mkdirSync(dir(storeRoot), { recursive: true });
-    fs.writeFileSync(tmp, JSON.stringify(rec));
+    makeStoreFolders(storeRoot, dir(storeRoot), dir(storeRoot), FOLDER_ROLE);
+    // wx: a link planted at the temp name is not written through (EEXIST; the rm below removes the link itself).
+    fs.writeFileSync(tmp, JSON.stringify(rec), { flag: 'wx' });
     fs.renameSync(tmp, join(dir(storeRoot), root.hash));
-  } catch {
+  } catch (e) {
+    if (e instanceof StoreDamagedError) throw e; // nothing removed through the linked folder
     fs.rmSync(tmp, { force: true });
   }
 }
 
 /** The record of `root` while it still holds (no shard folder changed since), else undefined. */
 export function readComplete(storeRoot: string, root: Digest): CompleteRecord | undefined {
+  const p = join(dir(storeRoot), root.hash);
   let rec: CompleteRecord;
   try {
-    rec = JSON.parse(fs.readFileSync(join(dir(storeRoot), root.hash), 'utf8')) as CompleteRecord;
-  } catch {
+    if (!checkStoreFolders(storeRoot, dir(storeRoot), dir(storeRoot), FOLDER_ROLE)) return undefined;
+    rec = JSON.parse(readFileNoFollow(p).toString('utf8')) as CompleteRecord;
+  } catch (e) {
+    if (e instanceof StoreDamagedError) throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(storeRoot, p, 'a symbolic link', 'a completeness record');
     return undefined;
   }
   if (typeof rec?.state !== 'string' || !Number.isSafeInteger(rec.directories) || !Number.isSafeInteger(rec.files)) return undefined;

@@ -117,9 +117,10 @@ export function verifyStore(store: LocalStore, repair: boolean, onProgress?: (n:
       }
     }
   }
-  // refs/, ac/ and checkouts/: a link anywhere in them (the folder itself, a folder in it, an entry)
-  // is reported and, with --repair, unlinked (its target untouched); nothing is descended into
-  // through one. Their files are not checked further here (a ref holding no digest names itself).
+  // refs/, ac/, checkouts/, locks/, stat-cache/ and complete/: a link anywhere in them (the folder
+  // itself, a folder in it, an entry) is reported and, with --repair, unlinked (its target
+  // untouched); nothing is descended into through one. Their files are not checked further here
+  // (a ref holding no digest names itself).
   const walkLinks = (dir: string, depth: number) => {
     let entries: fs.Dirent[];
     try {
@@ -135,7 +136,7 @@ export function verifyStore(store: LocalStore, repair: boolean, onProgress?: (n:
       } else if (e.isDirectory() && depth > 0) walkLinks(path, depth - 1);
     }
   };
-  for (const [top, depth] of [['refs', 200], ['ac', 1], ['checkouts', 0]] as const) {
+  for (const [top, depth] of [['refs', 200], ['ac', 1], ['checkouts', 0], ['locks', 0], ['stat-cache', 0], ['complete', 0]] as const) {
     const base = join(store.root, top);
     const st = fs.lstatSync(base, { throwIfNoEntry: false });
     if (st === undefined) continue;

@@ -8,7 +8,7 @@ export function registerMaintenance(program: Command): void {
   const verify = program
     .command('verify')
     .description(
-      're-hash every blob in the store and report corrupt ones, and entries that are not blob files (a symlink is reported, never followed), and symlinks planted in refs/, ac/ or checkouts/ (exit 5 when any is found and not repaired)',
+      're-hash every blob in the store and report corrupt ones, and entries that are not blob files (a symlink is reported, never followed), and symlinks planted in refs/, ac/, checkouts/, locks/, stat-cache/ or complete/ (exit 5 when any is found and not repaired)',
     )
     .option('--repair', 'remove corrupt blobs and planted symlinks or files (never what a symlink points to) so they can be fetched or captured again');
   addStoreOption(verify);
