@@ -127,9 +127,11 @@ export class DigestMismatchError extends TreecastError {
 }
 
 /**
- * An entry of the store that is not what the store made there (a symbolic link planted as a ref,
- * an action cache entry, a checkout record, or one of their folders): never followed, named by its
- * path; `treecast verify --repair` removes it (never its target).
+ * An entry of the store that is not what the store made there (a symbolic link planted as a blob,
+ * a blob shard folder, a ref, an action cache entry, a checkout record, a lock, a stat cache entry,
+ * a completeness record, or one of their folders): never followed, named by its path; `treecast
+ * verify --repair` removes it (never its target). A blob file whose bytes disagree with its name is
+ * a DigestMismatchError instead.
  */
 export class StoreDamagedError extends TreecastError {
   override readonly code = 'ERR_TREECAST_STORE_DAMAGED';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { LocalStore, defaultStorePath } from '../src/store/local.js';
 import { EMPTY_DIGEST, digestOf, formatDigest, parseDigest } from '../src/core/digest.js';
-import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, NotAStoreError, RefNotFoundError } from '../src/errors.js';
+import { BlobNotFoundError, CaptureError, DigestMismatchError, FileSystemError, InvalidDigestError, InvalidRefNameError, NotAStoreError, RefNotFoundError, StoreDamagedError } from '../src/errors.js';
 import { gcStore, verifyStore } from '../src/store/maintenance.js';
 import { snapshot } from '../src/capture/snapshot.js';
 import { checkout } from '../src/materialize/checkout.js';
@@ -208,7 +208,7 @@ test('a shard folder replaced by a symlink is refused by reads and checkouts, al
   const moved = join(dir, 'elsewhere');
   fs.renameSync(shard, moved);
   fs.symlinkSync(moved, shard);
-  const refused = (e: unknown) => e instanceof DigestMismatchError && e.path === shard && e.message.includes('not a folder of blobs');
+  const refused = (e: unknown) => e instanceof StoreDamagedError && e.path === shard && e.message.includes('not a folder of blobs');
   assert.throws(() => fresh.readSync(db), refused);
   for (const method of ['copy', 'hardlink'] as const) {
     const out = join(dir, `b-${method}`);

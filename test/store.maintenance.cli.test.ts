@@ -232,7 +232,7 @@ test('a symlink planted at a blob name is reported by verify, never followed; --
     const out = join(dir, `out-${method}`);
     const r = tc(['checkout', 'r', out, '--method', method], store);
     assert.equal(r.code, 5, `${method}: ${r.err}`);
-    assert.match(r.err, /ERR_TREECAST_DIGEST_MISMATCH/);
+    assert.match(r.err, /ERR_TREECAST_STORE_DAMAGED/);
     assert.ok(r.err.includes(local.blobPath(d.hash)), r.err);
     assert.equal(fs.lstatSync(join(out, 'a'), { throwIfNoEntry: false })?.isSymbolicLink() ?? false, false, `${method}: no link in the checkout`);
   }

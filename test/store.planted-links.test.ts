@@ -1,8 +1,9 @@
 /**
  * Symbolic links planted in the store's refs/, ac/ (action cache), checkouts/ (checkout records),
- * locks/, stat-cache/ and complete/ (pull completeness records), and a blob shard folder planted as a
- * link under `pack`: never read, served, listed or written through; reported by `verify`, and
- * removed (the link only, never its target) by `verify --repair`.
+ * locks/, stat-cache/ and complete/ (pull completeness records), and in cas/ (a blob or a blob shard
+ * folder): never read, served, listed or written through; reported as ERR_TREECAST_STORE_DAMAGED
+ * (exit 5) naming the link, by `verify` too, and removed (the link only, never its target) by
+ * `verify --repair`.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -272,9 +273,7 @@ test('pack of a tree from the store refuses a blob shard folder that is a symlin
   const before = contents(outside);
   for (const out of ['out.zip', 'out.tar']) {
     const r = tc(['pack', tree, join(dir, out)], store);
-    assert.equal(r.code, 5, `${out}: ${r.err}`);
-    assert.match(r.err, /ERR_TREECAST_DIGEST_MISMATCH/);
-    assert.ok(r.err.includes(`${shardDir} is a symbolic link`), r.err);
+    damagedAt(r, shardDir, out);
     assert.equal(fs.existsSync(join(dir, out)), false, 'no archive written');
   }
   assert.deepEqual(contents(outside), before);
@@ -437,5 +436,62 @@ test('a completeness record or complete/ folder that is a symlink is never read 
     markComplete(store, root, { state, directories: 2, files: 2 });
     untouched(outside, before, `markComplete, temp name linked to ${what}`);
     assert.equal(fs.lstatSync(tmpLink, { throwIfNoEntry: false }), undefined, 'the link itself is removed');
+  }
+});
+
+test('a blob file or blob shard folder that is a symlink is reported as ERR_TREECAST_STORE_DAMAGED by checkout, blob get, pack and verify; serve answers 404', async () => {
+  const dir = tempDir();
+  // A file whose blob lies in a shard no directory message of the tree uses.
+  let text = '';
+  let store = '';
+  let tree = '';
+  for (let i = 0; ; i++) {
+    text = `linked blob content ${i}`;
+    ({ store, tree } = storeWithTree(join(dir, `try${i}`), { a: text }));
+    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) break;
+  }
+  const d = digestOf(Buffer.from(text));
+  const local = new LocalStore(store);
+  const blob = local.blobPath(d.hash);
+  const shard = join(blob, '..');
+  // The canary holds the blob's very bytes: a read through the link would pass the hash check.
+  const outside = canary(dir, { [d.hash]: text });
+  const check = async (link: string, what: string) => {
+    const before = contents(outside);
+    for (const method of ['copy', 'hardlink']) {
+      const out = join(dir, `co-${method}`);
+      damagedAt(tc(['checkout', tree, out, '--method', method], store), link, `checkout --method ${method}, ${what}`);
+      assert.equal(fs.lstatSync(join(out, 'a'), { throwIfNoEntry: false }), undefined, `${method}: nothing written from the link`);
+    }
+    damagedAt(tc(['blob', 'get', `${d.hash}/${d.size}`], store), link, `blob get, ${what}`);
+    for (const out of ['out.zip', 'out.tar']) {
+      damagedAt(tc(['pack', tree, join(dir, out)], store), link, `pack ${out}, ${what}`);
+      assert.equal(fs.existsSync(join(dir, out)), false, 'no archive written');
+    }
+    const server = await serve(store);
+    try {
+      for (const method of ['GET', 'HEAD']) {
+        const r = await fetch(`${server.url}cas/${d.hash}`, { method });
+        const body = Buffer.from(await r.arrayBuffer());
+        assert.equal(r.status, 404, `${method} ${what}: ${body}`);
+        assert.ok(!body.includes(text), 'the target is not sent');
+      }
+    } finally {
+      await server.stop();
+    }
+    untouched(outside, before, what);
+    verifyFindsAndRepairs(store, link, outside);
+  };
+  // The blob's own name a link (to the canary with the right bytes, to a folder, dangling).
+  for (const [what, target] of targets(outside)) {
+    fs.rmSync(blob, { force: true });
+    fs.symlinkSync(target === join(outside, 'canary') ? join(outside, d.hash) : target, blob);
+    await check(blob, `blob linked to ${what}`);
+  }
+  // The shard folder a link (to a folder holding the right blob, to a file, dangling).
+  fs.rmSync(shard, { recursive: true, force: true });
+  for (const [what, target] of targets(outside)) {
+    fs.symlinkSync(target, shard);
+    await check(shard, `shard linked to ${what}`);
   }
 });

@@ -14,6 +14,7 @@ import { dirname } from 'node:path';
 import { BlobNotFoundError, CaptureError, DigestMismatchError, fsError } from '../errors.js';
 import { METHOD_DEFLATE, METHOD_STORE } from './zip-format.js';
 import { sha256Hex } from '../core/digest.js';
+import { damagedEntryError } from '../store/local.js';
 
 export const LARGE_FILE_BYTES = 64 << 20;
 /** Piece size for large files; pieces are read into the output buffer's free tail. */
@@ -134,6 +135,13 @@ export function compressBatch(b: CompressBatch): CompressResult {
           path: f.src,
           hint: 'fetch it with `treecast pull`, or pack the directory instead',
           cause: e,
+        });
+      }
+      // A symbolic link planted at a blob's name in the store: never read through (O_NOFOLLOW).
+      if (f.hash !== undefined && (e as NodeJS.ErrnoException).code === 'ELOOP') {
+        throw damagedEntryError(dirname(dirname(dirname(f.src))), f.src, 'a symbolic link', `the file of blob ${f.hash}/${f.size}`, {
+          digest: `${f.hash}/${f.size}`,
+          then: 'fetch or snapshot the blob again',
         });
       }
       throw new CaptureError(`cannot read ${f.src}: ${(e as NodeJS.ErrnoException).code ?? e}`, { path: f.src, cause: e });

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 // property of the module (--cpu-prof: that getter took 11 ms of a copy checkout's main thread).
 import { closeSync, linkSync, openSync, readSync, writeSync } from 'node:fs';
 import { formatDigest, type Digest } from '../core/digest.js';
-import { BlobNotFoundError, DigestMismatchError, fsError } from '../errors.js';
+import { BlobNotFoundError, DigestMismatchError, StoreDamagedError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { linkRefused } from '../fs/link-refused.js';
 
@@ -102,7 +102,7 @@ function copyBlob(store: LocalStore, src: string, d: Digest, dst: string, mode: 
   try {
     input = store.openBlobFile(d, src);
   } catch (e) {
-    if (e instanceof DigestMismatchError) throw e;
+    if (e instanceof StoreDamagedError) throw e;
     throw importError(e, store, d, dst);
   }
   try {
@@ -150,7 +150,7 @@ function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string)
     // store is never linked into a checkout nor copied through (same one call as the stat was).
     st = store.blobFileStat(d);
   } catch (e) {
-    if (e instanceof DigestMismatchError) throw e;
+    if (e instanceof StoreDamagedError) throw e;
     throw importError(e, store, d, dst); // a store folder that is a file (ENOTDIR): named, not raw
   }
   if (st === undefined) throw importError(Object.assign(new Error('no such blob'), { code: 'ENOENT' }), store, d, dst);

@@ -191,7 +191,7 @@ export class LocalStore implements BlobStore {
         fs.closeSync(fd);
       }
     } catch (e) {
-      if (e instanceof DigestMismatchError) throw e;
+      if (e instanceof StoreDamagedError) throw e;
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new BlobNotFoundError(`blob ${formatDigest(d)} is not in the store ${this.root}`, { digest: formatDigest(d) });
       }
@@ -227,12 +227,7 @@ export class LocalStore implements BlobStore {
     const st = lstatSync(dir, MAY_BE_ABSENT);
     // No folder there, or a file in its way: the caller's own call fails (ENOENT, ENOTDIR) and says so.
     if (st === undefined || st.isFile()) return;
-    if (!st.isDirectory()) {
-      throw new DigestMismatchError(`the store ${this.root} is damaged: ${dir} is ${entryKind(st)}, not a folder of blobs; it was not followed`, {
-        path: dir,
-        hint: 'run `treecast verify --repair` to remove it (only the entry in the store goes), then fetch or snapshot what needs its blobs again',
-      });
-    }
+    if (!st.isDirectory()) throw damagedEntryError(this.root, dir, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
     this.soundFolders.add(dir);
     if (slot >= 0) this.soundShards[slot] = 1;
   }
@@ -265,7 +260,7 @@ export class LocalStore implements BlobStore {
   /**
    * A read-only descriptor of blob `d`'s file at `p` (the blob or its executable twin), never through
    * a symlink: one planted at the name (O_NOFOLLOW: ELOOP) or as its shard folder (checkShard) is a
-   * DigestMismatchError naming it; any other error (ENOENT, ...) is thrown as it came, for the
+   * StoreDamagedError naming it; any other error (ENOENT, ...) is thrown as it came, for the
    * caller to name in its own terms.
    */
   openBlobFile(d: Digest, p = this.blobPath(d.hash)): number {
@@ -292,12 +287,8 @@ export class LocalStore implements BlobStore {
   }
 
   /** The store holds something other than a regular file at blob `d`'s name `p`. */
-  notBlobFileError(d: Digest, p: string, what: string): DigestMismatchError {
-    return new DigestMismatchError(`blob ${formatDigest(d)} in the store ${this.root} is damaged: ${p} is ${what}, not the blob's file; it was not followed`, {
-      digest: formatDigest(d),
-      path: p,
-      hint: 'run `treecast verify --repair` to remove it (only the entry in the store goes), then fetch or snapshot the blob again',
-    });
+  notBlobFileError(d: Digest, p: string, what: string): StoreDamagedError {
+    return damagedEntryError(this.root, p, what, `the file of blob ${formatDigest(d)}`, { digest: formatDigest(d), then: 'fetch or snapshot the blob again' });
   }
 
   /**
@@ -875,12 +866,14 @@ function isDirectory(p: string): boolean {
 
 /**
  * The error for a store entry at `path` that is `what` ("a symbolic link", ...) where the store keeps
- * `role` ("a ref", "a folder of refs", ...): it was not followed.
+ * `role` ("a ref", "a folder of refs", ...): it was not followed. `more.then` says what to do after
+ * the repair (for a blob: fetch or snapshot it again); `more.digest` names the blob.
  */
-export function damagedEntryError(root: string, path: string, what: string, role: string): StoreDamagedError {
+export function damagedEntryError(root: string, path: string, what: string, role: string, more: { digest?: string; then?: string } = {}): StoreDamagedError {
   return new StoreDamagedError(`the store ${root} is damaged: ${path} is ${what}, not ${role}; it was not followed`, {
     path,
-    hint: 'run `treecast verify --repair` to remove it (only the entry in the store goes, never what it points to)',
+    ...(more.digest === undefined ? {} : { digest: more.digest }),
+    hint: `run \`treecast verify --repair\` to remove it (only the entry in the store goes, never what it points to)${more.then === undefined ? '' : `, then ${more.then}`}`,
   });
 }
 
