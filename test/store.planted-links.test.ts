@@ -495,3 +495,34 @@ test('a blob file or blob shard folder that is a symlink is reported as ERR_TREE
     await check(shard, `shard linked to ${what}`);
   }
 });
+
+test('a new blob is never written through a blob shard folder or a cas/ folder that is a symlink: snapshot fails naming it', () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  const outside = canary(dir);
+  const local = new LocalStore(store);
+  let n = 0;
+  // A file whose blob is new to the store, in the shard or cas/ folder `link` stands for.
+  const snapshotThrough = (link: string, what: string) => {
+    const text = `new content ${n++}`;
+    writeTree(join(dir, `src${n}`), { f: text });
+    const before = contents(outside);
+    damagedAt(tc(['snapshot', join(dir, `src${n}`)], store), link, `snapshot, ${what}`);
+    untouched(outside, before, what);
+  };
+  const shardOf = (i: number) => join(local.blobPath(digestOf(Buffer.from(`new content ${i}`)).hash), '..');
+  for (const [what, target] of targets(outside)) {
+    const shard = shardOf(n);
+    fs.rmSync(shard, { recursive: true, force: true });
+    fs.symlinkSync(target, shard);
+    snapshotThrough(shard, `shard linked to ${what}`);
+    fs.rmSync(shard);
+  }
+  // cas/ itself a link to a copy of it: every shard behind it would be outside the store.
+  const cas = join(store, 'cas');
+  const moved = join(outside, 'cas-copy');
+  fs.cpSync(cas, moved, { recursive: true });
+  fs.rmSync(cas, { recursive: true });
+  fs.symlinkSync(moved, cas);
+  snapshotThrough(cas, 'cas/ linked to a copy of it');
+});

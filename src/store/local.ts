@@ -122,7 +122,14 @@ export class LocalStore implements BlobStore {
   private ensureShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
     if (this.shards.has(dir)) return;
+    // Checked before it is made (a linked cas/ would have the shard made in the link's target) and
+    // after (what the mkdir found may be a link): a blob is never written through a planted link.
+    // Not remembered for reads (soundFolders): a read checks for itself.
+    const top = dir.slice(0, dir.lastIndexOf('/'));
+    if (this.checkBlobFolder(top, false)) this.checkBlobFolder(dir, false);
     makeDirectories(dir);
+    this.checkBlobFolder(top, false);
+    this.checkBlobFolder(dir, false);
     this.shards.add(dir);
   }
 
@@ -224,12 +231,23 @@ export class LocalStore implements BlobStore {
       if (slot >= 0) this.soundShards[slot] = 1;
       return;
     }
-    const st = lstatSync(dir, MAY_BE_ABSENT);
-    // No folder there, or a file in its way: the caller's own call fails (ENOENT, ENOTDIR) and says so.
-    if (st === undefined || st.isFile()) return;
-    if (!st.isDirectory()) throw damagedEntryError(this.root, dir, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
-    this.soundFolders.add(dir);
+    // cas/ or cas-exec/ itself first: a link there would lead to shards outside the store.
+    if (!this.checkBlobFolder(dir.slice(0, dir.lastIndexOf('/'))) || !this.checkBlobFolder(dir)) return;
     if (slot >= 0) this.soundShards[slot] = 1;
+  }
+
+  /**
+   * True when `dir` is a real folder (remembered in soundFolders); a link or other entry there is a
+   * StoreDamagedError. False when absent or a file is in its way: the caller's own call then fails
+   * (ENOENT, ENOTDIR) and says so.
+   */
+  private checkBlobFolder(dir: string, remember = true): boolean {
+    if (this.soundFolders.has(dir)) return true;
+    const st = lstatSync(dir, MAY_BE_ABSENT);
+    if (st === undefined || st.isFile()) return false;
+    if (!st.isDirectory()) throw damagedEntryError(this.root, dir, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
+    if (remember) this.soundFolders.add(dir);
+    return true;
   }
 
   /**
