@@ -8,7 +8,7 @@
  * Perf: reading the central directory, judging and planning the Linux tree (83,730 entries) kept
  * this thread busy for the first ~0.45 s of the import while both workers sat idle (profiled, at
  * load 8); on a quiet machine that was about a tenth of the import (3.43 s). A refused archive
- * costs the staged work, at most BATCHES_PER_WORKER batches per worker.
+ * costs the staged batches the workers had started when it was refused (the others are cancelled).
  */
 import type { CentralDirectory, RawEntry } from './central-directory.js';
 import type { ArchiveEntry } from './entry-rules.js';
