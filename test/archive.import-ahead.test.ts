@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { importArchive } from '../src/archive/import.js';
 import { readCentralDirectory } from '../src/archive/central-directory.js';
-import { aheadEntries } from '../src/archive/import-ahead.js';
+import { StagedAhead, aheadEntries, type StagingPool } from '../src/archive/import-ahead.js';
+import { judgeEntries } from '../src/archive/entry-rules.js';
+import { stageArchiveBatch, type IngestBatch, type StagedResult } from '../src/archive/ingest-op.js';
 import { DEFAULT_BATCH_LIMITS } from '../src/archive/extract-plan.js';
 import { LocalStore } from '../src/store/local.js';
 import { ArchiveError, UnsafePathError } from '../src/errors.js';
@@ -180,4 +182,77 @@ test('an archive whose central directory is refused after the head start began l
   const before = storeFiles(root);
   await assert.rejects(importArchive(zip, store, { jobs: 2, ref: 'r' }), (e: unknown) => e instanceof ArchiveError && /central header \d+ is missing or damaged/.test(e.message));
   assert.deepEqual(storeFiles(root), before, 'no blob, temporary file or ref added');
+});
+
+/** A pool whose batches run only when the test says (`runAt`), on the test's thread. */
+function handPool(store: LocalStore): StagingPool & { posted: { payload: IngestBatch; settle: (r: StagedResult) => void }[]; runAt: (n: number) => StagedResult } {
+  const posted: { payload: IngestBatch; settle: (r: StagedResult) => void }[] = [];
+  const ctx = { store, state: new Map<string, unknown>() };
+  return {
+    size: 2,
+    posted,
+    run: (<T>(_op: string, payload: unknown) => new Promise<T>((resolve) => posted.push({ payload: payload as IngestBatch, settle: resolve as (r: StagedResult) => void }))) as StagingPool['run'],
+    runAt(n: number): StagedResult {
+      const r = stageArchiveBatch(posted[n]!.payload, ctx);
+      posted[n]!.settle(r);
+      return r;
+    },
+  };
+}
+
+/** Reads `zip`'s central directory with a head start on `pool`, as import does (the first headers, then the whole directory). */
+function stageFrom(zip: string, pool: StagingPool): { ahead: StagedAhead; judged: ReturnType<typeof judgeEntries> } {
+  const limits = { ...DEFAULT_BATCH_LIMITS, maxRatio: 1000, maxSize: Number.MAX_SAFE_INTEGER };
+  let ahead: StagedAhead | undefined;
+  const fd = fs.openSync(zip, 'r');
+  try {
+    const cd = readCentralDirectory(fd, zip, { entries: aheadEntries(pool.size, limits.entries), use: (c) => (ahead = new StagedAhead(pool, zip, c, limits)), whole: (c) => ahead!.more(c) });
+    return { ahead: ahead!, judged: judgeEntries(cd.entries, cd.cdOffset, limits) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+test('batches staged from the whole central directory run only until the archive is judged: the rest are cancelled and left to the ordinary batches', async () => {
+  const dir = scratchDir();
+  const zip = join(dir, 'more.zip');
+  // More files than the first headers handed over, so there is a second wave to stage.
+  fs.writeFileSync(zip, craftZip(plainEntries(Math.ceil((1.3 * aheadEntries(2, DEFAULT_BATCH_LIMITS.entries)) / 12))));
+  const store = LocalStore.open(join(dir, 'store'));
+  const pool = handPool(store);
+  const { ahead, judged } = stageFrom(zip, pool);
+  const first = 2 * 20; // BATCHES_PER_WORKER for each of the 2 workers
+  assert.ok(pool.posted.length > first + 1, `${pool.posted.length} batches staged`);
+  // The workers ran the first wave and one batch of the second before the judge was done.
+  for (let n = 0; n <= first; n++) assert.notEqual(pool.runAt(n).skipped, true);
+  const taken = ahead.accept(judged.entries, () => false);
+  const ran = pool.posted.slice(0, first + 1).flatMap((b) => b.payload.files.map((f) => (f as unknown as { index: number }).index));
+  assert.deepEqual([...taken].sort((a, b) => a - b), ran.sort((a, b) => a - b), 'the batches run are taken, no other');
+  // A worker that reaches a cancelled batch afterwards skips it: nothing read, nothing written.
+  for (let n = first + 1; n < pool.posted.length; n++) assert.deepEqual(pool.runAt(n), { hashes: [], tmps: [], skipped: true });
+  const committed: number[] = [];
+  await ahead.commit((e, hash, tmp) => {
+    if (tmp !== '') store.commitTmp(tmp, hash);
+    assert.ok(store.hasSync({ hash, size: e.size }));
+    committed.push(e.index);
+  });
+  await ahead.discard();
+  assert.deepEqual(committed.sort((a, b) => a - b), ran);
+  assert.deepEqual([...store.listTmpFiles()], []);
+});
+
+test('a refused archive cancels the staged batches no worker has started (the refusal waits only for those running)', async () => {
+  const dir = scratchDir();
+  const zip = join(dir, 'refused.zip');
+  fs.writeFileSync(zip, craftZip(plainEntries()));
+  const store = LocalStore.open(join(dir, 'store'));
+  const pool = handPool(store);
+  const { ahead } = stageFrom(zip, pool);
+  assert.ok(pool.posted.length > 2);
+  const ran = pool.runAt(0); // one batch was running when the archive was refused
+  assert.ok(ran.tmps.some((t) => t !== ''));
+  const discarded = ahead.discard();
+  for (let n = 1; n < pool.posted.length; n++) assert.equal(pool.runAt(n).skipped, true, `batch ${n} skipped`);
+  await discarded;
+  assert.deepEqual([...store.listTmpFiles()], [], "the running batch's files removed too");
 });

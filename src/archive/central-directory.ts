@@ -76,6 +76,8 @@ function bad(path: string, why: string): ArchiveError {
 export interface CentralPrefix {
   entries: number;
   use: (cd: CentralDirectory) => void;
+  /** Called once all headers are read (after `use`), before the caller judges them. */
+  whole?: (cd: CentralDirectory) => void;
 }
 
 export function readCentralDirectory(fd: number, path: string, prefix?: CentralPrefix): CentralDirectory {
@@ -206,6 +208,7 @@ export function readCentralDirectory(fd: number, path: string, prefix?: CentralP
   if (p !== cdSize) throw bad(path, `central directory has ${cdSize - p} bytes after its ${count} entries`);
   const whole = { entries, cdOffset, fileSize };
   if (prefix !== undefined && !(prefix.entries < count)) prefix.use(whole);
+  prefix?.whole?.(whole);
   return whole;
 }
 

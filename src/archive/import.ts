@@ -65,7 +65,7 @@ async function importUnguarded(archivePath: string, store: LocalStore, opts: Imp
   };
   let ar;
   try {
-    ar = openArchive(archivePath, opts, pool ? { entries: aheadEntries(pool.size, limits.entries), use: startAhead } : undefined);
+    ar = openArchive(archivePath, opts, pool ? { entries: aheadEntries(pool.size, limits.entries), use: startAhead, whole: (cd) => ahead?.more(cd) } : undefined);
   } catch (e) {
     await ahead?.discard();
     await pool?.close();

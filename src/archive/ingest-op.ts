@@ -19,12 +19,19 @@ import { fsError } from '../errors.js';
 import { removeQuietly } from '../store/local.js';
 import { forEachBatchEntry, type EntryRef } from './local-data.js';
 import { handBack } from './tar-write-op.js';
+import { CLAIM_OPEN, CLAIM_TAKEN } from './import-ahead.js';
 
 export interface IngestBatch {
   archive: string;
   files: EntryRef[];
   /** The store held no blobs when the import started: store without asking whether each blob is there. */
   storeWasEmpty?: boolean;
+  /**
+   * For 'archive.stage': the head start's claim slots (shared memory) and this batch's. The batch
+   * runs only when this worker moves its slot from open to taken; a cancelled one is skipped.
+   */
+  claims?: Int32Array;
+  slot?: number;
 }
 
 /** Hashes of the stored entries, in batch order. */
@@ -41,6 +48,8 @@ export function ingestArchiveBatch(b: IngestBatch, ctx: OpContext): IngestResult
 export interface StagedResult {
   hashes: string[];
   tmps: string[];
+  /** The batch was cancelled before this worker took it: nothing was read or written. */
+  skipped?: boolean;
 }
 
 /**
@@ -48,9 +57,11 @@ export interface StagedResult {
  * each entry's bytes are checked, hashed and written to a temporary file in its blob's shard
  * folder, but not renamed to the blob's name. The caller commits them (LocalStore.commitTmp) once
  * the whole archive is accepted, or removes them when it is refused. On an error this batch's
- * temporary files are removed.
+ * temporary files are removed. A batch with a claim slot is skipped when the caller cancelled it
+ * before this worker took it (import-ahead.ts).
  */
 export function stageArchiveBatch(b: IngestBatch, ctx: OpContext): StagedResult {
+  if (b.claims !== undefined && Atomics.compareExchange(b.claims, b.slot!, CLAIM_OPEN, CLAIM_TAKEN) !== CLAIM_OPEN) return { hashes: [], tmps: [], skipped: true };
   const hashes: string[] = [];
   const tmps: string[] = [];
   const store = ctx.store;
