@@ -198,7 +198,35 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
       payloadOf: (batch, here): ApplyBatch => ({ ...settings, writes: here ? batch : packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
+  for (const m of plan.modes ?? []) setMode(root, m, o.method === 'hardlink' ? LINKED_MODES : settings);
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
+}
+
+/** The modes of a hardlinked file: the store's blob and its executable twin (local.ts). */
+const LINKED_MODES = { fileMode: 0o444, execMode: 0o555 };
+
+/**
+ * Gives a file a stopped run wrote whole (Plan.modes) the mode the method gives a new one: the
+ * umask's for a copy or clone, the store's read-only modes for a hardlink. Through a descriptor
+ * opened without following a link, and only when it is still a regular file.
+ */
+function setMode(root: string, m: { rel: string; executable: boolean }, modes: { fileMode: number; execMode: number }): void {
+  const p = diskPath(root, m.rel);
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw fsError(e, 'cannot set the mode of', `${root}/${displayPath(m.rel)}`);
+  }
+  try {
+    const want = m.executable ? modes.execMode : modes.fileMode;
+    const st = fs.fstatSync(fd);
+    if (st.isFile() && (st.mode & 0o7777) !== want) fs.fchmodSync(fd, want);
+  } catch (e) {
+    throw fsError(e, 'cannot set the mode of', `${root}/${displayPath(m.rel)}`);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** A plain remote checkout's copy: fetched blobs are stored too (CheckoutOptions.fetchFor). */
