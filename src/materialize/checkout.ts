@@ -14,7 +14,8 @@ import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { RealDiskView } from './disk-view.js';
-import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { DIRECT_MAX_BYTES, executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { largeFileDirs, newRunToken, removeLeftovers } from './leftovers.js';
 import { verifiedBytes } from './apply-op.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
@@ -132,6 +133,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
     if (created) plan.steps = created.track(plan.steps);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
+    const runToken = o.fetchBytes && o.fetchStream ? newRunToken() : undefined;
     const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) {
       // A run that stops half way leaves a record that only this same tree trusts (record.ts).
@@ -139,7 +141,9 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       // kill left unfinished, and a checkout reads it as no record.
       // When it started writing: run again, it sets the mode of a file it wrote whole but had not
       // yet given its mode, and only of such a file changed since then (plan.ts, Plan.modes).
-      const run: RunMarks = { startedAtMs: Date.now() };
+      // A direct checkout's token names its temporary files, so that run again it removes what a
+      // kill left of them, and nothing else (leftovers.ts).
+      const run: RunMarks = { startedAtMs: Date.now(), token: runToken };
       if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root, o.source, run);
       else saveStarted(store, rootAbs, targetStat, root, o.source, run);
     }
@@ -155,6 +159,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       ensureBlobs: o.ensureBlobs,
       fetchBytes: o.fetchBytes ?? through?.fetchBytes,
       fetchStream: o.fetchBytes ? o.fetchStream : undefined,
+      runToken,
       fetchable: through?.fetchable,
       storeFetched: through?.storeFetched,
     }).catch((e: unknown) => {
@@ -270,6 +275,9 @@ async function makePlan(
     // (plan.ts, resume). Any other checkout finds such a file a local change.
     const stopped = loaded ? (loaded.pending !== undefined && sameDigest(loaded.pending, root) ? (loaded.run ?? {}) : undefined) : stoppedStarted(store, rootAbs, targetStat, root);
     const resume = stopped !== undefined;
+    // Its temporary files, which a kill leaves beside the large files it was fetching (--direct):
+    // removed before planning, by the exact names its token gives (leftovers.ts).
+    if (stopped?.token !== undefined) removeLeftovers(rootAbs, largeFileDirs(root, tree, DIRECT_MAX_BYTES), stopped.token);
     const planStart = Date.now();
     const finishedAtMs = previous && record ? record.finishedAtMs : 0;
     const planWith = (disk: RealDiskView) =>

@@ -40,6 +40,8 @@ export interface ExecuteOptions {
    * through ensureBlobs and the store.
    */
   fetchStream?: FetchStream;
+  /** With fetchStream: the run's token, put in the names of its temporary files (leftovers.ts). */
+  runToken?: string;
   /** With fetchBytes: the blobs to fetch (default: all); the others are copied from the store. */
   fetchable?: (d: Digest) => boolean;
   /** With fetchBytes: the workers also store each fetched blob, verified first, beside its file. */
@@ -174,7 +176,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
             if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
             if (o.fetchStream && !through) {
-              const [direct] = await Promise.all([fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through), fetchLarge(batch, settings, o.fetchStream)]);
+              const [direct] = await Promise.all([fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through), fetchLarge(batch, settings, o.fetchStream, o.runToken)]);
               fetched.set(batch, direct);
               markLarge(batch, direct);
               return;
@@ -291,9 +293,9 @@ async function fetchDirect(
 }
 
 /** A direct checkout batch's files over DIRECT_MAX_BYTES, each fetched straight into its place. */
-async function fetchLarge(batch: WriteOp[], s: ApplySettings, fetch: FetchStream): Promise<void> {
+async function fetchLarge(batch: WriteOp[], s: ApplySettings, fetch: FetchStream, token: string | undefined): Promise<void> {
   const large = batch.filter((w): w is WriteFile => 'size' in w && w.size > DIRECT_MAX_BYTES);
-  await Promise.all(large.map((w) => fetchFile(`${s.root}/${w.rel}`, { hash: w.hash, size: w.size }, w.executable ? s.execMode : s.fileMode, fetch)));
+  await Promise.all(large.map((w) => fetchFile(`${s.root}/${w.rel}`, { hash: w.hash, size: w.size }, w.executable ? s.execMode : s.fileMode, fetch, token)));
 }
 
 /** Tells the worker which of the batch's files fetchLarge wrote. */

@@ -27,6 +27,7 @@ import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core
 import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
 import { StoreDamagedError, fsError } from '../errors.js';
 import { privateTempDir } from '../fs/target-guard.js';
+import { isRunToken } from './leftovers.js';
 
 export interface CheckoutRecord {
   version: 1;
@@ -47,6 +48,8 @@ export interface CheckoutRecord {
   remote?: string;
   /** With `pending`: when the unfinished checkout started writing (ms since the epoch). */
   startedAtMs?: number;
+  /** With `pending`: the token in the names of the temporary files that checkout makes (leftovers.ts). */
+  token?: string;
 }
 
 /**
@@ -56,6 +59,8 @@ export interface CheckoutRecord {
  */
 export interface RunMarks {
   startedAtMs?: number;
+  /** A direct checkout's: its temporary files' names hold it, so only those are removed (leftovers.ts). */
+  token?: string;
 }
 
 /** Where an unfinished checkout came from, kept so that `status` can say how to finish it. */
@@ -163,11 +168,13 @@ export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.
 function runOf(r: CheckoutRecord): RunMarks {
   const run: RunMarks = {};
   if (typeof r.startedAtMs === 'number' && Number.isFinite(r.startedAtMs)) run.startedAtMs = r.startedAtMs;
+  if (isRunToken(r.token)) run.token = r.token;
   return run;
 }
 
 function markRun(body: CheckoutRecord, run: RunMarks): void {
   if (run.startedAtMs !== undefined) body.startedAtMs = run.startedAtMs;
+  if (run.token !== undefined) body.token = run.token;
 }
 
 function sourceOf(r: CheckoutRecord): CheckoutSource {
