@@ -99,6 +99,41 @@ export interface RemoteRefMiss {
   key: string;
   reason: 'absent' | 'incomplete';
   detail?: string;
+  /** With 'incomplete': a blob the entry reaches that the server lacks. */
+  digest?: string;
+}
+
+function missLine(t: RemoteRefMiss): string {
+  if (t.reason === 'absent') return `  ${t.name} (ac/${t.key}): no entry`;
+  return `  ${t.name} (ac/${t.key}): ${t.digest !== undefined ? `entry names blob ${t.digest}, which the server lacks` : 'entry names blobs the server lacks'}`;
+}
+
+/**
+ * No name resolved to a complete tree, and one of them has an entry whose tree reaches a blob the
+ * server lacks (evicted, say): a missing blob, named, as a blob missing anywhere else is
+ * (ERR_TREECAST_BLOB_NOT_FOUND, exit 3), not a name that does not exist.
+ */
+export class RemoteRefIncompleteError extends BlobNotFoundError {
+  readonly tried: RemoteRefMiss[];
+  constructor(tried: RemoteRefMiss[], server: string, details: ErrorDetails = {}) {
+    const first = tried.find((t) => t.reason === 'incomplete')!;
+    const blob = first.digest !== undefined ? `blob ${first.digest}` : 'a blob';
+    super(`ref '${first.name}' on ${server} names ${blob}, which the server lacks; no name tried resolved to a whole tree:`, {
+      lines: tried.map(missLine),
+      hint: 'push the tree again (`treecast push DIR URL --ref NAME`) to put its blobs back, or name another ref with --fallback',
+      ...(first.digest !== undefined ? { digest: first.digest } : {}),
+      ...details,
+    });
+    this.tried = tried;
+  }
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), tried: this.tried };
+  }
+}
+
+/** The error for names that all missed: a missing blob when an entry was there, else no ref. */
+export function remoteRefMissError(tried: RemoteRefMiss[], server: string): TreecastError {
+  return tried.some((t) => t.reason === 'incomplete') ? new RemoteRefIncompleteError(tried, server) : new RemoteRefNotFoundError(tried, server);
 }
 
 /** No name (first or fallback) resolved to a complete tree on the remote. */
@@ -107,7 +142,7 @@ export class RemoteRefNotFoundError extends TreecastError {
   override readonly exitCode = ExitCode.notFound;
   readonly tried: RemoteRefMiss[];
   constructor(tried: RemoteRefMiss[], server: string, details: ErrorDetails = {}) {
-    const lines = tried.map((t) => `  ${t.name} (ac/${t.key}): ${t.reason === 'absent' ? 'no entry' : `entry names blobs the server lacks`}`);
+    const lines = tried.map(missLine);
     super(`no ref of ${tried.map((t) => `'${t.name}'`).join(', ')} on ${server}:`, {
       lines,
       hint: 'push one with `treecast push DIR URL --ref NAME`',

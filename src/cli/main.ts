@@ -7,7 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, TreecastError, UsageError } from '../errors.js';
 import { commandsFor } from './commands/index.js';
 import { VERSION } from '../version.js';
-import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, printJson, typedError } from './output.js';
+import { CLOSED_OUTPUT_EXIT, errorOutput, handleOutputErrors, isClosedOutput, printJson, printingHelp, typedError } from './output.js';
 import { escapeControl, escapeControlLines } from '../core/display.js';
 import * as fs from 'node:fs';
 import { isUtf8Bytes } from '../fs/byte-names.js';
@@ -18,7 +18,14 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
     .version(VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(escapeControlLines(s)), writeOut: (s) => process.stdout.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(escapeControlLines(s)),
+      // Commander writes only help and the version to stdout: a reader gone is exit 0 for them.
+      writeOut: (s) => {
+        printingHelp();
+        process.stdout.write(s);
+      },
+    });
   program.addHelpText(
     'after',
     `
@@ -37,6 +44,7 @@ Exit codes:
   9    the target directory is in use by another treecast process (its pid is named)
   130  interrupted (SIGINT/SIGTERM); run the same command again to finish
   141  the reader of the output went away (treecast ls | head -1); nothing is printed, as git does
+       (help and --version exit 0 then)
 
 Environment:
   TREECAST_STORE   store location (default $XDG_CACHE_HOME/treecast or ~/.cache/treecast)

@@ -66,14 +66,25 @@ export function warn(code: string, message: string): void {
   process.stderr.write(`treecast: warning[${code}]: ${escapeControl(message)}\n`);
 }
 
+let closedOutputExit: number = CLOSED_OUTPUT_EXIT;
+
 /**
- * Makes a closed stdout or stderr end the command quietly (exit 141, as git), and any other error
+ * What goes to stdout from here on is help or the version (`treecast --help | head -1`): a reader
+ * that goes away before all of it is read is no failure, so the exit is 0, still quiet, where a
+ * command's output (`treecast ls REF | head -1`) exits 141.
+ */
+export function printingHelp(): void {
+  closedOutputExit = ExitCode.ok;
+}
+
+/**
+ * Makes a closed stdout or stderr end the command quietly (exit 141, as git; 0 for help, printingHelp), and any other error
  * writing them (a full disk under `> file`) a typed error (exit 7). Without this, Node reports an
  * unhandled 'error' event with a stack trace.
  */
 export function handleOutputErrors(): void {
   const onError = (stream: string) => (err: NodeJS.ErrnoException) => {
-    if (isClosedOutput(err)) process.exit(CLOSED_OUTPUT_EXIT);
+    if (isClosedOutput(err)) process.exit(closedOutputExit);
     if (stream === 'stdout') errorOutput(fsError(err, 'cannot write', 'standard output'), false);
     process.exit(ExitCode.io);
   };

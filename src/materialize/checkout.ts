@@ -14,12 +14,13 @@ import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
 import { WorkerPool, defaultJobs } from '../fs/worker-pool.js';
 import { guardTarget } from '../fs/target-guard.js';
 import { RealDiskView } from './disk-view.js';
-import { executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { DIRECT_MAX_BYTES, executePlan, type ExecuteOptions, type ExecuteResult } from './execute.js';
+import { largeFileDirs, newRunToken, removeLeftovers } from './leftovers.js';
 import { verifiedBytes } from './apply-op.js';
 import { type ImportMethod } from './import-file.js';
 import { probeMethod } from './probe.js';
 import { type Plan, planFreshPacked, planUpdate } from './plan.js';
-import { type CheckoutSource, type LoadedRecord, loadRecord, loadStarted, saveRecord, saveStarted } from './record.js';
+import { type CheckoutSource, type LoadedRecord, type RunMarks, loadRecord, loadStarted, saveRecord, saveStarted } from './record.js';
 import { makeDirectories } from '../fs/make-dirs.js';
 import { CreatedRecord } from './created.js';
 
@@ -132,13 +133,19 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
     if (created) plan.steps = created.track(plan.steps);
     // Fetched bytes are written as copies: there is no stored blob to clone or link.
     const method = resolveMethod(o.fetchBytes ? 'copy' : (o.method ?? 'auto'), store, rootAbs, plan);
+    const runToken = o.fetchBytes && o.fetchStream ? newRunToken() : undefined;
     const through = o.fetchBytes ? undefined : o.fetchFor?.(method);
     if (plan.removes.length + plan.mkdirs + plan.writes > 0) {
       // A run that stops half way leaves a record that only this same tree trusts (record.ts).
       // Trusting none, a started record (no finished tree): `status` can then name the checkout a
       // kill left unfinished, and a checkout reads it as no record.
-      if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root, o.source);
-      else saveStarted(store, rootAbs, targetStat, root, o.source);
+      // When it started writing: run again, it sets the mode of a file it wrote whole but had not
+      // yet given its mode, and only of such a file changed since then (plan.ts, Plan.modes).
+      // A direct checkout's token names its temporary files, so that run again it removes what a
+      // kill left of them, and nothing else (leftovers.ts).
+      const run: RunMarks = { startedAtMs: Date.now(), token: runToken };
+      if (trusted) saveRecord(store, rootAbs, targetStat, trusted.root, trusted.finishedAtMs, root, o.source, run);
+      else saveStarted(store, rootAbs, targetStat, root, o.source, run);
     }
     pool ??= plan.writes <= INLINE_MAX_WRITES && !o.ensureBlobs && !o.fetchBytes ? new WorkerPool(0, { storeRoot: store.root }) : writerPool(jobs, store, o);
     const result = await executePlan(plan, {
@@ -152,6 +159,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       ensureBlobs: o.ensureBlobs,
       fetchBytes: o.fetchBytes ?? through?.fetchBytes,
       fetchStream: o.fetchBytes ? o.fetchStream : undefined,
+      runToken,
       fetchable: through?.fetchable,
       storeFetched: through?.storeFetched,
     }).catch((e: unknown) => {
@@ -265,19 +273,23 @@ async function makePlan(
     }
     // The same checkout again after it stopped (killed, failed): a file it was writing is finished
     // (plan.ts, resume). Any other checkout finds such a file a local change.
-    const resume = loaded ? loaded.pending !== undefined && sameDigest(loaded.pending, root) : sameStarted(store, rootAbs, targetStat, root);
+    const stopped = loaded ? (loaded.pending !== undefined && sameDigest(loaded.pending, root) ? (loaded.run ?? {}) : undefined) : stoppedStarted(store, rootAbs, targetStat, root);
+    const resume = stopped !== undefined;
+    // Its temporary files, which a kill leaves beside the large files it was fetching (--direct):
+    // removed before planning, by the exact names its token gives (leftovers.ts).
+    if (stopped?.token !== undefined) removeLeftovers(rootAbs, largeFileDirs(root, tree, DIRECT_MAX_BYTES), stopped.token);
     const planStart = Date.now();
     const finishedAtMs = previous && record ? record.finishedAtMs : 0;
     const planWith = (disk: RealDiskView) =>
       planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true, resume });
-    const disk = new RealDiskView(rootAbs, store, finishedAtMs);
+    const disk = new RealDiskView(rootAbs, store, finishedAtMs, undefined, stopped?.startedAtMs);
     plan = planWith(disk);
     if (resume && plan.conflicts.length > 0 && disk.unavailable.length > 0) {
       // A remote checkout writes some files straight from fetched bytes (--direct; a hardlink's
       // write-linked.ts), so the blob a stopped write was a prefix of may be missing here: fetched
       // now, verified, and the plan made again. Only on this path: a conflict while resuming.
       const fetched = await fetchForResume(disk.unavailable, o);
-      if (fetched) plan = planWith(new RealDiskView(rootAbs, store, finishedAtMs, fetched));
+      if (fetched) plan = planWith(new RealDiskView(rootAbs, store, finishedAtMs, fetched, stopped?.startedAtMs));
     }
     // A plan that checked every entry proves the disk as it was when it started looking.
     provenBefore = previous && record && o.force !== true ? record.finishedAtMs : planStart;
@@ -290,10 +302,10 @@ async function makePlan(
   return { plan, provenBefore, trusted };
 }
 
-/** The target's record is a started one (a first checkout that did not finish) of this tree. */
-function sameStarted(store: LocalStore, rootAbs: string, targetStat: fs.Stats, root: Digest): boolean {
+/** When the target's record is a started one (a first checkout that did not finish) of this tree: what that run recorded of itself. */
+function stoppedStarted(store: LocalStore, rootAbs: string, targetStat: fs.Stats, root: Digest): RunMarks | undefined {
   const started = loadStarted(store, rootAbs, targetStat);
-  return started !== undefined && sameDigest(started.pending, root);
+  return started !== undefined && sameDigest(started.pending, root) ? started.run : undefined;
 }
 
 /** At most this many bytes of blobs are held in memory for a resumed --direct checkout's prefix checks. */

@@ -13,6 +13,14 @@ const RACY_MARGIN_MS = 50;
 /** partialOf compares a file with its blob this many bytes at a time. */
 const PREFIX_CHUNK = 1 << 20;
 
+/**
+ * The modes a file has between its bytes and its own mode: a clone or large copy (copyFileSync)
+ * starts with the blob's 0444; a fetched file of a hardlink checkout is created 0444 (write-linked.ts)
+ * and made 0555 for an executable before it is linked into the store or given the copy's mode.
+ */
+const TEMPORARY_MODE = 0o444;
+const TEMPORARY_EXEC_MODE = 0o555;
+
 export class RealDiskView implements DiskView {
   constructor(
     private readonly rootAbs: string,
@@ -21,6 +29,8 @@ export class RealDiskView implements DiskView {
     private readonly finishedAtMs: number,
     /** Verified bytes of blobs the store lacks (a remote checkout's), for partialOf. */
     private readonly fetched?: ReadonlyMap<string, Uint8Array>,
+    /** Resuming: when the stopped checkout started writing (its record's startedAtMs), for modeUnset. */
+    private readonly stoppedRunStartedAtMs?: number,
   ) {}
 
   /**
@@ -108,6 +118,18 @@ export class RealDiskView implements DiskView {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  modeUnset(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
+    if (this.stoppedRunStartedAtMs === undefined) return false;
+    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    if (!st || !st.isFile()) return false;
+    const perm = st.mode & 0o7777;
+    if (perm !== TEMPORARY_MODE && perm !== TEMPORARY_EXEC_MODE) return false;
+    // The coarse kernel clock may stamp a write a little before the time the record took.
+    if (st.ctimeMs < this.stoppedRunStartedAtMs - RACY_MARGIN_MS) return false;
+    // A hardlinked file is the store's inode, whose read-only mode is the one it should have.
+    return !this.isStoreInode(st, expected.digest, expected.executable);
   }
 
   readlink(rel: string): string | undefined {

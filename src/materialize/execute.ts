@@ -40,6 +40,8 @@ export interface ExecuteOptions {
    * through ensureBlobs and the store.
    */
   fetchStream?: FetchStream;
+  /** With fetchStream: the run's token, put in the names of its temporary files (leftovers.ts). */
+  runToken?: string;
   /** With fetchBytes: the blobs to fetch (default: all); the others are copied from the store. */
   fetchable?: (d: Digest) => boolean;
   /** With fetchBytes: the workers also store each fetched blob, verified first, beside its file. */
@@ -174,7 +176,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
             const blobs = batch.flatMap((w) => ('size' in w && w.size > 0 ? [{ hash: w.hash, size: w.size }] : []));
             if (!o.fetchBytes) return o.ensureBlobs?.(blobs);
             if (o.fetchStream && !through) {
-              const [direct] = await Promise.all([fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through), fetchLarge(batch, settings, o.fetchStream)]);
+              const [direct] = await Promise.all([fetchDirect(batch, o.fetchBytes, buffers, o.fetchable, through), fetchLarge(batch, settings, o.fetchStream, o.runToken)]);
               fetched.set(batch, direct);
               markLarge(batch, direct);
               return;
@@ -198,7 +200,35 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
       payloadOf: (batch, here): ApplyBatch => ({ ...settings, writes: here ? batch : packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
+  for (const m of plan.modes ?? []) setMode(root, m, o.method === 'hardlink' ? LINKED_MODES : settings);
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
+}
+
+/** The modes of a hardlinked file: the store's blob and its executable twin (local.ts). */
+const LINKED_MODES = { fileMode: 0o444, execMode: 0o555 };
+
+/**
+ * Gives a file a stopped run wrote whole (Plan.modes) the mode the method gives a new one: the
+ * umask's for a copy or clone, the store's read-only modes for a hardlink. Through a descriptor
+ * opened without following a link, and only when it is still a regular file.
+ */
+function setMode(root: string, m: { rel: string; executable: boolean }, modes: { fileMode: number; execMode: number }): void {
+  const p = diskPath(root, m.rel);
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw fsError(e, 'cannot set the mode of', `${root}/${displayPath(m.rel)}`);
+  }
+  try {
+    const want = m.executable ? modes.execMode : modes.fileMode;
+    const st = fs.fstatSync(fd);
+    if (st.isFile() && (st.mode & 0o7777) !== want) fs.fchmodSync(fd, want);
+  } catch (e) {
+    throw fsError(e, 'cannot set the mode of', `${root}/${displayPath(m.rel)}`);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** A plain remote checkout's copy: fetched blobs are stored too (CheckoutOptions.fetchFor). */
@@ -263,9 +293,9 @@ async function fetchDirect(
 }
 
 /** A direct checkout batch's files over DIRECT_MAX_BYTES, each fetched straight into its place. */
-async function fetchLarge(batch: WriteOp[], s: ApplySettings, fetch: FetchStream): Promise<void> {
+async function fetchLarge(batch: WriteOp[], s: ApplySettings, fetch: FetchStream, token: string | undefined): Promise<void> {
   const large = batch.filter((w): w is WriteFile => 'size' in w && w.size > DIRECT_MAX_BYTES);
-  await Promise.all(large.map((w) => fetchFile(`${s.root}/${w.rel}`, { hash: w.hash, size: w.size }, w.executable ? s.execMode : s.fileMode, fetch)));
+  await Promise.all(large.map((w) => fetchFile(`${s.root}/${w.rel}`, { hash: w.hash, size: w.size }, w.executable ? s.execMode : s.fileMode, fetch, token)));
 }
 
 /** Tells the worker which of the batch's files fetchLarge wrote. */

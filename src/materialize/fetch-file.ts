@@ -6,15 +6,18 @@
  * they pass; only once SHA-256 and size match does the file take its name, by link(), which never
  * replaces an existing name nor follows a symlink there. So, as for the blobs held in memory,
  * nothing is created at the file's name from bytes that fail their digest, and nothing a user owns
- * is overwritten. The temporary name is removed in every case.
+ * is overwritten. The temporary name is removed in every case but a kill; it holds the run's token
+ * (`.treecast-TOKEN-RANDOM.tmp`), so the same checkout run again removes what a kill left
+ * (leftovers.ts).
  */
 import * as fs from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { dirname } from 'node:path';
 import { type Digest, formatDigest } from '../core/digest.js';
 import { DigestMismatchError, fsError } from '../errors.js';
 import { removeIfPartial } from './import-file.js';
 import { linkRefused } from '../fs/link-refused.js';
+import { tempPath } from './leftovers.js';
 
 /** CheckoutOptions.fetchStream: a blob's bytes to `sink`, unverified; `restart` before a retry's first chunk. */
 export type FetchStream = (d: Digest, sink: (chunk: Buffer) => void, restart: () => void) => Promise<{ source: string }>;
@@ -28,8 +31,10 @@ const CREATE = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXC
  * once, client CPU (user + sys) of `--direct` went from 5.97-6.80 s (median 6.75) to 5.31-6.15 s
  * (median 5.31), 3 interleaved pairs at load 4.9-5.3.
  */
-export async function fetchFile(dst: string, d: Digest, mode: number, fetch: FetchStream): Promise<void> {
-  const tmp = `${dirname(dst)}/.treecast-${randomBytes(6).toString('hex')}.tmp`;
+export async function fetchFile(dst: string, d: Digest, mode: number, fetch: FetchStream, token?: string): Promise<void> {
+  // The run's token in the name: a kill leaves this file, and the same checkout run again removes
+  // the names with its token, and only those (leftovers.ts).
+  const tmp = tempPath(dirname(dst), token);
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, CREATE, 0o600);

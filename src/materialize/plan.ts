@@ -49,6 +49,14 @@ export interface DiskView {
    * when resuming (ReconcileInput.resume), for a file that is neither the target nor provably old.
    */
   partialOf(rel: string, expected: { digest: Digest }): boolean;
+  /**
+   * Resuming: true when the file at `rel`, already holding the target's bytes, still has the
+   * read-only mode a stopped write gives a file before its own (a clone or large copy starts with
+   * the blob's 0444; a fetched file for a hardlink checkout is written 0444 or 0555) and is not the
+   * store's inode, and was changed after the stopped checkout started: that checkout wrote it, so
+   * its mode is set (Plan.modes). A file older than that start is not the checkout's to chmod.
+   */
+  modeUnset?(rel: string, expected: { digest: Digest; executable: boolean }): boolean;
 }
 
 
@@ -97,6 +105,11 @@ export interface Plan {
    * so these stop the checkout as conflicts do (clean removes them).
    */
   untrackedInWay?: string[];
+  /**
+   * Resuming: files already whole that the stopped run wrote but had not yet given their mode
+   * (DiskView.modeUnset); the executor sets the mode the method gives a new file.
+   */
+  modes?: { rel: string; executable: boolean }[];
   unchanged: number;
 }
 
@@ -501,6 +514,7 @@ function changeEntry(input: ReconcileInput, plan: Plan, path: string, o: Entry |
   // read contents: the entry may already be the target (an interrupted run) or the old content.
   const replaceable = known && o !== undefined && provenOld(input, path, o, d, depth, true);
   if (!replaceable && alreadyTarget(input, path, n, d)) {
+    if (input.resume === true && n.type === 'file' && input.disk.modeUnset?.(path, n)) (plan.modes ??= []).push({ rel: path, executable: n.executable });
     plan.unchanged++;
     return;
   }

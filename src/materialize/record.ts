@@ -27,6 +27,7 @@ import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core
 import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
 import { StoreDamagedError, fsError } from '../errors.js';
 import { privateTempDir } from '../fs/target-guard.js';
+import { isRunToken } from './leftovers.js';
 
 export interface CheckoutRecord {
   version: 1;
@@ -45,6 +46,21 @@ export interface CheckoutRecord {
   /** How the unfinished checkout named its tree (a ref or remote name), and the remote it came from. */
   spec?: string;
   remote?: string;
+  /** With `pending`: when the unfinished checkout started writing (ms since the epoch). */
+  startedAtMs?: number;
+  /** With `pending`: the token in the names of the temporary files that checkout makes (leftovers.ts). */
+  token?: string;
+}
+
+/**
+ * What an unfinished checkout left in its record about its own run, so that the same checkout run
+ * again can tell what it wrote from what was there before: a file changed (ctime) before
+ * `startedAtMs` was not written by it.
+ */
+export interface RunMarks {
+  startedAtMs?: number;
+  /** A direct checkout's: its temporary files' names hold it, so only those are removed (leftovers.ts). */
+  token?: string;
 }
 
 /** Where an unfinished checkout came from, kept so that `status` can say how to finish it. */
@@ -56,6 +72,7 @@ export interface CheckoutSource {
 /** A checkout into the directory that started, trusting no finished one, and did not finish. */
 export interface StartedRecord extends CheckoutSource {
   pending: Digest;
+  run: RunMarks;
 }
 
 export interface LoadedRecord {
@@ -64,6 +81,8 @@ export interface LoadedRecord {
   pending?: Digest;
   /** With `pending`: where that update's tree came from. */
   source?: CheckoutSource;
+  /** With `pending`: what that update's run recorded about itself. */
+  run?: RunMarks;
 }
 
 function recordPath(store: LocalStore, targetAbs: string): string {
@@ -143,7 +162,19 @@ export function loadRecord(store: LocalStore, targetAbs: string, targetStat: fs.
   if (typeof r.root !== 'string' || !looksLikeDigest(r.root) || typeof r.finishedAtMs !== 'number') return undefined;
   if (r.pending !== undefined && (typeof r.pending !== 'string' || !looksLikeDigest(r.pending))) return undefined;
   if (r.pending === undefined) return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs };
-  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs, pending: parseDigest(r.pending), source: sourceOf(r) };
+  return { root: parseDigest(r.root), finishedAtMs: r.finishedAtMs, pending: parseDigest(r.pending), source: sourceOf(r), run: runOf(r) };
+}
+
+function runOf(r: CheckoutRecord): RunMarks {
+  const run: RunMarks = {};
+  if (typeof r.startedAtMs === 'number' && Number.isFinite(r.startedAtMs)) run.startedAtMs = r.startedAtMs;
+  if (isRunToken(r.token)) run.token = r.token;
+  return run;
+}
+
+function markRun(body: CheckoutRecord, run: RunMarks): void {
+  if (run.startedAtMs !== undefined) body.startedAtMs = run.startedAtMs;
+  if (run.token !== undefined) body.token = run.token;
 }
 
 function sourceOf(r: CheckoutRecord): CheckoutSource {
@@ -160,7 +191,7 @@ export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs
   const r = readRecord(recordPath(store, targetAbs), store) ?? readRecord(privateRecordPath(store, targetAbs));
   if (!r || r.version !== 1 || r.target !== targetAbs || r.dev !== targetStat.dev || r.ino !== targetStat.ino || r.root !== undefined) return undefined;
   if (typeof r.pending !== 'string' || !looksLikeDigest(r.pending)) return undefined;
-  return { pending: parseDigest(r.pending), ...sourceOf(r) };
+  return { pending: parseDigest(r.pending), ...sourceOf(r), run: runOf(r) };
 }
 
 /**
@@ -168,19 +199,30 @@ export function loadStarted(store: LocalStore, targetAbs: string, targetStat: fs
  * record): a checkout killed before it finishes then leaves a record saying so, which `status`
  * reports, where dropping the record left none ("no checkout is recorded").
  */
-export function saveStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats, pending: Digest, source: CheckoutSource = {}): void {
+export function saveStarted(store: LocalStore, targetAbs: string, targetStat: fs.Stats, pending: Digest, source: CheckoutSource = {}, run: RunMarks = {}): void {
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, pending: formatDigest(pending) };
   if (source.spec !== undefined) body.spec = source.spec;
   if (source.remote !== undefined) body.remote = source.remote;
+  markRun(body, run);
   save(store, targetAbs, body);
 }
 
-export function saveRecord(store: LocalStore, targetAbs: string, targetStat: fs.Stats, root: Digest, finishedAtMs: number, pending?: Digest, source: CheckoutSource = {}): void {
+export function saveRecord(
+  store: LocalStore,
+  targetAbs: string,
+  targetStat: fs.Stats,
+  root: Digest,
+  finishedAtMs: number,
+  pending?: Digest,
+  source: CheckoutSource = {},
+  run: RunMarks = {},
+): void {
   const body: CheckoutRecord = { version: 1, target: targetAbs, dev: targetStat.dev, ino: targetStat.ino, root: formatDigest(root), finishedAtMs };
   if (pending) {
     body.pending = formatDigest(pending);
     if (source.spec !== undefined) body.spec = source.spec;
     if (source.remote !== undefined) body.remote = source.remote;
+    markRun(body, run);
   }
   save(store, targetAbs, body);
 }

@@ -13,7 +13,9 @@ import { TreeReader } from '../store/tree-reader.js';
 import { displayPath } from '../fs/byte-names.js';
 import { RealDiskView } from './disk-view.js';
 import { planUpdate } from './plan.js';
-import { type CheckoutSource, loadRecord, loadStarted } from './record.js';
+import { type CheckoutSource, type RunMarks, loadRecord, loadStarted } from './record.js';
+import { findLeftovers, largeFileDirs } from './leftovers.js';
+import { DIRECT_MAX_BYTES } from './execute.js';
 
 export interface StatusResult {
   target: string;
@@ -44,14 +46,16 @@ export function status(dir: string, store: LocalStore): StatusResult {
     if (started) {
       // The same command again also finishes a file it was writing when stopped (its bytes a
       // prefix of the blob: plan.ts, resume); only a real local change stops it, listed.
-      throw unfinished(rootAbs, started.pending, started, 'no checkout into it has finished');
+      throw unfinished(rootAbs, started.pending, started, 'no checkout into it has finished', leftoversOf(rootAbs, store, started.pending, started.run));
     }
     throw new TargetError(`no checkout into ${rootAbs} is recorded in the store ${store.root}`, {
       path: rootAbs,
       hint: 'status compares a directory with the tree last checked out into it; `treecast checkout` records one',
     });
   }
-  if (record.pending) throw unfinished(rootAbs, record.pending, record.source ?? {}, `the last finished one was of ${formatDigest(record.root)}`);
+  if (record.pending) {
+    throw unfinished(rootAbs, record.pending, record.source ?? {}, `the last finished one was of ${formatDigest(record.root)}`, leftoversOf(rootAbs, store, record.pending, record.run));
+  }
   const reader = new TreeReader(store);
   reader.usePack(record.root);
   const plan = planUpdate({
@@ -97,16 +101,36 @@ export function status(dir: string, store: LocalStore): StatusResult {
  * A checkout into `rootAbs` started and did not finish (killed, interrupted or failed): which tree,
  * how it was named, from which remote, and the command that finishes it.
  */
-function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, before: string): TargetError {
+function unfinished(rootAbs: string, pending: Digest, source: CheckoutSource, before: string, leftovers: string[]): TargetError {
   const tree = formatDigest(pending);
   const named = source.spec !== undefined && source.spec !== tree ? ` ('${source.spec}')` : '';
   const from = source.remote !== undefined ? ` from ${source.remote}` : '';
   const again = `treecast checkout ${shellWord(source.remote !== undefined && source.spec !== undefined ? source.spec : tree)} ${shellWord(rootAbs)}${source.remote !== undefined ? ` --remote ${shellWord(source.remote)}` : ''}`;
-  return new TargetError(`the checkout of ${tree}${named}${from} into ${rootAbs} did not finish: it was interrupted or failed (${before})`, {
+  const shown = leftovers.slice(0, 5).map(displayPath).join(', ') + (leftovers.length > 5 ? `, and ${leftovers.length - 5} more` : '');
+  const left =
+    leftovers.length === 0 ? '' : `; it left ${leftovers.length === 1 ? 'a temporary file' : `${leftovers.length} temporary files`} of its own (${shown}), which running it again removes`;
+  return new TargetError(`the checkout of ${tree}${named}${from} into ${rootAbs} did not finish: it was interrupted or failed (${before})${left}`, {
     path: rootAbs,
     digest: tree,
     hint: `run the checkout again to finish it (\`${again}\`, with the options it had): it also finishes a file it was writing when stopped; status then compares with its tree`,
   });
+}
+
+/**
+ * The temporary files an unfinished direct checkout left (named with its run's token: leftovers.ts),
+ * found where its tree has a large file; none when the record has no token or the tree is not here.
+ */
+function leftoversOf(rootAbs: string, store: LocalStore, pending: Digest, run: RunMarks | undefined): string[] {
+  if (run?.token === undefined) return [];
+  const reader = new TreeReader(store);
+  reader.usePack(pending);
+  let dirs: string[];
+  try {
+    dirs = largeFileDirs(pending, (d) => reader.getSync(d), DIRECT_MAX_BYTES);
+  } catch {
+    return [];
+  }
+  return findLeftovers(rootAbs, dirs, run.token);
 }
 
 /** `s` quoted for a shell when it holds anything but plain path characters. */

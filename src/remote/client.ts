@@ -12,7 +12,7 @@
  */
 import { Pool } from 'undici';
 import { createReadStream } from 'node:fs';
-import { type Digest, digestOf, formatDigest } from '../core/digest.js';
+import { type Digest, digestOf, formatDigest, looksLikeDigest } from '../core/digest.js';
 import { BlobNotFoundError, DigestMismatchError, InterruptedError, RemoteError, TreecastError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { BlobReceiver } from './receiver.js';
@@ -22,7 +22,9 @@ import { DEFAULT_CONCURRENCY, MAX_CONCURRENCY } from './limits.js';
 import { GATHER_BYTES, type StoreWriter } from './store-writer.js';
 import { DEFAULT_RETRY, type RetryPolicy, backoffMs, isRetryableError, parseRetryAfter } from './retry.js';
 import { parseRemoteUrl } from './url.js';
-import { BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, READ_ONLY_HEADER, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
+import { AC_MISSING_HEADER, AC_UNCHECKED_HEADER, BATCH_PREFIX, BATCH_PROTOCOL, FrameDecoder, READ_ONLY_HEADER, WireError, decodeDigestList, encodeDigestList, encodeFrame } from './wire.js';
+
+const AC_UNCHECKED_HEADERS: Record<string, string> = { [AC_UNCHECKED_HEADER]: '1' };
 
 export interface ClientOptions {
   /** Base URL of the cache, e.g. http://127.0.0.1:9090/ or http://host/instance/. */
@@ -236,8 +238,28 @@ export class RemoteClient {
    * `maxBytes` are read; a larger entry is refused. Retried like every request (5xx, resets).
    */
   async getActionResult(key: string, maxBytes: number): Promise<Buffer | undefined> {
+    return (await this.getAc(key, maxBytes, undefined))?.bytes;
+  }
+
+  /**
+   * A ref's entry (GET /ac/<key> asking with AC_UNCHECKED_HEADER): a treecast server validating
+   * its action cache also sends an entry whose tree reaches a blob it lacks, naming that blob in
+   * AC_MISSING_HEADER (`missing`: the digest, or '' when the header does not hold one), so the
+   * caller can tell a missing blob from a name with no entry. Any other server answers as to
+   * getActionResult.
+   */
+  async getRefEntry(key: string, maxBytes: number): Promise<{ bytes: Buffer; missing?: string } | undefined> {
+    const got = await this.getAc(key, maxBytes, AC_UNCHECKED_HEADERS);
+    if (!got) return undefined;
+    const said = got.headers[AC_MISSING_HEADER];
+    if (said === undefined) return { bytes: got.bytes };
+    const text = Array.isArray(said) ? said[0] : said;
+    return { bytes: got.bytes, missing: typeof text === 'string' && looksLikeDigest(text) ? text : '' };
+  }
+
+  private async getAc(key: string, maxBytes: number, headers: Record<string, string> | undefined): Promise<{ bytes: Buffer; headers: Record<string, string | string[] | undefined> } | undefined> {
     return this.attempt(`GET ac/${key}`, undefined, async () => {
-      const r = await this.request('GET', `ac/${key}`);
+      const r = await this.request('GET', `ac/${key}`, undefined, headers);
       if (r.statusCode === 404) {
         await r.body.dump();
         return undefined;
@@ -263,7 +285,7 @@ export class RemoteClient {
         r.body.destroy();
         throw this.bodyError(e);
       }
-      return Buffer.concat(parts);
+      return { bytes: Buffer.concat(parts), headers: r.headers };
     });
   }
 

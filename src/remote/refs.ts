@@ -11,7 +11,7 @@
  */
 import { encodeActionResult, decodeActionResult, encodeTree, MAX_ACTION_RESULT_BYTES } from '../core/action-result.js';
 import { type Digest, digestOf, formatDigest, sha256Hex } from '../core/digest.js';
-import { BlobNotFoundError, InvalidActionResultError, RemoteRefNotFoundError, type RemoteRefMiss } from '../errors.js';
+import { BlobNotFoundError, InvalidActionResultError, type RemoteRefMiss, remoteRefMissError } from '../errors.js';
 import { checkRefName, type LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import type { RemoteClient } from './client.js';
@@ -83,6 +83,11 @@ export interface RemoteRef {
   root?: Digest;
   /** The Tree message. */
   tree: Digest;
+  /**
+   * The server holds the entry but not every blob it reaches: the one it named ('' when it named
+   * none it could). A treecast server validating its action cache says so (client.getRefEntry).
+   */
+  missing?: string;
 }
 
 /**
@@ -91,15 +96,18 @@ export interface RemoteRef {
  */
 export async function lookupRef(client: RemoteClient, name: string): Promise<RemoteRef | undefined> {
   const key = refKey(name);
-  const bytes = await client.getActionResult(key, MAX_ACTION_RESULT_BYTES);
-  if (bytes === undefined) return undefined;
+  // The entry even when a treecast server's check finds a blob it reaches missing (such an entry
+  // is a 404 for Bazel clients), with that blob named: a 404 would read as a name that does not exist.
+  const got = await client.getRefEntry(key, MAX_ACTION_RESULT_BYTES);
+  if (got === undefined) return undefined;
+  const bytes = got.bytes;
   const where = `the action cache entry of ref '${name}' (ac/${key}) on ${client.server}`;
   const ar = decodeActionResult(bytes, where);
   if (ar.outputDirectories.length !== 1) {
     throw new InvalidActionResultError(`${where} is not a treecast ref: it has ${ar.outputDirectories.length} output directories, not 1`, { digest: key });
   }
   const out = ar.outputDirectories[0]!;
-  return { name, key, tree: out.treeDigest, ...(out.rootDirectoryDigest ? { root: out.rootDirectoryDigest } : {}) };
+  return { name, key, tree: out.treeDigest, ...(out.rootDirectoryDigest ? { root: out.rootDirectoryDigest } : {}), ...(got.missing !== undefined ? { missing: got.missing } : {}) };
 }
 
 export interface RefHit {
@@ -118,7 +126,9 @@ export interface RefHit {
  * and whose every blob the server holds, with the fetcher that checked it, for the command to go
  * on with (it fetches the Directory messages, unless `fetcher.secure` already did). A name whose entry names blobs the server lacks is a miss, never a
  * partial result: `fetcher.secure` finds that out before anything is written. A fetcher that saw a
- * miss is closed and a new one made for the next name. All missing: RemoteRefNotFoundError (exit 3).
+ * miss is closed and a new one made for the next name. All missing: RemoteRefNotFoundError (exit 3),
+ * or, when an entry was there but its tree reaches a blob the server lacks, RemoteRefIncompleteError
+ * naming that blob (ERR_TREECAST_BLOB_NOT_FOUND, exit 3).
  * With `defer`, a plain cache's blobs are left unchecked (`fetcher.unsecured`): the checkout
  * fetches them as it writes and undoes its writes on a miss, then asks again for the names after
  * this one, passing the misses so far as `missed`.
@@ -142,17 +152,23 @@ export async function resolveRemoteRef(
         missed.push({ name, key: refKey(name), reason: 'absent' });
         continue;
       }
+      if (ref.missing !== undefined) {
+        const digest = ref.missing === '' ? undefined : ref.missing;
+        const detail = `${digest === undefined ? 'a blob it reaches' : `blob ${digest}`} is not on the server ${fetcher.client.server}`;
+        missed.push({ name, key: ref.key, reason: 'incomplete', detail, ...(digest !== undefined ? { digest } : {}) });
+        continue;
+      }
       try {
         const root = await fetcher.secure(ref.root, ref.tree, o.defer === true);
         keep = true;
         return { hit: { name, key: ref.key, digest: formatDigest(root), tree: formatDigest(ref.tree), fallback: missed.length > 0, missed }, fetcher };
       } catch (e) {
         if (!(e instanceof BlobNotFoundError)) throw e;
-        missed.push({ name, key: ref.key, reason: 'incomplete', detail: e.message });
+        missed.push({ name, key: ref.key, reason: 'incomplete', detail: e.message, ...(e.digest !== undefined ? { digest: e.digest } : {}) });
       }
     } finally {
       if (!keep) await fetcher.close();
     }
   }
-  throw new RemoteRefNotFoundError(missed, server);
+  throw remoteRefMissError(missed, server);
 }

@@ -5,7 +5,8 @@
  * nothing stored), and a GET answers an entry only when every blob it references is in the store
  * (output files, stdout/stderr, each output directory's Tree message and every file in it); an
  * entry that names an absent blob is a miss (404), so a client never gets a result it cannot
- * restore. `--no-ac-validation` stores and serves any bytes (ccache keeps its own format there).
+ * restore. treecast's own client, looking a ref up, asks with AC_UNCHECKED_HEADER and gets such an
+ * entry with the missing blob named (AC_MISSING_HEADER, wire.ts). `--no-ac-validation` stores and serves any bytes (ccache keeps its own format there).
  *
  * An entry naming many blobs that was found whole is remembered until the store may have lost one
  * of them (validated-entries.ts), so a repeated restore by name is not checked in full again.
@@ -22,6 +23,7 @@ import { removeQuietly } from '../store/local.js';
 import type { ServerCore } from './server.js';
 import { type Ctx, HttpFailure, contentLength, methodNotAllowed, readBody, sendFile, readOnlyRefusal } from './server-http.js';
 import { openFile } from '../fs/open-file.js';
+import { AC_MISSING_HEADER, AC_UNCHECKED_HEADER } from './wire.js';
 
 export async function serveAc(core: ServerCore, key: string, ctx: Ctx): Promise<void> {
   const m = ctx.req.method;
@@ -41,8 +43,23 @@ async function getEntry(core: ServerCore, key: string, ctx: Ctx, head: boolean):
     if (!bytes) throw new HttpFailure(404, `action ${key} not found`);
     if (!core.validated.holds(key, bytes)) {
       const stamps = core.validated.stampsBeforeCheck();
-      const { absent, needed } = check(core, key, bytes);
-      if (absent) throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
+      const { absent, missing, needed } = check(core, key, bytes);
+      if (absent) {
+        // treecast's own client, looking a ref up, gets the entry with the missing blob named, so
+        // it reports that blob and not "no entry" (wire.ts); not touched (no refreshed last use).
+        // Every other client gets the miss, as the Bazel HTTP cache protocol has it.
+        if (missing === undefined || ctx.req.headers[AC_UNCHECKED_HEADER] !== '1') throw new HttpFailure(404, `action ${key} is a miss: ${absent}`);
+        ctx.res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-length': bytes.length,
+          [AC_MISSING_HEADER]: formatDigest(missing),
+          // Never kept by a cache between: a Bazel client asking the same must get the miss.
+          'cache-control': 'no-store',
+          vary: AC_UNCHECKED_HEADER,
+        });
+        ctx.res.end(head ? undefined : bytes);
+        return;
+      }
       core.validated.remember(key, bytes, needed, stamps);
     }
     core.ac.touch(key);
@@ -68,7 +85,7 @@ function notDamaged<T>(key: string, read: () => T): T {
  * Why the entry cannot be served (undecodable, or a referenced blob the store lacks), if it
  * cannot, and the blobs it names.
  */
-function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string; needed: readonly Digest[] } {
+function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string; missing?: Digest; needed: readonly Digest[] } {
   let refs;
   try {
     refs = actionResultReferences(core.store, decodeActionResult(bytes, `action ${key}`), `action ${key}`);
@@ -78,7 +95,7 @@ function check(core: ServerCore, key: string, bytes: Buffer): { absent?: string;
   }
   const { needed } = refs;
   if (refs.badTree) return { absent: refs.badTree, needed };
-  for (const d of needed) if (!core.hasExact(d)) return { absent: `blob ${formatDigest(d)} is not in the store`, needed };
+  for (const d of needed) if (!core.hasExact(d)) return { absent: `blob ${formatDigest(d)} is not in the store`, missing: d, needed };
   return { needed };
 }
 

@@ -15,6 +15,14 @@
 import { type Digest, formatDigest } from '../core/digest.js';
 import { RemoteError } from '../errors.js';
 
+/**
+ * Sent by treecast's client with GET /ac/<key> for a ref: a treecast server validating its action
+ * cache then answers an entry it holds even when a blob the entry reaches is missing, naming that
+ * blob (`<hash>/<size>`) in AC_MISSING_HEADER, so the client reports the missing blob rather than
+ * a name with no entry. Without it (Bazel, ccache) such an entry is a miss, 404 (server-ac.ts).
+ */
+export const AC_UNCHECKED_HEADER = 'x-treecast-ac-unchecked';
+export const AC_MISSING_HEADER = 'x-treecast-ac-missing';
 /** Value of `protocol` in GET /status from a server that offers the batch endpoints. */
 /** The header a read-only server's 405 refusals of writes carry, so a client can say why. */
 export const READ_ONLY_HEADER = 'x-treecast-read-only';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js';
 import { snapshot } from '../../capture/snapshot.js';
-import { BlobNotFoundError, ExitCode, FileSystemError, RemoteRefNotFoundError, type RemoteRefMiss, UsageError } from '../../errors.js';
+import { BlobNotFoundError, ExitCode, FileSystemError, type RemoteRefMiss, UsageError, remoteRefMissError } from '../../errors.js';
 import type { CheckoutOptions } from '../../materialize/checkout.js';
 import { resolveServerToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
@@ -142,9 +142,10 @@ export async function checkoutRemoteSpec<T>(
       return await run(resolved, unsecured);
     } catch (e) {
       if (!unsecured || !unsecured.isMiss(e)) throw e;
-      missed.splice(0, missed.length, ...hit.missed, { name: hit.name, key: hit.key, reason: 'incomplete', detail: (e as Error).message });
+      const digest = (e as BlobNotFoundError).digest;
+      missed.splice(0, missed.length, ...hit.missed, { name: hit.name, key: hit.key, reason: 'incomplete', detail: (e as Error).message, ...(digest !== undefined ? { digest } : {}) });
       names.splice(0, names.indexOf(hit.name) + 1);
-      if (names.length === 0) throw new RemoteRefNotFoundError(missed, fetcher.client.server);
+      if (names.length === 0) throw remoteRefMissError(missed, fetcher.client.server);
     }
   }
 }
@@ -162,20 +163,24 @@ export async function listRemoteRefs(url: string, names: string[], o: RemoteCliO
   if (names.length === 0) throw new UsageError('name at least one ref to look up on the remote');
   for (const n of names) checkRefName(n);
   const client = new RemoteClient(clientOptions(url, o));
-  const rows: { name: string; key: string; digest: string | null; tree: string | null }[] = [];
+  const rows: { name: string; key: string; digest: string | null; tree: string | null; missing?: string }[] = [];
   try {
     for (const name of names) {
       const ref = await lookupRef(client, name);
-      rows.push({ name, key: refKey(name), digest: ref?.root ? formatDigest(ref.root) : null, tree: ref ? formatDigest(ref.tree) : null });
+      const row: (typeof rows)[number] = { name, key: refKey(name), digest: ref?.root ? formatDigest(ref.root) : null, tree: ref ? formatDigest(ref.tree) : null };
+      // An entry a treecast server holds but whose tree reaches a blob it lacks (lookupRef).
+      if (ref?.missing !== undefined) row.missing = ref.missing;
+      rows.push(row);
     }
   } finally {
     await client.close();
   }
-  const absent = rows.filter((r) => r.tree === null);
+  const absent = rows.filter((r) => r.tree === null || r.missing !== undefined);
   if (o.json) printJson({ ok: absent.length === 0, refs: rows });
   else {
     for (const r of rows) {
       if (r.tree === null) process.stderr.write(`treecast: no ref '${r.name}' on ${client.server}\n`);
+      else if (r.missing !== undefined) process.stderr.write(`treecast: ref '${r.name}' on ${client.server} names ${r.missing === '' ? 'a blob' : `blob ${r.missing}`}, which the server lacks\n`);
       else process.stdout.write(`${r.digest ?? `tree:${r.tree}`} ${r.name}\n`);
     }
   }
