@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { HEAVY_BATCH_BYTES, batchesOf, executePlan, isHeavy } from '../src/materialize/execute.js';
+import { HEAVY_BATCH_BYTES, TAIL_MIN_OPS, batchesOf, executePlan, isHeavy } from '../src/materialize/execute.js';
 import type { Plan, Step, WriteOp } from '../src/materialize/plan.js';
 import { LocalStore } from '../src/store/local.js';
 import { WorkerPool } from '../src/fs/worker-pool.js';
@@ -31,6 +31,29 @@ test('batches keep the plan order, hold at most 256 writes, and pass maxBytes on
     assert.ok(bytes <= max || b.length === 1, `batch of ${b.length} writes holds ${bytes} bytes`);
   }
   for (const s of steps) if ('mkdir' in s) assert.ok(fs.statSync(join(root, s.mkdir)).isDirectory());
+});
+
+test('with a tail, batches keep the plan order and shrink to an even share of what is left, down to TAIL_MIN_OPS', () => {
+  const root = tempDir();
+  const steps: Step[] = [{ mkdir: 'd' }];
+  const writes = 3000;
+  for (let i = 0; i < writes; i++) steps.push(i % 10 === 0 ? { rel: `d/l${i}`, target: 'x' } : { rel: `d/f${i}`, hash: 'a'.repeat(64), size: 100, executable: false });
+  const inFlight = 4;
+  const batches = [...batchesOf(root, steps, 32 << 20, { writes, inFlight })];
+  assert.deepEqual(batches.flat(), steps.slice(1));
+  let left = writes;
+  for (const [i, b] of batches.entries()) {
+    // Full batches while much is left; after that at most what is left over 2 * inFlight batches.
+    const most = Math.min(256, Math.max(TAIL_MIN_OPS, Math.ceil(left / (2 * inFlight))));
+    if (i < batches.length - 1) assert.equal(b.length, most, `batch ${i} with ${left} left`);
+    else assert.ok(b.length <= most && b.length === left, `last batch ${b.length} with ${left} left`);
+    left -= b.length;
+  }
+  assert.equal(batches[0]!.length, 256);
+  assert.ok(batches.at(-2)!.length === TAIL_MIN_OPS, `the last batches are small: ${batches.slice(-4).map((b) => b.length)}`);
+  // Without a tail, every batch but the last is full.
+  const plain = [...batchesOf(tempDir(), steps, 32 << 20)];
+  assert.deepEqual(plain.slice(0, -1).map((b) => b.length), Array(plain.length - 1).fill(256));
 });
 
 test('a batch is heavy (run by a worker, never the main thread) from HEAVY_BATCH_BYTES of file bytes', () => {

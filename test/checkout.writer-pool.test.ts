@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { REMOTE_WRITER_YOUNG_MB, writerPool } from '../src/materialize/checkout.js';
+import { LOCAL_WORKER_DEPTH, REMOTE_WRITER_YOUNG_MB, writerPool } from '../src/materialize/checkout.js';
 import { LocalStore } from '../src/store/local.js';
 import type { WorkerPool } from '../src/fs/worker-pool.js';
 import { tempDir } from './helpers/tmp.js';
@@ -36,6 +36,23 @@ test("a remote checkout's writer threads have a small young generation; a local 
   } finally {
     await remote.close();
     await local.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a local checkout's pool lets its worker hold LOCAL_WORKER_DEPTH batches; a remote one's workers two each", async () => {
+  const dir = tempDir();
+  const store = LocalStore.open(join(dir, 'store'));
+  const local = writerPool(2, store, { store });
+  const remote = writerPool(2, store, { store, prepareTree: async () => {} });
+  try {
+    assert.equal(local.size, 1);
+    assert.equal(local.parallelism, LOCAL_WORKER_DEPTH + 1);
+    assert.equal(remote.size, 2);
+    assert.equal(remote.parallelism, 4);
+  } finally {
+    await local.close();
+    await remote.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

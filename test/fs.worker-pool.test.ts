@@ -100,3 +100,23 @@ test('with callerRuns, a heavy batch always goes to a worker, and payloadOf is t
     await pool.close();
   }
 });
+
+test('with callerRuns and workerDepth, the calling thread runs a batch only once each worker holds that many', async () => {
+  const root = tempDir();
+  for (const [depth, expected] of [
+    [undefined, 2],
+    [3, 3],
+  ] as const) {
+    const pool = new WorkerPool(1, {}, { callerRuns: true, workerDepth: depth });
+    try {
+      assert.equal(pool.parallelism, expected + 1);
+      // Started with no await between them: the worker takes `expected`, the calling thread the rest.
+      const runs = Array.from({ length: 5 }, (_, b) => pool.run('materialize.apply', linkBatch(root, 100 * expected + b, 3)));
+      await Promise.all(runs);
+      assert.equal(pool.ranHere, 5 - expected, `depth ${depth}: ran here ${pool.ranHere} of 5`);
+      for (let b = 0; b < 5; b++) assert.equal(fs.readlinkSync(join(root, `b${100 * expected + b}-2`)), `t${100 * expected + b}-2`);
+    } finally {
+      await pool.close();
+    }
+  }
+});

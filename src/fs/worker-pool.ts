@@ -33,6 +33,11 @@ export interface WorkerPoolOptions {
    * one waiting (see `run`). Only for callers whose thread has nothing else to wait on (no network).
    */
   callerRuns?: boolean;
+  /**
+   * With callerRuns: how many batches each worker holds (running and queued) before the calling
+   * thread runs one itself. Default 2.
+   */
+  workerDepth?: number;
 }
 
 /**
@@ -58,6 +63,7 @@ export class WorkerPool {
   private nextId = 1;
   private closed = false;
   private readonly callerRuns: boolean;
+  private readonly depth: number;
   /** Batches the calling thread ran itself (callerRuns). */
   ranHere = 0;
 
@@ -68,6 +74,7 @@ export class WorkerPool {
     options: WorkerPoolOptions = {},
   ) {
     this.callerRuns = options.callerRuns === true && size > 0;
+    this.depth = this.callerRuns ? Math.max(2, options.workerDepth ?? 2) : 2;
     const resourceLimits = options.youngGenerationMb ? { maxYoungGenerationSizeMb: options.youngGenerationMb } : undefined;
     for (let i = 0; i < size; i++) {
       const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, resourceLimits });
@@ -122,7 +129,7 @@ export class WorkerPool {
   }
 
   private runsHereWith(slot: Slot): boolean {
-    return this.callerRuns && slot.inFlight >= 2;
+    return this.callerRuns && slot.inFlight >= this.depth;
   }
 
   private leastBusy(): Slot {
@@ -141,9 +148,9 @@ export class WorkerPool {
     return (await runOp(op, payload, this.init)) as T;
   }
 
-  /** Batches that can usefully be in flight at once: two per worker keeps each one busy. */
+  /** Batches that can usefully be in flight at once: two per worker (or workerDepth) keeps each one busy. */
   get parallelism(): number {
-    return Math.max(1, this.size * 2 + (this.callerRuns ? 1 : 0));
+    return Math.max(1, this.size * this.depth + (this.callerRuns ? 1 : 0));
   }
 
   async close(): Promise<void> {

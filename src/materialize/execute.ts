@@ -91,13 +91,39 @@ export function isHeavy(batch: readonly WriteOp[]): boolean {
   return bytes >= HEAVY_BATCH_BYTES;
 }
 
+/** The smallest batch the tail (batchesOf's `tail`) shrinks to. */
+export const TAIL_MIN_OPS = 32;
+
 /**
  * Makes directories as it reaches them and yields the writes between them in batches of at most
- * BATCH_OPS writes and `maxBytes` bytes (a larger file goes alone).
+ * BATCH_OPS writes and `maxBytes` bytes (a larger file goes alone). With `tail` (the plan's
+ * writes and the batches in flight at once), a batch holds at most an even share of what is
+ * left over twice that many batches, down to TAIL_MIN_OPS: the last ones are small, so no thread
+ * waits long at the end for another to finish a full batch.
+ * Perf: node_modules corpus copy checkout (26,242 writes, 2 cores, run as SCHED_FIFO on a shared
+ * machine at load 10-14, 12 interleaved runs, worker holding three): with the tail 0.568 s wall and
+ * 1.010 s CPU against 0.578 s and 1.020 s without (medians; paired -2 ms wall and -15 ms CPU, each
+ * lower in 7 of 12). Small, as it should be: without it the main thread waits at the end for at
+ * most the worker's three batches of 256 small files.
  */
-export function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH_BYTES): Generator<WriteOp[]> {
+export function* batchesOf(
+  root: string,
+  steps: Iterable<Step>,
+  maxBytes = BATCH_BYTES,
+  tail?: { writes: number; inFlight: number },
+): Generator<WriteOp[]> {
   let ops: WriteOp[] = [];
   let bytes = 0;
+  let left = tail ? tail.writes : 0;
+  const share = tail ? 2 * Math.max(1, tail.inFlight) : 1;
+  let maxOps = BATCH_OPS;
+  const next = () => {
+    left -= ops.length;
+    if (tail) maxOps = Math.min(BATCH_OPS, Math.max(TAIL_MIN_OPS, Math.ceil(left / share)));
+    ops = [];
+    bytes = 0;
+  };
+  next();
   for (const s of steps) {
     if ('mkdir' in s) {
       const p = `${root}/${s.mkdir}`;
@@ -111,15 +137,13 @@ export function* batchesOf(root: string, steps: Iterable<Step>, maxBytes = BATCH
     const size = 'size' in s ? s.size : 0;
     if (ops.length > 0 && bytes + size > maxBytes) {
       yield ops;
-      ops = [];
-      bytes = 0;
+      next();
     }
     ops.push(s);
     bytes += size;
-    if (ops.length >= BATCH_OPS) {
+    if (ops.length >= maxOps) {
       yield ops;
-      ops = [];
-      bytes = 0;
+      next();
     }
   }
   if (ops.length > 0) yield ops;
@@ -155,7 +179,7 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
   await runBatches<WriteOp[], ApplyCounts>(
     o.pool,
     'materialize.apply',
-    batchesOf(root, plan.steps, o.fetchBytes ? DIRECT_MAX_BYTES : BATCH_BYTES),
+    batchesOf(root, plan.steps, o.fetchBytes ? DIRECT_MAX_BYTES : BATCH_BYTES, { writes: total, inFlight: o.pool.parallelism }),
     (c, batch) => {
       const f = fetched.get(batch);
       if (f) {
