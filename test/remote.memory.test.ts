@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { type Digest, formatDigest } from '../src/core/digest.js';
 import { LocalStore } from '../src/store/local.js';
 import { RemoteFetcher, BATCH_BLOBS } from '../src/remote/fetch.js';
-import { checkout } from '../src/materialize/checkout.js';
-import { DIRECT_SLABS } from '../src/materialize/execute.js';
+import { type CheckoutOptions, checkout } from '../src/materialize/checkout.js';
+import { DIRECT_SLABS, PLAIN_CACHE_SLABS } from '../src/materialize/execute.js';
 import { remoteCheckoutHooks } from '../src/cli/commands/remote.js';
 import { describeTree, runCli, type TestServer } from './helpers/remote.js';
 import { useRemoteFixture } from './helpers/remote-fixture.js';
@@ -80,5 +80,41 @@ describe('checkout --remote from a plain Bazel cache (one GET per blob)', () => 
     const again = await runCli(['checkout', formatDigest(root), join(dir, 'again'), '--store', join(dir, 'client')]);
     assert.equal(again.code, 0, again.stderr);
     assert.deepEqual(describeTree(join(dir, 'again')), describeTree(join(dir, 'src')));
+  });
+
+  test('at most PLAIN_CACHE_SLABS batches hold fetched bytes at once, fewer than from a batch server', async () => {
+    assert.ok(PLAIN_CACHE_SLABS < DIRECT_SLABS);
+    const store = LocalStore.open(join(dir, 'client-slabs'));
+    const fetcher = new RemoteFetcher(store, { url: server.url, concurrency: 2 });
+    const out = join(dir, 'out-slabs');
+    const controller = new AbortController();
+    const remote = remoteCheckoutHooks(store, server.url, {}, controller.signal, false, fetcher);
+    // Each fetchBytes call is one batch's fetch into its slab: counted while it runs.
+    let inFlight = 0;
+    let most = 0;
+    const fetchFor = remote.hooks.fetchFor;
+    const counted: CheckoutOptions['fetchFor'] = () => {
+      const t = fetchFor();
+      assert.equal(t.slabs, PLAIN_CACHE_SLABS);
+      return {
+        ...t,
+        fetchBytes: async (digests: Digest[], into: Uint8Array) => {
+          most = Math.max(most, ++inFlight);
+          try {
+            return await t.fetchBytes(digests, into);
+          } finally {
+            inFlight--;
+          }
+        },
+      };
+    };
+    try {
+      const r = await checkout(root, out, { store, method: 'copy', ...remote.hooks, fetchFor: counted });
+      assert.equal(r.copied > 2000, true, `copied ${r.copied}`);
+    } finally {
+      await remote.done();
+    }
+    assert.ok(most >= 2 && most <= PLAIN_CACHE_SLABS, `batches fetching at once: ${most}`);
+    assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   });
 });

@@ -216,7 +216,14 @@ export async function runBatches<P, R>(
       if (firstError !== undefined || opts.shouldStop?.()) return;
       const next = it.next();
       if (next.done) return;
-      while (opts.admit && inFlight > 0 && firstError === undefined && !opts.admit(next.value)) await new Promise<void>((r) => waiters.push(r));
+      // admit is asked even with none in flight (a batch then goes whatever it says), so a caller
+      // that counts what it admitted counts every batch it later sees finish: asked only with
+      // batches in flight, a checkout's slab count fell by one each time its batches ran dry, and
+      // more batches than its slabs held fetched bytes at once.
+      while (opts.admit && firstError === undefined && !opts.admit(next.value)) {
+        if (inFlight === 0) break;
+        await new Promise<void>((r) => waiters.push(r));
+      }
       if (firstError !== undefined) return;
       inFlight++;
       try {

@@ -66,7 +66,7 @@ export interface CheckoutOptions {
    * into memory, store each (verified) and copy it from memory or link or clone the stored blob
    * (execute.ts); undefined to go through the store (ensureBlobs).
    */
-  fetchFor?: (method: ImportMethod) => Pick<ExecuteOptions, 'fetchBytes' | 'fetchable' | 'storeFetched'> | undefined;
+  fetchFor?: (method: ImportMethod) => Pick<ExecuteOptions, 'fetchBytes' | 'fetchable' | 'storeFetched' | 'slabs'> | undefined;
   /**
    * A named tree whose blobs the remote was not yet shown to hold (a plain cache, remote/refs.ts).
    * Into an empty or new target the checkout writes as blobs arrive and, on an error `isMiss`
@@ -162,6 +162,7 @@ async function checkoutLocked(root: Digest, rootAbs: string, o: CheckoutOptions,
       runToken,
       fetchable: through?.fetchable,
       storeFetched: through?.storeFetched,
+      slabs: through?.slabs,
     }).catch((e: unknown) => {
       if (created && o.unsecured!.isMiss(e)) created.undo();
       throw e;

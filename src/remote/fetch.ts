@@ -80,6 +80,8 @@ export class RemoteFetcher {
   private scheduler: FetchScheduler | undefined;
   private batch = false;
   private ready: Promise<void> | undefined;
+  /** Set once `batch` holds the server's answer. */
+  private batchKnown = false;
   /** Read while preparing a tree; replaced by an empty one after (see prepareTree). */
   private reader: TreeReader;
   /** Hashes and writes batch-read blobs off the main thread. */
@@ -127,6 +129,11 @@ export class RemoteFetcher {
     this.writer = new StoreWriter(store.root);
   }
 
+  /** Whether the server turned out to be a plain cache (no batch endpoints); false until it is asked. */
+  get plainCache(): boolean {
+    return this.batchKnown && !this.batch;
+  }
+
   /** Stops starting requests; what is in flight finishes. Pending work fails with InterruptedError. */
   stop(reason: unknown = new InterruptedError('interrupted; run the same command again to resume')): void {
     if (this.stopReason !== undefined) return;
@@ -144,6 +151,7 @@ export class RemoteFetcher {
   private init(): Promise<void> {
     this.ready ??= (async () => {
       this.batch = await this.client.batchAvailable();
+      this.batchKnown = true;
       if (!this.batch && this.options.holdYoungGeneration) holdYoungGeneration();
       const store = this.store;
       this.scheduler = new FetchScheduler({

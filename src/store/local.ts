@@ -84,8 +84,8 @@ export class LocalStore implements BlobStore {
   private readonly execDir: string;
   private readonly tmpDir: string;
   private readonly shards = new Set<string>();
-  /** Shards under cas/ that ensureShard made or found, by their two hex digits (blobTmpPath). */
-  private readonly madeCasShards = new Uint8Array(256);
+  /** Shard folders ensureShardOf made or found, by slot: 0-255 under cas/, 256-511 under cas-exec/. */
+  private readonly madeShards = new Uint8Array(512);
   /** Store folders (shards, cas/, cas-exec/) this process found to be real folders (checkShard, isSoundFolder). */
   private readonly soundFolders = new Set<string>();
   /** The shard folders of soundFolders by slot (shardSlot): 0-255 under cas/, 256-511 under cas-exec/. */
@@ -120,6 +120,29 @@ export class LocalStore implements BlobStore {
     }
   }
 
+  /**
+   * Makes the shard folder of blob `hash` (under cas-exec/ when `exec`) exist, once per process.
+   * Perf: a slot from the hash's first two characters, where ensureShard sliced the folder out of
+   * the path and looked that new string up in a Set, twice per stored blob: 97-136 ms of each
+   * writer thread's self time in a `checkout --remote` of the Linux tree (--cpu-prof, copy and
+   * hardlink, one run each at load 6-10). blobTmpPath + blobPathForLink for each of the Linux
+   * tree's 78,549 file digests (157,098 calls, 5 timed rounds per process, two processes each):
+   * 40-78 ms of CPU before, 8-18 ms after. An import worker had 72-109 ms of its 5.2-5.5 s in
+   * ensureShard (cpu-prof, load 6), which writeBlobSync also no longer repeats.
+   */
+  private ensureShardOf(hash: string, exec: boolean): void {
+    const hi = hexDigit(hash.charCodeAt(0));
+    const lo = hexDigit(hash.charCodeAt(1));
+    if (hi < 0 || lo < 0) {
+      this.ensureShard(exec ? this.executableBlobPath(hash) : this.blobPath(hash));
+      return;
+    }
+    const slot = (exec ? 256 : 0) + hi * 16 + lo;
+    if (this.madeShards[slot] === 1) return;
+    this.ensureShard(exec ? this.executableBlobPath(hash) : this.blobPath(hash));
+    this.madeShards[slot] = 1;
+  }
+
   /** Makes the shard folder of `path` (a blob or temp path inside one) exist, once per process. */
   private ensureShard(path: string): void {
     const dir = path.slice(0, path.lastIndexOf('/'));
@@ -141,9 +164,8 @@ export class LocalStore implements BlobStore {
 
   /** blobPath, with its shard folder made: for a caller that links a verified file there itself. */
   blobPathForLink(hash: string): string {
-    const p = this.blobPath(hash);
-    this.ensureShard(p);
-    return p;
+    this.ensureShardOf(hash, false);
+    return this.blobPath(hash);
   }
 
   /** Where the executable twin of a blob lives (it may not exist yet; see executablePathSync). */
@@ -153,9 +175,8 @@ export class LocalStore implements BlobStore {
 
   /** executableBlobPath, with its shard folder made: for a caller that links a verified 0555 file there itself. */
   executablePathForLink(hash: string): string {
-    const p = this.executableBlobPath(hash);
-    this.ensureShard(p);
-    return p;
+    this.ensureShardOf(hash, true);
+    return this.executableBlobPath(hash);
   }
 
   /**
@@ -173,19 +194,8 @@ export class LocalStore implements BlobStore {
    * contending for one tmp folder. Names start with '.', so no listing mistakes them for blobs.
    */
   blobTmpPath(hash: string): string {
-    const p = `${this.casDir}/${hash.slice(0, 2)}/.tmp-${process.pid}-${threadId}-${++tmpCounter}`;
-    // Perf: a shard made is remembered by its two hex digits, without ensureShard's slice of the
-    // folder's path and Set lookup per blob. For the Linux tree's 78,579 blobs, this and the
-    // ensureShard writeBlobSync no longer repeats took 42-60 ms of CPU, now 7-20 ms (6 rounds
-    // of each, one thread); ensureShard was 72-109 ms of the 5.2-5.5 s an import worker was
-    // sampled (cpu-prof, load 6).
-    const hi = hexDigit(hash.charCodeAt(0));
-    const lo = hexDigit(hash.charCodeAt(1));
-    const slot = hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-    if (slot >= 0 && this.madeCasShards[slot] === 1) return p;
-    this.ensureShard(p);
-    if (slot >= 0) this.madeCasShards[slot] = 1;
-    return p;
+    this.ensureShardOf(hash, false);
+    return `${this.casDir}/${hash.slice(0, 2)}/.tmp-${process.pid}-${threadId}-${++tmpCounter}`;
   }
 
   hasSync(d: Digest): boolean {
@@ -408,9 +418,8 @@ export class LocalStore implements BlobStore {
    * neither renameat2(RENAME_NOREPLACE) nor linkat(AT_EMPTY_PATH) to name the file in one call.
    */
   commitTmp(tmp: string, hash: string): void {
-    const final = this.blobPath(hash);
-    this.ensureShard(final);
-    linkInOnce(tmp, final);
+    this.ensureShardOf(hash, false);
+    linkInOnce(tmp, this.blobPath(hash));
   }
 
   /**

@@ -9,6 +9,7 @@ import { type Digest, formatDigest, looksLikeDigest } from '../../core/digest.js
 import { snapshot } from '../../capture/snapshot.js';
 import { BlobNotFoundError, ExitCode, FileSystemError, type RemoteRefMiss, UsageError, remoteRefMissError } from '../../errors.js';
 import type { CheckoutOptions } from '../../materialize/checkout.js';
+import { PLAIN_CACHE_SLABS } from '../../materialize/execute.js';
 import { resolveServerToken } from '../../remote/auth.js';
 import { RemoteClient } from '../../remote/client.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, isLocalSpec } from '../remote-options.js';
@@ -78,7 +79,13 @@ export function remoteCheckoutHooks(store: LocalStore, url: string, o: RemoteCli
       // name 7.14-8.43 s (median 7.63) against 7.98-8.40 s (median 8.07); server CPU 1.55-1.70 s
       // (median 1.60) against 1.64-1.83 s (median 1.71); peak RSS 248-262 MB against 256-269 MB.
       // `rsync -a` from a daemon in the same rounds: 4.01-4.53 s client and 2.76-3.07 s daemon CPU.
-      fetchFor: () => ({ fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, true), fetchable: (d: Digest) => fetcher.claimAbsent(d), storeFetched: true }),
+      // From a plain cache, fewer batches hold fetched bytes at once (execute.ts PLAIN_CACHE_SLABS).
+      fetchFor: () => ({
+        fetchBytes: (digests: Digest[], into: Uint8Array) => fetcher.fetchBytes(digests, into, true),
+        fetchable: (d: Digest) => fetcher.claimAbsent(d),
+        storeFetched: true,
+        slabs: fetcher.plainCache ? PLAIN_CACHE_SLABS : undefined,
+      }),
     },
     /** Waits for the fetcher, closes its connections and returns its counters. */
     async done() {
