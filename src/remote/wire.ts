@@ -23,9 +23,9 @@ import { RemoteError } from '../errors.js';
  */
 export const AC_UNCHECKED_HEADER = 'x-treecast-ac-unchecked';
 export const AC_MISSING_HEADER = 'x-treecast-ac-missing';
-/** Value of `protocol` in GET /status from a server that offers the batch endpoints. */
 /** The header a read-only server's 405 refusals of writes carry, so a client can say why. */
 export const READ_ONLY_HEADER = 'x-treecast-read-only';
+/** Value of `protocol` in GET /status from a server that offers the batch endpoints. */
 export const BATCH_PROTOCOL = 'treecast-batch/1';
 /** Path of the batch endpoints below the (optional) instance prefix. */
 export const BATCH_PREFIX = 'treecast/v1/';
