@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { describeTree, tempDir, writeTree } from './helpers/tmp.js';
-import { runCli, startCli, waitExit } from './helpers/remote.js';
+import { runCli, servedUrl, startCli, waitExit } from './helpers/remote.js';
 
 type Child = ReturnType<typeof startCli>;
 const children: Child[] = [];
@@ -65,12 +65,7 @@ test('a killed `checkout --remote --direct` leaves its temporary file; the same 
   const root = snap.stdout.trim().split('\n').pop()!;
   const serve = startCli(['serve', '--listen', '127.0.0.1:0', '--json', '--store', serverStore]);
   children.push(serve);
-  const url = await new Promise<string>((resolve, reject) => {
-    serve.stdout!.on('data', () => {
-      if (serve.out.stdout.includes('\n')) resolve((JSON.parse(serve.out.stdout.split('\n')[0]!) as { url: string }).url);
-    });
-    serve.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${serve.out.stderr}`)));
-  });
+  const url = await servedUrl(serve);
   const proxy = await stallingProxy(url, createHash('sha256').update(big).digest('hex'));
   try {
     const store = join(dir, 'client');

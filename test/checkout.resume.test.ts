@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { LocalStore } from '../src/store/local.js';
 import { digestOf } from '../src/core/digest.js';
 import { describeTree, tempDir, writeTree } from './helpers/tmp.js';
-import { runCli, startCli, waitExit } from './helpers/remote.js';
+import { runCli, servedUrl, startCli, waitExit } from './helpers/remote.js';
 
 /** Large enough that a copy of it is seen half written: ~0.1-0.3 s of copy_file_range here. */
 const BIG = 256 << 20;
@@ -189,12 +189,7 @@ test('remote: a killed `checkout --remote --direct` and `--remote --method hardl
   assert.equal(snap.code, 0, snap.stderr);
   const root = snap.stdout.trim().split('\n').pop()!;
   const serve = start(['serve', '--listen', '127.0.0.1:0', '--json', '--store', serverStore]);
-  const url = await new Promise<string>((resolve, reject) => {
-    serve.stdout!.on('data', () => {
-      if (serve.out.stdout.includes('\n')) resolve((JSON.parse(serve.out.stdout.split('\n')[0]!) as { url: string }).url);
-    });
-    serve.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${serve.out.stderr}`)));
-  });
+  const url = await servedUrl(serve);
   try {
     for (const mode of [['--direct'], ['--method', 'hardlink']]) {
       const tag = mode.join('');

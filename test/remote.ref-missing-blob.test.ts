@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { tempDir, writeTree } from './helpers/tmp.js';
-import { runCli, startCli, waitExit } from './helpers/remote.js';
+import { runCli, servedUrl, startCli, waitExit } from './helpers/remote.js';
 import { refKey } from '../src/remote/refs.js';
 import { LocalStore } from '../src/store/local.js';
 
@@ -28,12 +28,7 @@ test('a ref whose entry exists but whose blob the server lost names the blob; a 
   writeTree(join(dir, 'src'), { 'a.txt': 'kept\n', 'sub/lost.txt': lost });
   const serve = startCli(['serve', '--listen', '127.0.0.1:0', '--json', '--store', serverStore]);
   children.push(serve);
-  const url = await new Promise<string>((resolve, reject) => {
-    serve.stdout!.on('data', () => {
-      if (serve.out.stdout.includes('\n')) resolve((JSON.parse(serve.out.stdout.split('\n')[0]!) as { url: string }).url);
-    });
-    serve.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${serve.out.stderr}`)));
-  });
+  const url = await servedUrl(serve);
   try {
     const push = await runCli(['push', join(dir, 'src'), url, '--ref', 'tools', '--store', join(dir, 'client')]);
     assert.equal(push.code, 0, push.stderr);

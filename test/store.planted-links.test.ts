@@ -19,7 +19,7 @@ import { parseDigest } from '../src/core/digest.js';
 import { StoreDamagedError } from '../src/errors.js';
 import { createHash } from 'node:crypto';
 import { tempDir, writeTree } from './helpers/tmp.js';
-import { startCli, waitExit } from './helpers/remote.js';
+import { servedUrl, startCli, waitExit } from './helpers/remote.js';
 
 const bin = new URL('../../bin/treecast', import.meta.url).pathname;
 
@@ -35,6 +35,18 @@ function storeWithTree(dir: string, files: Record<string, string> = { a: 'alpha 
   const snap = tc(['snapshot', join(dir, 'src'), '--ref', 'r'], store);
   assert.equal(snap.code, 0, snap.err);
   return { store, tree: snap.out.trim().split('\n').pop()! };
+}
+
+/**
+ * A store whose tree (ref `r`) holds one file, `a`, whose blob lies in a shard no directory message
+ * of the tree uses, so that shard can be planted alone.
+ */
+function storeWithBlobApart(dir: string, prefix: string): { text: string; store: string; tree: string } {
+  for (let i = 0; ; i++) {
+    const text = `${prefix} ${i}`;
+    const { store, tree } = storeWithTree(join(dir, `try${i}`), { a: text });
+    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) return { text, store, tree };
+  }
 }
 
 /** Every file under `root` with its bytes, to show nothing there changed. */
@@ -132,12 +144,7 @@ test('a folder of refs that is a symlink is never read, listed, written, deleted
 /** Starts `treecast serve` (the real command) on a free loopback port. */
 async function serve(store: string, args: string[] = []) {
   const child = startCli(['serve', '--store', store, '--listen', '127.0.0.1:0', '--json', ...args]);
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on('data', () => {
-      if (child.out.stdout.includes('\n')) resolve((JSON.parse(child.out.stdout.split('\n')[0]!) as { url: string }).url);
-    });
-    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${child.out.stderr}`)));
-  });
+  const url = await servedUrl(child);
   return {
     url,
     stop: async () => {
@@ -255,15 +262,7 @@ test('a checkout record or checkouts/ folder that is a symlink is never read or 
 
 test('pack of a tree from the store refuses a blob shard folder that is a symlink, even one holding the right bytes', () => {
   const dir = tempDir();
-  // A file whose blob lies in a shard no directory message of the tree uses.
-  let text = '';
-  let store = '';
-  let tree = '';
-  for (let i = 0; ; i++) {
-    text = `packed file content ${i}`;
-    ({ store, tree } = storeWithTree(join(dir, `try${i}`), { a: text }));
-    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) break;
-  }
+  const { text, store, tree } = storeWithBlobApart(dir, 'packed file content');
   const d = digestOf(Buffer.from(text));
   const shardDir = join(store, 'cas', d.hash.slice(0, 2));
   // The shard moved outside the store and linked back: the blob there is the real one, with the right bytes.
@@ -441,15 +440,7 @@ test('a completeness record or complete/ folder that is a symlink is never read 
 
 test('a blob file or blob shard folder that is a symlink is reported as ERR_TREECAST_STORE_DAMAGED by checkout, blob get, pack and verify; serve answers 404', async () => {
   const dir = tempDir();
-  // A file whose blob lies in a shard no directory message of the tree uses.
-  let text = '';
-  let store = '';
-  let tree = '';
-  for (let i = 0; ; i++) {
-    text = `linked blob content ${i}`;
-    ({ store, tree } = storeWithTree(join(dir, `try${i}`), { a: text }));
-    if (tree.slice(0, 2) !== digestOf(Buffer.from(text)).hash.slice(0, 2)) break;
-  }
+  const { text, store, tree } = storeWithBlobApart(dir, 'linked blob content');
   const d = digestOf(Buffer.from(text));
   const local = new LocalStore(store);
   const blob = local.blobPath(d.hash);

@@ -103,6 +103,16 @@ export function waitExit(child: ChildProcess & { out: { stdout: string; stderr: 
   });
 }
 
+/** The URL a `treecast serve --json` child prints on its first line; rejects if it exits first. */
+export function servedUrl(child: ChildProcess & { out: { stdout: string; stderr: string } }): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', () => {
+      if (child.out.stdout.includes('\n')) resolve((JSON.parse(child.out.stdout.split('\n')[0]!) as { url: string }).url);
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${child.out.stderr}`)));
+  });
+}
+
 /** Parses the one JSON line a --json command prints. */
 export function json(r: RunResult): Record<string, unknown> {
   const line = r.stdout.trim().split('\n').pop() ?? '';
