@@ -295,6 +295,30 @@ function targets(outside: string): [string, string][] {
   ];
 }
 
+/**
+ * Plants `link` pointing at each of targets(outside) in turn (`plant` first makes room for it):
+ * `run` fails naming the link with nothing outside touched, and verify --repair removes only the
+ * link; `then` runs after each.
+ */
+function refusedAtEachLink(
+  store: string,
+  link: string,
+  outside: string,
+  label: string,
+  run: () => { code: number | null; err: string },
+  o: { plant?: () => void; then?: () => void } = {},
+): void {
+  for (const [what, target] of targets(outside)) {
+    o.plant?.();
+    fs.symlinkSync(target, link);
+    const before = contents(outside);
+    damagedAt(run(), link, `${label} linked to ${what}`);
+    untouched(outside, before, `${label} linked to ${what}`);
+    verifyFindsAndRepairs(store, link, outside);
+    o.then?.();
+  }
+}
+
 function untouched(outside: string, before: Record<string, string>, what: string): void {
   assert.deepEqual(contents(outside), before, `${what}: nothing written, touched or removed through the link`);
   assert.equal(fs.existsSync(join(outside, 'absent')), false, `${what}: a dangling link's target is not made`);
@@ -361,23 +385,12 @@ test('a stat cache entry or stat-cache/ folder that is a symlink is never read (
   fs.copyFileSync(join(store, 'stat-cache', entryName), join(outside, entryName));
   const entry = join(store, 'stat-cache', entryName);
   const folder = join(store, 'stat-cache');
-  for (const [what, target] of targets(outside)) {
-    fs.rmSync(entry);
-    fs.symlinkSync(target, entry);
-    const before = contents(outside);
-    damagedAt(tc(['snapshot', src, '--ref', 'r2'], store), entry, `snapshot, entry linked to ${what}`);
-    untouched(outside, before, `entry linked to ${what}`);
-    verifyFindsAndRepairs(store, entry, outside);
-    assert.equal(tc(['snapshot', src], store).code, 0, 'a snapshot writes the entry again once repaired');
-  }
+  refusedAtEachLink(store, entry, outside, 'snapshot, entry', () => tc(['snapshot', src, '--ref', 'r2'], store), {
+    plant: () => fs.rmSync(entry),
+    then: () => assert.equal(tc(['snapshot', src], store).code, 0, 'a snapshot writes the entry again once repaired'),
+  });
   fs.rmSync(folder, { recursive: true });
-  for (const [what, target] of targets(outside)) {
-    fs.symlinkSync(target, folder);
-    const before = contents(outside);
-    damagedAt(tc(['snapshot', src, '--ref', 'r2'], store), folder, `snapshot, folder linked to ${what}`);
-    untouched(outside, before, `folder linked to ${what}`);
-    verifyFindsAndRepairs(store, folder, outside);
-  }
+  refusedAtEachLink(store, folder, outside, 'snapshot, folder', () => tc(['snapshot', src, '--ref', 'r2'], store));
   assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'no snapshot recorded anything');
 
   // The save: a link planted as the folder after the load (another process) is refused, not written into.
@@ -401,21 +414,9 @@ test('a completeness record or complete/ folder that is a symlink is never read 
   // No server listens here: a pull that found no record would fail to connect (exit 8).
   const pull = () => tc(['pull', tree, 'http://127.0.0.1:9/'], store);
   fs.mkdirSync(folder);
-  for (const [what, target] of targets(outside)) {
-    fs.symlinkSync(target, entry);
-    const before = contents(outside);
-    damagedAt(pull(), entry, `pull, record linked to ${what}`);
-    untouched(outside, before, `record linked to ${what}`);
-    verifyFindsAndRepairs(store, entry, outside);
-  }
+  refusedAtEachLink(store, entry, outside, 'pull, record', pull);
   fs.rmdirSync(folder);
-  for (const [what, target] of targets(outside)) {
-    fs.symlinkSync(target, folder);
-    const before = contents(outside);
-    damagedAt(pull(), folder, `pull, folder linked to ${what}`);
-    untouched(outside, before, `folder linked to ${what}`);
-    verifyFindsAndRepairs(store, folder, outside);
-  }
+  refusedAtEachLink(store, folder, outside, 'pull, folder', pull);
   assert.equal(pull().code, 8, 'with the link gone the pull goes to the (absent) server');
 
   // The write at the end of a pull: a link planted as the folder meanwhile is refused, not written into.
