@@ -35,7 +35,7 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readStoreEntry } from '../store/local.js';
 import { StoreDamagedError } from '../errors.js';
 import { hasTreePack } from '../store/tree-pack.js';
 import { type FileRun, type ScannedDir, type ScannedFile, STAT_CTIME, STAT_DEV, STAT_FIELDS, STAT_INO, STAT_MTIME, STAT_SIZE } from './walk.js';
@@ -130,10 +130,9 @@ export class StatCache {
     try {
       // The folder looked at by lstat, the entry opened with O_NOFOLLOW: a link at either is damage, never a cache.
       if (!checkStoreFolders(store.root, cacheDir(store), cacheDir(store), FOLDER_ROLE)) throw Object.assign(new Error(`no folder ${cacheDir(store)}`), { code: 'ENOENT' });
-      cache.read(readFileNoFollow(file));
+      cache.read(readStoreEntry(store.root, file, 'a stat cache entry'));
     } catch (e) {
       if (e instanceof StoreDamagedError) throw e;
-      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store.root, file, 'a symbolic link', 'a stat cache entry');
       // Absent or unreadable: start empty; the cache is only ever a shortcut.
       cache.count = 0;
       cache.index = new Map();

@@ -33,7 +33,7 @@ import { hostname, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { StoreDamagedError, TargetBusyError, TargetError, fsError } from '../errors.js';
 import { makeDirectories } from './make-dirs.js';
-import { damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
+import { makeStoreFolders, readFileNoFollow, readStoreEntry } from '../store/local.js';
 
 export interface TargetGuard {
   /** The target as a real path (what the lock is keyed by). */
@@ -362,9 +362,9 @@ function holderAlive(b: LockBody): boolean {
 function readBody(path: string, store?: string): LockBody | undefined {
   let text: string;
   try {
-    text = readFileNoFollow(path).toString('utf8');
+    text = (store !== undefined ? readStoreEntry(store, path, 'a lock file') : readFileNoFollow(path)).toString('utf8');
   } catch (e) {
-    if (store !== undefined && (e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store, path, 'a symbolic link', 'a lock file');
+    if (e instanceof StoreDamagedError) throw e;
     return undefined;
   }
   try {

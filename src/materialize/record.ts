@@ -24,7 +24,7 @@ import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type Digest, formatDigest, looksLikeDigest, parseDigest } from '../core/digest.js';
-import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow } from '../store/local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow, readStoreEntry } from '../store/local.js';
 import { StoreDamagedError, fsError } from '../errors.js';
 import { privateTempDir } from '../fs/target-guard.js';
 import { isRunToken } from './leftovers.js';
@@ -125,10 +125,9 @@ function readRecord(p: string | undefined, store?: LocalStore): CheckoutRecord |
   let text: string;
   try {
     if (!recordFolderSound(store)) return undefined;
-    text = readFileNoFollow(p).toString('utf8');
+    text = (store !== undefined ? readStoreEntry(store.root, p, 'a checkout record') : readFileNoFollow(p)).toString('utf8');
   } catch (e) {
     if (e instanceof StoreDamagedError) throw e;
-    if (store !== undefined && (e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(store.root, p, 'a symbolic link', 'a checkout record');
     return undefined;
   }
   try {

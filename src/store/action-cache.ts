@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { type ActionResult, actionResultBlobs, decodeTree } from '../core/action-result.js';
 import { type Digest, isHash } from '../core/digest.js';
 import { fsError } from '../errors.js';
-import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, entryKind, isRealFolder, readFileNoFollow, realFolders, removeQuietly } from './local.js';
+import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, entryKind, isRealFolder, readStoreEntry, realFolders, removeQuietly } from './local.js';
 
 export interface ActionCacheEntry {
   key: string;
@@ -66,12 +66,11 @@ export class ActionCache {
     const p = this.path(key);
     try {
       if (!this.foldersSound(key)) return undefined;
-      return readFileNoFollow(p);
+      return readStoreEntry(this.store.root, p, 'an action cache entry');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-      if (code === 'ELOOP') throw damagedEntryError(this.store.root, p, 'a symbolic link', 'an action cache entry');
-      throw fsError(e, 'cannot read action cache entry', p);
+      throw fsError(e, 'cannot read action cache entry', p); // a StoreDamagedError passes through
     }
   }
 

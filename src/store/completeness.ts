@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '../core/digest.js';
 import { StoreDamagedError } from '../errors.js';
-import { checkStoreFolders, damagedEntryError, makeStoreFolders, readFileNoFollow, safeReaddir } from './local.js';
+import { checkStoreFolders, damagedEntryError, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -147,10 +147,9 @@ export function readComplete(storeRoot: string, root: Digest): CompleteRecord | 
   let rec: CompleteRecord;
   try {
     if (!checkStoreFolders(storeRoot, dir(storeRoot), dir(storeRoot), FOLDER_ROLE)) return undefined;
-    rec = JSON.parse(readFileNoFollow(p).toString('utf8')) as CompleteRecord;
+    rec = JSON.parse(readStoreEntry(storeRoot, p, 'a completeness record').toString('utf8')) as CompleteRecord;
   } catch (e) {
     if (e instanceof StoreDamagedError) throw e;
-    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(storeRoot, p, 'a symbolic link', 'a completeness record');
     return undefined;
   }
   if (typeof rec?.state !== 'string' || !Number.isSafeInteger(rec.directories) || !Number.isSafeInteger(rec.files)) return undefined;

@@ -646,12 +646,11 @@ export class LocalStore implements BlobStore {
     let text: string;
     try {
       if (!this.refFoldersSound(name)) return undefined;
-      text = readFileNoFollow(p).toString('utf8');
+      text = readStoreEntry(this.root, p, 'a ref').toString('utf8');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (e instanceof StoreDamagedError) throw e;
       if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-      if (code === 'ELOOP') throw damagedEntryError(this.root, p, 'a symbolic link', 'a ref');
       throw fsError(e, 'cannot read ref', p);
     }
     try {
@@ -951,6 +950,19 @@ export function checkStoreFolders(root: string, top: string, dir: string, role: 
  */
 export function makeStoreFolders(root: string, top: string, dir: string, role: string): void {
   if (!checkStoreFolders(root, top, dir, role, true)) throw Object.assign(new Error(`not a directory: ${dir}`), { code: 'ENOTDIR' });
+}
+
+/**
+ * readFileNoFollow for an entry the store keeps at `p` as `role` ("a ref", ...): a symbolic link
+ * there is a StoreDamagedError naming it; any other error is thrown as it came.
+ */
+export function readStoreEntry(root: string, p: string, role: string): Buffer {
+  try {
+    return readFileNoFollow(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw damagedEntryError(root, p, 'a symbolic link', role);
+    throw e;
+  }
 }
 
 /** The bytes of the file at `p`, opened with O_NOFOLLOW (a symbolic link there fails with ELOOP). */
