@@ -263,7 +263,7 @@ async function makePlan(
   let trusted: LoadedRecord | undefined;
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
-    const packed = reader.usePack(root);
+    const packed = reader.useRawPack(root);
     const loaded = reader.loadPackedSync(root);
     if (!packed) writeTreePack(store, root, reader.raw);
     reader.releaseBytes();
