@@ -56,6 +56,97 @@ export function readTreePack(store: LocalStore, root: Digest): Map<string, Buffe
   return off === buf.length && out.has(root.hash) ? out : undefined;
 }
 
+/**
+ * A pack's messages as byte ranges of the one file read, found by hash without a string per
+ * message: what a fresh checkout loads the whole tree from (TreeReader.loadPackedSync).
+ */
+export interface RawTreePack {
+  readonly buf: Buffer;
+  /** Per message: where its bytes start and end in `buf` (its hash is the 32 bytes 36 before its start). */
+  readonly starts: Uint32Array;
+  readonly ends: Uint32Array;
+  /** Open addressing on the hash's first four bytes: message index + 1, 0 for an empty slot. */
+  readonly slots: Int32Array;
+}
+
+/**
+ * `root`'s pack as a RawTreePack, or undefined when there is none, it is damaged or lacks the root:
+ * the same checks as readTreePack. A hash the pack holds twice finds its last message, as there.
+ * Perf: on the Linux tree's pack (5,092 messages, 7.5 MB), in a fresh process run as SCHED_FIFO,
+ * readTreePack took 16.7 ms and this 14.1 ms (medians of 8 interleaved runs), of which the read
+ * and the checksum take ~10 ms; its real gain is in the load, which then makes no hex string, Map
+ * entry or Buffer per subdirectory (tree-reader.ts loadFromRawPack).
+ */
+export function readTreePackRaw(store: LocalStore, root: Digest): RawTreePack | undefined {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(packPath(store, root));
+  } catch {
+    return undefined;
+  }
+  if (buf.length < 40 || !buf.subarray(0, 8).equals(MAGIC)) return undefined;
+  if (!createHash('sha256').update(buf.subarray(40)).digest().equals(buf.subarray(8, 40))) return undefined;
+  // A message takes at least its 36-byte header.
+  const most = Math.floor((buf.length - 40) / 36);
+  let starts = new Uint32Array(most);
+  let ends = new Uint32Array(most);
+  let n = 0;
+  let off = 40;
+  while (off + 36 <= buf.length) {
+    const len = buf.readUInt32LE(off + 32);
+    off += 36;
+    if (off + len > buf.length) return undefined;
+    starts[n] = off;
+    ends[n++] = off + len;
+    off += len;
+  }
+  if (off !== buf.length) return undefined;
+  starts = starts.subarray(0, n);
+  ends = ends.subarray(0, n);
+  let size = 16;
+  while (size < n * 2) size *= 2;
+  const slots = new Int32Array(size);
+  const mask = size - 1;
+  for (let i = 0; i < n; i++) {
+    const h = starts[i]! - 36;
+    for (let s = buf.readUInt32LE(h) & mask; ; s = (s + 1) & mask) {
+      const at = slots[s]!;
+      if (at === 0 || buf.compare(buf, starts[at - 1]! - 36, starts[at - 1]! - 4, h, h + 32) === 0) {
+        slots[s] = i + 1;
+        break;
+      }
+    }
+  }
+  const pack: RawTreePack = { buf, starts, ends, slots };
+  const rootHash = Buffer.from(root.hash, 'hex');
+  return root.hash.length === 64 && findInPack(pack, rootHash, 0, false) >= 0 ? pack : undefined;
+}
+
+/**
+ * The index of the message whose hash is at `at` in `key`: 32 bytes, or (`hex`) 64 lowercase hex
+ * characters, as a Directory entry's digest holds it; -1 when the pack has none.
+ */
+export function findInPack(pack: RawTreePack, key: Uint8Array, at: number, hex: boolean): number {
+  const { buf, starts, slots } = pack;
+  const mask = slots.length - 1;
+  const first = hex ? hexByte(key, at) | (hexByte(key, at + 2) << 8) | (hexByte(key, at + 4) << 16) | (hexByte(key, at + 6) << 24) : key[at]! | (key[at + 1]! << 8) | (key[at + 2]! << 16) | (key[at + 3]! << 24);
+  for (let s = (first >>> 0) & mask; ; s = (s + 1) & mask) {
+    const i = slots[s]! - 1;
+    if (i < 0) return -1;
+    const h = starts[i]! - 36;
+    let same = true;
+    for (let k = 0; k < 32 && same; k++) same = buf[h + k] === (hex ? hexByte(key, at + 2 * k) : key[at + k]);
+    if (same) return i;
+  }
+}
+
+/** The byte two lowercase hex characters at `at` spell (the caller has checked they are hex). */
+function hexByte(b: Uint8Array, at: number): number {
+  const x = b[at]!;
+  const y = b[at + 1]!;
+  return ((x <= 57 ? x - 48 : x - 87) << 4) | (y <= 57 ? y - 48 : y - 87);
+}
+
 /** Writes the pack of `root` from verified messages (hash -> bytes), atomically. Best effort. */
 export function writeTreePack(store: LocalStore, root: Digest, messages: Iterable<[string, Uint8Array]>): void {
   const parts: Buffer[] = [];

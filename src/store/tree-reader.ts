@@ -9,7 +9,7 @@ import { MAX_DEPTH } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { LocalStore } from './local.js';
-import { readTreePack } from './tree-pack.js';
+import { type RawTreePack, findInPack, readTreePack, readTreePackRaw } from './tree-pack.js';
 import { PackedTree } from '../core/packed-tree.js';
 
 export class TreeReader {
@@ -27,6 +27,18 @@ export class TreeReader {
     if (pack) this.packed.push(pack);
     return pack !== undefined;
   }
+
+  /**
+   * For loadPackedSync only: reads `root`'s pack as one buffer and an index (tree-pack.ts
+   * RawTreePack), not a Map; returns whether the store has a sound pack of it.
+   */
+  useRawPack(root: Digest): boolean {
+    if (!(this.store instanceof LocalStore)) return false;
+    this.rawPack = readTreePackRaw(this.store, root);
+    return this.rawPack !== undefined;
+  }
+
+  private rawPack: RawTreePack | undefined;
 
   /**
    * Serves these messages (hash -> bytes, each already verified against its hash and stored)
@@ -69,6 +81,7 @@ export class TreeReader {
    */
   releaseBytes(): void {
     this.packed.length = 0;
+    this.rawPack = undefined;
     this.raw.clear();
   }
 
@@ -88,6 +101,7 @@ export class TreeReader {
    * planFreshPacked (materialize/plan.ts).
    */
   loadPackedSync(root: Digest): PackedTree {
+    if (this.rawPack) return this.loadFromRawPack(root, this.rawPack);
     const t = new PackedTree();
     const index = new Map<string, number>();
     // Perf: the loop's body is a function of its own: compiled on stack replacement with the
@@ -108,7 +122,7 @@ export class TreeReader {
   private loadPackedOne(t: PackedTree, w: Wanted, index: Map<string, number>, pending: Map<string, Wanted>, next: Wanted[]): void {
     const d: Digest = { hash: w.hash, size: w.size };
     const bytes = this.bytesSync(d);
-    const dir = t.add(bytes, w.hash, formatDigest(d));
+    const dir = t.add(bytes, formatDigest(d));
     index.set(w.hash, dir);
     this.raw.set(w.hash, bytes);
     for (const e of w.entries) t.children[e] = dir;
@@ -132,6 +146,78 @@ export class TreeReader {
     }
   }
 
+  /**
+   * loadPackedSync from a RawTreePack (useRawPack): the same directories in the same order (breadth
+   * first, each distinct message once, numbered as first named), each validated by PackedTree.add
+   * before any entry of it is read; a subdirectory is found in the pack by the hex in its entry's
+   * bytes, with no string made. One the pack lacks, or holds with a length other than its digest's
+   * size, is read from the store as bytesSync reads it. Raw bytes are not kept (`raw` stays empty:
+   * the pack is there).
+   * Perf: the Linux tree (5,092 distinct directories, 83,713 entries), a fresh process importing
+   * the modules, reading the pack and loading the tree, run as SCHED_FIFO, 10 interleaved runs:
+   * pack + load 83.1 ms (median; load alone 65.9) with the Map and loadPackedOne, 64.0 ms (48.9)
+   * with this; 48.0 ms (33.3) with PackedTree's table for the hex check as well.
+   */
+  private loadFromRawPack(root: Digest, pack: RawTreePack): PackedTree {
+    const t = new PackedTree(pack.buf.length >>> 6);
+    // Per message of the pack: the directory it became (-1: not named yet).
+    const dirOf = new Int32Array(pack.starts.length).fill(-1);
+    // Per directory named so far (its number): the message (-1: not in the pack), its digest's size,
+    // its depth, and for one not in the pack its hash.
+    let msg = new Int32Array(1024);
+    let sizes = new Float64Array(1024);
+    let depths = new Uint16Array(1024);
+    const apart = new Map<string, number>();
+    const hexOf = new Map<number, string>();
+    let named = 1;
+    const rootKey = Buffer.from(root.hash, 'hex');
+    const rootMsg = findInPack(pack, rootKey, 0, false);
+    msg[0] = rootMsg;
+    sizes[0] = root.size;
+    if (rootMsg >= 0) dirOf[rootMsg] = 0;
+    else {
+      apart.set(root.hash, 0);
+      hexOf.set(0, root.hash);
+    }
+    for (let d = 0; d < named; d++) {
+      if (depths[d]! > MAX_DEPTH) throw new InvalidTreeError(`tree ${formatDigest(root)} nests deeper than ${MAX_DEPTH} levels`, { digest: formatDigest(root) });
+      const m = msg[d]!;
+      const size = sizes[d]!;
+      let bytes: Buffer;
+      if (m >= 0 && pack.ends[m]! - pack.starts[m]! === size) bytes = pack.buf.subarray(pack.starts[m]!, pack.ends[m]!);
+      else bytes = this.bytesSync({ hash: hexOf.get(d) ?? pack.buf.toString('hex', pack.starts[m]! - 36, pack.starts[m]! - 4), size });
+      t.add(bytes, () => formatDigest({ hash: hexOf.get(d) ?? pack.buf.toString('hex', pack.starts[m]! - 36, pack.starts[m]! - 4), size }));
+      const src = t.bytes[d]!;
+      for (let e = t.fileEnd[d]!, end = t.dirEnd[d]!; e < end; e++) {
+        const found = findInPack(pack, src, t.valueStarts[e]!, true);
+        let sub = found >= 0 ? dirOf[found]! : -1;
+        let hash: string | undefined;
+        if (found < 0) {
+          hash = t.hash(d, e);
+          sub = apart.get(hash) ?? -1;
+        }
+        if (sub < 0) {
+          sub = named++;
+          if (sub === msg.length) {
+            msg = grown(msg, Int32Array);
+            sizes = grown(sizes, Float64Array);
+            depths = grown(depths, Uint16Array);
+          }
+          msg[sub] = found;
+          sizes[sub] = t.values[e]!;
+          depths[sub] = depths[d]! + 1;
+          if (found >= 0) dirOf[found] = sub;
+          else {
+            apart.set(hash!, sub);
+            hexOf.set(sub, hash!);
+          }
+        }
+        t.children[e] = sub;
+      }
+    }
+    return t;
+  }
+
   /** Yields every entry below `root` with its relative path, depth first, in canonical order. */
   async *walk(root: Digest, prefix = ''): AsyncGenerator<WalkedEntry> {
     yield* this.walkDir(await this.get(root), prefix, 0);
@@ -146,6 +232,12 @@ export class TreeReader {
       yield* this.walkDir(await this.get(d.digest), `${prefix}${d.name}/`, depth + 1);
     }
   }
+}
+
+function grown<T extends Int32Array | Float64Array | Uint16Array>(a: T, make: new (n: number) => T): T {
+  const b = new make(a.length * 2);
+  b.set(a);
+  return b;
 }
 
 /** A directory message to load, and the directory entries that name it. */
