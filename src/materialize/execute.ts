@@ -412,9 +412,12 @@ function removeEntry(root: string, r: Removal): boolean {
 /**
  * Test hook (TREECAST_TEST_PAUSE_FILE, read only here): before the second batch of writes (and every
  * later one), create that file and wait until it is removed or the checkout is interrupted, so a test can act while
- * a checkout is provably half done (signals, a second process on the same target).
+ * a checkout is provably half done (signals, a second process on the same target). With
+ * TREECAST_TEST_HOLD_STOP=1 an interruption does not end the wait: the orderly stop is held until
+ * the file is removed, so a test can signal again while that stop is under way.
  */
 async function pauseForTest(file: string, signal: AbortSignal | undefined): Promise<void> {
   fs.writeFileSync(file, String(process.pid));
-  while (fs.existsSync(file) && !signal?.aborted) await new Promise((r) => setTimeout(r, 10));
+  const holdStop = process.env.TREECAST_TEST_HOLD_STOP === '1';
+  while (fs.existsSync(file) && (holdStop || !signal?.aborted)) await new Promise((r) => setTimeout(r, 10));
 }
