@@ -55,8 +55,11 @@ async function stallingProxy(upstream: string, stall: string): Promise<{ url: st
   };
 }
 
-test('a killed `checkout --remote --direct` leaves its temporary file; the same command removes it, and only files with its token', async () => {
-  const dir = tempDir('tc-leftovers');
+/**
+ * A `checkout --remote --direct` of a tree with a 16 MiB file, killed while that file streams into
+ * its temporary name (`sub/<temp>`), with files of the user's named like temporary files beside.
+ */
+async function killedWhileStreaming(dir: string): Promise<{ root: string; url: string; store: string; out: string; temp: string; mine: string[]; close(): Promise<void> }> {
   const serverStore = join(dir, 'server');
   const big = randomBytes(16 << 20);
   writeTree(join(dir, 'src'), { 'a.txt': 'small\n', 'sub/big.bin': { bytes: big }, 'sub/z.txt': 'after\n' });
@@ -67,6 +70,11 @@ test('a killed `checkout --remote --direct` leaves its temporary file; the same 
   children.push(serve);
   const url = await servedUrl(serve);
   const proxy = await stallingProxy(url, createHash('sha256').update(big).digest('hex'));
+  const close = async () => {
+    proxy.close();
+    serve.kill('SIGTERM');
+    await waitExit(serve);
+  };
   try {
     const store = join(dir, 'client');
     const out = join(dir, 'out');
@@ -89,7 +97,17 @@ test('a killed `checkout --remote --direct` leaves its temporary file; the same 
     // Files of the user's named like treecast's temporary files, the old way and with another token.
     const mine = ['.treecast-abc.tmp', '.treecast-0123456789abcdef-0123456789ab.tmp', 'sub/.treecast-fedcba9876543210-aaaaaaaaaaaa.tmp'];
     for (const m of mine) fs.writeFileSync(join(out, m), `mine: ${m}\n`);
+    return { root, url, store, out, temp, mine, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
 
+test('a killed `checkout --remote --direct` leaves its temporary file; the same command removes it, and only files with its token', async () => {
+  const dir = tempDir('tc-leftovers');
+  const { root, url, store, out, temp, mine, close } = await killedWhileStreaming(dir);
+  try {
     const st = await runCli(['status', out, '--store', store]);
     assert.equal(st.code, 7, st.stderr);
     assert.match(st.stderr, /did not finish/);
@@ -106,8 +124,28 @@ test('a killed `checkout --remote --direct` leaves its temporary file; the same 
     for (const m of mine) fs.rmSync(join(out, m));
     assert.deepEqual(describeTree(out), describeTree(join(dir, 'src')));
   } finally {
-    proxy.close();
-    serve.kill('SIGTERM');
-    await waitExit(serve);
+    await close();
+  }
+});
+
+test('a checkout of another tree into the target of a killed `checkout --remote --direct` removes that run\'s temporary file, and only files with its token', async () => {
+  const dir = tempDir('tc-leftovers-other');
+  const { store, out, temp, mine, close } = await killedWhileStreaming(dir);
+  try {
+    // Another tree, from the local store (no remote at all), with a folder the stopped tree also has.
+    writeTree(join(dir, 'other'), { 'sub/other.txt': 'another tree\n' });
+    const snap = await runCli(['snapshot', join(dir, 'other'), '--store', store, '--ref', 'other']);
+    assert.equal(snap.code, 0, snap.stderr);
+    const other = await runCli(['checkout', 'other', out, '--store', store]);
+    assert.equal(other.code, 0, other.stderr);
+    assert.ok(!fs.existsSync(join(out, 'sub', temp)), 'the stopped run\'s temporary file is gone');
+    for (const m of mine) assert.equal(fs.readFileSync(join(out, m), 'utf8'), `mine: ${m}\n`, `${m} survives`);
+    assert.equal(fs.readFileSync(join(out, 'sub', 'other.txt'), 'utf8'), 'another tree\n');
+    const shown = await runCli(['status', out, '--store', store, '--json']);
+    assert.equal(shown.code, 0, shown.stderr);
+    const s = JSON.parse(shown.stdout) as { added: string[] };
+    assert.ok(!s.added.some((a) => a.includes(temp)), `no temporary file is left untracked: ${s.added.join(', ')}`);
+  } finally {
+    await close();
   }
 });

@@ -20,6 +20,7 @@ import { StoreDamagedError } from '../src/errors.js';
 import { createHash } from 'node:crypto';
 import { tempDir, writeTree } from './helpers/tmp.js';
 import { servedUrl, startCli, waitExit } from './helpers/remote.js';
+import { decodeDigestList, encodeDigestList } from '../src/remote/wire.js';
 
 const bin = new URL('../../bin/treecast', import.meta.url).pathname;
 
@@ -517,4 +518,109 @@ test('a new blob is never written through a blob shard folder or a cas/ folder t
   fs.rmSync(cas, { recursive: true });
   fs.symlinkSync(moved, cas);
   snapshotThrough(cas, 'cas/ linked to a copy of it');
+});
+
+test('a blob behind a blob shard folder or cas/ that is a symlink is never counted as held: snapshot and pull fail naming the link, serve answers it absent', async () => {
+  const dir = tempDir();
+  const { store, tree } = storeWithTree(dir);
+  const text = 'held only outside the store';
+  const d = digestOf(Buffer.from(text));
+  const local = new LocalStore(store);
+  const shard = join(local.blobPath(d.hash), '..');
+  // The canary folder holds the blob's very bytes under its name: a presence check through the link finds it.
+  const outside = canary(dir, { [d.hash]: text });
+  const src = join(dir, 'src2');
+  writeTree(src, { f: text });
+  const noRef = () => assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'snapshot recorded nothing');
+  refusedAtEachLink(store, shard, outside, 'snapshot, shard', () => tc(['snapshot', src, '--ref', 'r2'], store), {
+    plant: () => fs.rmSync(shard, { recursive: true, force: true }),
+    then: noRef,
+  });
+
+  // The server's /missing (what push asks) answers such a blob absent, as its GET answers 404.
+  fs.rmSync(shard, { recursive: true, force: true });
+  fs.symlinkSync(outside, shard);
+  const server = await serve(store);
+  try {
+    const r = await fetch(`${server.url}treecast/v1/missing`, { method: 'POST', body: encodeDigestList([d]) });
+    assert.equal(r.status, 200);
+    assert.deepEqual(decodeDigestList(Buffer.from(await r.arrayBuffer())), [d], '/missing lists the blob behind the link as absent');
+  } finally {
+    await server.stop();
+  }
+  fs.unlinkSync(shard);
+
+  // cas/ itself a link to a copy of it that holds the blob.
+  const cas = join(store, 'cas');
+  const copy = join(outside, 'cas-copy');
+  fs.cpSync(cas, copy, { recursive: true });
+  fs.mkdirSync(join(copy, d.hash.slice(0, 2)), { recursive: true });
+  fs.writeFileSync(join(copy, d.hash.slice(0, 2), d.hash), text);
+  fs.rmSync(cas, { recursive: true });
+  fs.symlinkSync(copy, cas);
+  damagedAt(tc(['snapshot', src, '--ref', 'r2'], store), cas, 'snapshot, cas/ linked to a copy holding the blob');
+  noRef();
+  fs.unlinkSync(cas);
+  fs.renameSync(copy, cas);
+
+  // pull into a store whose shard of the tree's blob is a link to a folder holding it: with no
+  // completeness record (the blobs looked up one by one), then with one taken while cas/ was real.
+  const other = join(dir, 'other');
+  assert.equal(tc(['snapshot', src, '--ref', 'r2'], other).code, 0);
+  const tree2 = tc(['refs'], other).out.match(/[0-9a-f]{64}\/\d+/)![0];
+  const remote = await serve(other);
+  try {
+    fs.rmSync(shard, { recursive: true, force: true });
+    fs.symlinkSync(outside, shard);
+    damagedAt(tc(['pull', tree2, remote.url], store), shard, 'pull, shard linked to a folder holding the blob');
+    fs.unlinkSync(shard);
+    const first = tc(['pull', tree2, remote.url], store);
+    assert.equal(first.code, 0, first.err);
+    assert.ok(fs.existsSync(join(store, 'complete', parseDigest(tree2).hash)), 'the pull recorded the tree whole');
+    const moved = join(dir, 'cas-moved');
+    fs.renameSync(cas, moved);
+    fs.symlinkSync(moved, cas);
+    damagedAt(tc(['pull', tree2, remote.url], store), cas, 'pull again, cas/ linked to the folder it was');
+    fs.unlinkSync(cas);
+    fs.renameSync(moved, cas);
+    assert.equal(tc(['pull', tree2, remote.url], store).code, 0, 'a pull works again once cas/ is a folder');
+  } finally {
+    await remote.stop();
+  }
+  assert.equal(tc(['checkout', tree, join(dir, 'co')], store).code, 0, 'the store is whole again');
+});
+
+test('an action cache entry whose output Tree lies behind a blob shard folder that is a symlink is a miss to serve and a bad tree to gc, never a failure', async () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  const local = new LocalStore(store);
+  const used = new Set(fs.readdirSync(join(store, 'cas')));
+  let text = '';
+  for (let i = 0; text === '' || used.has(digestOf(Buffer.from(text)).hash.slice(0, 2)); i++) text = `a Tree message held only outside ${i}`;
+  const td = digestOf(Buffer.from(text));
+  // A blob only this entry names (its stdout): gc must still keep it, as for an entry whose Tree is held but unreadable.
+  const stdout = local.putSync(Buffer.from('the stdout only the entry names'));
+  assert.notEqual(stdout.hash.slice(0, 2), td.hash.slice(0, 2));
+  const key = 'ef'.padEnd(64, '5');
+  fs.mkdirSync(join(store, 'ac', 'ef'), { recursive: true });
+  const entry = encodeActionResult({ outputFiles: [], outputDirectories: [{ path: 'out', treeDigest: td, topologicallySorted: false }], exitCode: 0, stdoutDigest: stdout });
+  fs.writeFileSync(join(store, 'ac', 'ef', key), entry);
+  const outside = canary(dir, { [td.hash]: text });
+  const shard = join(local.blobPath(td.hash), '..');
+  fs.symlinkSync(outside, shard);
+  const before = contents(outside);
+  const server = await serve(store);
+  try {
+    for (const method of ['GET', 'HEAD']) {
+      const r = await fetch(`${server.url}ac/${key}`, { method });
+      const body = await r.text();
+      assert.equal(r.status, 404, `${method}: ${body}`);
+    }
+  } finally {
+    await server.stop();
+  }
+  const gc = tc(['gc', '--grace', '0'], store);
+  assert.equal(gc.code, 0, gc.err);
+  assert.ok(fs.existsSync(local.blobPath(stdout.hash)), 'gc kept the blob the entry names');
+  untouched(outside, before, 'serve and gc');
 });

@@ -68,12 +68,20 @@ export function collect(value: string, previous: string[] = []): string[] {
 
 /**
  * Runs `fn` with an AbortSignal that SIGINT/SIGTERM abort, so long work stops between batches and
- * leaves a state the same command can finish. A second signal exits at once.
+ * leaves a state the same command can finish (exit 130). A second signal (Ctrl-C pressed again)
+ * does not cut that stop short: exiting at once would kill the worker threads in the middle of a
+ * file, leaving it half written, and skip the command's own clean-up (an unpack's staging folder,
+ * a pull's drained requests). It is only acknowledged; the stop that is under way already ends
+ * the command as soon as the batches in flight are done. SIGKILL still ends it at once, and the
+ * same command then finishes what it left (README, checkout).
  */
 export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
-    if (ac.signal.aborted) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    if (ac.signal.aborted) {
+      process.stderr.write(`treecast: ${sig} received again; already stopping, after the work in progress\n`);
+      return;
+    }
     process.stderr.write(`\ntreecast: ${sig} received, stopping after the work in progress...\n`);
     ac.abort();
   };

@@ -7,7 +7,8 @@ import { stopwatch } from '../core/clock.js';
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
 import { type Digest, formatDigest, sameDigest } from '../core/digest.js';
-import { InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
+import type { TreeLookup } from '../core/tree-diff.js';
+import { BlobNotFoundError, InterruptedError, LocalChangesError, TargetError, UsageError, fsError } from '../errors.js';
 import type { LocalStore } from '../store/local.js';
 import { TreeReader } from '../store/tree-reader.js';
 import { treePackBytes, writeTreePack } from '../store/tree-pack.js';
@@ -289,13 +290,16 @@ async function makePlan(
         previous = undefined;
       }
     }
-    // The same checkout again after it stopped (killed, failed): a file it was writing is finished
-    // (plan.ts, resume). Any other checkout finds such a file a local change.
-    const stopped = loaded ? (loaded.pending !== undefined && sameDigest(loaded.pending, root) ? (loaded.run ?? {}) : undefined) : stoppedStarted(store, rootAbs, targetStat, root);
+    // A checkout into this target that did not finish (killed, failed): its tree and what it recorded of itself.
+    const unfinished = unfinishedRun(store, rootAbs, targetStat, loaded);
+    // The same checkout again after it stopped: a file it was writing is finished (plan.ts,
+    // resume). Any other checkout finds such a file a local change.
+    const stopped = unfinished !== undefined && sameDigest(unfinished.tree, root) ? unfinished.run : undefined;
     const resume = stopped !== undefined;
     // Its temporary files, which a kill leaves beside the large files it was fetching (--direct):
-    // removed before planning, by the exact names its token gives (leftovers.ts).
-    if (stopped?.token !== undefined) removeLeftovers(rootAbs, largeFileDirs(root, tree, DIRECT_MAX_BYTES), stopped.token);
+    // removed before planning, by the exact names its token gives (leftovers.ts), whichever tree
+    // this checkout writes: this one's record will no longer name that token.
+    if (unfinished?.run.token !== undefined) removeStoppedRunTemps(rootAbs, unfinished.tree, tree, unfinished.run.token);
     const planStart = Date.now();
     const finishedAtMs = previous && record ? record.finishedAtMs : 0;
     const planWith = (disk: RealDiskView) =>
@@ -320,10 +324,32 @@ async function makePlan(
   return { plan, provenBefore, trusted };
 }
 
-/** When the target's record is a started one (a first checkout that did not finish) of this tree: what that run recorded of itself. */
-function stoppedStarted(store: LocalStore, rootAbs: string, targetStat: fs.Stats, root: Digest): RunMarks | undefined {
+/**
+ * The checkout into the target that did not finish, of any tree: an update's `pending` (with the
+ * finished record `loaded`), else a started record (a first checkout that did not finish).
+ */
+function unfinishedRun(store: LocalStore, rootAbs: string, targetStat: fs.Stats, loaded: LoadedRecord | undefined): { tree: Digest; run: RunMarks } | undefined {
+  if (loaded) return loaded.pending !== undefined ? { tree: loaded.pending, run: loaded.run ?? {} } : undefined;
   const started = loadStarted(store, rootAbs, targetStat);
-  return started !== undefined && sameDigest(started.pending, root) ? started.run : undefined;
+  return started !== undefined ? { tree: started.pending, run: started.run } : undefined;
+}
+
+/**
+ * Removes the temporary files a stopped direct checkout of `stopped` left (leftovers.ts): in the
+ * folders where that tree has a file large enough to be streamed, the names with its token only.
+ * Safe for any checkout holding the target's lock, whatever tree it writes: the lock shows the
+ * stopped run is gone, and the 64-bit token, recorded for this target by that run, is in no name
+ * but the ones it made. A stopped tree no longer in the store (it cannot be walked) leaves them.
+ */
+function removeStoppedRunTemps(rootAbs: string, stopped: Digest, tree: TreeLookup, token: string): void {
+  let dirs: string[];
+  try {
+    dirs = largeFileDirs(stopped, tree, DIRECT_MAX_BYTES);
+  } catch (e) {
+    if (e instanceof BlobNotFoundError) return;
+    throw e;
+  }
+  removeLeftovers(rootAbs, dirs, token);
 }
 
 /** At most this many bytes of blobs are held in memory for a resumed --direct checkout's prefix checks. */

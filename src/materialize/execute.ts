@@ -7,13 +7,13 @@
 import * as fs from 'node:fs';
 // A named import for the mkdir per directory (see import-file.ts).
 import { mkdirSync } from 'node:fs';
-import { fsError } from '../errors.js';
-import type { Digest } from '../core/digest.js';
+import { TreecastError, fsError } from '../errors.js';
+import { type Digest, sameDigest } from '../core/digest.js';
 import { type WorkerPool, runBatches } from '../fs/worker-pool.js';
 import type { LocalStore } from '../store/local.js';
 import { type ApplyBatch, type ApplyCounts, type ApplySettings, type FetchedBytes, WRITTEN, addCounts, newCounts, packWrites } from './apply-op.js';
 import { type FetchStream, fetchFile } from './fetch-file.js';
-import type { ImportMethod } from './import-file.js';
+import { type ImportMethod, importBlob } from './import-file.js';
 import type { Plan, Removal, Step, WriteFile, WriteOp } from './plan.js';
 import { diskPath, displayPath } from '../fs/byte-names.js';
 
@@ -237,17 +237,17 @@ export async function executePlan(plan: Plan, o: ExecuteOptions): Promise<Execut
       payloadOf: (batch, here): ApplyBatch => ({ ...settings, writes: here ? batch : packWrites(batch), fetched: fetched.get(batch) }),
     },
   );
-  for (const m of plan.modes ?? []) setMode(root, m, o.method === 'hardlink' ? LINKED_MODES : settings);
+  for (const m of plan.modes ?? []) {
+    if (o.method === 'hardlink') relink(o.store, root, m, settings);
+    else setMode(root, m, settings);
+  }
   return { ...counts, directories: plan.mkdirs, removed, cleaned };
 }
 
-/** The modes of a hardlinked file: the store's blob and its executable twin (local.ts). */
-const LINKED_MODES = { fileMode: 0o444, execMode: 0o555 };
-
 /**
- * Gives a file a stopped run wrote whole (Plan.modes) the mode the method gives a new one: the
- * umask's for a copy or clone, the store's read-only modes for a hardlink. Through a descriptor
- * opened without following a link, and only when it is still a regular file.
+ * Gives a file a stopped run wrote whole (Plan.modes) the mode the method gives a new one (the
+ * umask's, for a copy or clone). Through a descriptor opened without following a link, and only
+ * when it is still a regular file.
  */
 function setMode(root: string, m: { rel: string; executable: boolean }, modes: { fileMode: number; execMode: number }): void {
   const p = diskPath(root, m.rel);
@@ -266,6 +266,44 @@ function setMode(root: string, m: { rel: string; executable: boolean }, modes: {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * A hardlink checkout's file a stopped run wrote whole but never linked (Plan.modes): a fetched
+ * file of `checkout --remote --method hardlink` killed between its last byte and its link into the
+ * store (write-linked.ts), so the store may lack the blob, or a copy the method fell back to, killed
+ * before its chmod. It is made what a fresh hardlink checkout makes: the blob is stored from the
+ * file's bytes when the store lacks it (hashed as they are stored: other bytes leave it as it is), then
+ * the file is replaced by importBlob's link to the stored blob (its executable twin for an
+ * executable), or by a copy with the copy's mode where the store's filesystem refuses a link. The
+ * file is the planner's (the bytes of the target, read-only, written after the stopped run started,
+ * not the store's inode: DiskView.modeUnset), and is unlinked only while it is still that inode.
+ * Killed between the unlink and the link, the name is absent, and the same command writes it.
+ */
+function relink(store: LocalStore, root: string, m: { rel: string; executable: boolean; digest: Digest }, modes: { fileMode: number; execMode: number }): void {
+  // A tree's names are UTF-8 (as apply-op.ts writes them): no byte path needed.
+  const p = `${root}/${m.rel}`;
+  let fd: number;
+  try {
+    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw fsError(e, 'cannot link', p);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile() || st.size !== m.digest.size) return; // no longer the file the plan saw: left as it is
+    // Stored as a snapshot stores a file (streamed and hashed; that inode, unchanged while read).
+    if (!store.hasSync(m.digest) && !sameDigest(store.ingestFileSync(p, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs }).digest, m.digest)) return;
+    const now = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (now === undefined || now.ino !== st.ino || now.dev !== st.dev) return;
+    fs.unlinkSync(p);
+  } catch (e) {
+    if (e instanceof TreecastError) throw e;
+    throw fsError(e, 'cannot link', p);
+  } finally {
+    fs.closeSync(fd);
+  }
+  importBlob(store, m.digest, p, 'hardlink', m.executable, m.executable ? modes.execMode : modes.fileMode);
 }
 
 /** A plain remote checkout's copy: fetched blobs are stored too (CheckoutOptions.fetchFor). */
@@ -374,9 +412,12 @@ function removeEntry(root: string, r: Removal): boolean {
 /**
  * Test hook (TREECAST_TEST_PAUSE_FILE, read only here): before the second batch of writes (and every
  * later one), create that file and wait until it is removed or the checkout is interrupted, so a test can act while
- * a checkout is provably half done (signals, a second process on the same target).
+ * a checkout is provably half done (signals, a second process on the same target). With
+ * TREECAST_TEST_HOLD_STOP=1 an interruption does not end the wait: the orderly stop is held until
+ * the file is removed, so a test can signal again while that stop is under way.
  */
 async function pauseForTest(file: string, signal: AbortSignal | undefined): Promise<void> {
   fs.writeFileSync(file, String(process.pid));
-  while (fs.existsSync(file) && !signal?.aborted) await new Promise((r) => setTimeout(r, 10));
+  const holdStop = process.env.TREECAST_TEST_HOLD_STOP === '1';
+  while (fs.existsSync(file) && (holdStop || !signal?.aborted)) await new Promise((r) => setTimeout(r, 10));
 }

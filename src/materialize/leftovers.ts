@@ -3,8 +3,9 @@
  * blob too large for memory into a temporary name beside its file (fetch-file.ts), removed once
  * the file has its name; a kill meanwhile leaves it. Its name holds the run's token, which the
  * record of the unfinished checkout keeps (record.ts RunMarks.token): `.treecast-TOKEN-RANDOM.tmp`.
- * So the same checkout run again removes exactly the names its stopped run could have made, in
- * the folders where the tree has a file that large, and `status` names them as that checkout's;
+ * So the next checkout into that target (the same one run again, or one of another tree, which
+ * reads the same record: checkout.ts) removes exactly the names its stopped run could have made,
+ * in the folders where the stopped run's tree has a file that large, and `status` names them as that checkout's;
  * a file of the user's, whatever it is called, is never matched by a pattern alone.
  */
 import * as fs from 'node:fs';

@@ -107,9 +107,10 @@ export interface Plan {
   untrackedInWay?: string[];
   /**
    * Resuming: files already whole that the stopped run wrote but had not yet given their mode
-   * (DiskView.modeUnset); the executor sets the mode the method gives a new file.
+   * (DiskView.modeUnset); the executor sets the mode the method gives a new file, and for a
+   * hardlink checkout makes each the link to the stored blob a new file is.
    */
-  modes?: { rel: string; executable: boolean }[];
+  modes?: { rel: string; executable: boolean; digest: Digest }[];
   unchanged: number;
 }
 
@@ -514,7 +515,7 @@ function changeEntry(input: ReconcileInput, plan: Plan, path: string, o: Entry |
   // read contents: the entry may already be the target (an interrupted run) or the old content.
   const replaceable = known && o !== undefined && provenOld(input, path, o, d, depth, true);
   if (!replaceable && alreadyTarget(input, path, n, d)) {
-    if (input.resume === true && n.type === 'file' && input.disk.modeUnset?.(path, n)) (plan.modes ??= []).push({ rel: path, executable: n.executable });
+    if (input.resume === true && n.type === 'file' && input.disk.modeUnset?.(path, n)) (plan.modes ??= []).push({ rel: path, executable: n.executable, digest: n.digest });
     plan.unchanged++;
     return;
   }

@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { once } from 'node:events';
 import type * as net from 'node:net';
 import { type Digest, EMPTY_HASH } from '../core/digest.js';
-import { DigestMismatchError, NoSpaceError, TreecastError } from '../errors.js';
+import { DigestMismatchError, NoSpaceError, StoreDamagedError, TreecastError } from '../errors.js';
 import { ActionCache } from '../store/action-cache.js';
 import type { LocalStore } from '../store/local.js';
 import { VERSION } from '../version.js';
@@ -322,8 +322,16 @@ export class RemoteServer implements ServerCore {
 
   hasExact(d: Digest): boolean {
     if (d.size === 0) return d.hash === EMPTY_HASH;
-    // lstat: a symlink planted at the blob's name is not held (it is never served either).
-    const st = fs.lstatSync(this.store.blobPath(d.hash), { throwIfNoEntry: false });
+    // lstat, in a real shard folder: a symlink planted at the blob's name, as its shard folder or as
+    // cas/ is not held (it is never served either, server-cas.ts).
+    const p = this.store.blobPath(d.hash);
+    try {
+      this.store.checkShard(p);
+    } catch (e) {
+      if (e instanceof StoreDamagedError) return false;
+      throw e;
+    }
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
     return st !== undefined && st.isFile() && st.size === d.size;
   }
 

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { type ActionResult, actionResultBlobs, decodeTree } from '../core/action-result.js';
 import { type Digest, isHash } from '../core/digest.js';
-import { fsError } from '../errors.js';
+import { StoreDamagedError, fsError } from '../errors.js';
 import { type LocalStore, checkStoreFolders, damagedEntryError, makeStoreFolders, entryKind, isRealFolder, readStoreEntry, realFolders, removeQuietly } from './local.js';
 
 export interface ActionCacheEntry {
@@ -177,7 +177,9 @@ export function actionResultReferences(store: LocalStore, ar: ActionResult, wher
     try {
       tree = decodeTree(store.readSync(out.treeDigest), `the tree of '${out.path}' in ${where}`);
     } catch (e) {
-      if (store.hasSync(out.treeDigest)) badTree ??= (e as Error).message;
+      // Held but unreadable; a link planted as its shard folder (StoreDamagedError, which hasSync
+      // would throw again) is such a tree too, reported, never followed.
+      if (e instanceof StoreDamagedError || store.hasSync(out.treeDigest)) badTree ??= (e as Error).message;
       continue;
     }
     for (const dir of [tree.root, ...tree.children]) {

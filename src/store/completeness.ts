@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '../core/digest.js';
 import { StoreDamagedError } from '../errors.js';
-import { checkStoreFolders, damagedEntryError, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
+import { checkStoreFolders, damagedEntryError, entryKind, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -56,8 +56,9 @@ export function shardStamps(storeRoot: string): ShardStamp[] {
   return SHARDS.map((s) => shardStamp(`${storeRoot}/cas/${s}`));
 }
 
+// lstat: a shard folder replaced by a symlink (even to the folder it was, moved) has another state.
 function shardStamp(folder: string): ShardStamp {
-  const st = fs.statSync(folder, { bigint: true, throwIfNoEntry: false });
+  const st = fs.lstatSync(folder, { bigint: true, throwIfNoEntry: false });
   if (!st) return { stamp: '-', changedMs: 0 };
   return { stamp: `${st.ino} ${st.mtimeNs} ${st.ctimeNs}`, changedMs: Math.max(Number(st.mtimeNs / 1_000_000n), Number(st.ctimeNs / 1_000_000n)) };
 }
@@ -72,6 +73,16 @@ function stateOf(stamps: readonly string[]): string {
   const h = createHash('sha256');
   stamps.forEach((stamp, i) => h.update(`${SHARDS[i]} ${stamp}\n`));
   return h.digest('hex');
+}
+
+/**
+ * Refuses `folder` (cas/ or one of its shard folders) when something other than a real folder is
+ * there (a planted symlink): blobs behind it were never written by the store, so it must not count
+ * them as held. Absent is fine (no blob there).
+ */
+function refuseLinkedBlobFolder(storeRoot: string, folder: string): void {
+  const st = fs.lstatSync(folder, { throwIfNoEntry: false });
+  if (st !== undefined && !st.isDirectory()) throw damagedEntryError(storeRoot, folder, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
 }
 
 const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
@@ -94,6 +105,7 @@ const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
 export async function settledStateHolding(storeRoot: string, digests: Iterable<Digest>, list: boolean): Promise<string | undefined> {
   const wanted: string[][] = SHARDS.map(() => []);
   for (const d of digests) if (d.size > 0) wanted[(HEX(d.hash.charCodeAt(0)) << 4) | HEX(d.hash.charCodeAt(1))]!.push(d.hash);
+  refuseLinkedBlobFolder(storeRoot, `${storeRoot}/cas`);
   const stamps: string[] = new Array<string>(SHARDS.length);
   let pending = SHARDS.map((_, i) => i);
   for (;;) {
@@ -112,6 +124,7 @@ export async function settledStateHolding(storeRoot: string, digests: Iterable<D
       stamps[i] = stamp;
       const hashes = wanted[i]!;
       if (hashes.length === 0) continue;
+      refuseLinkedBlobFolder(storeRoot, folder);
       if (list) {
         const names = new Set(safeReaddir(folder));
         for (const h of hashes) if (!names.has(h)) return undefined;
@@ -153,5 +166,7 @@ export function readComplete(storeRoot: string, root: Digest): CompleteRecord | 
     return undefined;
   }
   if (typeof rec?.state !== 'string' || !Number.isSafeInteger(rec.directories) || !Number.isSafeInteger(rec.files)) return undefined;
+  // cas/ itself a link (to the folder it was, moved): its shards' states would still match.
+  refuseLinkedBlobFolder(storeRoot, `${storeRoot}/cas`);
   return rec.state === shardState(storeRoot) ? rec : undefined;
 }

@@ -198,10 +198,24 @@ export class LocalStore implements BlobStore {
     return `${this.casDir}/${hash.slice(0, 2)}/.tmp-${process.pid}-${threadId}-${++tmpCounter}`;
   }
 
+  /**
+   * Whether blob `d` is in the store. A shard folder (or cas/) that is a symlink is a
+   * StoreDamagedError naming it (checkShard), as for a read: a blob behind it was never written by
+   * the store, and a snapshot that counted it present would name a blob no checkout can read.
+   */
   hasSync(d: Digest): boolean {
     if (d.size === 0) return true;
+    const p = this.blobPath(d.hash);
     // Perf: existsSync is one access() call with no Stats object (and its four Dates) to collect.
-    return fs.existsSync(this.blobPath(d.hash));
+    // checkShard is one lstat per shard folder and thread, then a typed-array read per call. A
+    // snapshot of the Linux tree (78,579 files) into an empty store, CPU (perf stat task-clock, 3
+    // interleaved runs each, load 9-20): 6.81 s before (6.48-6.98), 6.77 s after (6.69-7.01); the
+    // same snapshot again, unchanged: 0.65 s before (0.63-0.65), 0.64 s after (0.63-0.65). strace
+    // -c -f: the same 83,651 access() calls into the empty store, statx 244,392 before and 242,859
+    // after (256 more of them fail: shards looked at before they are made); unchanged, 8 access()
+    // calls and 83,701 statx either way (a cached file is never looked up in the store).
+    this.checkShard(p);
+    return fs.existsSync(p);
   }
 
   /** Reads and verifies a blob. A blob whose bytes disagree with its name is reported, never returned. */
