@@ -129,9 +129,25 @@ test('sizes that disagree with the data are refused', async () => {
 
 test('local headers that disagree with the central directory are refused', async () => {
   await refused([file('a'), { name: 'b', data: 'hello', localName: 'c' }], ArchiveError, /'b': local header names a different entry/);
+  // A name one byte longer or shorter, and one of the same UTF-8 length that differs in a
+  // multi-byte character.
+  await refused([file('a'), { name: 'b', data: 'hello', localName: 'bc' }], ArchiveError, /'b': local header names a different entry/);
+  await refused([file('a'), { name: 'bc', data: 'hello', localName: 'b' }], ArchiveError, /'bc': local header names a different entry/);
+  await refused([file('a'), { name: 'caf\u00e9', data: 'hello', localName: 'caf\u00e8' }], ArchiveError, /'caf\u00e9': local header names a different entry/);
+  // Names longer than the buffer a thread first compares them in (1 KiB), differing in the last byte.
+  const long = `${'d'.repeat(200)}/`.repeat(8);
+  await refused([file('a'), { name: `${long}x`, data: 'hello', localName: `${long}y` }], ArchiveError, /local header names a different entry/);
   await refused([file('a'), { name: 'b', data: 'hello', localCrc: 7 }], ArchiveError, /'b': local header CRC disagrees/);
   await refused([file('a'), { name: 'b', data: 'hello', method: 0, localMethod: 8 }], ArchiveError, /'b': local header says method 8/);
   await refused([file('a'), { name: 'b', data: 'hello', offsetDelta: 1 }], ArchiveError, /'b': (local header is missing|.*overlap)/);
+});
+
+test('long and non-ASCII names whose local header agrees are accepted', async () => {
+  const long = `${'d'.repeat(200)}/`.repeat(8);
+  const s = setup([file('a'), { name: 'caf\u00e9', data: 'hello' }, { name: `${long}x`, data: 'long' }, file('b')]);
+  await unpack(s.zip, s.target, { jobs: 0 });
+  assert.equal(fs.readFileSync(join(s.target, `${long}x`), 'utf8'), 'long');
+  assert.equal(fs.readFileSync(join(s.target, 'caf\u00e9'), 'utf8'), 'hello');
 });
 
 test('overlapping entries are refused before anything is written', async () => {

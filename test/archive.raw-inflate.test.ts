@@ -112,3 +112,18 @@ for (const { name, viaKept } of paths) {
     assert.throws(() => inflateRawWhole(zlib.deflateRawSync(data), 4096, viaKept), PastDeclaredSizeError);
   });
 }
+
+test('kept engine: entries over 8 MiB reuse the thread output buffer, and each still inflates right', () => {
+  // Such entries once had a fresh buffer each (allocated and page-faulted per entry); any entry a
+  // batch holds (up to 64 MiB) now shares the one buffer, grown to the largest met.
+  const first = sample((12 << 20) + 7);
+  const second = Buffer.from(first.subarray(0, (10 << 20) + 3)).reverse();
+  const a = inflateRawWhole(zlib.deflateRawSync(first, { level: 1 }), first.length);
+  assert.ok(a.equals(first));
+  const aBuffer = a.buffer;
+  const b = inflateRawWhole(zlib.deflateRawSync(second, { level: 1 }), second.length);
+  assert.ok(b.equals(second));
+  assert.equal(b.buffer, aBuffer, 'the second large entry was inflated into a new buffer');
+  const small = sample(5000);
+  assert.ok(inflateRawWhole(zlib.deflateRawSync(small), small.length).equals(small));
+});

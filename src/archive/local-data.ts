@@ -48,9 +48,7 @@ export function localDataStart(buf: Buffer, at: number, e: EntryRef): number {
   const start = at + LOCAL_HEADER_SIZE + nameLen + extraLen;
   if (start > buf.length) throw dataError(e, 'local header runs past the next entry');
   if (start - at + e.compressedSize > extent) throw dataError(e, 'local header and data overlap the next entry');
-  if (nameLen !== Buffer.byteLength(e.rawName) || !buf.subarray(at + LOCAL_HEADER_SIZE, at + LOCAL_HEADER_SIZE + nameLen).equals(Buffer.from(e.rawName))) {
-    throw dataError(e, 'local header names a different entry than the central directory');
-  }
+  if (!sameName(buf, at + LOCAL_HEADER_SIZE, nameLen, e.rawName)) throw dataError(e, 'local header names a different entry than the central directory');
   if (method !== e.method) throw dataError(e, `local header says method ${method}, central directory says ${e.method}`);
   if ((flags & FLAG_DATA_DESCRIPTOR) === 0) {
     const crc = buf.readUInt32LE(at + 14);
@@ -62,6 +60,22 @@ export function localDataStart(buf: Buffer, at: number, e: EntryRef): number {
     }
   }
   return start;
+}
+
+// The thread's buffer for a name's UTF-8 bytes (sameName), grown as needed.
+let nameBytes = Buffer.allocUnsafeSlow(1024);
+
+/**
+ * Whether `buf[at .. at + len)` holds exactly the UTF-8 bytes of `name`.
+ * Perf: Buffer.from(name) made a buffer per entry (78,579 for the Linux tree) only to compare it;
+ * the name is now encoded into one buffer the thread keeps. localDataStart over all 83,729 headers
+ * of the Linux tree zip, 5 times in one thread, 4 alternating rounds: 168-190 ms of CPU against
+ * 210-257 ms (about 0.1 us per entry).
+ */
+function sameName(buf: Buffer, at: number, len: number, name: string): boolean {
+  if (len !== Buffer.byteLength(name)) return false;
+  if (nameBytes.length < len) nameBytes = Buffer.allocUnsafeSlow(Math.max(len, nameBytes.length * 2));
+  return nameBytes.write(name, 0) === len && nameBytes.compare(buf, at, at + len, 0, len) === 0;
 }
 
 /**

@@ -43,13 +43,23 @@ interface KeptEngine {
 let kept: KeptEngine | null | undefined;
 
 /**
- * Entries inflating to at most this many bytes (+1) share the thread's output buffer.
+ * Entries inflating to at most this many bytes (+1) share the thread's output buffer: any entry a
+ * batch holds (local-data.ts LARGE_ENTRY_BYTES, 64 MiB: larger ones are streamed). The buffer grows
+ * only to the largest entry the thread met.
  * Perf: a new buffer per entry was allocated, page-faulted and left to the 2 MB young generation
  * to free. Import of the Linux tree zip, 4 interleaved rounds at load 12-14, user+sys CPU: 5.78-6.28 s
  * (median 5.95) with the shared buffer, 6.03-6.34 s (6.17) with a buffer per entry and the kept
  * engine, 6.40-6.93 s (6.63) with neither; peak RSS 235-283 MB in all three.
+ * Perf: shared up to 8 MiB only, the Linux tree's 11 entries over 8 MiB (410 MB of its 1.3 GB,
+ * 12-17 MB each) had a fresh buffer each: page faults inside inflate were 186 of the workers'
+ * 11,500 cpu-clock samples (perf record, load 5), and a freed buffer waited for a collection.
+ * Shared up to 64 MiB (measured together with import.ts's one entry shape and local-data.ts's sameName),
+ * import of its zip into an empty store on tmpfs, 5 interleaved rounds under
+ * chrt -r 10: peak RSS 237-250 MB against 278-284 MB; wall 3.14-3.34 s (median 3.18) against
+ * 3.10-3.27 s (3.20) and user+sys 5.75-6.17 s (5.96) against 5.76-6.02 s (5.97), no change
+ * within the spread (4 rounds at load 8 without chrt: user+sys median 6.85 s against 7.11 s).
  */
-const SHARED_OUTPUT_BYTES = 8 << 20;
+const SHARED_OUTPUT_BYTES = (64 << 20) + 1;
 let sharedOutput = Buffer.allocUnsafeSlow(64 << 10);
 
 /** The thread's output buffer, grown to hold `n` bytes. */
