@@ -33,8 +33,67 @@ export function treePackBytes(store: LocalStore, root: Digest): number | undefin
   return fs.statSync(packPath(store, root), { throwIfNoEntry: false })?.size;
 }
 
+/** Messages by hash (a tree pack's, or a map of verified ones). */
+export interface MessagesByHash {
+  get(hash: string): Buffer | undefined;
+}
+
+/**
+ * The messages of a pack, found by hash: an index from the first 48 bits of each hash to where its
+ * message lies, every hash compared in full when asked for. Perf: with a Map from each hex hash to
+ * a subarray (a string and a Buffer per message), reading the two packs of the Linux tree's 1%
+ * update (5,095 messages each; the update asks for ~1,900 of them) took 28.3-29.5 ms (median 28.8)
+ * in a fresh process, against 22.7-25.2 ms (median 23.7) with this index (6 interleaved runs each,
+ * chrt -f 10); the rest is the read and the checksum.
+ */
+export class PackIndex implements MessagesByHash {
+  private readonly at = new Map<number, number>();
+  /** Messages whose first 48 bits another message of the pack shares, by full hex hash. */
+  private collided: Map<string, Buffer> | undefined;
+
+  constructor(private readonly buf: Buffer) {}
+
+  /** Indexes the message whose header is at `off` (both go to `collided` when another has its first 48 bits). */
+  add(off: number): void {
+    const key = this.buf.readUIntBE(off, 6);
+    const other = this.at.get(key);
+    if (other === undefined) {
+      this.at.set(key, off);
+      return;
+    }
+    this.collided ??= new Map();
+    this.collided.set(this.buf.toString('hex', off, off + 32), this.message(off));
+    this.collided.set(this.buf.toString('hex', other, other + 32), this.message(other));
+  }
+
+  get(hash: string): Buffer | undefined {
+    const hit = this.collided?.get(hash);
+    if (hit) return hit;
+    if (hash.length !== 64) return undefined;
+    const off = this.at.get(Number.parseInt(hash.slice(0, 12), 16));
+    if (off === undefined || this.buf.toString('hex', off, off + 32) !== hash) return undefined;
+    return this.message(off);
+  }
+
+  /** How many messages the pack holds. */
+  get size(): number {
+    let n = 0;
+    for (const _ of this.keys()) n++;
+    return n;
+  }
+
+  /** The hashes of the pack's messages, in the pack's order. */
+  *keys(): Generator<string> {
+    for (let off = 40; off + 36 <= this.buf.length; off += 36 + this.buf.readUInt32LE(off + 32)) yield this.buf.toString('hex', off, off + 32);
+  }
+
+  private message(off: number): Buffer {
+    return this.buf.subarray(off + 36, off + 36 + this.buf.readUInt32LE(off + 32));
+  }
+}
+
 /** The messages of `root`'s pack by hash, or undefined when there is none or it is damaged. */
-export function readTreePack(store: LocalStore, root: Digest): Map<string, Buffer> | undefined {
+export function readTreePack(store: LocalStore, root: Digest): PackIndex | undefined {
   let buf: Buffer;
   try {
     buf = fs.readFileSync(packPath(store, root));
@@ -43,17 +102,15 @@ export function readTreePack(store: LocalStore, root: Digest): Map<string, Buffe
   }
   if (buf.length < 40 || !buf.subarray(0, 8).equals(MAGIC)) return undefined;
   if (!createHash('sha256').update(buf.subarray(40)).digest().equals(buf.subarray(8, 40))) return undefined;
-  const out = new Map<string, Buffer>();
+  const out = new PackIndex(buf);
   let off = 40;
   while (off + 36 <= buf.length) {
-    const hash = buf.toString('hex', off, off + 32);
     const len = buf.readUInt32LE(off + 32);
-    off += 36;
-    if (off + len > buf.length) return undefined;
-    out.set(hash, buf.subarray(off, off + len));
-    off += len;
+    if (off + 36 + len > buf.length) return undefined;
+    out.add(off);
+    off += 36 + len;
   }
-  return off === buf.length && out.has(root.hash) ? out : undefined;
+  return off === buf.length && out.get(root.hash) !== undefined ? out : undefined;
 }
 
 /** Writes the pack of `root` from verified messages (hash -> bytes), atomically. Best effort. */
