@@ -412,6 +412,66 @@ export function splitDirectory(bytes: Uint8Array, where = 'message'): RawDirecto
   return raw;
 }
 
+/** The head of one entry of a Directory message (see entryAt). */
+export interface EntryHead {
+  kind: number;
+  /** Byte range of the entry's fields (after its tag and length) and of its name. */
+  start: number;
+  end: number;
+  nameStart: number;
+  nameEnd: number;
+}
+
+/**
+ * The entry whose tag is at byte `pos` of a message, read without decoding it (nothing beyond its
+ * framing is checked: `entryNodeAt` decodes and validates it). For walking a message already known
+ * valid, such as the last checkout's version of a directory an update compares with.
+ */
+export function entryAt(buf: Buffer, where: string, pos: number, into: EntryHead): EntryHead {
+  const c: Cursor = new Cursor(buf, `in ${where}`);
+  c.pos = pos;
+  const tag = c.varint();
+  if (tag !== TAG_FILE && tag !== TAG_DIR && tag !== TAG_LINK) c.fail(`unsupported field tag ${tag} in Directory`);
+  const end = c.end(buf.length);
+  into.kind = tag;
+  into.start = c.pos;
+  into.end = end;
+  if (c.varint() !== TAG_NAME) c.fail('an entry does not start with its name');
+  into.nameEnd = c.end(end);
+  into.nameStart = c.pos;
+  return into;
+}
+
+/** Decodes and fully validates the entry `head` (from entryAt) of `buf`. */
+export function entryNodeAt(buf: Buffer, where: string, head: EntryHead): Node {
+  const c: Cursor = new Cursor(buf, `in ${where}`);
+  c.pos = head.start;
+  const e = readEntry(c, head.kind, head.end);
+  const bad = decodedNameProblem(e.node.name);
+  if (bad) c.fail(`entry: ${bad}`);
+  return e;
+}
+
+/**
+ * How many bytes from x[xs] on equal those from y[ys] on, looking at most `n`. The bytes are
+ * compared by Buffer#compare (memcmp) over halving spans, so the long runs two versions of a
+ * directory share cost a few native calls, not a JavaScript loop over every byte or entry
+ * (Perf: figures at plan.ts reconcileKnown).
+ */
+export function commonPrefix(x: Buffer, xs: number, y: Buffer, ys: number, n: number): number {
+  if (n <= 0 || x[xs] !== y[ys]) return 0;
+  if (x.compare(y, ys, ys + n, xs, xs + n) === 0) return n;
+  let lo = 0;
+  let hi = n;
+  while (hi - lo > 32) {
+    const mid = (lo + hi) >>> 1;
+    if (x.compare(y, ys + lo, ys + mid, xs + lo, xs + mid) === 0) lo = mid;
+    else hi = mid;
+  }
+  while (lo < hi && x[xs + lo] === y[ys + lo]) lo++;
+  return lo;
+}
+
 /** Byte order of the names of entry `i` of `a` and entry `j` of `b` (UTF-8 byte order is REAPI's). */
 export function compareRawNames(a: RawDirectory, i: number, b: RawDirectory, j: number): number {
   return compareBytes(a.bytes, a.nameStarts[i]!, a.nameEnds[i]!, b.bytes, b.nameStarts[j]!, b.nameEnds[j]!);

@@ -303,7 +303,7 @@ async function makePlan(
     const planStart = Date.now();
     const finishedAtMs = previous && record ? record.finishedAtMs : 0;
     const planWith = (disk: RealDiskView) =>
-      planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), disk, force: o.force === true, clean: o.clean === true, resume });
+      planUpdate({ target: root, previous, tree, raw: (d) => reader.rawSync(d), message: (d) => reader.messageSync(d), disk, force: o.force === true, clean: o.clean === true, resume });
     const disk = new RealDiskView(rootAbs, store, finishedAtMs, undefined, stopped?.startedAtMs);
     plan = planWith(disk);
     if (resume && plan.conflicts.length > 0 && disk.unavailable.length > 0) {

@@ -65,14 +65,33 @@ export class RealDiskView implements DiskView {
     return m;
   }
 
+  /** The path and lstat result of the last `kind` call (see lstatOf). */
+  private lastRel: string | undefined;
+  private lastStat: fs.Stats | undefined;
+
   kind(rel: string): DiskType | undefined {
-    const st = fs.lstatSync(diskPath(this.rootAbs, rel), { throwIfNoEntry: false });
+    const p = diskPath(this.rootAbs, rel);
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    // A name that is not UTF-8 is reached by bytes here but by its key elsewhere: not kept.
+    this.lastRel = typeof p === 'string' ? rel : undefined;
+    this.lastStat = st;
     if (!st) return undefined;
     return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
   }
 
+  /**
+   * The lstat of `rel`: the one `kind` just took when it was for the same path, as the planner asks
+   * the kind of a path and then whether it is unchanged (nothing is written while a plan is made).
+   * Perf: the Linux tree's 1% update took two lstats per changed file: 2,962 statx calls in all
+   * against 2,057 with this (strace -c -f, one run each).
+   */
+  private lstatOf(rel: string): fs.Stats | undefined {
+    if (rel === this.lastRel) return this.lastStat;
+    return fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+  }
+
   unchangedSinceCheckout(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
-    const st = fs.lstatSync(this.abs(rel), { throwIfNoEntry: false });
+    const st = this.lstatOf(rel);
     if (!st || !st.isFile() || st.size !== expected.digest.size || ((st.mode & 0o100) !== 0) !== expected.executable) return false;
     if (st.ctimeMs < this.finishedAtMs - RACY_MARGIN_MS) return true;
     return this.isStoreInode(st, expected.digest, expected.executable);
@@ -80,7 +99,7 @@ export class RealDiskView implements DiskView {
 
   fileEquals(rel: string, expected: { digest: Digest; executable: boolean }): boolean {
     const p = this.abs(rel);
-    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    const st = this.lstatOf(rel);
     if (!st || !st.isFile() || st.size !== expected.digest.size || ((st.mode & 0o100) !== 0) !== expected.executable) return false;
     if (this.isStoreInode(st, expected.digest, expected.executable)) return true;
     if (expected.digest.size === 0) return true;

@@ -9,13 +9,13 @@ import { MAX_DEPTH } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { LocalStore } from './local.js';
-import { type RawTreePack, findInPack, readTreePack, readTreePackRaw } from './tree-pack.js';
+import { type MessagesByHash, type RawTreePack, findInPack, readTreePack, readTreePackRaw } from './tree-pack.js';
 import { PackedTree } from '../core/packed-tree.js';
 
 export class TreeReader {
   private readonly cache = new Map<string, Directory>();
   /** Raw messages from tree packs (see tree-pack.ts), decoded and validated on first use. */
-  private readonly packed: Map<string, Buffer>[] = [];
+  private readonly packed: MessagesByHash[] = [];
   /** Raw bytes of every message read in this run, for writing a pack afterwards. */
   readonly raw = new Map<string, Buffer>();
   constructor(private readonly store: BlobStore) {}
@@ -83,6 +83,15 @@ export class TreeReader {
     this.packed.length = 0;
     this.rawPack = undefined;
     this.raw.clear();
+  }
+
+  /**
+   * A message's bytes as read (from a pack or the store), neither decoded nor split: for a message
+   * already validated once (an update's last tree, plan.ts ReconcileInput.message). Local stores only.
+   */
+  messageSync(d: Digest): Buffer {
+    if (!(this.store instanceof LocalStore)) throw new Error('messageSync needs a local store');
+    return this.bytesSync(d);
   }
 
   /** A message split into raw entries, without decoding (see splitDirectory). Local stores only. */
