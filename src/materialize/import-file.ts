@@ -148,7 +148,7 @@ function checkStoredSize(store: LocalStore, src: string, d: Digest, dst: string)
   try {
     // lstat, refusing anything but a regular file in a real shard folder: a symlink planted in the
     // store is never linked into a checkout nor copied through (same one call as the stat was).
-    st = store.blobFileStat(d);
+    st = store.blobFileStat(d, false, src);
   } catch (e) {
     if (e instanceof StoreDamagedError) throw e;
     throw importError(e, store, d, dst); // a store folder that is a file (ENOTDIR): named, not raw
