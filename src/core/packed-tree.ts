@@ -244,11 +244,11 @@ export class PackedTree {
     const ne = ns + n;
     if (ne + 2 > end) return -1;
     if (buf[ns] === 0x2e && (n === 1 || (n === 2 && buf[ns + 1] === 0x2e))) return -1;
-    let cls = 0;
+    let high = 0;
     for (let q = ns; q < ne; q++) {
       const b = buf[q]!;
       if (b === 0x2f || b === 0) return -1;
-      cls |= b;
+      high |= b;
     }
     const e = this.entries;
     if (notFirst && sameGroup(this.kinds[e - 1]!, tag) && compareBytes(buf, this.nameStarts[e - 1]!, this.nameEnds[e - 1]!, buf, ns, ne) >= 0) return -1;
@@ -286,7 +286,7 @@ export class PackedTree {
     this.values[e] = size;
     this.kinds[e] = kind;
     if (kind === P_DIR) this.children[e] = -1;
-    return cls >= 0x80 ? 1 : 0;
+    return high >= 0x80 ? 1 : 0;
   }
 }
 
@@ -334,13 +334,6 @@ function readDigestBytes(c: Cursor, end: number): number {
   if (c.pos !== end) throw REFUSED;
   return size;
 }
-
-/** Per byte of a name: NAME_REFUSED for '/' and NUL, NAME_HIGH for one outside ASCII. */
-const NAME_REFUSED = 1;
-const NAME_HIGH = 2;
-const NAME_CLASS = new Uint8Array(256);
-NAME_CLASS[0] = NAME_CLASS[0x2f] = NAME_REFUSED;
-NAME_CLASS.fill(NAME_HIGH, 0x80);
 
 /** 1 for the bytes of lowercase hex digits. */
 const HEX = new Uint8Array(256);
