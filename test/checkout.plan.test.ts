@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { LocalStore } from '../src/store/local.js';
 import { TreeReader } from '../src/store/tree-reader.js';
 import { tempDir } from './helpers/tmp.js';
+import { listOfModel } from './helpers/disk-model.js';
 
 function tree(entries: TreeEntry[]) {
   const b = new TreeBuilder();
@@ -27,13 +28,7 @@ class FakeDisk implements DiskView {
   ) {}
   list(rel: string): Map<string, DiskType> | undefined {
     this.reads.push(`list ${rel}`);
-    if (rel !== '' && this.files.get(rel)?.type !== 'dir') return undefined;
-    const out = new Map<string, DiskType>();
-    for (const [p, e] of this.files) {
-      const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
-      if (parent === rel) out.set(p.slice(rel === '' ? 0 : rel.length + 1), e.type);
-    }
-    return out;
+    return listOfModel(this.files, rel);
   }
   kind(rel: string): DiskType | undefined {
     this.reads.push(`lstat ${rel}`);

@@ -27,6 +27,23 @@ after(() => {
 
 const mode = (p: string) => fs.statSync(p).mode & 0o7777;
 
+/**
+ * Runs the checkout `args`, paused before its second batch of writes (TREECAST_TEST_PAUSE_FILE),
+ * and kills it (SIGKILL) once its first batch is on disk in `out`.
+ */
+async function killedAfterFirstBatch(args: string[], pause: string, out: string): Promise<void> {
+  const first = startCli(args, { TREECAST_TEST_PAUSE_FILE: pause });
+  children.push(first);
+  const deadline = Date.now() + 60_000;
+  while (!fs.existsSync(pause) && first.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(fs.existsSync(pause), `the checkout paused half way (${first.out.stderr})`);
+  while (!fs.existsSync(join(out, 'a255.txt')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  first.kill('SIGKILL');
+  assert.equal((await waitExit(first)).signal, 'SIGKILL');
+  fs.rmSync(pause);
+  assert.ok(!fs.existsSync(join(out, 'a299.txt')), 'killed before the second batch');
+}
+
 test('a resumed checkout gives a file the stopped run wrote whole but left read-only its fresh mode, and leaves a read-only file of the user\'s alone', async () => {
   const dir = tempDir('tc-resume-mode');
   const store = join(dir, 's');
@@ -49,16 +66,7 @@ test('a resumed checkout gives a file the stopped run wrote whole but left read-
 
   const pause = join(dir, 'pause');
   const args = ['checkout', 'tree', out, '--store', store, '--method', 'copy', '--jobs', '1'];
-  const first = startCli(args, { TREECAST_TEST_PAUSE_FILE: pause });
-  children.push(first);
-  const deadline = Date.now() + 60_000;
-  while (!fs.existsSync(pause) && first.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(fs.existsSync(pause), `the checkout paused half way (${first.out.stderr})`);
-  while (!fs.existsSync(join(out, 'a255.txt')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  first.kill('SIGKILL');
-  assert.equal((await waitExit(first)).signal, 'SIGKILL');
-  fs.rmSync(pause);
-  assert.ok(!fs.existsSync(join(out, 'a299.txt')), 'killed before the second batch');
+  await killedAfterFirstBatch(args, pause, out);
   const st = await runCli(['status', out, '--store', store]);
   assert.match(st.stderr, /did not finish/, 'a started record names the stopped checkout');
 
@@ -107,16 +115,7 @@ test('a resumed hardlink checkout makes a file the stopped run wrote whole but n
 
   const pause = join(dir, 'pause');
   const args = ['checkout', 'tree', out, '--store', store, '--method', 'hardlink', '--jobs', '1'];
-  const first = startCli(args, { TREECAST_TEST_PAUSE_FILE: pause });
-  children.push(first);
-  const deadline = Date.now() + 60_000;
-  while (!fs.existsSync(pause) && first.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(fs.existsSync(pause), `the checkout paused half way (${first.out.stderr})`);
-  while (!fs.existsSync(join(out, 'a255.txt')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  first.kill('SIGKILL');
-  assert.equal((await waitExit(first)).signal, 'SIGKILL');
-  fs.rmSync(pause);
-  assert.ok(!fs.existsSync(join(out, 'a299.txt')), 'killed before the second batch');
+  await killedAfterFirstBatch(args, pause, out);
 
   // What `checkout --remote --method hardlink` killed between a fetched file's last byte and its link
   // into the store leaves (write-linked.ts): the file whole, its own inode, 0444 (0555 for an

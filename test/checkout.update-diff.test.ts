@@ -16,6 +16,7 @@ import { checkout } from '../src/materialize/checkout.js';
 import { LocalStore } from '../src/store/local.js';
 import { InvalidTreeError, LocalChangesError } from '../src/errors.js';
 import { describeTree, settle, tempDir, writeTree } from './helpers/tmp.js';
+import { listOfModel } from './helpers/disk-model.js';
 
 type DiskEntry = { type: DiskType; digest?: Digest; executable?: boolean; target?: string };
 
@@ -51,13 +52,7 @@ class ModelDisk implements DiskView {
   lstats = 0;
   constructor(readonly files: Map<string, DiskEntry>) {}
   list(rel: string): Map<string, DiskType> | undefined {
-    if (rel !== '' && this.files.get(rel)?.type !== 'dir') return undefined;
-    const out = new Map<string, DiskType>();
-    for (const [p, e] of this.files) {
-      const parent = p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '';
-      if (parent === rel) out.set(p.slice(rel === '' ? 0 : rel.length + 1), e.type);
-    }
-    return out;
+    return listOfModel(this.files, rel);
   }
   kind(rel: string): DiskType | undefined {
     this.lstats++;
