@@ -326,7 +326,7 @@ export class RemoteServer implements ServerCore {
     // cas/ is not held (it is never served either, server-cas.ts).
     const p = this.store.blobPath(d.hash);
     try {
-      this.store.checkShard(p);
+      this.store.checkShardOf(d.hash, false, p);
     } catch (e) {
       if (e instanceof StoreDamagedError) return false;
       throw e;

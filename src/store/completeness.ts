@@ -24,7 +24,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Digest } from '../core/digest.js';
 import { StoreDamagedError } from '../errors.js';
-import { checkStoreFolders, damagedEntryError, entryKind, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
+import { checkStoreFolders, damagedBlobFolderError, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -82,7 +82,7 @@ function stateOf(stamps: readonly string[]): string {
  */
 function refuseLinkedBlobFolder(storeRoot: string, folder: string): void {
   const st = fs.lstatSync(folder, { throwIfNoEntry: false });
-  if (st !== undefined && !st.isDirectory()) throw damagedEntryError(storeRoot, folder, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
+  if (st !== undefined && !st.isDirectory()) throw damagedBlobFolderError(storeRoot, folder, st);
 }
 
 const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);

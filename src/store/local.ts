@@ -207,18 +207,12 @@ export class LocalStore implements BlobStore {
     if (d.size === 0) return true;
     const p = this.blobPath(d.hash);
     // Perf: existsSync is one access() call with no Stats object (and its four Dates) to collect.
-    // checkShard is one lstat per shard folder and thread, then a typed-array read per call. A
-    // snapshot of the Linux tree (78,579 files) into an empty store, CPU (perf stat task-clock, 3
-    // interleaved runs each, load 9-20): 6.81 s before (6.48-6.98), 6.77 s after (6.69-7.01); the
-    // same snapshot again, unchanged: 0.65 s before (0.63-0.65), 0.64 s after (0.63-0.65). strace
-    // -c -f: the same 83,651 access() calls into the empty store, statx 244,392 before and 242,859
-    // after (256 more of them fail: shards looked at before they are made); unchanged, 8 access()
-    // calls and 83,701 statx either way (a cached file is never looked up in the store).
-    // The shard is looked at only for a blob found there: one that is absent is absent through a
-    // link too (a write checks the shard itself), and a shard not made yet (never remembered as
-    // sound) cost a failing lstat on every ask, as when a pull into an empty store asks for every
-    // blob before it writes one. 157,098 asks of random hashes against a store of 256 blobs, in one
-    // process, 3 rounds each: 486-514 ms this way, 703-707 ms with the shard looked at first.
+    // The shard is looked at (checkShardOf: one lstat per shard folder and thread, then a
+    // typed-array read) only for a blob found there: one that is absent is absent through a link
+    // too (a write checks the shard itself). Looked at first, a shard not made yet (never remembered
+    // as sound) cost a failing lstat on every ask, as when a pull into an empty store asks for every
+    // blob before it writes one: 157,098 asks of random hashes against a store of 256 blobs, in one
+    // process, 3 rounds each, took 703-707 ms that way and 486-514 ms this way.
     if (!fs.existsSync(p)) return false;
     this.checkShardOf(d.hash, false, p);
     return true;
@@ -308,7 +302,7 @@ export class LocalStore implements BlobStore {
     if (this.soundFolders.has(dir)) return true;
     const st = lstatSync(dir, MAY_BE_ABSENT);
     if (st === undefined || st.isFile()) return false;
-    if (!st.isDirectory()) throw damagedEntryError(this.root, dir, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
+    if (!st.isDirectory()) throw damagedBlobFolderError(this.root, dir, st);
     if (remember) this.soundFolders.add(dir);
     return true;
   }
@@ -955,6 +949,11 @@ export function damagedEntryError(root: string, path: string, what: string, role
     ...(more.digest === undefined ? {} : { digest: more.digest }),
     hint: `run \`treecast verify --repair\` to remove it (only the entry in the store goes, never what it points to)${more.then === undefined ? '' : `, then ${more.then}`}`,
   });
+}
+
+/** The error for `dir`, cas/ (or cas-exec/) or a shard folder, found to be `st` and not a real folder (a planted link). */
+export function damagedBlobFolderError(root: string, dir: string, st: fs.Stats): StoreDamagedError {
+  return damagedEntryError(root, dir, entryKind(st), 'a folder of blobs', { then: 'fetch or snapshot what needs its blobs again' });
 }
 
 /**
