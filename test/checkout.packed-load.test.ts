@@ -1,6 +1,6 @@
 /**
  * A fresh checkout loads its tree from the tree's pack as one buffer and an index
- * (TreeReader.useRawPack): the same PackedTree as from the messages' blobs, the same refusals.
+ * (TreeReader.usePack): the same PackedTree as from the messages' blobs, the same refusals.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -63,7 +63,7 @@ function loadFromBlobs(store: LocalStore, root: Digest): PackedTree {
 
 function loadFromPack(store: LocalStore, root: Digest): PackedTree {
   const reader = new TreeReader(store);
-  assert.ok(reader.useRawPack(root), 'the pack is read');
+  assert.ok(reader.usePack(root), 'the pack is read');
   return reader.loadPackedSync(root);
 }
 

@@ -264,11 +264,11 @@ async function makePlan(
   let trusted: LoadedRecord | undefined;
   if (!incremental) {
     // Every Directory message is decoded and validated before the first write.
-    // Perf: from the pack as one buffer and an index (useRawPack), not a Map per message: hardlink
+    // Perf: from the pack as one buffer and an index (usePack), not a Map per message: hardlink
     // checkout of the Linux tree into an empty tmpfs directory, SCHED_FIFO, 12 interleaved rounds:
     // wall 0.625 s (0.599-0.663) against 0.651 s (0.624-0.686), lower in 12 of 12 pairs (median
     // -23.5 ms); CPU 1.130 s against 1.150 s; `cp -al` 0.647 s in the same rounds.
-    const packed = reader.useRawPack(root);
+    const packed = reader.usePack(root);
     const loaded = reader.loadPackedSync(root);
     if (!packed) writeTreePack(store, root, reader.raw);
     reader.releaseBytes();

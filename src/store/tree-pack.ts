@@ -47,7 +47,7 @@ export interface MessagesByHash {
  * both uses, so no second copy of the pack's reading and checks.
  */
 export class PackIndex implements MessagesByHash {
-  constructor(private readonly raw: RawTreePack) {}
+  constructor(readonly raw: RawTreePack) {}
 
   get(hash: string): Buffer | undefined {
     if (!HEX64.test(hash)) return undefined;

@@ -9,7 +9,7 @@ import { MAX_DEPTH } from '../core/names.js';
 import { InvalidTreeError } from '../errors.js';
 import type { BlobStore } from './store.js';
 import { LocalStore } from './local.js';
-import { type MessagesByHash, type RawTreePack, findInPack, readTreePack, readTreePackRaw } from './tree-pack.js';
+import { type MessagesByHash, type RawTreePack, findInPack, readTreePack } from './tree-pack.js';
 import { PackedTree } from '../core/packed-tree.js';
 
 export class TreeReader {
@@ -20,25 +20,21 @@ export class TreeReader {
   readonly raw = new Map<string, Buffer>();
   constructor(private readonly store: BlobStore) {}
 
-  /** Serves messages of `root` from its pack when the store has one; returns whether it did. */
+  /**
+   * Serves messages of `root` from its pack when the store has one; returns whether it did.
+   * loadPackedSync(root) then loads the whole tree from that pack's buffer and index.
+   */
   usePack(root: Digest): boolean {
     if (!(this.store instanceof LocalStore)) return false;
     const pack = readTreePack(this.store, root);
-    if (pack) this.packed.push(pack);
-    return pack !== undefined;
+    if (!pack) return false;
+    this.packed.push(pack);
+    this.rootPacks.set(root.hash, pack.raw);
+    return true;
   }
 
-  /**
-   * For loadPackedSync only: reads `root`'s pack as one buffer and an index (tree-pack.ts
-   * RawTreePack), not a Map; returns whether the store has a sound pack of it.
-   */
-  useRawPack(root: Digest): boolean {
-    if (!(this.store instanceof LocalStore)) return false;
-    this.rawPack = readTreePackRaw(this.store, root);
-    return this.rawPack !== undefined;
-  }
-
-  private rawPack: RawTreePack | undefined;
+  /** The packs usePack read, by the root they were read for (loadPackedSync). */
+  private readonly rootPacks = new Map<string, RawTreePack>();
 
   /**
    * Serves these messages (hash -> bytes, each already verified against its hash and stored)
@@ -81,7 +77,7 @@ export class TreeReader {
    */
   releaseBytes(): void {
     this.packed.length = 0;
-    this.rawPack = undefined;
+    this.rootPacks.clear();
     this.raw.clear();
   }
 
@@ -110,7 +106,8 @@ export class TreeReader {
    * planFreshPacked (materialize/plan.ts).
    */
   loadPackedSync(root: Digest): PackedTree {
-    if (this.rawPack) return this.loadFromRawPack(root, this.rawPack);
+    const pack = this.rootPacks.get(root.hash);
+    if (pack) return this.loadFromRawPack(root, pack);
     const t = new PackedTree();
     const index = new Map<string, number>();
     // Perf: the loop's body is a function of its own: compiled on stack replacement with the
@@ -156,7 +153,7 @@ export class TreeReader {
   }
 
   /**
-   * loadPackedSync from a RawTreePack (useRawPack): the same directories in the same order (breadth
+   * loadPackedSync from a RawTreePack (usePack): the same directories in the same order (breadth
    * first, each distinct message once, numbered as first named), each validated by PackedTree.add
    * before any entry of it is read; a subdirectory is found in the pack by the hex in its entry's
    * bytes, with no string made. One the pack lacks, or holds with a length other than its digest's
