@@ -3,7 +3,8 @@
  * locks/, stat-cache/ and complete/ (pull completeness records), and in cas/ (a blob or a blob shard
  * folder): never read, served, listed or written through; reported as ERR_TREECAST_STORE_DAMAGED
  * (exit 5) naming the link, by `verify` too, and removed (the link only, never its target) by
- * `verify --repair`.
+ * `verify --repair`. A symlink, folder or fifo at a blob's own name is never counted as the blob
+ * held (snapshot, pull, serve's /missing).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { digestOf } from '../src/core/digest.js';
 import { encodeActionResult } from '../src/core/action-result.js';
 import { LocalStore } from '../src/store/local.js';
 import { StatCache } from '../src/capture/stat-cache.js';
-import { markComplete } from '../src/store/completeness.js';
+import { markComplete, settledStateHolding } from '../src/store/completeness.js';
 import { parseDigest } from '../src/core/digest.js';
 import { StoreDamagedError } from '../src/errors.js';
 import { createHash } from 'node:crypto';
@@ -623,4 +624,126 @@ test('an action cache entry whose output Tree lies behind a blob shard folder th
   assert.equal(gc.code, 0, gc.err);
   assert.ok(fs.existsSync(local.blobPath(stdout.hash)), 'gc kept the blob the entry names');
   untouched(outside, before, 'serve and gc');
+});
+
+/**
+ * What a blob's own name in the store (cas/XX/HASH) is planted as in the tests below, and what the
+ * error calls it: a symlink to a file holding the blob's very bytes (a presence check through it
+ * finds the right blob), to a folder, dangling; a folder; a fifo.
+ */
+function blobNamePlants(outside: string, hash: string): { label: string; kind: string; plant: (p: string) => void }[] {
+  return [
+    { label: 'a link to a file holding its bytes', kind: 'a symbolic link', plant: (p) => fs.symlinkSync(join(outside, hash), p) },
+    { label: 'a link to a folder', kind: 'a symbolic link', plant: (p) => fs.symlinkSync(outside, p) },
+    { label: 'a dangling link', kind: 'a symbolic link', plant: (p) => fs.symlinkSync(join(outside, 'absent'), p) },
+    { label: 'a folder', kind: 'a directory', plant: (p) => fs.mkdirSync(p) },
+    { label: 'a fifo', kind: 'a special file', plant: (p) => assert.equal(spawnSync('mkfifo', [p]).status, 0, 'mkfifo') },
+  ];
+}
+
+/** `r` failed with exit 5, naming `path` as `kind` where the blob's file belongs. */
+function damagedBlobAt(r: { code: number | null; err: string }, path: string, kind: string, what: string): void {
+  assert.equal(r.code, 5, `${what}: ${r.err}`);
+  assert.match(r.err, /ERR_TREECAST_STORE_DAMAGED/, what);
+  assert.ok(r.err.includes(`${path} is ${kind}, not the file of blob`), `${what} names the entry: ${r.err}`);
+  assert.match(r.err, /treecast verify --repair/, `${what} points to verify --repair`);
+}
+
+const damagedEntry = (path: string) => (e: unknown) => e instanceof StoreDamagedError && e.path === path;
+
+test('a symlink, folder or fifo at a blob\'s own name is never counted as held: snapshot fails naming it, a write finding it refuses it, serve\'s /missing lists it absent', async () => {
+  const dir = tempDir();
+  const { store } = storeWithTree(dir);
+  const text = 'held only at a planted name';
+  const d = digestOf(Buffer.from(text));
+  const local = new LocalStore(store);
+  const blob = local.blobPath(d.hash);
+  const shard = join(blob, '..');
+  fs.mkdirSync(shard, { recursive: true });
+  const outside = canary(dir, { [d.hash]: text });
+  const src = join(dir, 'src2');
+  writeTree(src, { f: text });
+  for (const { label, kind, plant } of blobNamePlants(outside, d.hash)) {
+    plant(blob);
+    const before = contents(outside);
+    damagedBlobAt(tc(['snapshot', src, '--ref', 'r2'], store), blob, kind, `snapshot, ${label}`);
+    assert.equal(fs.existsSync(join(store, 'refs', 'r2')), false, 'snapshot recorded nothing');
+    assert.throws(() => local.hasSync(d), damagedEntry(blob), `hasSync, ${label}`);
+    // A write that asked nothing first (putNewSync: an import into a store that held no blobs; or
+    // the entry planted after hasSync looked) finds the name taken: refused, its temp file removed.
+    assert.throws(() => local.putNewSync(Buffer.from(text)), damagedEntry(blob), `putNewSync, ${label}`);
+    assert.deepEqual(fs.readdirSync(shard).filter((n) => n.startsWith('.tmp-')), [], `putNewSync, ${label}: no temp file left`);
+    // What a pull looks at before it records the tree whole, one by one and by a listing.
+    for (const list of [false, true]) await assert.rejects(settledStateHolding(store, [d], list), damagedEntry(blob), `completeness look (list ${list}), ${label}`);
+    const server = await serve(store);
+    try {
+      const r = await fetch(`${server.url}treecast/v1/missing`, { method: 'POST', body: encodeDigestList([d]) });
+      assert.equal(r.status, 200);
+      assert.deepEqual(decodeDigestList(Buffer.from(await r.arrayBuffer())), [d], `/missing lists the blob absent, ${label}`);
+    } finally {
+      await server.stop();
+    }
+    untouched(outside, before, label);
+    if (kind === 'a symbolic link') verifyFindsAndRepairs(store, blob, outside);
+    else fs.rmSync(blob, { recursive: true });
+  }
+  assert.equal(tc(['snapshot', src, '--ref', 'r2'], store).code, 0, 'with the entry gone the snapshot stores the blob');
+  assert.ok(fs.lstatSync(blob).isFile(), 'the blob is a file of the store now');
+  assert.equal(local.hasSync(d), true);
+});
+
+test('pull fails naming a symlink, folder or fifo at a blob\'s own name, looked up one by one or in a listing of the store, with or without a completeness record', async () => {
+  const dir = tempDir();
+  const text = 'the blob planted on the pulling side';
+  const d = digestOf(Buffer.from(text));
+  const other = join(dir, 'other');
+  const snap = (files: Record<string, string>, name: string) => {
+    writeTree(join(dir, name), files);
+    const r = tc(['snapshot', join(dir, name)], other);
+    assert.equal(r.code, 0, r.err);
+    return r.out.trim().split('\n').pop()!;
+  };
+  // Under 4,096 files a pull looks each blob up; once its walk has found more, into a store with
+  // few blobs, it lists the store: the planted blob lies a level below the 4,200 others, so it is
+  // looked up in that listing (which names it), and only the pull's completeness look can tell.
+  const many: Record<string, string> = { 'zz/deeper/f': text };
+  for (let i = 0; i < 4200; i++) many[`d${i % 20}/f${i}`] = `file ${i}`;
+  const trees: [string, string][] = [
+    ['looked up one by one', snap({ f: text, g: 'another file' }, 'small')],
+    ['in a listing of the store', snap(many, 'many')],
+  ];
+  const outside = canary(dir, { [d.hash]: text });
+  const remote = await serve(other);
+  let n = 0;
+  try {
+    for (const [how, tree] of trees) {
+      // One store per tree: after the first whole pull, the others fetch only the planted blob.
+      const store = join(dir, `s${n++}`);
+      const local = LocalStore.open(store);
+      const blob = local.blobPath(d.hash);
+      const record = join(store, 'complete', parseDigest(tree).hash);
+      fs.mkdirSync(join(blob, '..'), { recursive: true });
+      fs.mkdirSync(join(store, 'cas', '7f'), { recursive: true }); // the shard a pull sizes the store by
+      for (const { label, kind, plant } of blobNamePlants(outside, d.hash)) {
+        const before = contents(outside);
+        // No record: the entry was there before the pull.
+        fs.rmSync(record, { force: true });
+        plant(blob);
+        damagedBlobAt(tc(['pull', tree, remote.url], store), blob, kind, `pull, ${how}, ${label}`);
+        assert.equal(fs.existsSync(record), false, `pull, ${how}, ${label}: the tree is not recorded whole`);
+        // A record taken while the store was whole, then the blob's file replaced by the entry.
+        fs.rmSync(blob, { recursive: true });
+        const whole = tc(['pull', tree, remote.url], store);
+        assert.equal(whole.code, 0, whole.err);
+        assert.ok(fs.existsSync(record), 'the whole pull recorded the tree');
+        fs.rmSync(blob);
+        plant(blob);
+        damagedBlobAt(tc(['pull', tree, remote.url], store), blob, kind, `pull again, ${how}, ${label}`);
+        untouched(outside, before, `pull, ${how}, ${label}`);
+        fs.rmSync(blob, { recursive: true });
+      }
+    }
+  } finally {
+    await remote.stop();
+  }
 });

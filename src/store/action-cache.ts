@@ -177,9 +177,10 @@ export function actionResultReferences(store: LocalStore, ar: ActionResult, wher
     try {
       tree = decodeTree(store.readSync(out.treeDigest), `the tree of '${out.path}' in ${where}`);
     } catch (e) {
-      // Held but unreadable; a link planted as its shard folder (StoreDamagedError, which hasSync
-      // would throw again) is such a tree too, reported, never followed.
-      if (e instanceof StoreDamagedError || store.hasSync(out.treeDigest)) badTree ??= (e as Error).message;
+      // Held but unreadable; a link planted as its shard folder or at its own name, or a folder
+      // there (StoreDamagedError, from the read or from hasSync), is such a tree too, reported,
+      // never followed.
+      if (e instanceof StoreDamagedError || heldOrDamaged(store, out.treeDigest)) badTree ??= (e as Error).message;
       continue;
     }
     for (const dir of [tree.root, ...tree.children]) {
@@ -188,4 +189,14 @@ export function actionResultReferences(store: LocalStore, ar: ActionResult, wher
     }
   }
   return { needed, directories, roots, ...(badTree ? { badTree } : {}) };
+}
+
+/** hasSync, with a damaged entry at the blob's name (StoreDamagedError) counted as held: something is there. */
+function heldOrDamaged(store: LocalStore, d: Digest): boolean {
+  try {
+    return store.hasSync(d);
+  } catch (e) {
+    if (e instanceof StoreDamagedError) return true;
+    throw e;
+  }
 }

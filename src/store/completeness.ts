@@ -14,6 +14,10 @@
  * A state is only taken once every folder's mtime is older than the clock tick (see SETTLE_MS), so
  * a change in the same tick cannot go unseen, as git does for racy index entries.
  *
+ * A blob counts as held only as a regular file at its name, in a shard folder (and cas/) that is a
+ * real folder: a symlink (or folder, or fifo) planted at either is a StoreDamagedError naming it,
+ * when a pull looks and when a record is read, so no blob behind it is ever recorded as held.
+ *
  * Nothing in `complete/` is read or written through a symbolic link: the folder is looked at by
  * lstat on every read and write and a record opened with O_NOFOLLOW, so a link planted as either
  * (whose target would be trusted as a record, or written into) is a StoreDamagedError naming it;
@@ -22,9 +26,9 @@
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import type { Digest } from '../core/digest.js';
+import { type Digest, formatDigest } from '../core/digest.js';
 import { StoreDamagedError } from '../errors.js';
-import { checkStoreFolders, damagedBlobFolderError, makeStoreFolders, readStoreEntry, safeReaddir } from './local.js';
+import { checkStoreFolders, damagedBlobFileError, damagedBlobFolderError, entryKind, makeStoreFolders, readStoreEntry } from './local.js';
 
 export interface CompleteRecord {
   /** Digest of the shard folders' state when the tree was last seen whole. */
@@ -85,6 +89,37 @@ function refuseLinkedBlobFolder(storeRoot: string, folder: string): void {
   if (st !== undefined && !st.isDirectory()) throw damagedBlobFolderError(storeRoot, folder, st);
 }
 
+/**
+ * Whether blob `d` is held at `p`, its name in a shard folder already found real: a regular file.
+ * Anything else there (a symlink planted at the name, dangling or not; a folder; a fifo) is a
+ * StoreDamagedError naming it: the store never wrote a blob behind it, so it must not count it as
+ * held. False when absent (or the shard folder is: ENOENT, ENOTDIR).
+ */
+function holdsBlobFile(storeRoot: string, p: string, d: Digest): boolean {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(p, { throwIfNoEntry: false });
+  } catch {
+    return false;
+  }
+  if (st === undefined) return false;
+  if (!st.isFile()) throw damagedBlobFileError(storeRoot, p, entryKind(st), formatDigest(d));
+  return true;
+}
+
+/** The names of the regular files in `folder` (readdir's d_type: no stat per entry); none when it cannot be listed. */
+function fileNames(folder: string): Set<string> {
+  const names = new Set<string>();
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(folder, { withFileTypes: true });
+  } catch {
+    return names;
+  }
+  for (const e of entries) if (e.isFile()) names.add(e.name);
+  return names;
+}
+
 const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
 
 /**
@@ -93,7 +128,9 @@ const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
  * one is missing. Each shard folder is looked at once its own state is settled and taken, so a
  * blob lost after its folder's look changes that folder's state.
  * With `list`, a folder is listed once and its blobs looked up in the listing (no stat per blob);
- * without, each blob is checked with one access() call (for a store much larger than the tree).
+ * without, each blob is checked with one lstat (for a store much larger than the tree). A blob
+ * counts only as a regular file: a symlink, folder or fifo at its name is a StoreDamagedError
+ * naming it (holdsBlobFile), as a shard folder that is a symlink is.
  *
  * Perf: on a pull of the Linux tree (83k blobs) a second listing of the whole store into one Set
  * after the state, through the isHash filter of listHashes, took 0.15 s of main-thread CPU
@@ -101,10 +138,14 @@ const HEX = (c: number) => (c <= 0x39 ? c - 0x30 : c - 0x57);
  * folder's names go into a small Set; folders settled before the rest are looked at while the
  * rest wait out the tick. Measured after: 0.15 s in one profile at load 5-12, most of it the
  * readdir calls themselves (0.09 s); the Set of the whole store and its isHash filter are gone.
+ * Perf: the listing keeps only regular files by readdir's d_type (withFileTypes), and only a
+ * blob not among them is looked at by lstat (to tell a planted entry from an absent blob): the
+ * 256 shard folders of a store of the Linux tree's 83,266 blobs, listed into Sets in one process,
+ * 4 rounds each after warm-up, 70-73 ms as plain names and 72-74 ms with their types.
  */
 export async function settledStateHolding(storeRoot: string, digests: Iterable<Digest>, list: boolean): Promise<string | undefined> {
-  const wanted: string[][] = SHARDS.map(() => []);
-  for (const d of digests) if (d.size > 0) wanted[(HEX(d.hash.charCodeAt(0)) << 4) | HEX(d.hash.charCodeAt(1))]!.push(d.hash);
+  const wanted: Digest[][] = SHARDS.map(() => []);
+  for (const d of digests) if (d.size > 0) wanted[(HEX(d.hash.charCodeAt(0)) << 4) | HEX(d.hash.charCodeAt(1))]!.push(d);
   refuseLinkedBlobFolder(storeRoot, `${storeRoot}/cas`);
   const stamps: string[] = new Array<string>(SHARDS.length);
   let pending = SHARDS.map((_, i) => i);
@@ -122,14 +163,15 @@ export async function settledStateHolding(storeRoot: string, digests: Iterable<D
         continue;
       }
       stamps[i] = stamp;
-      const hashes = wanted[i]!;
-      if (hashes.length === 0) continue;
+      const blobs = wanted[i]!;
+      if (blobs.length === 0) continue;
       refuseLinkedBlobFolder(storeRoot, folder);
       if (list) {
-        const names = new Set(safeReaddir(folder));
-        for (const h of hashes) if (!names.has(h)) return undefined;
+        const names = fileNames(folder);
+        // Not a regular file there: absent, or a planted entry (which holdsBlobFile refuses).
+        for (const d of blobs) if (!names.has(d.hash) && !holdsBlobFile(storeRoot, `${folder}/${d.hash}`, d)) return undefined;
       } else {
-        for (const h of hashes) if (!fs.existsSync(`${folder}/${h}`)) return undefined;
+        for (const d of blobs) if (!holdsBlobFile(storeRoot, `${folder}/${d.hash}`, d)) return undefined;
       }
     }
     if (later.length === 0) break;
