@@ -19,6 +19,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describeTree, removeDir, leftoverTmp, runCli, startCli, startServer, waitExit, type TestServer } from './helpers/remote.js';
 import { useRemoteFixture } from './helpers/remote-fixture.js';
+import { RemoteClient } from '../src/remote/client.js';
+import { InterruptedError } from '../src/errors.js';
 
 /** How long the command may take to exit after the second signal: well below the HTTP timeouts. */
 const EXIT_BOUND_MS = 5_000;
@@ -313,4 +315,36 @@ describe('a second signal cuts requests stalled on the remote', () => {
       }
     });
   });
+});
+
+test('the first stop ends a retry waiting out its backoff at once, with no new attempt', async () => {
+  // A server that answers 503 with Retry-After: 10: the client's next attempt waits 10 s.
+  let requests = 0;
+  const server = http.createServer((req, res) => {
+    requests++;
+    req.resume();
+    res.writeHead(503, { 'retry-after': '10', 'content-length': '0' });
+    res.end();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = new RemoteClient({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, batch: 'off', retryPolicy: { maxMs: 10_000 } });
+  try {
+    const got = client.getBytes({ hash: 'ab'.repeat(32), size: 10 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    while (requests === 0) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 100)); // the answer is in: the client waits out its backoff
+    const t0 = Date.now();
+    client.stop();
+    const e = await got;
+    assert.ok(e instanceof InterruptedError, `interrupted, not ${String(e)}`);
+    assert.ok(Date.now() - t0 < 1_000, `ended ${Date.now() - t0} ms after stop()`);
+    assert.equal(requests, 1, 'no attempt after the stop');
+  } finally {
+    await client.close();
+    server.closeAllConnections();
+    server.close();
+  }
 });
