@@ -66,20 +66,40 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+/** The second signal of the stop each withSignals signal belongs to, and how many cut on it. */
+const secondSignals = new WeakMap<AbortSignal, { ac: AbortController; cuts: number }>();
+
 /**
  * Runs `fn` with an AbortSignal that SIGINT/SIGTERM abort, so long work stops between batches and
- * leaves a state the same command can finish (exit 130). A second signal (Ctrl-C pressed again)
- * does not cut that stop short: exiting at once would kill the worker threads in the middle of a
- * file, leaving it half written, and skip the command's own clean-up (an unpack's staging folder,
- * a pull's drained requests). It is only acknowledged; the stop that is under way already ends
- * the command as soon as the batches in flight are done. SIGKILL still ends it at once, and the
+ * leaves a state the same command can finish (exit 130).
+ *
+ * The first signal starts an orderly stop: nothing new starts, requests to a remote already in
+ * flight complete (their bytes are kept: a pull stores them, a checkout writes them), retries and
+ * their backoff end at once, worker threads finish their batch. It does not cut a request that
+ * seems stalled: telling a stall from a slow link needs a threshold that would also throw away a
+ * good transfer the user meant to keep, and undici's own timeouts still end a stalled one (60 s
+ * to the headers, 30 s with no byte of a body).
+ *
+ * A second signal (Ctrl-C pressed again) while that stop runs cuts what still waits on the
+ * network, and only that: whoever registered with `onSecondSignal` (the remote client) aborts its
+ * requests in flight at once, their bytes dropped (a blob is stored, a file written, only from
+ * bytes received whole and verified, so none is half done); the next run fetches them again. It
+ * does not exit at once: that would kill the worker threads in the middle of a file, leaving it
+ * half written, and skip the command's own clean-up (temporary files, an unpack's staging folder,
+ * a checkout's record). The command then ends as after one signal (exit 130), as soon as the
+ * batches its threads hold are done: a command with no requests to cut (snapshot, a local
+ * checkout, unpack) waits for those batches as before. SIGKILL still ends it at once, and the
  * same command then finishes what it left (README, checkout).
  */
 export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController();
+  const second = { ac: new AbortController(), cuts: 0 };
+  secondSignals.set(ac.signal, second);
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) {
-      process.stderr.write(`treecast: ${sig} received again; already stopping, after the work in progress\n`);
+      const what = second.cuts > 0 ? 'requests still in flight are cut now, writes in progress finish' : 'after the work in progress';
+      process.stderr.write(`treecast: ${sig} received again; already stopping, ${what}\n`);
+      second.ac.abort();
       return;
     }
     process.stderr.write(`\ntreecast: ${sig} received, stopping after the work in progress...\n`);
@@ -93,6 +113,18 @@ export async function withSignals<T>(fn: (signal: AbortSignal) => Promise<T>): P
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * Calls `cut` on the second signal of the stop `signal` (from withSignals) belongs to: requests
+ * that must not hold the stop once the user asked twice. Nothing for a signal of another origin.
+ */
+export function onSecondSignal(signal: AbortSignal, cut: () => void): void {
+  const second = secondSignals.get(signal);
+  if (!second) return;
+  second.cuts++;
+  if (second.ac.signal.aborted) cut();
+  else second.ac.signal.addEventListener('abort', cut, { once: true });
 }
 
 /**

@@ -89,6 +89,10 @@ export class RemoteClient {
   private batchOffered: boolean | undefined;
   private entriesValidated = false;
   private stopping = false;
+  /** Set by cut(): the pool is destroyed, every request in flight failed with this. */
+  private cutReason: InterruptedError | undefined;
+  /** Wakes each retry waiting out its backoff (stop()). */
+  private readonly sleeping = new Set<() => void>();
 
   constructor(opts: ClientOptions) {
     this.url = parseRemoteUrl(opts.url);
@@ -110,12 +114,35 @@ export class RemoteClient {
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    if (this.cutReason) return; // destroyed: nothing left to close
+    await this.pool.close().catch((e: unknown) => {
+      if (!this.cutReason) throw e; // cut while closing: the pool is gone either way
+    });
   }
 
-  /** No new attempts after this (retries stop; the request in progress finishes). */
+  /**
+   * No new attempts after this: retries stop, one waiting out its backoff fails at once; the
+   * requests in flight finish (their bytes are used).
+   */
   stop(): void {
     this.stopping = true;
+    for (const wake of [...this.sleeping]) wake();
+  }
+
+  /**
+   * stop(), and every request in flight or queued in the pool fails at once with an
+   * InterruptedError (the second SIGINT/SIGTERM: a stalled server must not hold the stop until
+   * the HTTP timeouts). What those requests received is dropped by their callers, as after any
+   * cut connection: a receiver removes its temporary file, a batch read stores only the frames it
+   * had whole, a direct checkout writes nothing of a failed read. An upload cut short is never
+   * stored by the server, which stores a blob only once all its bytes arrived and matched.
+   */
+  cut(): void {
+    if (this.cutReason) return;
+    this.cutReason = new InterruptedError('interrupted: requests in flight were cut; run the same command again to resume');
+    this.stop();
+    // Perf: one call ends them all; no per-request signal or listener on the hot path.
+    this.pool.destroy(this.cutReason).catch(() => undefined);
   }
 
   /** True when the server offers treecast's batch endpoints (asked once, via GET status). */
@@ -593,11 +620,21 @@ export class RemoteClient {
 
   /** After attempt number `attempt` failed with `e`: throws when it is not to be retried, else waits the backoff. */
   private async afterFailure(e: unknown, attempt: number, what: string, d: Digest | undefined): Promise<void> {
-    if (this.stopping) throw e instanceof TreecastError ? e : new InterruptedError('interrupted', { cause: e });
+    if (this.stopping) throw e instanceof TreecastError ? e : (this.cutReason ?? new InterruptedError('interrupted', { cause: e }));
     if (attempt > this.retry.retries || !isRetryableError(e)) throw this.finalError(e, what, d);
     this.stats.retried++;
     const retryAfter = (e as { retryAfter?: number }).retryAfter;
-    await new Promise((r) => setTimeout(r, backoffMs(attempt, this.retry, Math.random, retryAfter)));
+    await new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleeping.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, backoffMs(attempt, this.retry, Math.random, retryAfter));
+      this.sleeping.add(wake);
+    });
+    // A stop during the backoff: no new attempt.
+    if (this.stopping) throw new InterruptedError('interrupted while waiting to retry; run the same command again to resume', { cause: e });
   }
 
   private finalError(e: unknown, what: string, d?: Digest): unknown {

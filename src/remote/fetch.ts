@@ -10,7 +10,8 @@
  * Resumable by construction: a blob reaches the store only whole and verified, and what is already
  * in the store is never requested, so running the same command again after a cut fetches only the
  * rest. On stop() (SIGINT/SIGTERM) no new request starts and those in flight are finished, so no
- * byte the server sent is thrown away.
+ * byte the server sent is thrown away; on cut() (a second signal) those in flight are aborted too,
+ * so a stalled server cannot hold the stop.
  */
 import * as fs from 'node:fs';
 import { MAX_TREE_BYTES, decodeTree, treeDirectories } from '../core/action-result.js';
@@ -140,6 +141,16 @@ export class RemoteFetcher {
     this.stopReason = reason;
     this.client.stop();
     this.scheduler?.stop(reason);
+  }
+
+  /**
+   * stop(), and the requests still in flight are cut at once (client.ts cut: the second
+   * SIGINT/SIGTERM). What they had not received whole is dropped and fetched by the next run;
+   * the store writer still finishes what it was handed, so close() ends promptly and cleanly.
+   */
+  cut(): void {
+    this.stop();
+    this.client.cut();
   }
 
   async close(): Promise<void> {

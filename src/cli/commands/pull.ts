@@ -11,7 +11,7 @@ import type { FetchSummary } from '../../remote/fetch.js';
 import type { RefHit } from '../../remote/refs.js';
 import { parseRemoteUrl } from '../../remote/url.js';
 import { pulledAlready } from '../../remote/pulled.js';
-import { addJsonOption, addStoreOption, openStore, withSignals } from '../common.js';
+import { addJsonOption, addStoreOption, onSecondSignal, openStore, withSignals } from '../common.js';
 import { guardStoreWriter } from '../../fs/target-guard.js';
 import { formatBytes, printJson } from '../output.js';
 import { type RemoteCliOptions, addRemoteClientOptions, clientOptions, collect, isLocalSpec } from '../remote-options.js';
@@ -67,6 +67,7 @@ export function registerPull(program: Command): void {
         try {
           r = await withSignals((signal) => {
             signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+            onSecondSignal(signal, () => fetcher.cut());
             return fetcher.pull(root);
           });
         } finally {

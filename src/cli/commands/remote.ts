@@ -19,7 +19,7 @@ import { type PushedRef, type RefHit, lookupRef, pushRef, refKey, resolveRemoteR
 import { RemoteServer } from '../../remote/server.js';
 import { type LocalStore, checkRefName, defaultStorePath } from '../../store/local.js';
 import { ServeSetup } from '../serve-setup.js';
-import { addJsonOption, addStoreOption, intInRange, openStore, withSignals } from '../common.js';
+import { addJsonOption, addStoreOption, intInRange, onSecondSignal, openStore, withSignals } from '../common.js';
 import { guardStoreWriter } from '../../fs/target-guard.js';
 import { formatBytes, printJson } from '../output.js';
 import { ProgressBar } from '../progress.js';
@@ -101,6 +101,7 @@ function newFetcher(store: LocalStore, url: string, o: RemoteCliOptions, signal:
   const fetcher = new RemoteFetcher(store, clientOptions(url, o), { holdYoungGeneration: true });
   if (signal.aborted) fetcher.stop();
   else signal.addEventListener('abort', () => fetcher.stop(), { once: true });
+  onSecondSignal(signal, () => fetcher.cut());
   return fetcher;
 }
 
@@ -379,6 +380,7 @@ async function pushAction(store: LocalStore, spec: string, copts: ReturnType<typ
     const { root, snapshotted } = await resolveSource(store, spec, signal);
     const client = new RemoteClient(copts);
     signal.addEventListener('abort', () => client.stop(), { once: true });
+    onSecondSignal(signal, () => client.cut());
     try {
       const s = await push(store, client, root, {
         shouldStop: () => signal.aborted,
