@@ -5,7 +5,6 @@
 import * as fs from 'node:fs';
 import { type Digest, EMPTY_HASH, formatDigest } from '../core/digest.js';
 import { subdirectoryDigests } from '../core/reapi.js';
-import { StoreDamagedError } from '../errors.js';
 import { readTreePack, treePackBytes } from '../store/tree-pack.js';
 import { MAX_DEPTH } from '../core/names.js';
 import { BlobReceiver } from './receiver.js';
@@ -233,10 +232,10 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
         return;
       }
       // A message the store lacks is missing here even when the pack holds it, as is one whose
-      // name in the store is a planted link (heldHere). Perf: hasSync, not hasExact, which also
+      // name in the store is a planted link (hasSyncOr). Perf: hasSync, not hasExact, which also
       // compares the size: the pack's bytes already have the digest's size and hash.
       let bytes = pack?.get(d.hash);
-      if (bytes?.length !== d.size || !heldHere(core, d)) {
+      if (bytes?.length !== d.size || !core.store.hasSyncOr(d, false)) {
         try {
           bytes = core.store.readSync(d);
         } catch {
@@ -267,18 +266,4 @@ export async function serveTree(core: ServerCore, root: Digest, ctx: Ctx): Promi
   await out.flush();
   res.end();
   await finished(res);
-}
-
-/**
- * Whether the server's store holds `d` (hasSync). A damaged entry (a symlink, folder or fifo at
- * the blob's name, or a shard folder that is a symlink: StoreDamagedError) is not held, as the
- * server's GET and hasExact answer it: the request is answered, not failed.
- */
-function heldHere(core: ServerCore, d: Digest): boolean {
-  try {
-    return core.store.hasSync(d);
-  } catch (e) {
-    if (e instanceof StoreDamagedError) return false;
-    throw e;
-  }
 }

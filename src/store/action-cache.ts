@@ -180,7 +180,7 @@ export function actionResultReferences(store: LocalStore, ar: ActionResult, wher
       // Held but unreadable; a link planted as its shard folder or at its own name, or a folder
       // there (StoreDamagedError, from the read or from hasSync), is such a tree too, reported,
       // never followed.
-      if (e instanceof StoreDamagedError || heldOrDamaged(store, out.treeDigest)) badTree ??= (e as Error).message;
+      if (e instanceof StoreDamagedError || store.hasSyncOr(out.treeDigest, true)) badTree ??= (e as Error).message;
       continue;
     }
     for (const dir of [tree.root, ...tree.children]) {
@@ -189,14 +189,4 @@ export function actionResultReferences(store: LocalStore, ar: ActionResult, wher
     }
   }
   return { needed, directories, roots, ...(badTree ? { badTree } : {}) };
-}
-
-/** hasSync, with a damaged entry at the blob's name (StoreDamagedError) counted as held: something is there. */
-function heldOrDamaged(store: LocalStore, d: Digest): boolean {
-  try {
-    return store.hasSync(d);
-  } catch (e) {
-    if (e instanceof StoreDamagedError) return true;
-    throw e;
-  }
 }

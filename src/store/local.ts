@@ -237,6 +237,20 @@ export class LocalStore implements BlobStore {
     return true;
   }
 
+  /**
+   * hasSync for a caller that must answer rather than fail: an entry hasSync refuses
+   * (StoreDamagedError) answers `damaged`. The server's /tree counts it not held, as its GET and
+   * hasExact do; the action cache's bad-tree check counts it held (something unreadable is there).
+   */
+  hasSyncOr(d: Digest, damaged: boolean): boolean {
+    try {
+      return this.hasSync(d);
+    } catch (e) {
+      if (e instanceof StoreDamagedError) return damaged;
+      throw e;
+    }
+  }
+
   /** Reads and verifies a blob. A blob whose bytes disagree with its name is reported, never returned. */
   readSync(d: Digest): Buffer {
     if (d.size === 0) return Buffer.alloc(0);
